@@ -1,0 +1,3 @@
+from metaprompt_lite.cli import main
+
+raise SystemExit(main())

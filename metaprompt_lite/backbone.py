@@ -1,0 +1,338 @@
+"""Load a frozen open_clip ``CLIP`` and run its encoders layer by layer.
+
+Explained in ``notebooks/01_zero_shot_clip`` and ``notebooks/03_vision_and_dual_prompts``.
+
+Prompt learners need to touch the token sequence *inside* the transformers: CoOp replaces the
+embeddings of placeholder tokens before the first layer, deep prompts (IVLP, MaPLe, MetaPrompt)
+replace them again before every deeper layer, and visual prompts are extra tokens appended to the
+patch sequence. open_clip exposes every piece as a plain attribute (``token_embedding``,
+``positional_embedding``, ``transformer.resblocks``, ``ln_final``, ``text_projection``,
+``attn_mask``; ``visual.conv1``, ``visual.class_embedding``, ``visual.ln_pre``, ``visual.ln_post``,
+``visual.proj``), so this module re-assembles the forward passes from those attributes instead of
+forking CLIP. With no prompts, :func:`encode_text_layers` and :func:`encode_image_layers` equal
+``model.encode_text`` and ``model.encode_image`` exactly (tested).
+
+The same code runs on a real ViT-B/16 (``load_clip("ViT-B-16", "openai")``, research tier) and on
+the project's own small models registered from ``metaprompt_lite/model_configs``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import open_clip
+import torch
+from torch import nn
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+TINY_MODEL = "tiny-clip"  # random init, CPU, seconds: for tests
+OFFLINE_DEFAULT_HINT = (
+    "On an offline machine use the embedded tier: the pocket CLIP committed in data/ "
+    "(see README, 'Embedded tier'), or TINY_MODEL='tiny-clip' with pretrained=None for tests."
+)
+
+_registered = False
+
+# open_clip's JSON configs cannot express a convolutional stem, so the models listed here get
+# their patchify ``visual.conv1`` replaced by a :class:`ConvStem` with these hidden channels.
+CONV_STEMS: dict[str, tuple[int, ...]] = {"pocket-clip": (32, 64, 128)}
+
+
+def register_model_configs() -> None:
+    """Add this package's model configs (``tiny-clip``, ``pocket-clip``) to open_clip's list.
+
+    open_clip reads JSON model configs from a list of folders; adding ours there is the open_clip
+    way to define a new architecture, and afterwards ``open_clip.create_model('tiny-clip')`` works
+    like any built-in name.
+    """
+    global _registered
+    if not _registered:
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        _registered = True
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP with what the rest of the package needs to feed it."""
+
+    model: open_clip.CLIP
+    tokenizer: Callable[[Sequence[str]], torch.Tensor]
+    name: str
+    pretrained: str | None
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    @property
+    def text_width(self) -> int:
+        return self.model.token_embedding.weight.shape[1]
+
+    @property
+    def vision_width(self) -> int:
+        return self.model.visual.class_embedding.shape[0]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.text_projection.shape[1]
+
+    @property
+    def text_layers(self) -> int:
+        return len(self.model.transformer.resblocks)
+
+    @property
+    def vision_layers(self) -> int:
+        return len(self.model.visual.transformer.resblocks)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, 3, H, W]`` (or float in [0, 1]) -> normalised float at the model's size."""
+        x = images.to(self.device)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = nn.functional.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False
+            ).clamp_(0, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def load_clip(
+    model_name: str,
+    pretrained: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> Backbone:
+    """Create an open_clip ``CLIP`` by name, load weights (tag or local file), freeze it.
+
+    ``pretrained`` is ``None`` (random init), an open_clip tag such as ``"openai"`` (downloads: needs
+    internet) or a path to a checkpoint file. Errors name the problem and the fix.
+    """
+    register_model_configs()
+    available = open_clip.list_models()
+    if model_name not in available:
+        close = [m for m in available if model_name.lower().replace("/", "-") in m.lower()][:10]
+        raise ValueError(
+            f"Unknown model name {model_name!r}. "
+            + (f"Did you mean one of {close}? " if close else "")
+            + f"Available: {TINY_MODEL!r}, 'pocket-clip' and open_clip's built-ins "
+            "(open_clip.list_models(), e.g. 'ViT-B-16')."
+        )
+    if pretrained is not None:
+        pretrained = str(pretrained)
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if pretrained not in tags:
+            if _looks_like_path(pretrained) or not tags:
+                if not os.path.isfile(pretrained):
+                    raise FileNotFoundError(
+                        f"Checkpoint file {pretrained!r} for model {model_name!r} does not exist. "
+                        "Pass an existing file, an open_clip tag "
+                        f"({tags or 'none for this model'}), or pretrained=None for random weights."
+                    )
+            else:
+                raise ValueError(
+                    f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of "
+                    f"{model_name!r}; its tags are {tags}."
+                )
+    is_file = pretrained is not None and os.path.isfile(pretrained)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=None if is_file else pretrained, device=device
+        )
+    except RuntimeError as error:
+        if pretrained is not None and not is_file:
+            raise RuntimeError(
+                f"Could not download the {model_name!r} weights {pretrained!r} (no internet?). "
+                + OFFLINE_DEFAULT_HINT
+            ) from error
+        raise
+    if model_name in CONV_STEMS:
+        attach_conv_stem(model, CONV_STEMS[model_name])
+        model.to(device)
+    if is_file:
+        open_clip.load_checkpoint(model, pretrained, strict=True)
+    if not isinstance(model, open_clip.CLIP):
+        raise TypeError(
+            f"{model_name!r} builds a {type(model).__name__}; the prompt learners need open_clip's "
+            "CLIP class with its native text transformer (token_embedding, attn_mask, ...)."
+        )
+    freeze(model)
+    norm = next(t for t in preprocess.transforms if hasattr(t, "mean"))
+    return Backbone(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(model_name),
+        name=model_name,
+        pretrained=pretrained,
+        image_size=model.visual.image_size[0],
+        mean=tuple(float(m) for m in norm.mean),
+        std=tuple(float(s) for s in norm.std),
+    )
+
+
+class ConvStem(nn.Sequential):
+    """Early convolutions in place of the patchify ``conv1`` (Xiao et al., "Early convolutions
+    help transformers see better"): stride-2 3×3 conv + BatchNorm + ReLU blocks, then a 1×1 conv
+    to the transformer width. Its total stride equals the patch size, so it returns the same
+    ``[B, width, grid, grid]`` as the ``conv1`` it replaces and the ViT around it is unchanged."""
+
+    def __init__(self, hidden: Sequence[int], width: int, patch_size: int) -> None:
+        n_down = patch_size.bit_length() - 1
+        if 2**n_down != patch_size or n_down != len(hidden) + 1:
+            raise ValueError(
+                f"a conv stem with {len(hidden)} hidden layers has stride {2 ** (len(hidden) + 1)}, "
+                f"but the patch size is {patch_size}"
+            )
+        layers: list[nn.Module] = []
+        channels = [3, *hidden, width]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(width, width, 1))
+        super().__init__(*layers)
+
+
+def attach_conv_stem(model: open_clip.CLIP, hidden: Sequence[int]) -> None:
+    """Replace ``model.visual.conv1`` by a :class:`ConvStem` of matching stride and width."""
+    visual = model.visual
+    width = visual.class_embedding.shape[0]
+    visual.conv1 = ConvStem(hidden, width, visual.patch_size[0])
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """No gradients and eval mode for every backbone weight: only prompts learn."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _run_blocks(
+    transformer: nn.Module,
+    x: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    replace: Callable[[int, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Run ``transformer.resblocks`` on ``x`` ([batch, tokens, width]), calling
+    ``replace(i, x)`` before block ``i >= 1``. Handles open_clip's ``batch_first`` switch."""
+    batch_first = getattr(transformer, "batch_first", True)
+    for i, block in enumerate(transformer.resblocks):
+        if i >= 1:
+            x = replace(i, x)
+        if batch_first:
+            x = block(x, attn_mask=attn_mask)
+        else:  # sequence-first blocks: [tokens, batch, width]
+            x = block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+    return x
+
+
+def _put(x: torch.Tensor, prompt: torch.Tensor, start: int) -> torch.Tensor:
+    """Return ``x`` with tokens ``start : start + n`` replaced by ``prompt`` ([n, D] or [B, n, D]).
+
+    Built by concatenation, not in-place assignment, so gradients flow to ``prompt`` and the
+    operation is safe inside ``higher``'s functional inner loop.
+    """
+    n = prompt.shape[-2]
+    prompt = prompt.to(x.dtype).expand(x.shape[0], n, x.shape[-1])
+    return torch.cat([x[:, :start], prompt, x[:, start + n :]], dim=1)
+
+
+def encode_text_layers(
+    model: open_clip.CLIP,
+    tokens: torch.Tensor,
+    embeddings: torch.Tensor | None = None,
+    prompts: Sequence[torch.Tensor] = (),
+    prompt_start: int = 1,
+) -> torch.Tensor:
+    """Text features with prompts replaced at the first ``len(prompts)`` layers.
+
+    ``tokens`` [B, L] are the token ids (their argmax, CLIP's EOT, picks the pooled position);
+    ``embeddings`` [B, L, D] defaults to ``model.token_embedding(tokens)``. ``prompts[0]`` replaces
+    positions ``prompt_start : prompt_start + n_ctx`` of the token embeddings (CoOp's context, before
+    the positional embedding is added); ``prompts[i]`` for i >= 1 replaces the same positions of the
+    hidden states entering layer i (deep prompts). Each prompt is [n_ctx, D] or [B, n_ctx, D].
+
+        x_0 = E(tokens)[ctx ← p_0] + P;   x_{i+1} = block_i(x_i[ctx ← p_i]);
+        f_T = LN(x_L)[EOT] · W_text
+    """
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens) if embeddings is None else embeddings
+    x = x.to(cast_dtype)
+    if len(prompts) > 0:
+        x = _put(x, prompts[0], prompt_start)
+    x = x + model.positional_embedding.to(cast_dtype)
+
+    def replace(i: int, h: torch.Tensor) -> torch.Tensor:
+        return _put(h, prompts[i], prompt_start) if i < len(prompts) else h
+
+    x = _run_blocks(model.transformer, x, model.attn_mask, replace)
+    x = model.ln_final(x)
+    pool_type = getattr(model, "text_pool_type", "argmax")
+    if pool_type == "argmax":
+        eot = tokens.argmax(dim=-1)
+    elif pool_type == "eos":
+        eot = (tokens == model.text_eos_id).int().argmax(dim=-1)
+    else:
+        raise NotImplementedError(f"text_pool_type={pool_type!r}: prompt learners need EOT pooling")
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
+    projection = model.text_projection
+    return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+
+
+def encode_image_layers(
+    model: open_clip.CLIP,
+    images: torch.Tensor,
+    prompts: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """Image features with ``n_pro`` prompt tokens appended to the patch sequence (VPT-deep).
+
+    ``prompts[0]`` [n_pro, D] or [B, n_pro, D] is appended after the positional embedding (so
+    prompts carry no position, as in VPT/MaPLe) and before ``ln_pre``; ``prompts[i]`` replaces the
+    last ``n_pro`` tokens entering layer i. The prompt tokens are dropped before pooling, so with
+    ``prompts=()`` this equals ``model.encode_image``.
+
+        x_0 = LN_pre([cls; conv1(img) patches] + P ; p_0);   x_{i+1} = block_i(x_i[prompt ← p_i])
+        f_I = LN_post(x_L[cls]) · W_proj
+    """
+    visual = model.visual
+    if getattr(visual, "attn_pool", None) is not None:
+        raise NotImplementedError("vision towers with attentional pooling are not supported")
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = visual.conv1(images.to(cast_dtype))  # [B, width, grid, grid]
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [B, grid*grid, width]
+    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    x = visual.patch_dropout(x)
+    n_tokens = x.shape[1]
+    n_pro = prompts[0].shape[-2] if len(prompts) > 0 else 0
+    if n_pro:
+        x = torch.cat([x, prompts[0].to(x.dtype).expand(x.shape[0], n_pro, x.shape[-1])], dim=1)
+    x = visual.ln_pre(x)
+
+    def replace(i: int, h: torch.Tensor) -> torch.Tensor:
+        return _put(h, prompts[i], h.shape[1] - n_pro) if i < len(prompts) else h
+
+    x = _run_blocks(visual.transformer, x, None, replace)
+    x = x[:, :n_tokens]  # drop prompt tokens: pooling sees what the unprompted model sees
+    if getattr(visual, "final_ln_after_pool", False):
+        pooled = visual.ln_post(_global_pool(visual, x))
+    else:
+        pooled = _global_pool(visual, visual.ln_post(x))
+    return pooled @ visual.proj if visual.proj is not None else pooled
+
+
+def _global_pool(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    pool_type = getattr(visual, "pool_type", "tok")
+    if pool_type == "tok":
+        return x[:, 0]
+    if pool_type == "avg":
+        return x[:, 1:].mean(dim=1)
+    raise NotImplementedError(f"vision pool_type={pool_type!r} is not supported")

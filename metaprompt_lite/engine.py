@@ -1,0 +1,320 @@
+"""The shared engine: seeding, few-shot sampling, splits, metrics, optimisation, checkpoints, loops.
+
+Explained in ``notebooks/02_text_prompts`` (training loop) and ``notebooks/06_metaprompt``.
+
+One loop serves every method: :func:`train` draws batches, augments them and hands them to the
+method's step function (``metaprompt_lite.methods``), which returns its losses. Everything that
+makes a run repeatable lives here: :func:`seed_everything`, a dedicated ``torch.Generator`` for
+batch order / augmentation / episode splits, and checkpoints holding prompts, optimizer,
+scheduler, generator and step (so a resumed run continues bit for bit).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from metaprompt_lite.meta import relabel
+
+
+# --------------------------------------------------------------------------- seeding
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; ask torch for deterministic kernels (CPU runs repeat exactly)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+# --------------------------------------------------------------------------- splits and sampling
+def base_new_split(n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The papers' base-to-new rule: sorted class ids, base = first ceil(n/2), new = the rest."""
+    if n_classes < 2:
+        raise ValueError(f"a base-to-new split needs at least 2 classes, got {n_classes}")
+    m = math.ceil(n_classes / 2)
+    ids = torch.arange(n_classes)
+    return ids[:m], ids[m:]
+
+
+def select_classes(labels: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the examples whose label is in ``classes``, and their labels relabelled 0..len-1."""
+    index = torch.isin(labels, classes).nonzero().flatten()
+    return index, relabel(labels[index], classes)
+
+
+def few_shot_indices(
+    labels: torch.Tensor, shots: int, seed: int, groups: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Draw ``shots`` examples per class (per class *and* group, e.g. source domain, when ``groups``
+    is given) with the run's seed; a class with fewer examples gives all it has. Same seed, same
+    draw, for every method. Returns sorted indices."""
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    generator = make_generator(seed)
+    keys = labels if groups is None else labels * (int(groups.max()) + 1) + groups
+    chosen = []
+    for key in keys.unique(sorted=True).tolist():
+        members = (keys == key).nonzero().flatten()
+        order = torch.randperm(len(members), generator=generator)
+        chosen.append(members[order[:shots]])
+    return torch.cat(chosen).sort().values
+
+
+# --------------------------------------------------------------------------- metrics
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    return 100.0 * (logits.argmax(-1) == labels).float().mean().item()
+
+
+def harmonic_mean(base: float, new: float) -> float:
+    """HM = 2·b·n / (b + n), the papers' base-to-new summary."""
+    return 0.0 if base + new == 0 else 2 * base * new / (base + new)
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass
+class OptimConfig:
+    """SGD + constant warm-up + cosine, as CoOp/MetaPrompt train."""
+
+    lr: float = 0.0015
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    epochs: int = 8
+    batch_size: int = 16
+    max_steps: int | None = None  # cap on total steps (tests, quick runs)
+
+
+def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, config: OptimConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr(step) = warmup_lr for the warm-up steps, then cosine from lr to 0 over the rest:
+
+        lr_t = ½ · lr · (1 + cos(π · (t − W) / (T − W)))
+    """
+    warmup_factor = config.warmup_lr / config.lr
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return warmup_factor
+        return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, decay_steps) / decay_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --------------------------------------------------------------------------- augmentation
+def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = False,
+            min_scale: float = 0.5) -> torch.Tensor:
+    """Random resized crop (area in [min_scale, 1], aspect 3/4..4/3) and optional horizontal flip,
+    on uint8 [B, 3, H, W]; returns float in [0, 1] at the same size. Driven by ``generator`` only."""
+    batch, _, height, width = images.shape
+    x = images.float() / 255.0
+    out = torch.empty_like(x)
+    u = torch.rand(batch, 5, generator=generator)
+    for b in range(batch):
+        area = min_scale + (1 - min_scale) * u[b, 0].item()
+        aspect = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[b, 1].item())
+        h = max(1, min(height, round(height * math.sqrt(area / aspect))))
+        w = max(1, min(width, round(width * math.sqrt(area * aspect))))
+        top = int(u[b, 2].item() * (height - h + 1))
+        left = int(u[b, 3].item() * (width - w + 1))
+        crop = x[b : b + 1, :, top : top + h, left : left + w]
+        crop = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
+        out[b] = crop[0].flip(-1) if flip and u[b, 4].item() < 0.5 else crop[0]
+    return out
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write atomically (temp file, then rename): an interrupted save never corrupts a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train first, or drop --resume")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# --------------------------------------------------------------------------- training loop
+@dataclass
+class Batch:
+    images: torch.Tensor  # float [B, 3, H, W] in [0, 1] (augmented) or uint8
+    labels: torch.Tensor  # [B], 0..n_classes-1 of the training classes
+    domains: torch.Tensor  # [B] domain index (all zero when there is one domain)
+
+
+@dataclass
+class TrainState:
+    """Everything a step function may touch, and everything a checkpoint stores."""
+
+    model: nn.Module  # a PromptedCLIP
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator  # augmentation, episode splits
+    seed: int = 0  # epoch orders
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    # method-specific objects with state (ProMetaR's modulation net and its optimizer, ...):
+    # anything with state_dict()/load_state_dict(), saved and restored with the checkpoint
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "prompts": self.model.prompts.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "history": self.history,
+            "extras": {k: v.state_dict() for k, v in self.extras.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.prompts.load_state_dict(state["prompts"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+        self.history = list(state["history"])
+        missing = set(self.extras) ^ set(state.get("extras", {}))
+        if missing:
+            raise ValueError(f"checkpoint and run disagree on method state {sorted(missing)}: "
+                             "was it written by another method?")
+        for key, obj in self.extras.items():
+            obj.load_state_dict(state["extras"][key])
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled example order of one epoch: a pure function of (seed, epoch)."""
+    return torch.randperm(n, generator=make_generator(seed * 1_000_003 + epoch))
+
+
+StepFn = Callable[[TrainState, Batch], dict[str, float]]
+
+
+def check_finite(losses: dict[str, float], step: int) -> None:
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"non-finite loss at step {step}: {bad}. Lower the learning rate, check the inputs for "
+            "NaN, or resume from the last checkpoint."
+        )
+
+
+def train(
+    state: TrainState,
+    step_fn: StepFn,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    domains: torch.Tensor | None,
+    optim: OptimConfig,
+    total_steps: int,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
+    flip: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainState:
+    """Run ``step_fn`` on shuffled, augmented batches until ``total_steps`` (resuming from
+    ``state.step``). The order of epoch e depends only on (seed, e), and the generator driving
+    augmentation and episodes is saved in checkpoints, so "2 steps + save + load + 2 steps" equals
+    "4 steps" bit for bit.
+    ``stop_after`` stops early after that many steps in this call (to test interruption)."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise ValueError("no training images: check the dataset, the class split and the shots")
+    domains = torch.zeros_like(labels) if domains is None else domains
+    n = len(images)
+    batch_size = min(optim.batch_size, n)
+    per_epoch = n // batch_size  # the last incomplete batch is dropped, as CoOp's loader does
+    done_here = 0
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not progress, leave=False)
+    state.model.train()
+    while state.step < total_steps and (stop_after is None or done_here < stop_after):
+        epoch, position = divmod(state.step, per_epoch)
+        order = epoch_order(n, state.seed, epoch)
+        index = order[position * batch_size : (position + 1) * batch_size]
+        batch = Batch(augment(images[index], state.generator, flip=flip), labels[index], domains[index])
+        t0 = time.perf_counter()
+        losses = step_fn(state, batch)
+        check_finite(losses, state.step)
+        state.scheduler.step()
+        state.step += 1
+        done_here += 1
+        state.history.append({"step": state.step, "epoch": epoch, "lr": state.lr,
+                              "step_s": time.perf_counter() - t0, **losses})
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+        if checkpoint_path is not None and state.step % checkpoint_every == 0:
+            save_checkpoint(checkpoint_path, state.state_dict())
+    bar.close()
+    if checkpoint_path is not None:
+        save_checkpoint(checkpoint_path, state.state_dict())
+    return state
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict_logits(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Concatenate ``logits_fn(batch)`` over ``images`` in chunks."""
+    chunks = []
+    for start in tqdm(range(0, len(images), batch_size), desc="eval", disable=not progress, leave=False):
+        chunks.append(logits_fn(images[start : start + batch_size]).float().cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0, 0)
+
+
+def config_table(config: Any) -> str:
+    """A dataclass as aligned ``key: value`` lines, for printing at the start of a run."""
+    flat = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    width = max(len(k) for k in flat) if flat else 0
+    return "\n".join(f"  {k:<{width}} : {v}" for k, v in flat.items())
+
+
+def steps_for(n_examples: int, optim: OptimConfig) -> tuple[int, int]:
+    """(total_steps, warmup_steps) for ``optim.epochs`` epochs over ``n_examples``."""
+    per_epoch = max(1, n_examples // max(1, min(optim.batch_size, n_examples)))
+    total = per_epoch * optim.epochs
+    warmup = per_epoch * optim.warmup_epochs
+    if optim.max_steps is not None:
+        total = min(total, optim.max_steps)
+        warmup = min(warmup, total // 4)
+    return total, warmup

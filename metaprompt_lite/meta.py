@@ -1,0 +1,218 @@
+"""Episodic splits and meta-gradient steps (first and second order) built on ``higher``.
+
+Explained in ``notebooks/05_meta_learning_with_higher`` and ``notebooks/06_metaprompt``.
+
+A meta-learning episode inside one batch: adapt the prompts on a *support* set with one (or a
+few) inner gradient steps, then measure the loss on a *query* set the support did not contain
+(other classes for base-to-new, another domain for domain generalisation). The gradient of that
+query loss with respect to the prompts *before* adaptation is the meta-gradient:
+
+    θ'  = θ − α ∇_θ L_s(θ)                        (inner step, ``inner_steps`` times)
+    g   = ∇_θ L_q(θ')                             second order (MAML): differentiates through θ'
+    g₁  = ∇_θ' L_q(θ')                            first order (FOMAML, MetaPrompt's official code)
+
+:func:`meta_gradients` computes either with ``higher.innerloop_ctx`` on the small prompt module
+only (the frozen CLIP is a closure of the loss functions). :func:`episodic_meta_update` applies
+MetaPrompt's rule ``θ ← θ − lr · META_STEP · Σ_i g_i`` over the episodes of a batch, and
+:func:`official_quirks_meta_update` reproduces what the official code actually does (see there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import higher
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+META_STEP = 0.2  # MetaPrompt: scale of the summed query gradients in the domain-split update
+N_GROUPS = 2  # MetaPrompt B2N: classes of a batch split into N = 2 groups
+
+
+# --------------------------------------------------------------------------- episodes
+def relabel(labels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Map global class ids to their position in ``classes`` (so CE sees 0..len(classes)-1)."""
+    lookup = torch.full((int(max(int(labels.max()), int(classes.max())) + 1),), -1, dtype=torch.long)
+    lookup[classes.cpu()] = torch.arange(len(classes))
+    new = lookup[labels.cpu()]
+    if (new < 0).any():
+        missing = sorted(set(labels[new.to(labels.device) < 0].tolist()))
+        raise ValueError(f"labels {missing} are not among the episode's classes {classes.tolist()}")
+    return new.to(labels.device)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """Indices into a batch and the global class ids each side may see (sorted)."""
+
+    support: torch.Tensor
+    query: torch.Tensor
+    support_classes: torch.Tensor
+    query_classes: torch.Tensor
+
+
+def cross_class_episodes(
+    labels: torch.Tensor, n_classes: int, generator: torch.Generator, n_groups: int = N_GROUPS
+) -> list[Episode]:
+    """MetaPrompt's cross-class split: shuffle the class ids, cut them into ``n_groups`` groups;
+    episode i queries group i's images and classes, its support is the other groups' images with
+    the other groups' classes. Groups without images in the batch give no episode."""
+    if n_groups < 2:
+        raise ValueError("a cross-class split needs at least 2 groups")
+    order = torch.randperm(n_classes, generator=generator)
+    groups = [g.sort().values for g in order.chunk(n_groups)]
+    episodes = []
+    for i, query_classes in enumerate(groups):
+        support_classes = torch.cat([g for j, g in enumerate(groups) if j != i]).sort().values
+        in_query = torch.isin(labels.cpu(), query_classes)
+        query, support = in_query.nonzero().flatten(), (~in_query).nonzero().flatten()
+        if len(query) and len(support):
+            episodes.append(Episode(support, query, support_classes, query_classes))
+    return episodes
+
+
+def cross_domain_episodes(domains: torch.Tensor, n_classes: int) -> list[Episode]:
+    """MetaPrompt's cross-domain split: for each domain in the batch, query = its images, support =
+    the images of the other domains; every episode sees all classes."""
+    all_classes = torch.arange(n_classes)
+    domains = domains.cpu()
+    episodes = []
+    for d in domains.unique().tolist():
+        in_query = domains == d
+        query, support = in_query.nonzero().flatten(), (~in_query).nonzero().flatten()
+        if len(support):
+            episodes.append(Episode(support, query, all_classes, all_classes))
+    return episodes
+
+
+# --------------------------------------------------------------------------- meta-gradients
+LossFn = Callable[[nn.Module], torch.Tensor]
+
+
+@contextlib.contextmanager
+def double_backward_attention(enabled: bool = True) -> Iterator[None]:
+    """Route attention through the math SDPA kernel: the fused CPU kernels have no double backward,
+    which second-order meta-gradients need."""
+    with sdpa_kernel(SDPBackend.MATH) if enabled else contextlib.nullcontext():
+        yield
+
+
+def meta_gradients(
+    learner: nn.Module,
+    support_loss: LossFn,
+    query_loss: LossFn,
+    inner_lr: float,
+    inner_steps: int = 1,
+    first_order: bool = True,
+    adapt: Sequence[str] | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Meta-gradient of ``query_loss`` after ``inner_steps`` SGD steps on ``support_loss``.
+
+    ``support_loss(module)`` and ``query_loss(module)`` take the (functional) prompt module and
+    return a scalar. ``adapt`` names the parameters the inner loop updates (default: all).
+    Returns ``({name: g}, query_loss)``; parameters the query loss does not reach get no entry.
+
+        θ_{k+1} = θ_k − α ∇ L_s(θ_k),   k < inner_steps
+        first_order:  g = ∇_{θ_K} L_q(θ_K)        second order: g = ∇_{θ_0} L_q(θ_K(θ_0))
+    """
+    if inner_steps < 1:
+        raise ValueError("inner_steps must be >= 1")
+    names = [n for n, _ in learner.named_parameters()]
+    adapted = [p for n, p in learner.named_parameters() if adapt is None or n in adapt]
+    if adapt is not None and len(adapted) != len(set(adapt)):
+        raise ValueError(f"unknown parameter names in adapt={list(adapt)}; the learner has {names}")
+    inner_optimizer = torch.optim.SGD(adapted, lr=inner_lr)
+    with double_backward_attention(not first_order), higher.innerloop_ctx(
+        learner, inner_optimizer, copy_initial_weights=False, track_higher_grads=not first_order
+    ) as (fmodel, diffopt):
+        for _ in range(inner_steps):
+            diffopt.step(support_loss(fmodel))
+        loss = query_loss(fmodel)
+        targets = list(fmodel.parameters()) if first_order else list(learner.parameters())
+        grads = torch.autograd.grad(loss, targets, allow_unused=True)
+    return {n: g.detach() for n, g in zip(names, grads) if g is not None}, loss.detach()
+
+
+@torch.no_grad()
+def apply_update(learner: nn.Module, grads: dict[str, torch.Tensor], step_size: float) -> None:
+    """θ ← θ − step_size · g for every named gradient."""
+    for name, parameter in learner.named_parameters():
+        if name in grads:
+            parameter.sub_(step_size * grads[name])
+
+
+def episodic_meta_update(
+    learner: nn.Module,
+    episodes: Sequence[Episode],
+    support_loss: Callable[[nn.Module, Episode], torch.Tensor],
+    query_loss: Callable[[nn.Module, Episode], torch.Tensor],
+    lr: float,
+    meta_step: float = META_STEP,
+    first_order: bool = True,
+    adapt: Sequence[str] | None = None,
+    inner_steps: int = 1,
+) -> torch.Tensor:
+    """MetaPrompt's domain-split update, without the official code's side effects.
+
+    For each episode i (from the same starting θ):  g_i = meta-gradient (one inner SGD step at the
+    current scheduled ``lr``); then  θ ← θ − lr · meta_step · Σ_i g_i.  Returns the mean query loss.
+    """
+    total: dict[str, torch.Tensor] = {}
+    losses = []
+    for episode in episodes:
+        grads, loss = meta_gradients(
+            learner,
+            lambda m, e=episode: support_loss(m, e),
+            lambda m, e=episode: query_loss(m, e),
+            inner_lr=lr,
+            inner_steps=inner_steps,
+            first_order=first_order,
+            adapt=adapt,
+        )
+        for name, g in grads.items():
+            total[name] = total[name] + g if name in total else g
+        losses.append(loss)
+    apply_update(learner, total, lr * meta_step)
+    return torch.stack(losses).mean() if losses else torch.zeros(())
+
+
+def official_quirks_meta_update(
+    learner: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    episodes: Sequence[Episode],
+    support_loss: Callable[[nn.Module, Episode], torch.Tensor],
+    query_loss: Callable[[nn.Module, Episode], torch.Tensor],
+    lr: float,
+    meta_step: float = META_STEP,
+) -> torch.Tensor:
+    """What the official MetaPrompt code does, reproduced for comparison (``official_quirks``).
+
+    Two side effects differ from :func:`episodic_meta_update`:
+    1. the inner step is a step of the *training optimizer* (SGD with momentum and weight decay),
+       so it also advances the momentum buffers;
+    2. the "restore" after each episode assigns ``param.data`` to a saved reference that aliases
+       the parameter itself, so nothing is restored: episode i+1 starts from episode i's adapted
+       prompts, and the inner steps stay in the final prompts (they drift).
+    Query gradients are first order, taken at the adapted prompts, and applied as
+    ``θ ← θ − lr · meta_step · Σ_i g_i``.
+    """
+    params = dict(learner.named_parameters())
+    total: dict[str, torch.Tensor] = {}
+    losses = []
+    for episode in episodes:
+        # (the official "saved" copy aliases the parameters: no copy is taken, nothing restored)
+        optimizer.zero_grad(set_to_none=True)
+        support_loss(learner, episode).backward()
+        optimizer.step()
+        loss = query_loss(learner, episode)
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        for name, g in zip(params, grads):
+            if g is not None:
+                total[name] = total[name] + g if name in total else g
+        losses.append(loss.detach())
+    optimizer.zero_grad(set_to_none=True)
+    apply_update(learner, total, lr * meta_step)
+    return torch.stack(losses).mean() if losses else torch.zeros(())

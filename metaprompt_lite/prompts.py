@@ -1,0 +1,289 @@
+"""Prompt learners: every learnable piece of CoOp, CoCoOp, IVLP, MaPLe and MetaPrompt.
+
+Explained in ``notebooks/02_text_prompts`` and ``notebooks/03_vision_and_dual_prompts``.
+
+Two modules with one job each:
+
+- :class:`PromptLearner` holds *only* the learnable tensors and turns them into per-layer prompts.
+  It is small on purpose: ``higher`` patches exactly this module in the meta-learning inner loop.
+- :class:`PromptedCLIP` holds the frozen CLIP, the class names' token sequences and the frozen
+  ("hand-template") text features, and encodes text and images with a given set of prompts.
+
+Token sequences follow CoOp: ``[SOS] ctx_1 .. ctx_n  classname . [EOS]``. The class names are
+tokenised once with ``n_ctx`` placeholder words; their embeddings are frozen buffers
+(``token_prefix`` = SOS, ``token_suffix`` = class name, period, EOS and padding), and the
+``ctx`` positions are replaced by the learnable vectors (layer 0), then again before every deeper
+layer for deep prompts (:func:`metaprompt_lite.backbone.encode_text_layers`).
+
+Method recipes as :class:`PromptConfig` instances live in ``metaprompt_lite.methods``:
+
+==========  ==============================================================================
+CoOp        n_ctx=4 ("a photo of a"), text_depth=1
+CoCoOp      CoOp + ``conditional``: meta-net π(f_I(x)) added to every ctx vector (per image)
+IVLP        text_depth = vision_depth = 9, n_ctx = n_vision = 4, independent prompts
+MaPLe       ``coupled``: vision prompt of layer i = Linear_i(text prompt of layer i)
+MetaPrompt  n_ctx = n_vision = 2, depth = all layers, N(0, 0.02) init, independent prompts
+==========  ==============================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from metaprompt_lite.backbone import Backbone, encode_image_layers, encode_text_layers
+from metaprompt_lite.losses import clip_logits
+
+PROMPT_INIT_STD = 0.02  # N(0, 0.02) init of CoOp/VPT/MaPLe/MetaPrompt prompt vectors
+META_NET_REDUCTION = 16  # CoCoOp: hidden width = d_img / 16
+PLACEHOLDER = "X"  # the word whose token positions the context replaces
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Which prompts exist and how they start. ``depth`` counts layers from the input (1 = shallow);
+    ``-1`` means "every layer of the backbone", and a larger depth is capped at the layer count."""
+
+    n_ctx: int = 4
+    ctx_init: str | None = "a photo of a"  # word initialisation (its token count must equal n_ctx)
+    text_depth: int = 1
+    n_vision: int = 0  # VPT's n_pro
+    vision_depth: int = 0
+    conditional: bool = False  # CoCoOp meta-net
+    coupled: bool = False  # MaPLe coupling: vision prompts projected from text prompts
+
+
+@dataclass
+class Prompts:
+    """Per-layer prompt tensors ready for the encoders.
+
+    ``text[i]``: [n_ctx, d_txt], or [B, n_ctx, d_txt] when conditional (one set per image);
+    ``vision[i]``: [n_vision, d_img]."""
+
+    text: list[torch.Tensor]
+    vision: list[torch.Tensor]
+
+    @property
+    def conditional(self) -> bool:
+        return len(self.text) > 0 and self.text[0].dim() == 3
+
+
+def _resolve_depth(depth: int, layers: int, what: str) -> int:
+    """-1 means every layer; a depth beyond the backbone's layers is capped at its layer count
+    (so the paper's depth-9 recipes run unchanged on a shallower model)."""
+    if depth < -1:
+        raise ValueError(f"{what} depth must be -1 (all layers) or >= 0, got {depth}")
+    return layers if depth == -1 else min(depth, layers)
+
+
+class PromptLearner(nn.Module):
+    """The learnable tensors of a prompt-learning method, nothing else.
+
+    Parameters (present only when the config asks for them):
+      ``ctx``         [n_ctx, d_txt]                 text context of layer 0 (CoOp)
+      ``deep_ctx``    [text_depth-1, n_ctx, d_txt]   replacements at layers 1.. (IVLP/MaPLe/MetaPrompt)
+      ``vision_ctx``  [vision_depth, n_vision, d_img] visual prompts, independent (VPT/IVLP/MetaPrompt)
+      ``coupling``    vision_depth × Linear(d_txt, d_img) (MaPLe: p^v_i = W_i p^t_i + b_i)
+      ``meta_net``    Linear(E, E/16) → ReLU → Linear(E/16, d_txt) (CoCoOp: ctx_m(x) = ctx_m + π(x))
+    """
+
+    def __init__(
+        self,
+        config: PromptConfig,
+        backbone: Backbone,
+        ctx_init_embeddings: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        d_txt, d_img, d_emb = backbone.text_width, backbone.vision_width, backbone.embed_dim
+        self.text_depth = _resolve_depth(config.text_depth, backbone.text_layers, "text")
+        self.vision_depth = _resolve_depth(config.vision_depth, backbone.vision_layers, "vision")
+        if config.n_ctx < 1:
+            raise ValueError("n_ctx must be >= 1: every method here learns a text context")
+        if self.text_depth < 1:
+            raise ValueError("text_depth must be >= 1")
+        if (config.n_vision > 0) != (self.vision_depth > 0):
+            raise ValueError("n_vision and vision_depth must be both zero or both positive")
+        if config.coupled and (config.n_vision != config.n_ctx or self.vision_depth > self.text_depth):
+            raise ValueError(
+                "coupled (MaPLe) prompts need n_vision == n_ctx and vision_depth <= text_depth"
+            )
+        if ctx_init_embeddings is not None:
+            ctx = ctx_init_embeddings.detach().clone().float()
+        else:
+            ctx = torch.randn(config.n_ctx, d_txt) * PROMPT_INIT_STD
+        self.ctx = nn.Parameter(ctx)
+        if self.text_depth > 1:
+            self.deep_ctx = nn.Parameter(
+                torch.randn(self.text_depth - 1, config.n_ctx, d_txt) * PROMPT_INIT_STD
+            )
+        if self.vision_depth > 0 and not config.coupled:
+            self.vision_ctx = nn.Parameter(
+                torch.randn(self.vision_depth, config.n_vision, d_img) * PROMPT_INIT_STD
+            )
+        if config.coupled and self.vision_depth > 0:
+            self.coupling = nn.ModuleList(nn.Linear(d_txt, d_img) for _ in range(self.vision_depth))
+        if config.conditional:
+            hidden = max(1, d_emb // META_NET_REDUCTION)
+            self.meta_net = nn.Sequential(
+                nn.Linear(d_emb, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_txt)
+            )
+
+    def forward(self, image_features: torch.Tensor | None = None) -> Prompts:
+        """Assemble the per-layer prompts. ``image_features`` [B, E] feed the CoCoOp meta-net."""
+        text = [self.ctx] + (list(self.deep_ctx.unbind(0)) if self.text_depth > 1 else [])
+        if self.config.coupled:
+            vision = [proj(text[i]) for i, proj in enumerate(self.coupling)]
+        elif self.vision_depth > 0:
+            vision = list(self.vision_ctx.unbind(0))
+        else:
+            vision = []
+        if self.config.conditional:
+            if image_features is None:
+                raise ValueError("a conditional (CoCoOp) prompt needs the image features")
+            bias = self.meta_net(image_features)  # [B, d_txt]
+            text = [text[0].unsqueeze(0) + bias.unsqueeze(1)] + text[1:]  # [B, n_ctx, d_txt]
+        return Prompts(text=text, vision=vision)
+
+
+class PromptedCLIP(nn.Module):
+    """A frozen CLIP plus a :class:`PromptLearner`, with the two frozen/prompted encoder pairs.
+
+    - prompted text  f̃_T(classes)  :meth:`text_features`
+    - prompted image f̃_I(x)        :meth:`image_features`
+    - frozen text    f_T(classes)   :attr:`frozen_text` (hand template(s), ensemble-averaged)
+    - frozen image   f_I(x)         :meth:`frozen_image_features`
+
+    All features are L2-normalised. ``class_ids`` selects a subset of the current classes (the
+    text encoder then runs only on those, as MetaPrompt's episodes do).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: PromptConfig,
+        classnames: Sequence[str],
+        templates: Sequence[str] = ("a photo of a {}.",),
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.clip = backbone.model  # registered so .to(device) moves it; frozen by load_clip
+        self.config = config
+        init = None
+        if config.ctx_init:
+            init = self._word_embeddings(config.ctx_init)
+            if init.shape[0] != config.n_ctx:
+                raise ValueError(
+                    f"ctx_init {config.ctx_init!r} has {init.shape[0]} tokens but n_ctx="
+                    f"{config.n_ctx}; make them equal or set ctx_init=None"
+                )
+        self.prompts = PromptLearner(config, backbone, ctx_init_embeddings=init)
+        self.set_classes(classnames, templates)
+
+    def train(self, mode: bool = True) -> "PromptedCLIP":
+        """Only the prompt learner switches mode: the frozen CLIP stays in eval (no dropout,
+        no BatchNorm statistics updates) while prompts train."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    # ----------------------------------------------------------------- classes and buffers
+    @torch.no_grad()
+    def _word_embeddings(self, phrase: str) -> torch.Tensor:
+        tokens = self.backbone.tokenizer([phrase]).to(self.backbone.device)
+        n = int(tokens[0].argmax()) - 1  # tokens between SOS and EOT
+        return self.clip.token_embedding(tokens)[0, 1 : 1 + n]
+
+    @torch.no_grad()
+    def set_classes(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
+        """(Re)build the frozen token buffers and frozen text features for a class list.
+
+        Train on base classes, then ``set_classes(new_classnames)`` to evaluate on new ones: the
+        learnable prompts are untouched.
+        """
+        classnames = [str(c) for c in classnames]
+        if len(classnames) == 0:
+            raise ValueError("the class list is empty: give at least one class name")
+        if templates is not None:
+            templates = list(templates)
+            if not templates or any("{}" not in t for t in templates):
+                raise ValueError(f"every template needs a '{{}}' for the class name: {templates}")
+            self.templates = templates
+        self.classnames = classnames
+        device = self.backbone.device
+        n_ctx = self.config.n_ctx
+        context = " ".join([PLACEHOLDER] * n_ctx)
+        names = [name.replace("_", " ") for name in classnames]
+        tokens = self.backbone.tokenizer([f"{context} {name}." for name in names]).to(device)
+        if int(tokens.argmax(-1).max()) >= tokens.shape[1] - 1:
+            raise ValueError("a class name is too long for the text context length once prompted")
+        embeddings = self.clip.token_embedding(tokens)
+        self.register_buffer("tokenized", tokens, persistent=False)  # [C, L]
+        self.register_buffer("token_prefix", embeddings[:, :1], persistent=False)  # SOS [C,1,D]
+        self.register_buffer("token_suffix", embeddings[:, 1 + n_ctx :], persistent=False)  # name . EOS
+        self.register_buffer("frozen_text", self._template_features(names), persistent=False)
+
+    @torch.no_grad()
+    def _template_features(self, names: Sequence[str]) -> torch.Tensor:
+        """Frozen f_T: mean over templates of normalised features, renormalised ([C, E])."""
+        total = 0
+        for template in self.templates:
+            tokens = self.backbone.tokenizer([template.format(n) for n in names])
+            total = total + F.normalize(self.clip.encode_text(tokens.to(self.backbone.device)), dim=-1)
+        return F.normalize(total, dim=-1)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classnames)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """s = exp(logit_scale), frozen."""
+        return self.clip.logit_scale.exp()
+
+    # ----------------------------------------------------------------- encoders
+    def learner(self, image_features: torch.Tensor | None = None, prompts_module=None) -> Prompts:
+        """Run the prompt learner (or a functional copy of it from ``higher``)."""
+        module = self.prompts if prompts_module is None else prompts_module
+        return module(image_features=image_features)
+
+    def text_features(self, prompts: Prompts, class_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompted f̃_T, normalised: [C, E], or [B, C, E] for conditional prompts."""
+        ids = slice(None) if class_ids is None else class_ids
+        prefix, suffix, tokens = self.token_prefix[ids], self.token_suffix[ids], self.tokenized[ids]
+        placeholder = prefix.new_zeros(prefix.shape[0], self.config.n_ctx, prefix.shape[-1])
+        embeddings = torch.cat([prefix, placeholder, suffix], dim=1)  # [C, L, D]
+        if not prompts.conditional:
+            features = encode_text_layers(self.clip, tokens, embeddings, prompts.text)
+            return F.normalize(features, dim=-1)
+        per_image = []
+        for b in range(prompts.text[0].shape[0]):  # CoCoOp: one text pass per image
+            layer_prompts = [prompts.text[0][b]] + prompts.text[1:]
+            per_image.append(encode_text_layers(self.clip, tokens, embeddings, layer_prompts))
+        return F.normalize(torch.stack(per_image), dim=-1)
+
+    def image_features(self, images: torch.Tensor, prompts: Prompts | None = None) -> torch.Tensor:
+        """Prompted f̃_I (frozen f_I when there are no vision prompts), normalised [B, E]."""
+        pixels = self.backbone.preprocess(images)
+        layer_prompts = prompts.vision if prompts is not None else []
+        return F.normalize(encode_image_layers(self.clip, pixels, layer_prompts), dim=-1)
+
+    @torch.no_grad()
+    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen f_I, normalised [B, E] (no prompts, no gradient)."""
+        return F.normalize(self.clip.encode_image(self.backbone.preprocess(images)), dim=-1)
+
+    def frozen_text_features(self, class_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.frozen_text if class_ids is None else self.frozen_text[class_ids]
+
+    def forward(self, images: torch.Tensor, class_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Standard prompted logits s · f̃_I(x) · f̃_T(classes)ᵀ ([B, C])."""
+        frozen = self.frozen_image_features(images) if self.config.conditional else None
+        prompts = self.learner(frozen)
+        return clip_logits(
+            self.image_features(images, prompts), self.text_features(prompts, class_ids), self.logit_scale
+        )

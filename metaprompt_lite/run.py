@@ -1,0 +1,180 @@
+"""One run = one method on one dataset (base-to-new) or one held-out domain (DG), one seed.
+
+Explained in ``notebooks/06_metaprompt``. The benchmark (``metaprompt-lite bench``) loops over
+these; ``metaprompt-lite train`` runs one and prints its :class:`RunConfig` first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaprompt_lite.backbone import Backbone, load_clip
+from metaprompt_lite.engine import (
+    OptimConfig,
+    TrainState,
+    accuracy,
+    base_new_split,
+    build_optimizer,
+    build_scheduler,
+    few_shot_indices,
+    harmonic_mean,
+    load_checkpoint,
+    make_generator,
+    seed_everything,
+    select_classes,
+    steps_for,
+    train,
+)
+from metaprompt_lite.methods import MethodConfig, compute_logits, get_method, make_step
+from metaprompt_lite.prompts import PromptedCLIP
+
+
+@dataclass
+class RunConfig:
+    """Every knob of one run, printed at its start."""
+
+    method: str = "coop"
+    dataset: str = "emoji-food"
+    target: str | None = None  # DG: the held-out domain
+    model: str = "tiny-clip"
+    pretrained: str | None = None
+    seed: int = 1
+    shots: int = 16
+    device: str = "cpu"
+    flip: bool = False  # horizontal flips in augmentation (wrong for flags, cards, text)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    method_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"meta_order": 2}
+    gram_artifact: str | None = None  # GRAM's meta-learned prompts; None = data/gram/<model>-<method>.pt
+    out_dir: str | None = None  # checkpoints go here (resumable runs); None = no checkpoints
+    checkpoint_every: int = 50
+    progress: bool = True
+
+    def key(self) -> str:
+        """A short hash of everything that changes the result (not device, progress, out_dir)."""
+        payload = {k: v for k, v in asdict(self).items() if k not in ("device", "progress", "out_dir")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def resolved_method(self) -> MethodConfig:
+        return get_method(self.method, **self.method_overrides)
+
+
+def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, labels, domains,
+         cross_domain: bool) -> TrainState:
+    extras = {}
+    if method.gram:
+        from metaprompt_lite.gram import artifact_path, load_gram
+
+        extras["regulator"] = load_gram(model, config.gram_artifact or artifact_path(config.model, config.method))
+    optimizer = build_optimizer(model.prompts.parameters(), config.optim)
+    total, warmup = steps_for(len(images), config.optim)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, total, warmup, config.optim),
+                       make_generator(config.seed), seed=config.seed, extras=dict(extras or {}))
+    step = make_step(method, state, cross_domain, total)
+    path = None
+    if config.out_dir is not None:
+        path = Path(config.out_dir) / f"{config.method}-{config.dataset}-{config.target or 'b2n'}-s{config.seed}-{config.key()}.pt"
+        if path.is_file():
+            state.load_state_dict(load_checkpoint(path))
+    return train(state, step, images, labels, domains, config.optim,
+                 total, checkpoint_path=path, checkpoint_every=config.checkpoint_every,
+                 flip=config.flip, progress=config.progress)
+
+
+def frozen_features(backbone: Backbone, dataset, index: torch.Tensor, cache: dict | None) -> torch.Tensor:
+    """Frozen f_I of ``dataset.images[index]``, memoised in ``cache`` (exact: the backbone is frozen)."""
+    key = (id(backbone), backbone.name, backbone.pretrained, dataset.name, index.numel(),
+           int(index.sum()) if index.numel() else 0)
+    if cache is not None and key in cache:
+        return cache[key]
+    from metaprompt_lite.zeroshot import image_features
+
+    features = image_features(backbone, dataset.images[index])
+    if cache is not None:
+        cache[key] = features
+    return features
+
+
+def evaluate(model: PromptedCLIP, method: MethodConfig, images, labels: torch.Tensor,
+             classnames: list[str], frozen: torch.Tensor | None = None, batch_size: int = 128) -> float:
+    """Top-1 accuracy (%) over ``classnames``. ``frozen``: precomputed frozen f_I of ``images``."""
+    model.set_classes(classnames)
+    model.eval()
+    device = model.backbone.device
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            stop = min(start + batch_size, len(labels))
+            x = images[start:stop].to(device)
+            f = frozen[start:stop].to(device) if frozen is not None else None
+            chunks.append(compute_logits(model, method, x, frozen_image=f).logits.float().cpu())
+    return accuracy(torch.cat(chunks), labels)
+
+
+def _templates(dataset, method: MethodConfig) -> list[str]:
+    return list(dataset.templates) if method.templates == "ensemble" else list(dataset.templates[:1])
+
+
+def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None,
+                    cache: dict | None = None) -> dict[str, Any]:
+    """Train on ``shots`` per base class (train pool), test on base and on new test images."""
+    seed_everything(config.seed)
+    method = config.resolved_method()
+    backbone = backbone or load_clip(config.model, config.pretrained, config.device)
+    base, new = base_new_split(len(dataset.classnames))
+    names = list(dataset.classnames)
+    pool = (dataset.split == 0).nonzero().flatten()
+    test = (dataset.split == 1).nonzero().flatten()
+    pool_index, pool_labels = select_classes(dataset.labels[pool], base)
+    shots = few_shot_indices(pool_labels, config.shots, config.seed)
+    train_index = pool[pool_index[shots]]
+    model = PromptedCLIP(backbone, method.prompt, [names[i] for i in base], _templates(dataset, method))
+    t0 = time.perf_counter()
+    state = None
+    if method.trainable:
+        state = _fit(config, model, method, dataset.images[train_index], pool_labels[shots],
+                     None, cross_domain=False)
+    train_s = time.perf_counter() - t0
+    result = {}
+    for split_name, classes in (("base", base), ("new", new)):
+        index, labels = select_classes(dataset.labels[test], classes)
+        frozen = frozen_features(backbone, dataset, test[index], cache)
+        result[split_name] = evaluate(model, method, dataset.images[test[index]], labels,
+                                      [names[i] for i in classes], frozen)
+    result["hm"] = harmonic_mean(result["base"], result["new"])
+    result["train_s"] = train_s
+    result["history"] = state.history if state is not None else []
+    return result
+
+
+def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | None = None,
+                              cache: dict | None = None) -> dict[str, Any]:
+    """Train on ``shots`` per class per source domain, test on every image of ``config.target``."""
+    if config.target not in dataset.domains:
+        raise ValueError(f"unknown target domain {config.target!r}; {dataset.name} has {list(dataset.domains)}")
+    seed_everything(config.seed)
+    method = config.resolved_method()
+    backbone = backbone or load_clip(config.model, config.pretrained, config.device)
+    target = dataset.domains.index(config.target)
+    source = (dataset.domain != target).nonzero().flatten()
+    shots = few_shot_indices(dataset.labels[source], config.shots, config.seed, groups=dataset.domain[source])
+    train_index = source[shots]
+    # domain ids of the sources, renumbered 0..n_sources-1
+    _, domains = dataset.domain[train_index].unique(return_inverse=True)
+    model = PromptedCLIP(backbone, method.prompt, list(dataset.classnames), _templates(dataset, method))
+    t0 = time.perf_counter()
+    state = None
+    if method.trainable:
+        state = _fit(config, model, method, dataset.images[train_index], dataset.labels[train_index],
+                     domains, cross_domain=True)
+    train_s = time.perf_counter() - t0
+    test = (dataset.domain == target).nonzero().flatten()
+    acc = evaluate(model, method, dataset.images[test], dataset.labels[test], list(dataset.classnames),
+                   frozen_features(backbone, dataset, test, cache))
+    return {"acc": acc, "train_s": train_s, "history": state.history if state is not None else []}

@@ -1,0 +1,54 @@
+"""Shared fixtures: the tiny random CLIP and a small synthetic dataset (CPU, seconds)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from metaprompt_lite.backbone import TINY_MODEL, load_clip
+
+CLASSNAMES = ["red square", "green circle", "blue triangle", "yellow star", "black cross", "white moon"]
+
+
+def synthetic_dataset(n_classes: int = 6, per_class: int = 8, size: int = 32, n_domains: int = 1,
+                      seed: int = 0) -> SimpleNamespace:
+    """Images whose mean colour depends on the class and whose texture on the domain; half of each
+    class/domain cell is the train pool (split 0), half the test pool (split 1)."""
+    g = torch.Generator().manual_seed(seed)
+    palette = torch.rand(n_classes, 3, 1, 1, generator=g) * 200
+    images, labels, domain, split = [], [], [], []
+    for d in range(n_domains):
+        for c in range(n_classes):
+            for k in range(per_class):
+                noise = torch.rand(3, size, size, generator=g) * (30 + 20 * d)
+                images.append((palette[c] + noise).clamp(0, 255).to(torch.uint8))
+                labels.append(c)
+                domain.append(d)
+                split.append(k % 2)
+    n = len(labels)
+    return SimpleNamespace(
+        name="synthetic", suite="dg" if n_domains > 1 else "b2n",
+        classnames=CLASSNAMES[:n_classes] if n_classes <= len(CLASSNAMES) else [f"class {i}" for i in range(n_classes)],
+        templates=["a photo of a {}.", "a drawing of a {}."],
+        domains=[f"domain{d}" for d in range(n_domains)],
+        images=torch.stack(images), labels=torch.tensor(labels), domain=torch.tensor(domain),
+        split=torch.tensor(split), source=torch.arange(n),
+    )
+
+
+@pytest.fixture(scope="session")
+def backbone():
+    torch.manual_seed(0)
+    return load_clip(TINY_MODEL)
+
+
+@pytest.fixture
+def dataset():
+    return synthetic_dataset()
+
+
+@pytest.fixture
+def dg_dataset():
+    return synthetic_dataset(n_domains=3, per_class=4)

@@ -1,0 +1,115 @@
+"""Layer-wise encoders against open_clip's own forward passes, and bad-input errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaprompt_lite.backbone import encode_image_layers, encode_text_layers, load_clip
+
+
+def test_layerwise_text_without_prompts_equals_encode_text(backbone):
+    tokens = backbone.tokenizer(["a photo of a cat.", "dog", "the queen of hearts, a playing card."])
+    expected = backbone.model.encode_text(tokens)
+    assert torch.equal(encode_text_layers(backbone.model, tokens), expected)
+
+
+def test_layerwise_image_without_prompts_equals_encode_image(backbone):
+    images = torch.randn(3, 3, backbone.image_size, backbone.image_size)
+    assert torch.equal(encode_image_layers(backbone.model, images), backbone.model.encode_image(images))
+
+
+def _hooked_text_reference(model, tokens, prompts, start=1):
+    """Deep text prompts via forward hooks on open_clip's own ``encode_text``: an independent path."""
+    n = prompts[0].shape[0]
+    handles = [model.token_embedding.register_forward_hook(
+        lambda m, i, out: torch.cat([out[:, :start], prompts[0].expand(out.shape[0], -1, -1),
+                                     out[:, start + n:]], 1))]
+    for layer in range(1, len(prompts)):
+        def pre(module, args, kwargs, p=prompts[layer]):
+            x = args[0]
+            x = torch.cat([x[:, :start], p.expand(x.shape[0], -1, -1), x[:, start + n:]], 1)
+            return (x,) + args[1:], kwargs
+        handles.append(model.transformer.resblocks[layer].register_forward_pre_hook(pre, with_kwargs=True))
+    try:
+        return model.encode_text(tokens)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_deep_text_prompts_match_hooked_open_clip(backbone):
+    model = backbone.model
+    tokens = backbone.tokenizer(["X X X cat.", "X X X red apple."])
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randn(3, backbone.text_width, generator=g) for _ in range(backbone.text_layers)]
+    ours = encode_text_layers(model, tokens, prompts=prompts)
+    reference = _hooked_text_reference(model, tokens, prompts)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+    assert not torch.allclose(ours, model.encode_text(tokens))  # the prompts did something
+
+
+def test_deep_vision_prompts_match_hooked_open_clip(backbone):
+    model, visual = backbone.model, backbone.model.visual
+    g = torch.Generator().manual_seed(1)
+    n_pro = 2
+    prompts = [torch.randn(n_pro, backbone.vision_width, generator=g) for _ in range(backbone.vision_layers)]
+    images = torch.randn(2, 3, backbone.image_size, backbone.image_size, generator=g)
+    n_tokens = visual.grid_size[0] * visual.grid_size[1] + 1
+    handles = [
+        # append layer-0 prompts right before ln_pre (after positional embedding)
+        visual.ln_pre.register_forward_pre_hook(
+            lambda m, args: (torch.cat([args[0], prompts[0].expand(args[0].shape[0], -1, -1)], 1),)),
+        # drop prompt tokens before ln_post
+        visual.ln_post.register_forward_pre_hook(lambda m, args: (args[0][:, :n_tokens],)),
+    ]
+    for layer in range(1, len(prompts)):
+        def pre(module, args, kwargs, p=prompts[layer]):
+            x = args[0]
+            return (torch.cat([x[:, :-n_pro], p.expand(x.shape[0], -1, -1)], 1),) + args[1:], kwargs
+        handles.append(visual.transformer.resblocks[layer].register_forward_pre_hook(pre, with_kwargs=True))
+    try:
+        reference = model.encode_image(images)
+    finally:
+        for h in handles:
+            h.remove()
+    ours = encode_image_layers(model, images, prompts)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+    assert not torch.allclose(ours, model.encode_image(images))
+
+
+def test_backbone_is_frozen(backbone):
+    assert all(not p.requires_grad for p in backbone.model.parameters())
+    assert not backbone.model.training
+
+
+def test_preprocess_resizes_and_normalises(backbone):
+    images = torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)
+    x = backbone.preprocess(images)
+    assert x.shape == (1, 3, backbone.image_size, backbone.image_size)
+    expected = (1 - torch.tensor(backbone.mean)) / torch.tensor(backbone.std)
+    torch.testing.assert_close(x[0, :, 0, 0], expected)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown model name 'ViT-Q-99'.*Available"):
+        load_clip("ViT-Q-99")
+
+
+def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nothing.safetensors"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_clip("tiny-clip", missing)
+
+
+def test_unknown_tag_is_a_clear_error():
+    with pytest.raises(ValueError, match="neither a checkpoint file nor a pretrained tag"):
+        load_clip("ViT-B-16", "not-a-tag")
+
+
+def test_local_checkpoint_round_trip(tmp_path, backbone):
+    path = tmp_path / "tiny.pt"
+    torch.save(backbone.model.state_dict(), path)
+    loaded = load_clip("tiny-clip", path)
+    tokens = backbone.tokenizer(["a cat"])
+    assert torch.equal(loaded.model.encode_text(tokens), backbone.model.encode_text(tokens))

@@ -1,0 +1,179 @@
+"""Engine: splits, sampling, metrics, schedule, determinism, resume, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metaprompt_lite.engine import (
+    OptimConfig,
+    TrainState,
+    accuracy,
+    augment,
+    base_new_split,
+    build_optimizer,
+    build_scheduler,
+    few_shot_indices,
+    harmonic_mean,
+    load_checkpoint,
+    make_generator,
+    save_checkpoint,
+    select_classes,
+    train,
+)
+from metaprompt_lite.methods import get_method, make_step
+from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
+
+
+@pytest.mark.parametrize("n,base", [(2, 1), (5, 3), (10, 5), (11, 6), (101, 51)])
+def test_base_new_split_is_ceil_half(n, base):
+    b, nw = base_new_split(n)
+    assert torch.equal(b, torch.arange(base)) and torch.equal(nw, torch.arange(base, n))
+
+
+def test_base_new_split_rejects_tiny():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        base_new_split(1)
+
+
+def test_select_classes_relabels():
+    labels = torch.tensor([5, 3, 4, 3, 6])
+    index, new = select_classes(labels, torch.tensor([3, 4]))
+    assert index.tolist() == [1, 2, 3] and new.tolist() == [0, 1, 0]
+
+
+def test_few_shot_draw_is_per_seed_and_per_class():
+    labels = torch.arange(5).repeat_interleave(20)
+    a, b, c = (few_shot_indices(labels, 4, seed) for seed in (1, 1, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.bincount(labels[a]).tolist() == [4] * 5
+    groups = torch.arange(100) % 2
+    d = few_shot_indices(labels, 3, 1, groups=groups)
+    assert len(d) == 5 * 2 * 3
+    assert few_shot_indices(torch.tensor([0, 0, 1]), 16, 1).tolist() == [0, 1, 2]  # fewer than k: all
+    with pytest.raises(ValueError, match="shots"):
+        few_shot_indices(labels, 0, 1)
+
+
+def test_metrics():
+    assert accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])) == 50.0
+    assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
+    assert harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_schedule_warmup_then_cosine():
+    config = OptimConfig(lr=0.1, warmup_lr=1e-5)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([p], config)
+    sched = build_scheduler(opt, total_steps=12, warmup_steps=2, config=config)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:2] == pytest.approx([1e-5, 1e-5])
+    assert lrs[2] == pytest.approx(0.1)
+    assert lrs[7] == pytest.approx(0.05 * (1 + math.cos(math.pi * 5 / 10)))
+    assert all(x >= y for x, y in zip(lrs[2:], lrs[3:]))
+
+
+def test_augment_is_driven_by_the_generator():
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    a = augment(images, make_generator(0), flip=True)
+    b = augment(images, make_generator(0), flip=True)
+    c = augment(images, make_generator(1), flip=True)
+    assert a.shape == (3, 3, 16, 16) and torch.equal(a, b) and not torch.equal(a, c)
+    assert 0 <= a.min() and a.max() <= 1
+
+
+def _state(backbone, dataset, method_name="metaprompt", seed=0):
+    torch.manual_seed(seed)
+    method = get_method(method_name)
+    model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:3])
+    optim = OptimConfig(lr=0.01, batch_size=4, warmup_epochs=0)
+    opt = build_optimizer(model.prompts.parameters(), optim)
+    return TrainState(model, opt, build_scheduler(opt, 4, 1, optim), make_generator(7)), method, optim
+
+
+@pytest.mark.parametrize("method_name", ["metaprompt", "prometar"])
+def test_resume_is_bit_for_bit(backbone, dataset, tmp_path, method_name):
+    index = (dataset.labels < 3).nonzero().flatten()
+    images, labels = dataset.images[index], dataset.labels[index]
+    straight, method, optim = _state(backbone, dataset, method_name)
+    train(straight, make_step(method, straight, False, 4), images, labels, None, optim, 4, progress=False)
+
+    path = tmp_path / "run.pt"
+    first, _, _ = _state(backbone, dataset, method_name)
+    train(first, make_step(method, first, False, 4), images, labels, None, optim, 4, checkpoint_path=path,
+          progress=False, stop_after=2)
+    assert first.step == 2
+    resumed, _, _ = _state(backbone, dataset, method_name, seed=123)  # different init: the checkpoint must win
+    step = make_step(method, resumed, False, 4)
+    torch.manual_seed(999)  # and a different global RNG state
+    resumed.load_state_dict(load_checkpoint(path))
+    train(resumed, step, images, labels, None, optim, 4, progress=False)
+    assert resumed.step == 4
+    for (n, p), (_, q) in zip(straight.model.prompts.named_parameters(), resumed.model.prompts.named_parameters()):
+        assert torch.equal(p, q), n
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+    for key in straight.extras:
+        a, b = straight.extras[key].state_dict(), resumed.extras[key].state_dict()
+        if isinstance(a, dict) and all(torch.is_tensor(v) for v in a.values()):
+            assert all(torch.equal(a[k], b[k]) for k in a), key
+
+
+def test_checkpoint_errors_and_atomic_save(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    save_checkpoint(tmp_path / "a" / "b.pt", {"x": 1})
+    assert load_checkpoint(tmp_path / "a" / "b.pt") == {"x": 1}
+    assert not list((tmp_path / "a").glob("*.tmp"))
+
+
+def test_nan_loss_stops_with_a_clear_error(backbone, dataset):
+    state, method, optim = _state(backbone, dataset, "coop")
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 0"):
+        train(state, lambda s, b: {"loss": float("nan")}, dataset.images, dataset.labels % 3, None,
+              optim, 2, progress=False)
+
+
+def test_train_rejects_mismatched_inputs(backbone, dataset):
+    state, method, optim = _state(backbone, dataset, "coop")
+    with pytest.raises(ValueError, match="images but"):
+        train(state, make_step(method, state, False, 1), dataset.images, dataset.labels[:3], None, optim, 1)
+    with pytest.raises(ValueError, match="no training images"):
+        train(state, make_step(method, state, False, 1), dataset.images[:0], dataset.labels[:0], None, optim, 1)
+
+
+def _quick(method, seed=1, **kw):
+    return RunConfig(method=method, seed=seed, shots=2, progress=False,
+                     optim=OptimConfig(lr=0.01, batch_size=4, epochs=1), **kw)
+
+
+def test_same_seed_same_metrics_different_seed_different_shots(backbone, dataset):
+    a = run_base_to_new(_quick("metaprompt"), dataset, backbone)
+    b = run_base_to_new(_quick("metaprompt"), dataset, backbone)
+    assert {k: a[k] for k in ("base", "new")} == {k: b[k] for k in ("base", "new")}
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    c = run_base_to_new(_quick("metaprompt", seed=2), dataset, backbone)
+    assert [h["loss"] for h in a["history"]] != [h["loss"] for h in c["history"]]
+
+
+def test_run_resumes_from_its_checkpoint(backbone, dataset, tmp_path):
+    config = _quick("coop", out_dir=str(tmp_path))
+    first = run_base_to_new(config, dataset, backbone)
+    checkpoints = list(tmp_path.glob("*.pt"))
+    assert len(checkpoints) == 1
+    again = run_base_to_new(config, dataset, backbone)  # finished checkpoint: no more steps
+    assert again["history"] == first["history"] and again["base"] == first["base"]
+
+
+def test_dg_run_and_unknown_target(backbone, dg_dataset):
+    result = run_domain_generalization(_quick("metaprompt", dataset="syn", target="domain2"), dg_dataset, backbone)
+    assert 0 <= result["acc"] <= 100 and result["history"]
+    assert any("query_loss" in h for h in result["history"])
+    with pytest.raises(ValueError, match="unknown target domain 'domain9'"):
+        run_domain_generalization(_quick("coop", target="domain9"), dg_dataset, backbone)

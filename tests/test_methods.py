@@ -1,0 +1,121 @@
+"""Every method trains on the tiny model, touching only its own parameters; ProMetaR and GRAM pieces
+against their equations."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import pytest
+import torch
+
+from metaprompt_lite.engine import OptimConfig
+from metaprompt_lite.gram import GradientRegulator, GramConfig, load_gram, meta_train, save_artifact
+from metaprompt_lite.methods import METHODS, get_method
+from metaprompt_lite.prometar import GradientModulator
+from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.run import RunConfig, run_base_to_new
+
+
+def _hash(module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode() + v.cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def gram_artifacts(tmp_path_factory, backbone):
+    """(θ₀, r) meta-trained for 2 steps on synthetic image–caption pairs from two 'styles'."""
+    from conftest import synthetic_dataset
+
+    pairs = synthetic_dataset(n_classes=6, per_class=2, n_domains=2)
+    paths = {}
+    for name in ("gram-coop", "gram-ivlp"):
+        torch.manual_seed(0)
+        model = PromptedCLIP(backbone, METHODS[name].prompt, ["x"])
+        init, regulator, losses = meta_train(
+            model, pairs.images, [f"a {pairs.classnames[c]}" for c in pairs.labels.tolist()],
+            pairs.labels, pairs.domain, GramConfig(meta_steps=2, pairs=4), progress=False)
+        assert len(losses) == 2
+        assert any(v.abs().sum() > 0 for v in regulator.values())  # the outer step reached r
+        path = tmp_path_factory.mktemp("gram") / f"{name}.pt"
+        save_artifact(path, init, regulator, {})
+        paths[name] = str(path)
+    return paths
+
+
+@pytest.mark.parametrize("name", sorted(n for n in METHODS if METHODS[n].trainable))
+def test_each_method_trains_two_steps_and_changes_only_its_prompts(backbone, dataset, name, gram_artifacts, monkeypatch):
+    import metaprompt_lite.run as run_module
+
+    seen = {}
+    original = run_module._fit
+
+    def spy(config, model, method, *args, **kwargs):
+        seen["before"] = copy.deepcopy(model.prompts.state_dict())
+        state = original(config, model, method, *args, **kwargs)
+        seen["state"] = state
+        return state
+
+    monkeypatch.setattr(run_module, "_fit", spy)
+    backbone_hash = _hash(backbone.model)
+    config = RunConfig(method=name, shots=2, progress=False, gram_artifact=gram_artifacts.get(name),
+                       optim=OptimConfig(lr=0.01, batch_size=4, max_steps=2, warmup_epochs=0))
+    result = run_base_to_new(config, dataset, backbone)
+    state = seen["state"]
+    assert state.step == 2 and len(result["history"]) == 2
+    assert 0 <= result["base"] <= 100 and 0 <= result["new"] <= 100
+    after = state.model.prompts.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], seen["before"][k])}
+    assert changed == set(after), f"{name}: prompts that did not move: {set(after) - changed}"
+    assert _hash(backbone.model) == backbone_hash
+    if name == "prometar":
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.extras["modulator"].parameters())
+
+
+def test_zero_shot_method_has_nothing_to_train(backbone, dataset):
+    result = run_base_to_new(RunConfig(method="zsclip", progress=False), dataset, backbone)
+    assert result["history"] == [] and result["train_s"] < 1
+
+
+def test_unknown_method_and_bad_overrides():
+    with pytest.raises(ValueError, match="unknown method 'nope'; available"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="meta_order must be 1 or 2"):
+        get_method("metaprompt", meta_order=3)
+    with pytest.raises(ValueError, match="official_quirks"):
+        get_method("metaprompt", meta_order=2, official_quirks=True)
+
+
+def test_prometar_modulated_gradient_equals_its_equation(backbone):
+    model = PromptedCLIP(backbone, METHODS["prometar"].prompt, ["a", "b"])
+    modulator = GradientModulator(model.prompts)
+    g = torch.Generator().manual_seed(0)
+    g_ce = {n: torch.randn(p.shape, generator=g) for n, p in model.prompts.named_parameters()}
+    g_reg = {n: torch.randn(p.shape, generator=g) for n, p in model.prompts.named_parameters()}
+    out = modulator(g_ce, g_reg)
+    # layer 1 of the deep text prompts, by hand: γ = σ(W₂ W₁ [g_ce; g_reg]) repeated ×8
+    k = [i for i, (n, idx, _) in enumerate(modulator.layers) if n == "deep_ctx" and idx == 1][0]
+    w1, w2 = modulator.nets[k][0].weight, modulator.nets[k][1].weight
+    x = torch.cat([g_ce["deep_ctx"][1].flatten(), g_reg["deep_ctx"][1].flatten()])
+    gamma = torch.sigmoid(w2 @ (w1 @ x)).repeat_interleave(8).reshape(g_ce["deep_ctx"][1].shape)
+    torch.testing.assert_close(out["deep_ctx"][1], g_ce["deep_ctx"][1] + gamma * g_reg["deep_ctx"][1])
+    assert out["ctx"].shape == g_ce["ctx"].shape and out["vision_ctx"].shape == g_ce["vision_ctx"].shape
+
+
+def test_gram_regulator_starts_as_identity_and_loads(backbone, tmp_path):
+    model = PromptedCLIP(backbone, METHODS["gram-coop"].prompt, ["a", "b"])
+    regulator = GradientRegulator(model.prompts)
+    grad = torch.randn_like(model.prompts.ctx)
+    torch.testing.assert_close(regulator.regulate("ctx", grad), grad)
+    with torch.no_grad():
+        regulator.shift["ctx"].fill_(-50.0)
+    assert regulator.regulate("ctx", grad).abs().max() < 1e-6  # a closed gate stops the gradient
+    init = {k: v + 1 for k, v in model.prompts.state_dict().items()}
+    save_artifact(tmp_path / "g.pt", init, regulator.state_dict(), {})
+    loaded = load_gram(model, tmp_path / "g.pt")
+    torch.testing.assert_close(model.prompts.ctx.detach(), init["ctx"])
+    torch.testing.assert_close(loaded.shift["ctx"], regulator.shift["ctx"])
+    with pytest.raises(FileNotFoundError, match="metaprompt-lite gram"):
+        load_gram(model, tmp_path / "missing.pt")

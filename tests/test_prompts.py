@@ -1,0 +1,122 @@
+"""Prompt learners: shapes, where the gradients go, a frozen backbone, CoOp's token layout."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from metaprompt_lite.methods import METHODS
+from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
+
+NAMES = ["cat", "dog", "red apple", "queen of hearts"]
+CONFIGS = {
+    "coop": PromptConfig(n_ctx=4, ctx_init="a photo of a"),
+    "coop_random": PromptConfig(n_ctx=3, ctx_init=None),
+    "cocoop": PromptConfig(n_ctx=4, conditional=True),
+    "deep_text": PromptConfig(n_ctx=2, ctx_init=None, text_depth=-1),
+    "ivlp": PromptConfig(n_ctx=4, text_depth=2, n_vision=3, vision_depth=2),
+    "maple": PromptConfig(n_ctx=4, text_depth=3, n_vision=4, vision_depth=2, coupled=True),
+    "metaprompt": PromptConfig(n_ctx=2, ctx_init=None, text_depth=-1, n_vision=2, vision_depth=-1),
+}
+EXPECTED_PARAMS = {
+    "coop": {"ctx"}, "coop_random": {"ctx"},
+    "cocoop": {"ctx", "meta_net.0.weight", "meta_net.0.bias", "meta_net.2.weight", "meta_net.2.bias"},
+    "deep_text": {"ctx", "deep_ctx"},
+    "ivlp": {"ctx", "deep_ctx", "vision_ctx"},
+    "maple": {"ctx", "deep_ctx", "coupling.0.weight", "coupling.0.bias", "coupling.1.weight", "coupling.1.bias"},
+    "metaprompt": {"ctx", "deep_ctx", "vision_ctx"},
+}
+
+
+def _hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_shapes_gradients_and_frozen_backbone(backbone, name):
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, CONFIGS[name], NAMES)
+    images = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)
+    backbone_hash = _hash(backbone.model)
+    learnable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert learnable == {f"prompts.{n}" for n in EXPECTED_PARAMS[name]}
+
+    logits = model(images)
+    assert logits.shape == (3, len(NAMES))
+    prompts = model.learner(model.frozen_image_features(images))
+    text = model.text_features(prompts)
+    assert text.shape == ((3, len(NAMES), backbone.embed_dim) if CONFIGS[name].conditional
+                          else (len(NAMES), backbone.embed_dim))
+    torch.testing.assert_close(text.norm(dim=-1), torch.ones(text.shape[:-1]))
+
+    optimizer = torch.optim.SGD(model.prompts.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    before = {n: p.detach().clone() for n, p in model.prompts.named_parameters()}
+    F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert grads == {f"prompts.{n}" for n in EXPECTED_PARAMS[name]}
+    optimizer.step()
+    assert all(not torch.equal(before[n], p) for n, p in model.prompts.named_parameters())
+    assert _hash(backbone.model) == backbone_hash
+
+
+def test_coop_with_word_init_reproduces_the_hand_prompt(backbone):
+    """ctx initialised from "a photo of a" gives exactly CLIP's features of "a photo of a {name}."."""
+    model = PromptedCLIP(backbone, CONFIGS["coop"], NAMES)
+    with torch.no_grad():
+        ours = model.text_features(model.learner())
+        tokens = backbone.tokenizer([f"a photo of a {n}." for n in NAMES])
+        reference = F.normalize(backbone.model.encode_text(tokens), dim=-1)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+
+
+def test_frozen_text_is_the_template_ensemble(backbone):
+    templates = ["a photo of a {}.", "a drawing of a {}."]
+    model = PromptedCLIP(backbone, CONFIGS["coop"], NAMES, templates)
+    with torch.no_grad():
+        per_template = [F.normalize(backbone.model.encode_text(backbone.tokenizer([t.format(n) for n in NAMES])), dim=-1)
+                        for t in templates]
+    torch.testing.assert_close(model.frozen_text_features(), F.normalize(sum(per_template), dim=-1))
+    torch.testing.assert_close(model.frozen_text_features(torch.tensor([2])), model.frozen_text[2:3])
+
+
+def test_class_subset_and_new_classes(backbone):
+    model = PromptedCLIP(backbone, CONFIGS["metaprompt"], NAMES)
+    prompts = model.learner()
+    full = model.text_features(prompts)
+    subset = model.text_features(prompts, torch.tensor([1, 3]))
+    torch.testing.assert_close(subset, full[[1, 3]])
+    model.set_classes(["zebra", "tram"])
+    assert model.text_features(model.learner()).shape[0] == 2
+
+
+def test_maple_vision_prompts_are_projections_of_text_prompts(backbone):
+    model = PromptedCLIP(backbone, CONFIGS["maple"], NAMES)
+    prompts = model.learner()
+    for i, projection in enumerate(model.prompts.coupling):
+        torch.testing.assert_close(prompts.vision[i], projection(prompts.text[i]))
+
+
+def test_bad_prompt_inputs(backbone):
+    with pytest.raises(ValueError, match="class list is empty"):
+        PromptedCLIP(backbone, CONFIGS["coop"], [])
+    with pytest.raises(ValueError, match="has 4 tokens but n_ctx=2"):
+        PromptedCLIP(backbone, PromptConfig(n_ctx=2, ctx_init="a photo of a"), NAMES)
+    with pytest.raises(ValueError, match="needs a '\\{\\}'"):
+        PromptedCLIP(backbone, CONFIGS["coop"], NAMES, templates=["a photo"])
+    with pytest.raises(ValueError, match="too long"):
+        PromptedCLIP(backbone, CONFIGS["coop"], ["very " * 40 + "long name"])
+    with pytest.raises(ValueError, match="coupled"):
+        PromptedCLIP(backbone, PromptConfig(n_ctx=4, n_vision=2, vision_depth=1, coupled=True), NAMES)
+
+
+def test_every_method_recipe_builds(backbone):
+    for method in METHODS.values():
+        model = PromptedCLIP(backbone, method.prompt, NAMES)
+        assert model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape == (1, len(NAMES))
