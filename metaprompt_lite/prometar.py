@@ -1,0 +1,177 @@
+"""ProMetaR (Park, Ko, Kim, CVPR 2024): meta-regularisation of prompt learning.
+
+Explained in ``notebooks/07_prometar_and_gram``.
+
+The base learner is IVLP (independent deep text + vision prompts) with PromptSRC's regulariser,
+an L1 pull of the prompted features towards the frozen ones:
+
+    R_text  = 50 · mean |f̃_T(c) − f_T(c)|        (f_T: template ensemble)
+    R_image = 20 · mean |f̃_I(x) − f_I(x)|
+
+Instead of adding R to the loss, ProMetaR *modulates* its gradient, per prompt layer l:
+
+    γ_l = σ(W₂ W₁ [g_ce,l ; g_reg,l])   (two bias-free linears, hidden n·d/8, γ repeated ×8)
+    g_l = g_ce,l + γ_l ⊙ g_reg,l
+
+and meta-learns the modulation net (:class:`GradientModulator`) with a MAML episode per batch:
+one class of the batch is the query, the rest the support; an inner step with the modulated
+gradient (lr 5e-4) adapts the prompts on the support; the query loss, made "virtual" by manifold
+mixup of query and support image features (λ ~ Beta(0.5, 0.5), mixed labels), is
+back-propagated — second order by default — into the prompts and the modulation net.
+The official code uses learn2learn; here ``higher`` gives the functional prompt module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import higher
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from metaprompt_lite.engine import Batch, TrainState
+from metaprompt_lite.losses import clip_logits, feature_consistency_l1
+from metaprompt_lite.meta import double_backward_attention
+from metaprompt_lite.prompts import PromptedCLIP, PromptLearner
+
+TEXT_REG_WEIGHT = 50.0
+IMAGE_REG_WEIGHT = 20.0
+DIM_RATE = 8  # hidden width and γ resolution: one γ per 8 consecutive prompt entries
+
+
+@dataclass(frozen=True)
+class ProMetaRConfig:
+    adapt_lr: float = 5e-4  # inner (task-adaptation) step size
+    modulator_lr: float = 2.5e-4  # SGD of the modulation net (cosine, like the prompts)
+    lr_ratio: float = 1.0  # scale of the query loss
+    first_order: bool = False  # official default: second order
+    mixup_alpha: float = 0.5
+    mixup_beta: float = 0.5
+    text_weight: float = TEXT_REG_WEIGHT
+    image_weight: float = IMAGE_REG_WEIGHT
+
+
+def prompt_layers(learner: PromptLearner) -> list[tuple[str, int | None, str]]:
+    """(parameter name, layer index within it or None, modality) for every prompt layer."""
+    layers: list[tuple[str, int | None, str]] = [("ctx", None, "text")]
+    if hasattr(learner, "deep_ctx"):
+        layers += [("deep_ctx", i, "text") for i in range(learner.deep_ctx.shape[0])]
+    if hasattr(learner, "vision_ctx"):
+        layers += [("vision_ctx", i, "vision") for i in range(learner.vision_ctx.shape[0])]
+    return layers
+
+
+class GradientModulator(nn.Module):
+    """ProMetaR's per-layer gradient modulation net ("VNet")."""
+
+    def __init__(self, learner: PromptLearner, dim_rate: int = DIM_RATE) -> None:
+        super().__init__()
+        self.dim_rate = dim_rate
+        self.layers = prompt_layers(learner)
+        nets = []
+        for name, index, _ in self.layers:
+            shape = getattr(learner, name).shape[-2:]
+            size = shape[0] * shape[1]
+            if size % dim_rate:
+                raise ValueError(f"prompt layer {name}[{index}] has {size} entries, not a multiple of {dim_rate}")
+            nets.append(nn.Sequential(nn.Linear(2 * size, size // dim_rate, bias=False),
+                                      nn.Linear(size // dim_rate, size // dim_rate, bias=False)))
+        self.nets = nn.ModuleList(nets)
+
+    def gamma(self, layer: int, g_ce: torch.Tensor, g_reg: torch.Tensor) -> torch.Tensor:
+        """γ_l = σ(W₂ W₁ [g_ce ; g_reg]) repeated to the prompt's shape."""
+        flat = torch.cat([g_ce.reshape(-1), g_reg.reshape(-1)])
+        return torch.sigmoid(self.nets[layer](flat)).repeat_interleave(self.dim_rate).reshape(g_ce.shape)
+
+    def forward(self, grads_ce: dict[str, torch.Tensor], grads_reg: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """g = g_ce + γ ⊙ g_reg, layer by layer, for every prompt parameter."""
+        out: dict[str, list[torch.Tensor]] = {}
+        for k, (name, index, _) in enumerate(self.layers):
+            ce = grads_ce[name] if index is None else grads_ce[name][index]
+            reg = grads_reg[name] if index is None else grads_reg[name][index]
+            out.setdefault(name, []).append(ce + self.gamma(k, ce, reg) * reg)
+        return {name: parts[0] if name == "ctx" else torch.stack(parts) for name, parts in out.items()}
+
+
+def _losses(model: PromptedCLIP, prompts, images: torch.Tensor, frozen_image: torch.Tensor, config: ProMetaRConfig):
+    """Prompted image features, text features, and the two regularisers."""
+    image = model.image_features(images, prompts)
+    text = model.text_features(prompts)
+    reg_text = feature_consistency_l1(text, model.frozen_text_features(), config.text_weight)
+    reg_image = feature_consistency_l1(image, frozen_image, config.image_weight)
+    return image, text, reg_text, reg_image
+
+
+def _split_grads(loss_ce, reg_text, reg_image, params: dict[str, torch.Tensor], create_graph: bool):
+    """∇CE, and ∇R where R is R_text for text prompts and R_image for vision prompts."""
+    names, tensors = list(params), list(params.values())
+    g_ce = torch.autograd.grad(loss_ce, tensors, create_graph=create_graph, retain_graph=True, allow_unused=True)
+    g_rt = torch.autograd.grad(reg_text, tensors, create_graph=create_graph, retain_graph=True, allow_unused=True)
+    g_ri = torch.autograd.grad(reg_image, tensors, create_graph=create_graph, retain_graph=True, allow_unused=True)
+    zero = [torch.zeros_like(t) for t in tensors]
+    ce = {n: g if g is not None else z for n, g, z in zip(names, g_ce, zero)}
+    reg = {n: (gi if n == "vision_ctx" else gt) for n, gt, gi in zip(names, g_rt, g_ri)}
+    reg = {n: g if g is not None else torch.zeros_like(params[n]) for n, g in reg.items()}
+    return ce, reg
+
+
+def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
+                  modulator_optimizer: torch.optim.Optimizer, config: ProMetaRConfig) -> dict[str, float]:
+    """One ProMetaR iteration: a modulated update on the batch, then a meta-update of prompts and
+    modulation net on a (support, virtual query) episode."""
+    model, learner = state.model, state.model.prompts
+    scale = model.logit_scale
+    frozen_image = model.frozen_image_features(batch.images)
+    params = dict(learner.named_parameters())
+
+    # 1. regular update with the modulated gradient g = g_ce + γ ⊙ g_reg
+    image, text, reg_text, reg_image = _losses(model, learner(), batch.images, frozen_image, config)
+    loss_ce = F.cross_entropy(clip_logits(image, text, scale), batch.labels)
+    g_ce, g_reg = _split_grads(loss_ce, reg_text, reg_image, params, create_graph=False)
+    with torch.no_grad():
+        grads = modulator(g_ce, g_reg)
+    state.optimizer.zero_grad(set_to_none=True)
+    for name, p in params.items():
+        p.grad = grads[name].detach()
+    state.optimizer.step()
+    out = {"loss": loss_ce.item(), "reg": (reg_text + reg_image).item()}
+
+    # 2. meta-update: one class is the query, the rest the support
+    classes = batch.labels.unique()
+    if len(classes) < 2:
+        return out
+    query_class = classes[torch.randint(len(classes), (1,), generator=state.generator)]
+    query = (batch.labels == query_class).nonzero().flatten()
+    support = (batch.labels != query_class).nonzero().flatten()
+    lam = torch.distributions.Beta(config.mixup_alpha, config.mixup_beta).sample((len(query),))
+    mix = support[torch.randint(len(support), (len(query),), generator=state.generator)]
+
+    with double_backward_attention(not config.first_order):
+        fmodel = higher.patch.monkeypatch(learner, copy_initial_weights=False, track_higher_grads=True)
+        theta = list(learner.parameters())
+        names = [n for n, _ in learner.named_parameters()]
+        prompts = fmodel(params=theta)
+        image, text, reg_text, reg_image = _losses(model, prompts, batch.images[support], frozen_image[support], config)
+        support_ce = F.cross_entropy(clip_logits(image, text, scale), batch.labels[support])
+        g_ce, g_reg = _split_grads(support_ce, reg_text, reg_image, dict(zip(names, theta)),
+                                   create_graph=not config.first_order)
+        if config.first_order:
+            g_ce = {n: g.detach() for n, g in g_ce.items()}
+            g_reg = {n: g.detach() for n, g in g_reg.items()}
+        grads = modulator(g_ce, g_reg)  # keeps the graph into the modulation net
+        fast = [p - config.adapt_lr * grads[n] for n, p in zip(names, theta)]
+        prompts = fmodel(params=fast)
+        features = model.image_features(batch.images, prompts)
+        mixed = lam[:, None] * features[query] + (1 - lam[:, None]) * features[mix]
+        logits = clip_logits(F.normalize(mixed, dim=-1), model.text_features(prompts), scale)
+        query_loss = (lam * F.cross_entropy(logits, batch.labels[query], reduction="none")
+                      + (1 - lam) * F.cross_entropy(logits, batch.labels[mix], reduction="none")).mean()
+        query_loss = config.lr_ratio * query_loss
+        state.optimizer.zero_grad(set_to_none=True)
+        modulator_optimizer.zero_grad(set_to_none=True)
+        query_loss.backward()
+    state.optimizer.step()
+    modulator_optimizer.step()
+    out["query_loss"] = query_loss.item()
+    return out

@@ -1,0 +1,74 @@
+"""Zero-shot CLIP: hand templates, template ensembles, all/base/new and per-domain accuracy.
+
+Explained in ``notebooks/01_zero_shot_clip``. Logits = s · f_I(x) · f_T(classes)ᵀ with
+f_T = normalised mean over templates of normalised text features (CLIP's ensemble).
+Image features are computed once per dataset and shared by every evaluation here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from metaprompt_lite.backbone import Backbone
+from metaprompt_lite.engine import accuracy, base_new_split, harmonic_mean, select_classes
+
+
+@torch.no_grad()
+def text_classifier(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """[C, E] normalised template-ensemble text features."""
+    total = 0
+    for template in templates:
+        tokens = backbone.tokenizer([template.format(c.replace("_", " ")) for c in classnames])
+        total = total + F.normalize(backbone.model.encode_text(tokens.to(backbone.device)), dim=-1)
+    return F.normalize(total, dim=-1).cpu()
+
+
+@torch.no_grad()
+def image_features(backbone: Backbone, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """[N, E] normalised frozen image features."""
+    out = [F.normalize(backbone.model.encode_image(backbone.preprocess(images[i:i + batch_size])), dim=-1).cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
+
+
+def _acc(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> float:
+    return accuracy(features @ classifier.t(), labels)
+
+
+def zero_shot_base_to_new(backbone: Backbone, dataset) -> list[dict]:
+    """Rows (dataset, templates, all, base, new, hm) on the test pool, single and ensemble."""
+    test = (dataset.split == 1).nonzero().flatten()
+    features, labels = image_features(backbone, dataset.images[test]), dataset.labels[test]
+    base, new = base_new_split(len(dataset.classnames))
+    rows = []
+    for kind, templates in (("single", dataset.templates[:1]), ("ensemble", dataset.templates)):
+        classifier = text_classifier(backbone, dataset.classnames, templates)
+        row = {"dataset": dataset.name, "templates": kind, "all": _acc(features, labels, classifier)}
+        for name, classes in (("base", base), ("new", new)):
+            index, relabelled = select_classes(labels, classes)
+            row[name] = _acc(features[index], relabelled, classifier[classes])
+        row["hm"] = harmonic_mean(row["base"], row["new"])
+        rows.append(row)
+    return rows
+
+
+def zero_shot_domains(backbone: Backbone, dataset) -> list[dict]:
+    """Rows (benchmark, target, templates, acc): accuracy on every domain's images."""
+    features = image_features(backbone, dataset.images)
+    rows = []
+    for kind, templates in (("single", dataset.templates[:1]), ("ensemble", dataset.templates)):
+        classifier = text_classifier(backbone, dataset.classnames, templates)
+        for d, domain in enumerate(dataset.domains):
+            index = (dataset.domain == d).nonzero().flatten()
+            rows.append({"benchmark": dataset.name, "target": domain, "templates": kind,
+                         "acc": _acc(features[index], dataset.labels[index], classifier)})
+    return rows
+
+
+def chance(dataset, subset: str = "all") -> float:
+    n = len(dataset.classnames)
+    base, new = base_new_split(n)
+    return 100.0 / {"all": n, "base": len(base), "new": len(new)}[subset]
