@@ -1,0 +1,196 @@
+"""Turn ``results/b2n.csv`` and ``results/dg.csv`` into ``results/README.md`` and figures.
+
+Explained in ``notebooks/09_benchmark_reproduction``. Averages follow the papers: per seed, the
+mean over datasets of base and new accuracy; HM = harmonic mean of the average base and new;
+mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from metaprompt_lite.engine import harmonic_mean
+
+# shared/METHODS.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
+PAPER_B2N = {
+    "zsclip": (69.34, 74.22, 71.70), "coop": (82.69, 63.22, 71.66), "cocoop": (80.47, 71.69, 75.83),
+    "maple": (82.28, 75.14, 78.55), "metaprompt": (83.38, 76.09, 79.57), "prometar": (84.39, 76.93, 80.49),
+}
+# MetaPrompt README: DG mean over targets
+PAPER_DG = {
+    "zsclip": {"PACS": 95.7, "VLCS": 75.9, "OfficeHome": 79.4, "DomainNet": 56.8},
+    "zsclip-ens": {"PACS": 96.1, "VLCS": 82.3, "OfficeHome": 82.1, "DomainNet": 56.9},
+    "cocoop": {"PACS": 96.7, "VLCS": 78.3, "OfficeHome": 84.1, "DomainNet": 61.1},
+    "metaprompt": {"PACS": 97.0, "VLCS": 82.6, "OfficeHome": 85.2, "DomainNet": 61.8},
+}
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.2f} ± {std:.2f}" if pd.notna(std) else f"{mean:.2f}"
+
+
+def b2n_average(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per method: average base/new over datasets per seed, HM of those; mean and std over seeds."""
+    per_seed = frame.groupby(["method", "seed"])[["base", "new"]].mean().reset_index()
+    per_seed["hm"] = [harmonic_mean(b, n) for b, n in zip(per_seed["base"], per_seed["new"])]
+    grouped = per_seed.groupby("method")[["base", "new", "hm"]]
+    out = grouped.mean().join(grouped.std().add_suffix("_std"))
+    out["seeds"] = per_seed.groupby("method")["seed"].nunique()
+    return out
+
+
+def b2n_per_dataset(frame: pd.DataFrame) -> pd.DataFrame:
+    grouped = frame.groupby(["dataset", "method"])[["base", "new", "hm"]]
+    return grouped.mean().join(grouped.std().add_suffix("_std"))
+
+
+def dg_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per method and benchmark: accuracy per target (mean over seeds) and the mean over targets."""
+    per_target = frame.groupby(["benchmark", "method", "target"])["acc"].mean().unstack("target")
+    per_seed_mean = frame.groupby(["benchmark", "method", "seed"])["acc"].mean()
+    per_target["mean"] = per_seed_mean.groupby(["benchmark", "method"]).mean()
+    per_target["mean_std"] = per_seed_mean.groupby(["benchmark", "method"]).std()
+    return per_target
+
+
+def _method_order(methods) -> list[str]:
+    from metaprompt_lite.bench import B2N_METHODS
+
+    known = [m for m in B2N_METHODS if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+def markdown(results_dir: Path) -> str:
+    lines = ["# Results: the embedded tier", ""]
+    meta_path = results_dir / "bench_meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        lines += [f"Backbone `{meta.get('model')}` (`{meta.get('pretrained')}`), seeds {meta.get('seeds')}, "
+                  f"wall time {meta.get('wall_minutes', float('nan')):.1f} min on {meta.get('machine', 'CPU')}.", ""]
+    b2n_path, dg_path = results_dir / "b2n.csv", results_dir / "dg.csv"
+    if b2n_path.is_file():
+        frame = pd.read_csv(b2n_path)
+        avg = b2n_average(frame)
+        lines += ["## Base-to-new, average over datasets", "",
+                  "| method | base | new | HM | seeds | paper base | paper new | paper HM |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for m in _method_order(avg.index):
+            r = avg.loc[m]
+            paper = PAPER_B2N.get(m, ("—", "—", "—"))
+            lines.append(f"| {m} | {_pm(r.base, r.base_std)} | {_pm(r.new, r.new_std)} | "
+                         f"{_pm(r.hm, r.hm_std)} | {int(r.seeds)} | {paper[0]} | {paper[1]} | {paper[2]} |")
+        lines += ["", "Paper columns: 11-dataset averages with ViT-B/16 (shared/METHODS.md); ours: the "
+                  "offline suite with the pocket CLIP. Compare the *pattern*, not the level.", ""]
+        per = b2n_per_dataset(frame)
+        lines += ["## Base-to-new, per dataset (HM, mean ± std over seeds)", ""]
+        datasets = sorted(frame["dataset"].unique())
+        lines += ["| method | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+        for m in _method_order(frame["method"].unique()):
+            cells = [(_pm(per.loc[(d, m)].hm, per.loc[(d, m)].hm_std) if (d, m) in per.index else "—")
+                     for d in datasets]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += ["", "![base vs new](base_vs_new.png)", "", "![HM per dataset](hm_per_dataset.png)", ""]
+    if dg_path.is_file():
+        table = dg_table(pd.read_csv(dg_path))
+        lines += ["## Domain generalisation (leave one domain out)", ""]
+        for benchmark in table.index.get_level_values(0).unique():
+            sub = table.loc[benchmark].dropna(axis=1, how="all")
+            targets = [c for c in sub.columns if c not in ("mean", "mean_std")]
+            lines += [f"### {benchmark}", "", "| method | " + " | ".join(targets) + " | mean |",
+                      "|---" * (len(targets) + 2) + "|"]
+            for m in _method_order(sub.index):
+                r = sub.loc[m]
+                lines.append(f"| {m} | " + " | ".join(f"{r[t]:.2f}" for t in targets)
+                             + f" | {_pm(r['mean'], r['mean_std'])} |")
+            lines.append("")
+        lines += ["Paper (mean over targets, ViT-B/16): " + "; ".join(
+            f"{m}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for m, d in PAPER_DG.items()), "",
+            "![DG per target](dg_targets.png)", ""]
+    if (results_dir / "curves.png").is_file():
+        lines += ["## Training curves", "", "![curves](curves.png)", ""]
+    return "\n".join(lines)
+
+
+def figures(results_dir: Path) -> list[Path]:
+    """base_vs_new.png, hm_per_dataset.png, dg_targets.png, curves.png (those with data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    written = []
+    b2n_path = results_dir / "b2n.csv"
+    if b2n_path.is_file():
+        frame = pd.read_csv(b2n_path)
+        order = _method_order(frame["method"].unique())
+        avg = b2n_average(frame)
+        fig, ax = plt.subplots(figsize=(6, 5))
+        per = frame.groupby(["method", "dataset"])[["base", "new"]].mean().reset_index()
+        sns.scatterplot(data=per, x="base", y="new", hue="method", hue_order=order, alpha=0.35, ax=ax, legend=False)
+        for i, m in enumerate(order):
+            r = avg.loc[m]
+            ax.scatter(r.base, r.new, s=120, marker="*", color=sns.color_palette()[i % 10], edgecolor="k", label=m)
+        lo = min(per["base"].min(), per["new"].min()) - 5
+        ax.plot([lo, 100], [lo, 100], "k--", lw=0.7)
+        ax.set(xlabel="base accuracy (%)", ylabel="new accuracy (%)",
+               title="Base vs new (stars: average over datasets; dots: per dataset)")
+        ax.legend(fontsize=8, loc="lower left")
+        fig.tight_layout()
+        fig.savefig(results_dir / "base_vs_new.png", dpi=120)
+        plt.close(fig)
+        written.append(results_dir / "base_vs_new.png")
+
+        fig, ax = plt.subplots(figsize=(max(7, 1.2 * frame["dataset"].nunique()), 4.5))
+        sns.barplot(data=frame, x="dataset", y="hm", hue="method", hue_order=order, errorbar="sd", ax=ax)
+        ax.set(ylabel="harmonic mean (%)", xlabel="", title="Base-to-new HM per dataset (mean ± sd over seeds)")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(results_dir / "hm_per_dataset.png", dpi=120)
+        plt.close(fig)
+        written.append(results_dir / "hm_per_dataset.png")
+    dg_path = results_dir / "dg.csv"
+    if dg_path.is_file():
+        frame = pd.read_csv(dg_path)
+        benchmarks = sorted(frame["benchmark"].unique())
+        fig, axes = plt.subplots(1, len(benchmarks), figsize=(6 * len(benchmarks), 4.5), squeeze=False)
+        for ax, b in zip(axes[0], benchmarks):
+            sub = frame[frame["benchmark"] == b]
+            sns.barplot(data=sub, x="target", y="acc", hue="method",
+                        hue_order=_method_order(sub["method"].unique()), errorbar="sd", ax=ax)
+            ax.set(title=f"{b}: accuracy on the held-out domain", ylabel="accuracy (%)", xlabel="target domain")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(results_dir / "dg_targets.png", dpi=120)
+        plt.close(fig)
+        written.append(results_dir / "dg_targets.png")
+    b2n_curves = sorted((results_dir / "curves").glob("*-s1.json"))
+    if b2n_path.is_file() and b2n_curves:
+        frame = pd.read_csv(b2n_path)
+        dataset = sorted(frame["dataset"].unique())[0]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method in _method_order(frame["method"].unique()):
+            curve = results_dir / "curves" / f"{method}-{dataset}-s1.json"
+            if curve.is_file():
+                history = json.loads(curve.read_text())
+                ax.plot([h["step"] for h in history], [h["loss"] for h in history], label=method)
+        ax.set(xlabel="step", ylabel="training loss", title=f"Training curves on {dataset} (seed 1)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(results_dir / "curves.png", dpi=120)
+        plt.close(fig)
+        written.append(results_dir / "curves.png")
+    return written
+
+
+def report(results_dir: str | Path = "results") -> Path:
+    results_dir = Path(results_dir)
+    if not (results_dir / "b2n.csv").is_file() and not (results_dir / "dg.csv").is_file():
+        raise FileNotFoundError(f"no b2n.csv or dg.csv in {results_dir}: run `metaprompt-lite bench` first")
+    figures(results_dir)
+    path = results_dir / "README.md"
+    path.write_text(markdown(results_dir))
+    return path

@@ -1,0 +1,100 @@
+"""The benchmark writes resumable CSV rows; the report gives the expected tables."""
+
+from __future__ import annotations
+
+import csv
+
+import pandas as pd
+import pytest
+
+import metaprompt_lite.bench as bench_module
+from metaprompt_lite.bench import BenchConfig, bench
+from metaprompt_lite.report import b2n_average, dg_table, report
+
+
+def _config(tmp_path, loader, suite="b2n", methods=("zsclip", "coop")):
+    return BenchConfig(suite=suite, methods=methods, datasets=["syn"], seeds=(1, 2), model="tiny-clip",
+                       out_dir=str(tmp_path), progress=False, loader=loader)
+
+
+def test_bench_resumes_without_recomputing(tmp_path, monkeypatch, dataset):
+    calls = []
+    original = bench_module.run_base_to_new
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].method)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed during the third run
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bench_module, "run_base_to_new", counting)
+    monkeypatch.setattr(bench_module, "preset", _fast_preset)
+    with pytest.raises(KeyboardInterrupt):
+        bench(_config(tmp_path, lambda name: dataset))
+    rows = list(csv.DictReader((tmp_path / "b2n.csv").open()))
+    assert len(rows) == 2  # the finished runs are on disk, the interrupted one is not
+    calls.clear()
+    monkeypatch.setattr(bench_module, "run_base_to_new", original)
+    bench(_config(tmp_path, lambda name: dataset))
+    rows = list(csv.DictReader((tmp_path / "b2n.csv").open()))
+    assert len(rows) == 4 and len({(r["method"], r["seed"]) for r in rows}) == 4
+    bench(_config(tmp_path, lambda name: dataset))  # nothing left: no new rows
+    assert len(list(csv.DictReader((tmp_path / "b2n.csv").open()))) == 4
+
+
+def _fast_preset(name, tier="pocket"):
+    from metaprompt_lite.engine import OptimConfig
+    from metaprompt_lite.methods import get_method
+
+    return get_method(name), OptimConfig(lr=0.01, batch_size=4, max_steps=2, warmup_epochs=0), 2
+
+
+def test_bench_dg_rows(tmp_path, monkeypatch, dg_dataset):
+    monkeypatch.setattr(bench_module, "preset", _fast_preset)
+    path = bench(_config(tmp_path, lambda name: dg_dataset, suite="dg", methods=("zsclip", "metaprompt")))
+    frame = pd.read_csv(path)
+    assert len(frame) == 2 * 3 * 2  # methods × targets × seeds
+    assert set(frame["target"]) == set(dg_dataset.domains)
+
+
+def test_bench_rejects_unknown_suite_and_method(tmp_path, dataset):
+    with pytest.raises(ValueError, match="unknown suite"):
+        bench(BenchConfig(suite="x", out_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="unknown method"):
+        bench(_config(tmp_path, lambda name: dataset, methods=("nope",)))
+
+
+def test_report_on_a_fixed_csv(tmp_path):
+    rows = [
+        # method, dataset, seed, base, new
+        ("coop", "a", 1, 90.0, 40.0), ("coop", "b", 1, 70.0, 60.0),
+        ("coop", "a", 2, 80.0, 50.0), ("coop", "b", 2, 60.0, 50.0),
+        ("metaprompt", "a", 1, 85.0, 60.0), ("metaprompt", "b", 1, 75.0, 70.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["method", "dataset", "seed", "base", "new"])
+    frame["hm"] = 2 * frame.base * frame.new / (frame.base + frame.new)
+    frame["train_s"] = 1.0
+    frame.to_csv(tmp_path / "b2n.csv", index=False)
+    avg = b2n_average(frame)
+    # coop: seed 1 averages (80, 50), seed 2 (70, 50); base 75 ± 7.07, new 50 ± 0
+    assert avg.loc["coop", "base"] == pytest.approx(75.0)
+    assert avg.loc["coop", "base_std"] == pytest.approx(7.0710678)
+    assert avg.loc["coop", "new"] == pytest.approx(50.0)
+    hm1, hm2 = 2 * 80 * 50 / 130, 2 * 70 * 50 / 120
+    assert avg.loc["coop", "hm"] == pytest.approx((hm1 + hm2) / 2)
+    assert avg.loc["metaprompt", "seeds"] == 1
+    pd.DataFrame([("metaprompt", "cards", "x", 1, 50.0, 1.0), ("metaprompt", "cards", "y", 1, 70.0, 1.0),
+                  ("metaprompt", "cards", "x", 2, 60.0, 1.0), ("metaprompt", "cards", "y", 2, 80.0, 1.0)],
+                 columns=["method", "benchmark", "target", "seed", "acc", "train_s"]).to_csv(tmp_path / "dg.csv", index=False)
+    table = dg_table(pd.read_csv(tmp_path / "dg.csv"))
+    assert table.loc[("cards", "metaprompt"), "x"] == pytest.approx(55.0)
+    assert table.loc[("cards", "metaprompt"), "mean"] == pytest.approx(65.0)
+    path = report(tmp_path)
+    text = path.read_text()
+    assert "| coop | 75.00 ± 7.07 | 50.00 ± 0.00 |" in text
+    assert "| metaprompt | 55.00 | 75.00 | 65.00 ± 7.07 |" in text
+    assert "82.69" in text  # the paper's CoOp base beside ours
+    for figure in ("base_vs_new.png", "hm_per_dataset.png", "dg_targets.png"):
+        assert (tmp_path / figure).stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="run `metaprompt-lite bench` first"):
+        report(tmp_path / "empty")
