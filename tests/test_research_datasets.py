@@ -1,0 +1,184 @@
+"""Research-tier loaders against miniature copies of every dataset in its official layout."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from metaprompt_lite.engine import base_new_split, few_shot_indices, select_classes
+from metaprompt_lite.research import (
+    RESEARCH_B2N,
+    RESEARCH_DG,
+    LazyImages,
+    clean_classname,
+    get_spec,
+    load_research_dataset,
+)
+from metaprompt_lite.research.fetch import SOURCES, link_into_layout
+from metaprompt_lite.research.miniature import SPLIT_SIZES, make_miniature
+
+N_CLASSES = 5
+
+
+def test_name_tuples_cover_the_papers_datasets():
+    assert RESEARCH_B2N == ("ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "Flowers102", "Food101",
+                            "FGVCAircraft", "SUN397", "DTD", "EuroSAT", "UCF101")
+    assert RESEARCH_DG == ("PACS", "VLCS", "OfficeHome", "DomainNet")
+
+
+@pytest.mark.parametrize("name", RESEARCH_B2N)
+def test_base_to_new_loader(tmp_path, name):
+    expected = make_miniature(name, tmp_path, n_classes=N_CLASSES)
+    data = load_research_dataset(name, tmp_path)
+    assert data.name == name and data.suite == "b2n" and data.domains == [name]
+    assert data.classnames == expected["classnames"]
+    assert all("_" not in c and c == c.strip() for c in data.classnames)
+    assert data.templates[0] == get_spec(name).template and "{}" in data.templates[0]
+    assert len(data.templates) > 1
+    # the val split of CoOp's files is not read: train pool (0) and test pool (1) only
+    n_train, n_test = expected["counts"]["train"], expected["counts"]["test"]
+    assert len(data.images) == len(data.labels) == len(data.split) == len(data.domain) == n_train + n_test
+    assert int((data.split == 0).sum()) == n_train and int((data.split == 1).sum()) == n_test
+    assert data.labels.dtype == torch.long and sorted(data.labels.unique().tolist()) == list(range(N_CLASSES))
+    assert (data.domain == 0).all()
+    # base/new: the first ceil(n/2) labels are base, exactly as engine.base_new_split says
+    base, new = base_new_split(len(data.classnames))
+    assert len(base) == math.ceil(N_CLASSES / 2) and base.tolist() + new.tolist() == list(range(N_CLASSES))
+    # few-shot draw on the base-class train pool, as run_base_to_new does
+    pool = (data.split == 0).nonzero().flatten()
+    index, relabelled = select_classes(data.labels[pool], base)
+    shots = few_shot_indices(relabelled, 2, seed=1)
+    assert len(shots) == 2 * len(base)
+    assert torch.equal(torch.bincount(relabelled[shots]), torch.full((len(base),), 2))
+    assert torch.equal(shots, few_shot_indices(relabelled, 2, seed=1))
+    # lazy images: uint8 [B, 3, 224, 224] decoded on indexing with an index tensor
+    batch = data.images[pool[index[shots]]]
+    assert batch.dtype == torch.uint8 and batch.shape == (len(shots), 3, 224, 224)
+
+
+@pytest.mark.parametrize("name", RESEARCH_DG)
+def test_domain_generalization_loader(tmp_path, name):
+    expected = make_miniature(name, tmp_path, n_classes=3, splits={"train": 2})
+    data = load_research_dataset(name, tmp_path)
+    assert data.suite == "dg" and data.domains == expected["domains"]
+    assert data.classnames == expected["classnames"]
+    assert len(data.labels) == expected["counts"]["all"] and (data.split == 0).all()
+    assert torch.equal(torch.bincount(data.domain), torch.full((3,), 3 * 2))
+    # DG few-shot: shots per class per source domain, as run_domain_generalization draws them
+    source = (data.domain != 0).nonzero().flatten()
+    shots = few_shot_indices(data.labels[source], 1, seed=2, groups=data.domain[source])
+    assert len(shots) == 2 * 3
+    assert data.images[source[shots[:2]]].shape == (2, 3, 224, 224)
+
+
+def test_dassl_split_subfolders_are_merged(tmp_path):
+    """Dassl's office_home_dg/<domain>/{train,val}/<class>/ reads like DomainBed's <domain>/<class>/."""
+    for domain in ("art", "clipart"):
+        for split in ("train", "val"):
+            make_miniature("PACS", tmp_path / "tmp", n_classes=2, splits={"x": 1})
+            for cls in ("Alarm_Clock", "Bike"):
+                target = tmp_path / "office_home_dg" / domain / split / cls
+                target.mkdir(parents=True)
+                src = next((tmp_path / "tmp" / "PACS").rglob("*.jpg"))
+                (target / f"{split}.jpg").write_bytes(src.read_bytes())
+    data = load_research_dataset("officehome", tmp_path)
+    assert data.domains == ["art", "clipart"] and data.classnames == ["Alarm Clock", "Bike"]
+    assert len(data.labels) == 2 * 2 * 2
+
+
+def test_lazy_images_index_like_a_tensor(tmp_path):
+    make_miniature("DTD", tmp_path, n_classes=2, splits={"train": 2, "val": 0, "test": 1}, image_size=(50, 20))
+    data = load_research_dataset("DTD", tmp_path, size=32)
+    images = data.images
+    assert isinstance(images, LazyImages) and len(images) == 6 and images.shape == (6, 3, 32, 32)
+    full = images[torch.arange(6)]
+    assert full.shape == (6, 3, 32, 32) and full.dtype == torch.uint8
+    assert torch.equal(images[2], full[2])
+    assert torch.equal(images[1:4], full[1:4])
+    assert torch.equal(images[torch.tensor([5, 0])], full[[5, 0]])
+    assert torch.equal(images[data.split == 1], full[data.split == 1])
+    assert torch.equal(images.subset(torch.tensor([3, 1]))[0:2], full[[3, 1]])
+    assert images[torch.tensor([], dtype=torch.long)].shape == (0, 3, 32, 32)
+    with pytest.raises(IndexError):
+        images[torch.tensor([6])]
+    # resize shorter side + centre crop: a 50x20 image becomes 80x32 and keeps its centre columns
+    assert full.float().std() > 0
+
+
+def test_classname_cleanups():
+    assert clean_classname("american_bulldog") == "american bulldog"
+    assert clean_classname("airplanes", get_spec("Caltech101").renames) == "airplane"
+    assert clean_classname("SeaLake", get_spec("EuroSAT").renames) == "Sea or Lake"
+    assert clean_classname("Sea or Lake", get_spec("EuroSAT").renames) == "Sea or Lake"
+    assert get_spec("oxfordpets").template == "a photo of a {}, a type of pet."
+    assert get_spec("DTD").template == "{} texture."
+
+
+@pytest.mark.parametrize("name", ["OxfordPets", "ImageNet", "FGVCAircraft", "PACS"])
+def test_missing_dataset_names_layout_and_source(tmp_path, name):
+    with pytest.raises(FileNotFoundError) as error:
+        load_research_dataset(name, tmp_path)
+    message = str(error.value)
+    spec = get_spec(name)
+    assert str(tmp_path / spec.dirs[0]) in message
+    assert "Expected layout" in message and spec.layout.splitlines()[0] in message
+    assert "Get the data" in message and "docs/research_tier.md" in message
+
+
+def test_missing_split_file_and_images(tmp_path):
+    make_miniature("OxfordPets", tmp_path, n_classes=2)
+    split_file = tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json"
+    content = json.loads(split_file.read_text())
+    split_file.unlink()
+    with pytest.raises(FileNotFoundError, match="split_zhou_OxfordPets.json.*DATASETS.md"):
+        load_research_dataset("OxfordPets", tmp_path)
+    content["train"][0][0] = "nowhere/missing.jpg"
+    split_file.write_text(json.dumps(content))
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        load_research_dataset("OxfordPets", tmp_path)
+    with pytest.raises(ValueError, match="unknown research dataset"):
+        load_research_dataset("CIFAR10", tmp_path)
+
+
+def test_inconsistent_split_file_is_rejected(tmp_path):
+    make_miniature("Food101", tmp_path, n_classes=2)
+    split_file = tmp_path / "food-101" / "split_zhou_Food101.json"
+    content = json.loads(split_file.read_text())
+    content["test"][0][2] = "another name"
+    split_file.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match="label 0 is both"):
+        load_research_dataset("Food101", tmp_path)
+
+
+def test_torchvision_fetch_links_into_coop_layout(tmp_path):
+    """What fetch_with_torchvision does after torchvision's download: link its tree into CoOp's."""
+    source = SOURCES["Flowers102"]
+    (tmp_path / source.root / "flowers-102" / "jpg").mkdir(parents=True)
+    (link,) = link_into_layout(source, tmp_path)
+    assert link == tmp_path / "oxford_flowers" / "jpg" and link.is_symlink() and link.is_dir()
+    assert link_into_layout(source, tmp_path) == [link]  # idempotent
+
+
+def test_research_dataset_runs_through_the_engine(tmp_path, backbone):
+    """The whole research-tier data path on the tiny CLIP: run_base_to_new and DG with a research dataset."""
+    from metaprompt_lite.engine import OptimConfig
+    from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
+
+    make_miniature("EuroSAT", tmp_path, n_classes=4)
+    make_miniature("VLCS", tmp_path, n_classes=2, splits={"train": 2})
+    optim = OptimConfig(lr=0.002, batch_size=4, epochs=1, max_steps=2)
+    b2n = load_research_dataset("EuroSAT", tmp_path, size=32)
+    result = run_base_to_new(RunConfig(method="coop", dataset="EuroSAT", shots=2, optim=optim, progress=False),
+                             b2n, backbone)
+    assert 0 <= result["base"] <= 100 and 0 <= result["new"] <= 100 and len(result["history"]) == 1
+    dg = load_research_dataset("VLCS", tmp_path, size=32)
+    result = run_domain_generalization(RunConfig(method="metaprompt", dataset="VLCS", target="LabelMe", shots=1,
+                                                 optim=optim, progress=False), dg, backbone)
+    assert 0 <= result["acc"] <= 100
+
+
+def test_split_sizes_constant_is_the_coop_format():
+    assert set(SPLIT_SIZES) == {"train", "val", "test"}
