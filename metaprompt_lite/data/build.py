@@ -1,0 +1,552 @@
+"""Build the offline benchmark suite (committed) and the pretraining corpus (not committed).
+
+``metaprompt-lite data build`` runs :func:`build`. What goes where (all choices are seeded by the
+identity of a concept or image, so the build is byte-identical on every run):
+
+* **Emoji** concepts present in all eight styles, from the object-like categories, are shuffled once;
+  the first 50 are the **probe** (never in pretraining, in any style: the "unseen concepts" bar),
+  the next 40 the **emoji-pacs** DG classes, the rest up to 100 per category the B2N datasets
+  ``emoji-objects/-animals/-food/-places``.
+  - B2N: few-shot pool = Twemoji + OpenMoji drawings, test = Noto + Fluent 3D drawings;
+    pretraining sees these concepts only as Fluent colour / flat / high-contrast drawings.
+  - emoji-pacs: photo = Fluent 3D, art = Noto, cartoon = Fluent flat, sketch = OpenMoji line;
+    pretraining sees these concepts only as Twemoji drawings.
+* **Flags**: 40 countries for ``flags-dg`` (rectangle = flag-icons, circle = circle-flags,
+  pixel = famfamfam, emoji = OpenMoji; pretraining: Twemoji only), 100 for B2N ``flags``
+  (pool = Twemoji + OpenMoji, test = circle-flags + famfamfam; pretraining: flag-icons).
+* **Cards** (52 classes): pool = 4 decks, test = 6 other decks, pretraining = 14 further decks.
+* **Fashion-MNIST**: pool = 50 train images per class, test = 100 test images per class,
+  pretraining = 300 other train images per class.
+
+Every image records its *drawing* (package:file#element); a drawing used by the suite is never in
+the corpus (checked at the end of the build and by the tests).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from metaprompt_lite.data import render
+from metaprompt_lite.data.sources import (
+    CARD_RANK_NAMES,
+    CARD_RANKS,
+    CARD_SUITS,
+    FASHION_CLASSES,
+    LICENCES,
+    EmojiMetadata,
+    SourceMissing,
+    Sources,
+    card_decks,
+    card_id,
+    countries,
+    emoji_key,
+    fashion_mnist,
+    flag_key,
+    iconify_chars,
+    iconify_icons,
+    wordnet_glosses,
+)
+
+STORE_VERSION = 1
+OBJECT_CATEGORIES = {"Objects": "emoji-objects", "Animals & Nature": "emoji-animals",
+                     "Food & Drink": "emoji-food", "Travel & Places": "emoji-places"}
+MAX_CLASSES = 100
+N_PROBE, N_EMOJI_DG, N_FLAGS_DG, N_FLAGS_B2N = 50, 40, 40, 100
+POOL_VARIANTS, TEST_VARIANTS, DG_VARIANTS = 3, 3, 4
+
+GENERIC_TEMPLATES = ("a drawing of a {}.", "an emoji of a {}.", "a picture of a {}.", "an icon of a {}.")
+TEMPLATES = {
+    "emoji-objects": ("a photo of a {}.",) + GENERIC_TEMPLATES,
+    "emoji-animals": ("a photo of a {}, a type of animal.",) + GENERIC_TEMPLATES,
+    "emoji-food": ("a photo of {}, a type of food.",) + GENERIC_TEMPLATES,
+    "emoji-places": ("a photo of a {}, a type of place or vehicle.",) + GENERIC_TEMPLATES,
+    "flags": ("a photo of the flag of {}.", "the flag of {}.", "a drawing of the flag of {}.",
+              "the national flag of {}.", "an icon of the flag of {}."),
+    "cards": ("a photo of the {}, a playing card.", "the {}.", "a playing card: the {}.",
+              "a drawing of the {} card.", "the {} from a deck of cards."),
+    "fashion": ("a photo of a {}, a type of clothing.", "a black and white photo of a {}.",
+                "a photo of a {}.", "a low resolution photo of a {}.", "a product photo of a {}."),
+    "emoji-pacs": ("a photo of a {}.",) + GENERIC_TEMPLATES,
+    "flags-dg": ("a photo of the flag of {}.", "the flag of {}.", "a drawing of the flag of {}.",
+                 "the national flag of {}.", "an icon of the flag of {}."),
+    "emoji-unseen": ("a photo of a {}.",) + GENERIC_TEMPLATES,
+}
+SUITES = {"emoji-objects": "b2n", "emoji-animals": "b2n", "emoji-food": "b2n", "emoji-places": "b2n",
+          "flags": "b2n", "cards": "b2n", "fashion": "b2n", "emoji-pacs": "dg", "flags-dg": "dg",
+          "emoji-unseen": "probe"}
+STYLE_PHRASES = {
+    "twemoji": "an emoji of {}", "noto": "a cartoon emoji of {}", "openmoji": "a flat drawing of {}",
+    "openmoji-line": "a black line drawing of {}", "fluent": "a glossy emoji of {}",
+    "fluent-flat": "a flat cartoon of {}", "fluent-hc": "a black and white icon of {}",
+    "fluent-3d": "a 3d render of {}", "flag-icons": "a picture of {}", "circle-flags": "a round badge of {}",
+    "famfamfam": "a tiny pixel icon of {}", "card": "a playing card, {}", "photo": "a grey photo of {}",
+}
+
+
+# --------------------------------------------------------------------------- drawings
+@dataclass(frozen=True)
+class Drawing:
+    """One source image: how to render it and where it came from."""
+
+    id: str  # package:file#element, unique
+    package: str
+    file: str
+    style: str
+    load: Callable[[], Image.Image] = field(compare=False, hash=False, repr=False)
+    photo: bool = False
+
+
+def _shuffled(keys, salt: str) -> list:
+    return sorted(keys, key=lambda k: render.seed_of(salt, k))
+
+
+class EmojiStyles:
+    """key -> Drawing for each of the eight emoji styles."""
+
+    STYLES = ("twemoji", "noto", "openmoji", "openmoji-line", "fluent", "fluent-flat", "fluent-hc", "fluent-3d")
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+        self.by_style: dict[str, dict[str, Drawing]] = {}
+        names = {}
+        for package, style in (("@iconify-json/twemoji", "twemoji"), ("@iconify-json/noto", "noto")):
+            chars = iconify_chars(sources, package)
+            svgs, _, _ = iconify_icons(sources, package)
+            self.by_style[style] = {k: self._svg(package, style, n, svgs[n]) for k, n in chars.items() if n in svgs}
+            for k, n in chars.items():
+                names.setdefault(k, n)
+        for package, style in (("@iconify-json/fluent-emoji", "fluent"), ("@iconify-json/fluent-emoji-flat", "fluent-flat"),
+                               ("@iconify-json/fluent-emoji-high-contrast", "fluent-hc")):
+            svgs, _, _ = iconify_icons(sources, package)
+            self.by_style[style] = {k: self._svg(package, style, n, svgs[n]) for k, n in names.items() if n in svgs}
+        root = sources.npm_dir("openmoji")
+        for sub, style in (("color", "openmoji"), ("black", "openmoji-line")):
+            files = sorted((root / sub / "svg").glob("*.svg"))
+            self.by_style[style] = {emoji_key(p.stem): self._file("openmoji", style, p, root) for p in files}
+        root3d = sources.npm_dir("@lobehub/fluent-emoji-3d")
+        files = sorted((root3d / "assets").glob("*.webp"))
+        self.by_style["fluent-3d"] = {emoji_key(p.stem): self._file("@lobehub/fluent-emoji-3d", "fluent-3d", p, root3d)
+                                      for p in files}
+
+    @staticmethod
+    def _svg(package: str, style: str, name: str, svg: str) -> Drawing:
+        return Drawing(f"{package}:icons.json#{name}", package, f"icons.json#{name}", style,
+                       lambda svg=svg: render.render_svg(svg))
+
+    @staticmethod
+    def _file(package: str, style: str, path: Path, root: Path) -> Drawing:
+        rel = str(path.relative_to(root))
+        return Drawing(f"{package}:{rel}", package, rel, style, lambda path=path: render.render_file(path))
+
+    def get(self, style: str, key: str) -> Drawing | None:
+        return self.by_style[style].get(key)
+
+    def complete(self, key: str) -> bool:
+        return all(key in self.by_style[s] for s in self.STYLES)
+
+
+# --------------------------------------------------------------------------- records
+@dataclass
+class Item:
+    """One image to produce: a drawing and a variant index (0 = plain)."""
+
+    drawing: Drawing
+    variant: int
+    classname: str
+    concept: str
+    domain: str
+    split: str  # "pool" | "test" | "corpus"
+    captions: tuple[str, ...] = ()
+
+
+@dataclass
+class Plan:
+    datasets: dict[str, list[Item]] = field(default_factory=dict)
+    classnames: dict[str, list[str]] = field(default_factory=dict)
+    domains: dict[str, list[str]] = field(default_factory=dict)
+    corpus: list[Item] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # dataset -> reason
+
+
+def _emoji_captions(concept, style: str, glosses: dict[str, str]) -> tuple[str, ...]:
+    name = concept.name
+    out = [STYLE_PHRASES[style].format(name), name, f"a photo of a {name}."]
+    out += [f"{STYLE_PHRASES[style].format(s)}" for s in concept.short_names[:2] if s != name]
+    out += [f"{name}, {t}" for t in concept.tags[:3]]
+    if concept.subcategory:
+        out.append(f"{name}, a kind of {concept.subcategory.split('-')[-1]}")
+    gloss = glosses.get(name) or glosses.get(name.split()[-1])
+    if gloss:
+        out.append(f"{name}: {gloss}")
+    return tuple(dict.fromkeys(out))
+
+
+def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
+    meta = EmojiMetadata(sources).concepts
+    styles = EmojiStyles(sources)
+    complete = [k for k, c in meta.items() if c.category in OBJECT_CATEGORIES and styles.complete(k)]
+    order = _shuffled(complete, "emoji-split")
+    probe, dg, rest = order[:N_PROBE], order[N_PROBE:N_PROBE + N_EMOJI_DG], order[N_PROBE + N_EMOJI_DG:]
+    used = set(probe) | set(dg)
+    b2n: dict[str, list[str]] = {}
+    for category, dataset in OBJECT_CATEGORIES.items():
+        keys = [k for k in rest if meta[k].category == category][:MAX_CLASSES]
+        b2n[dataset] = sorted(keys)
+        used |= set(keys)
+
+    def items(keys, dataset, assignments, variants, split_of):
+        out = []
+        for key in keys:
+            for style, domain in assignments:
+                drawing = styles.get(style, key)
+                for v in range(variants):
+                    out.append(Item(drawing, v, meta[key].name, key, domain, split_of(style)))
+        return out
+
+    for dataset, keys in b2n.items():
+        plan.classnames[dataset] = [meta[k].name for k in keys]
+        plan.domains[dataset] = ["emoji"]
+        pool = items(keys, dataset, [("twemoji", "emoji"), ("openmoji", "emoji")], POOL_VARIANTS, lambda s: "pool")
+        test = items(keys, dataset, [("noto", "emoji"), ("fluent-3d", "emoji")], TEST_VARIANTS, lambda s: "test")
+        plan.datasets[dataset] = pool + test
+        for key in keys:
+            for style in ("fluent", "fluent-flat", "fluent-hc"):
+                plan.corpus.append(Item(styles.get(style, key), 0, meta[key].name, key, style, "corpus",
+                                        _emoji_captions(meta[key], style, glosses)))
+    dg = sorted(dg)
+    pacs = (("fluent-3d", "photo"), ("noto", "art"), ("fluent-flat", "cartoon"), ("openmoji-line", "sketch"))
+    plan.classnames["emoji-pacs"] = [meta[k].name for k in dg]
+    plan.domains["emoji-pacs"] = [d for _, d in pacs]
+    plan.datasets["emoji-pacs"] = items(dg, "emoji-pacs", pacs, DG_VARIANTS, lambda s: "test")
+    for key in dg:
+        plan.corpus.append(Item(styles.get("twemoji", key), 0, meta[key].name, key, "twemoji", "corpus",
+                                _emoji_captions(meta[key], "twemoji", glosses)))
+    probe = sorted(probe)
+    plan.classnames["emoji-unseen"] = [meta[k].name for k in probe]
+    plan.domains["emoji-unseen"] = ["emoji"]
+    plan.datasets["emoji-unseen"] = items(probe, "emoji-unseen", [(s, "emoji") for s in
+                                          ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")], 1, lambda s: "test")
+    # everything else (any category, any style present) is pretraining material
+    for key, concept in meta.items():
+        if key in used or concept.category == "Flags":
+            continue
+        for style in EmojiStyles.STYLES:
+            drawing = styles.get(style, key)
+            if drawing is not None:
+                plan.corpus.append(Item(drawing, 0, concept.name, key, style, "corpus",
+                                        _emoji_captions(concept, style, glosses)))
+    plan._emoji_styles = styles  # flags reuse the Twemoji/OpenMoji flag drawings
+
+
+def _flag_captions(country: dict, style: str) -> tuple[str, ...]:
+    name = country["name"]
+    out = [STYLE_PHRASES[style].format(f"the flag of {name}"), f"the flag of {name}", f"flag of {name}",
+           f"the national flag of {name}, a country in {country.get('continent') or 'the world'}"]
+    if country.get("capital"):
+        out.append(f"the flag of {name}, whose capital is {country['capital']}")
+    return tuple(out)
+
+
+def plan_flags(sources: Sources, plan: Plan) -> None:
+    styles: EmojiStyles = plan._emoji_styles
+    icons = sources.npm_dir("flag-icons")
+    circles = sources.npm_dir("circle-flags") / "flags"
+    pixels = sources.require(sources.famfamfam, "famfamfam-flag-png")
+
+    def drawings(code: str) -> dict[str, Drawing | None]:
+        key = flag_key(code)
+        out = {"twemoji": styles.get("twemoji", key), "openmoji": styles.get("openmoji", key)}
+        for style, path, root, package in (
+            ("flag-icons", icons / "flags" / "4x3" / f"{code}.svg", icons, "flag-icons"),
+            ("flag-icons-1x1", icons / "flags" / "1x1" / f"{code}.svg", icons, "flag-icons"),
+            ("circle-flags", circles / f"{code}.svg", circles.parent, "circle-flags"),
+            ("famfamfam", Path(pixels) / f"{code}.png", Path(pixels), "famfamfam-flag-png"),
+        ):
+            out[style] = (Drawing(f"{package}:{path.relative_to(root)}", package, str(path.relative_to(root)),
+                                  style, lambda path=path: render.render_file(path)) if path.is_file() else None)
+        return out
+
+    table = {c["code"]: c for c in countries(sources)}
+    usable = [c for c in table if all(drawings(c).values())]
+    order = _shuffled(usable, "flag-split")
+    dg, b2n = sorted(order[:N_FLAGS_DG]), order[N_FLAGS_DG:N_FLAGS_DG + N_FLAGS_B2N]
+    b2n = sorted(b2n, key=lambda c: table[c]["name"])
+    dg = sorted(dg, key=lambda c: table[c]["name"])
+    used = set(dg) | set(b2n)
+
+    def items(codes, assignments, variants, split):
+        return [Item(drawings(code)[style], v, table[code]["name"], f"flag-{code}", domain, split)
+                for code in codes for style, domain in assignments for v in range(variants)]
+
+    plan.classnames["flags"] = [table[c]["name"] for c in b2n]
+    plan.domains["flags"] = ["flag"]
+    plan.datasets["flags"] = (items(b2n, [("twemoji", "flag"), ("openmoji", "flag")], POOL_VARIANTS, "pool")
+                              + items(b2n, [("circle-flags", "flag"), ("famfamfam", "flag")], TEST_VARIANTS, "test"))
+    doms = (("flag-icons", "rectangle"), ("circle-flags", "circle"), ("famfamfam", "pixel"), ("openmoji", "emoji"))
+    plan.classnames["flags-dg"] = [table[c]["name"] for c in dg]
+    plan.domains["flags-dg"] = [d for _, d in doms]
+    plan.datasets["flags-dg"] = items(dg, doms, DG_VARIANTS, "test")
+    for code in sorted(table):
+        corpus_styles = (("flag-icons", "flag-icons-1x1") if code in b2n else ("twemoji",) if code in dg
+                         else ("twemoji", "openmoji", "flag-icons", "flag-icons-1x1", "circle-flags", "famfamfam"))
+        d = drawings(code)
+        for style in corpus_styles:
+            if d.get(style) is not None:
+                phrase = "flag-icons" if style == "flag-icons-1x1" else style
+                plan.corpus.append(Item(d[style], 0, table[code]["name"], f"flag-{code}", style, "corpus",
+                                        _flag_captions(table[code], phrase)))
+    del used
+
+
+def card_name(rank: str, suit: str) -> str:
+    return f"{CARD_RANK_NAMES[CARD_RANKS.index(rank)]} of {suit}s"
+
+
+def usable_deck(path: Path, scheme: str) -> bool:
+    """A deck whose king of clubs renders as one card-shaped image at a usable size (some decks'
+    SVGs have no dimensions or draw the element at a tiny scale)."""
+    try:
+        image = render.render_svg_element_raw(path, card_id("king", "club", scheme))
+    except Exception:
+        return False
+    box = image.getchannel("A").point(lambda a: 255 if a > 8 else 0).getbbox()
+    if box is None:
+        return False
+    width, height = box[2] - box[0], box[3] - box[1]
+    return height >= 150 and 1.2 <= height / max(1, width) <= 1.75
+
+
+def plan_cards(sources: Sources, plan: Plan) -> None:
+    decks = [d for d in card_decks(sources) if usable_deck(d[1], d[2])]
+    if len(decks) < 10:
+        raise SourceMissing(f"only {len(decks)} card decks found; install them with:\n  "
+                            "apt-get install -y --no-install-recommends gnome-cards-data kdegames-card-data-kf5 librsvg2-bin")
+    order = _shuffled([d[0] for d in decks], "card-split")
+    by_name = {d[0]: d for d in decks}
+    pool, test, corpus = order[:4], order[4:10], order[10:24]
+    classes = [(r, s) for s in CARD_SUITS for r in CARD_RANKS]
+    plan.classnames["cards"] = [card_name(r, s) for r, s in classes]
+    plan.domains["cards"] = ["card"]
+
+    def drawing(deck: str, rank: str, suit: str) -> Drawing:
+        name, path, scheme, package = by_name[deck]
+        element = card_id(rank, suit, scheme)
+        root = sources.aisleriot if scheme == "gnome" else sources.carddecks
+        rel = str(Path(path).relative_to(root))
+        return Drawing(f"{package}:{rel}#{element}", package, f"{rel}#{element}", deck,
+                       lambda: render.render_svg_element(path, element))
+
+    items = []
+    for split, decks_, variants in (("pool", pool, 2), ("test", test, 1)):
+        for deck in sorted(decks_):
+            for rank, suit in classes:
+                for v in range(variants):
+                    items.append(Item(drawing(deck, rank, suit), v, card_name(rank, suit), f"card-{suit}-{rank}", "card", split))
+    plan.datasets["cards"] = items
+    for deck in sorted(corpus):
+        for rank, suit in classes:
+            name = card_name(rank, suit)
+            plan.corpus.append(Item(drawing(deck, rank, suit), 0, name, f"card-{suit}-{rank}", "card", "corpus",
+                                    (f"the {name}", f"a playing card, the {name}", f"{name}, a playing card",
+                                     f"the {name} from a deck of cards")))
+
+
+def plan_fashion(sources: Sources, plan: Plan) -> None:
+    train_x, train_y = fashion_mnist(sources, "train")
+    test_x, test_y = fashion_mnist(sources, "t10k")
+    package = "dataset-fashion-mnist"
+    plan.classnames["fashion"] = list(FASHION_CLASSES)
+    plan.domains["fashion"] = ["photo"]
+
+    def drawing(split: str, index: int, pixels) -> Drawing:
+        rel = f"{split}-images-idx3-ubyte.gz#{index}"
+        return Drawing(f"{package}:{rel}", package, rel, "photo", lambda: render.grey_to_rgba(pixels), photo=True)
+
+    items = []
+    corpus = []
+    for label, name in enumerate(FASHION_CLASSES):
+        train_ids = _shuffled(np.flatnonzero(train_y == label).tolist(), f"fashion-train-{label}")
+        test_ids = _shuffled(np.flatnonzero(test_y == label).tolist(), f"fashion-test-{label}")
+        items += [Item(drawing("train", i, train_x[i]), 0, name, f"fashion-{label}", "photo", "pool")
+                  for i in sorted(train_ids[:50])]
+        items += [Item(drawing("t10k", i, test_x[i]), 0, name, f"fashion-{label}", "photo", "test")
+                  for i in sorted(test_ids[:100])]
+        corpus += [Item(drawing("train", i, train_x[i]), 0, name, f"fashion-{label}", "photo", "corpus",
+                        (f"a grey photo of a {name}", f"a photo of a {name}", f"{name}, a type of clothing",
+                         f"a low resolution product photo of a {name}"))
+                   for i in sorted(train_ids[50:350])]
+    plan.datasets["fashion"] = items
+    plan.corpus += corpus
+
+
+# --------------------------------------------------------------------------- producing images
+def produce(items: list[Item], progress: bool = True, desc: str = "render") -> np.ndarray:
+    """Render every item (each drawing once), uint8 [N, 3, SIZE, SIZE], in item order."""
+    from tqdm.auto import tqdm
+
+    unique = list(dict.fromkeys(item.drawing for item in items))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # rsvg-convert runs as a subprocess
+        rendered = dict(zip(unique, tqdm(pool.map(_safe_load, unique), total=len(unique), desc=desc,
+                                         disable=not progress, leave=False)))
+    out = np.zeros((len(items), 3, render.SIZE, render.SIZE), dtype=np.uint8)
+    for i, item in enumerate(items):
+        image = rendered[item.drawing]
+        seed = render.seed_of(item.drawing.id, item.variant)
+        maker = render.photo_variant if item.drawing.photo else render.variant
+        out[i] = maker(image, seed, plain=item.variant == 0) if image is not None else 255
+    return out
+
+
+def _safe_load(drawing: Drawing) -> Image.Image | None:
+    try:
+        return drawing.load()
+    except Exception as error:  # a broken file must not stop the build; it is reported
+        print(f"warning: cannot render {drawing.id}: {error}", file=sys.stderr)
+        return None
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+MANIFEST_COLUMNS = ("dataset", "index", "split", "label", "classname", "concept", "domain", "package",
+                    "version", "file", "drawing", "variant", "licence")
+
+
+def write_dataset(out: Path, name: str, plan: Plan, sources: Sources, progress: bool) -> tuple[dict, list[dict]]:
+    """Render one dataset into ``<name>.png`` (atlas) + ``<name>.json``; returns (checksums, manifest rows)."""
+    items = plan.datasets[name]
+    images = produce(items, progress, desc=name)
+    classnames = plan.classnames[name]
+    domains = plan.domains[name]
+    png = _png_bytes(render.atlas(images))
+    meta = {
+        "name": name, "suite": SUITES[name], "version": STORE_VERSION, "size": render.SIZE, "count": len(items),
+        "classnames": classnames, "templates": list(TEMPLATES[name]), "domains": domains,
+        "labels": [classnames.index(i.classname) for i in items],
+        "domain": [domains.index(i.domain) for i in items],
+        "split": [0 if i.split == "pool" else 1 for i in items],
+        "drawing": [i.drawing.id for i in items],
+    }
+    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    (out / f"{name}.png").write_bytes(png)
+    (out / f"{name}.json").write_bytes(meta_bytes)
+    rows = [{"dataset": name, "index": k, "split": i.split, "label": meta["labels"][k], "classname": i.classname,
+             "concept": i.concept, "domain": i.domain, "package": i.drawing.package,
+             "version": sources.version(i.drawing.package).split("@")[-1], "file": i.drawing.file,
+             "drawing": i.drawing.id, "variant": i.variant, "licence": LICENCES.get(i.drawing.package, "")}
+            for k, i in enumerate(items)]
+    return {f"{name}.png": _sha256(png), f"{name}.json": _sha256(meta_bytes)}, rows
+
+
+def write_corpus(out: Path, plan: Plan, suite_drawings: set[str], extra_text: list[str], progress: bool) -> dict:
+    """The pretraining corpus (git-ignored): images.npy, corpus.json, manifest.csv, text.txt."""
+    leaked = {i.drawing.id for i in plan.corpus} & suite_drawings
+    if leaked:
+        raise AssertionError(f"evaluation drawings in the pretraining corpus: {sorted(leaked)[:5]}")
+    out.mkdir(parents=True, exist_ok=True)
+    images = produce(plan.corpus, progress, desc="corpus")
+    np.save(out / "images.npy", images)
+    concepts = sorted({i.concept for i in plan.corpus})
+    concept_index = {c: k for k, c in enumerate(concepts)}
+    names = {}
+    for i in plan.corpus:
+        names.setdefault(i.concept, i.classname)
+    styles = sorted({i.domain for i in plan.corpus})
+    meta = {"captions": [list(i.captions) for i in plan.corpus],
+            "concepts": [concept_index[i.concept] for i in plan.corpus],
+            "concept_names": [names[c] for c in concepts], "concept_ids": concepts,
+            "styles": [styles.index(i.domain) for i in plan.corpus], "style_names": styles,
+            "drawings": [i.drawing.id for i in plan.corpus]}
+    (out / "corpus.json").write_text(json.dumps(meta))
+    sentences = sorted({c for i in plan.corpus for c in i.captions} | set(extra_text))
+    (out / "text.txt").write_text("\n".join(sentences) + "\n")
+    return {"images": len(images), "concepts": len(concepts), "sentences": len(sentences)}
+
+
+def text_corpus_extras(plan: Plan, glosses: dict[str, str], limit: int = 30000) -> list[str]:
+    """Sentences for text distillation beyond the captions: evaluation class names × their
+    templates (not the probe's) and WordNet noun glosses."""
+    out = []
+    for name, classnames in plan.classnames.items():
+        if SUITES[name] == "probe":
+            continue
+        out += [t.format(c) for c in classnames for t in TEMPLATES[name]]
+    lemmas = _shuffled(sorted(glosses), "wordnet")[:limit]
+    out += [f"{lemma}: {glosses[lemma]}" for lemma in lemmas]
+    out += [f"a photo of a {lemma}." for lemma in lemmas[: limit // 3]]
+    return out
+
+
+def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list[str] | None = None,
+          progress: bool = True) -> dict:
+    """Plan, render and write the suite (and the corpus if ``corpus_dir``). Returns a report;
+    ``report["missing"]`` lists datasets that could not be built and why (with install lines)."""
+    t0 = time.perf_counter()
+    plan = Plan()
+    try:
+        glosses = wordnet_glosses(sources)
+    except SourceMissing as error:
+        glosses = {}
+        plan.missing["wordnet glosses (captions)"] = str(error)
+    steps = (("emoji", plan_emoji, ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places", "emoji-pacs",
+                                    "emoji-unseen")),
+             ("flags", plan_flags, ("flags", "flags-dg")),
+             ("cards", plan_cards, ("cards",)),
+             ("fashion", plan_fashion, ("fashion",)))
+    for source, planner, names in steps:
+        try:
+            if planner is plan_emoji:
+                planner(sources, plan, glosses)
+            else:
+                planner(sources, plan)
+        except (SourceMissing, AttributeError) as error:
+            if isinstance(error, AttributeError) and "_emoji_styles" not in str(error):
+                raise
+            for name in names:
+                plan.missing[name] = str(error) if isinstance(error, SourceMissing) else "needs the emoji sources"
+    store.mkdir(parents=True, exist_ok=True)
+    checksums, rows = {}, []
+    wanted = [n for n in SUITES if n in plan.datasets and (datasets is None or n in datasets)]
+    for name in wanted:
+        sums, dataset_rows = write_dataset(store, name, plan, sources, progress)
+        checksums.update(sums)
+        rows += dataset_rows
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    manifest_csv = buffer.getvalue().encode()
+    (store / "manifest.csv").write_bytes(manifest_csv)
+    checksums["manifest.csv"] = _sha256(manifest_csv)
+    summary = {"version": STORE_VERSION, "size": render.SIZE, "datasets": wanted, "files": checksums,
+               "sources": {p: sources.version(p) for p in sorted({r["package"] for r in rows})},
+               "incomplete": sorted(plan.missing)}
+    (store / "MANIFEST.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    report = {"datasets": wanted, "missing": plan.missing, "store_seconds": time.perf_counter() - t0}
+    if corpus_dir is not None:
+        suite_drawings = {r["drawing"] for r in rows}
+        for name, items in plan.datasets.items():  # also datasets not written this time
+            suite_drawings |= {i.drawing.id for i in items}
+        report["corpus"] = write_corpus(corpus_dir, plan, suite_drawings, text_corpus_extras(plan, glosses), progress)
+    report["seconds"] = time.perf_counter() - t0
+    return report

