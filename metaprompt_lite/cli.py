@@ -74,6 +74,138 @@ def _run_train(args) -> int:
     return 0
 
 
+def _pretrain_parser(sub) -> None:
+    from metaprompt_lite.pretrain import PretrainConfig
+
+    defaults = PretrainConfig()
+    p = sub.add_parser("pretrain", help="pretrain the pocket CLIP on the offline corpus (resumable)")
+    p.add_argument("--corpus", default="data/corpus", help="built by `metaprompt-lite data build --corpus`")
+    for name in ("out", "work_dir", "model"):
+        p.add_argument("--" + name.replace("_", "-"), default=getattr(defaults, name))
+    for name in ("seed", "text_steps", "text_batch", "image_steps", "image_batch", "checkpoint_every"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("text_lr", "image_lr", "concept_weight"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+
+
+def _run_pretrain(args) -> int:
+    from metaprompt_lite.pretrain import PretrainConfig, load_corpus, pretrain
+
+    fields = PretrainConfig.__dataclass_fields__
+    config = PretrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    print("PretrainConfig\n" + config_table(config), file=sys.stderr)
+    corpus, text = load_corpus(args.corpus)
+    report = pretrain(config, corpus, text)
+    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, default=str))
+    return 0
+
+
+def _zeroshot_parser(sub) -> None:
+    p = sub.add_parser("zeroshot", help="zero-shot accuracy on a suite (single template and ensemble)")
+    p.add_argument("--suite", choices=("b2n", "dg", "probe"), default="b2n")
+    p.add_argument("--json", action="store_true")
+    _add_model_arguments(p)
+
+
+def _run_zeroshot(args) -> int:
+    from metaprompt_lite.backbone import load_clip
+    from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
+
+    backbone = load_clip(args.model, _pretrained(args.pretrained), args.device)
+    print(f"backbone: {args.model} ({backbone.pretrained or 'random weights'})", file=sys.stderr)
+    rows = zero_shot_suite(backbone, args.suite)
+    print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
+    return 0
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="the main job: every method x dataset x seed (resumable CSV rows)")
+    p.add_argument("--suite", choices=("b2n", "dg", "all"), default="all")
+    p.add_argument("--methods", nargs="*", default=None, help="default: every method of the suite")
+    p.add_argument("--datasets", nargs="*", default=None, help="default: every dataset of the suite")
+    p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
+                   help="hyper-parameter presets: pocket (embedded) or paper (ViT-B/16, GPU)")
+    p.add_argument("--out-dir", default="results")
+    p.add_argument("--data-root", default=None,
+                   help="research tier: folder of the papers' datasets (CoOp/DomainBed layouts, see "
+                   "docs/research_tier.md); default: the offline suite")
+    p.add_argument("--no-report", action="store_true", help="do not write results/README.md and figures")
+    _add_model_arguments(p)
+
+
+def _run_bench(args) -> int:
+    import time
+
+    from metaprompt_lite.bench import BenchConfig, bench
+    from metaprompt_lite.report import report, summary_text
+
+    suites = ("b2n", "dg") if args.suite == "all" else (args.suite,)
+    print(f"backbone: {args.model} ({args.pretrained or 'random weights: build/commit the pocket CLIP'})",
+          file=sys.stderr)
+    t0 = time.perf_counter()
+    for suite in suites:
+        datasets, loader = args.datasets or (), None
+        if args.data_root:
+            from functools import partial
+
+            from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
+
+            loader = partial(load_research_dataset, root=args.data_root)
+            datasets = datasets or (RESEARCH_B2N if suite == "b2n" else RESEARCH_DG)
+        config = BenchConfig(suite=suite, methods=args.methods or (), datasets=datasets, loader=loader,
+                             seeds=tuple(args.seeds), model=args.model, pretrained=_pretrained(args.pretrained),
+                             tier=args.tier, out_dir=args.out_dir, device=args.device)
+        print("BenchConfig\n" + config_table(config), file=sys.stderr)
+        bench(config)
+    wall = time.perf_counter() - t0
+    print(f"bench wall time: {wall:.0f} s", file=sys.stderr)
+    _record_bench_meta(args, wall)
+    if not args.no_report:
+        print(f"report: {report(args.out_dir)}", file=sys.stderr)
+    print(summary_text(args.out_dir))
+    return 0
+
+
+def _record_bench_meta(args, wall_s: float) -> None:
+    """results/bench_meta.json: what ran, on what, how long (summed over resumed invocations)."""
+    import os
+    import platform
+    from pathlib import Path
+
+    path = Path(args.out_dir) / "bench_meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    meta.update(model=args.model, pretrained=_pretrained(args.pretrained), seeds=args.seeds, tier=args.tier,
+                machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {__import__('torch').__version__}")
+    meta["wall_minutes"] = meta.get("wall_minutes", 0.0) + wall_s / 60
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta, indent=1))
+
+
+def _gram_parser(sub) -> None:
+    p = sub.add_parser("gram", help="meta-train GRAM's prompt init + gradient regulator on the corpus")
+    p.add_argument("--methods", nargs="*", default=["gram-coop", "gram-ivlp"])
+    p.add_argument("--corpus", default="data/corpus")
+    p.add_argument("--meta-steps", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    _add_model_arguments(p)
+
+
+def _run_gram(args) -> int:
+    from metaprompt_lite.gram import GramConfig, build_artifact
+
+    config = GramConfig(meta_steps=args.meta_steps, seed=args.seed)
+    print("GramConfig\n" + config_table(config), file=sys.stderr)
+    for method in args.methods:
+        print(build_artifact(method, args.corpus, args.model, _pretrained(args.pretrained), config))
+    return 0
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="results/*.csv -> results/README.md (tables) and figures")
+    p.add_argument("--out-dir", default="results")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metaprompt-lite",
@@ -86,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_cli.add_arguments(data)
     _train_parser(sub)
+    _pretrain_parser(sub)
+    _zeroshot_parser(sub)
+    _bench_parser(sub)
+    _report_parser(sub)
+    _gram_parser(sub)
     return parser
 
 
@@ -97,6 +234,20 @@ def main(argv: list[str] | None = None) -> int:
         return data_cli.run(args)
     if args.command == "train":
         return _run_train(args)
+    if args.command == "pretrain":
+        return _run_pretrain(args)
+    if args.command == "zeroshot":
+        return _run_zeroshot(args)
+    if args.command == "gram":
+        return _run_gram(args)
+    if args.command == "bench":
+        return _run_bench(args)
+    if args.command == "report":
+        from metaprompt_lite.report import report, summary_text
+
+        print(f"wrote {report(args.out_dir)}", file=sys.stderr)
+        print(summary_text(args.out_dir))
+        return 0
     raise AssertionError(args.command)  # argparse rejects unknown commands before this
 
 

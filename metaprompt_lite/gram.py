@@ -165,3 +165,38 @@ def load_gram(model: PromptedCLIP, path: str | Path) -> GradientRegulator:
     regulator = GradientRegulator(model.prompts)
     regulator.load_state_dict(artifact["regulator"])
     return regulator.to(model.backbone.device)
+
+
+def build_artifact(method_name: str, corpus_dir: str | Path, model_name: str, pretrained: str | None,
+                   config: GramConfig = GramConfig(), out: str | Path | None = None,
+                   progress: bool = True) -> Path:
+    """Meta-train GRAM's (θ₀, r) for ``method_name`` (``gram-coop`` / ``gram-ivlp``) on the
+    pretraining corpus (never on benchmark images: the corpus holds none, see data/README.md) and
+    save them where :func:`artifact_path` looks. Returns the path."""
+    import time
+
+    from metaprompt_lite.backbone import load_clip
+    from metaprompt_lite.methods import get_method
+    from metaprompt_lite.pretrain import load_corpus
+
+    method = get_method(method_name)
+    if not method.gram:
+        raise ValueError(f"{method_name!r} is not a GRAM method; use gram-coop or gram-ivlp")
+    corpus, _ = load_corpus(corpus_dir)
+    meta_json = json.loads((Path(corpus_dir) / "corpus.json").read_text())
+    styles = torch.tensor(meta_json["styles"])
+    captions = [caps[0] for caps in corpus.captions]
+    torch.manual_seed(config.seed)
+    backbone = load_clip(model_name, pretrained)
+    model = PromptedCLIP(backbone, method.prompt, ["placeholder"], ["a photo of a {}."])
+    t0 = time.perf_counter()
+    init, regulator, losses = meta_train(model, corpus.images, captions, corpus.concepts, styles, config,
+                                         progress)
+    sha = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest() if pretrained and Path(pretrained).is_file() else ""
+    path = Path(out) if out else artifact_path(model_name, method_name)
+    save_artifact(path, init, regulator, {
+        "method": method_name, "model": model_name, "checkpoint_sha256": sha, "config": asdict(config),
+        "key": artifact_key(model_name, sha, method.prompt, config), "query_loss_first": losses[:10],
+        "query_loss_last": losses[-10:], "seconds": time.perf_counter() - t0,
+        "corpus_images": len(corpus.images)})
+    return path

@@ -42,8 +42,12 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
 
+ASYMMETRIC_TERMS = ("fused", "image", "text")
+
+
 def asymmetric_contrastive_loss(
-    logits_i: torch.Tensor, logits_t: torch.Tensor, labels: torch.Tensor
+    logits_i: torch.Tensor, logits_t: torch.Tensor, labels: torch.Tensor,
+    terms: tuple[str, ...] = ASYMMETRIC_TERMS,
 ) -> torch.Tensor:
     """MetaPrompt's asymmetric contrastive loss.
 
@@ -56,14 +60,17 @@ def asymmetric_contrastive_loss(
     The prompted branches never meet: each is supervised through the other modality's frozen
     representation, which keeps both close to CLIP's original embedding space. Inference uses
     ½(logits_i + logits_t) (:func:`asymmetric_logits`).
+
+    ``terms`` keeps a subset of ("fused", "image", "text") for ablations (default: all three, the paper).
     """
     _check_labels(logits_i, labels)
-    fused = asymmetric_logits(logits_i, logits_t)
-    return (
-        F.cross_entropy(fused, labels)
-        + F.cross_entropy(logits_i, labels)
-        + F.cross_entropy(logits_t, labels)
-    )
+    unknown = set(terms) - set(ASYMMETRIC_TERMS)
+    if unknown or not terms:
+        raise ValueError(f"terms must be a non-empty subset of {ASYMMETRIC_TERMS}, got {terms}")
+    parts = {"fused": lambda: F.cross_entropy(asymmetric_logits(logits_i, logits_t), labels),
+             "image": lambda: F.cross_entropy(logits_i, labels),
+             "text": lambda: F.cross_entropy(logits_t, labels)}
+    return sum(parts[t]() for t in terms)
 
 
 def asymmetric_logits(logits_i: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:

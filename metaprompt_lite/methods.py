@@ -40,6 +40,7 @@ class MethodConfig:
     name: str
     prompt: PromptConfig = field(default_factory=PromptConfig)
     loss: str = "ce"  # "ce": CE on prompted logits | "asymmetric": MetaPrompt's loss
+    loss_terms: tuple[str, ...] = ("fused", "image", "text")  # asymmetric loss terms (ablations)
     episodic: bool = False  # MetaPrompt's alternate episodic (domain-split) update every batch
     meta_order: int = 1  # 1: first order (official) | 2: second order through the inner step
     official_quirks: bool = False  # reproduce the official code's optimizer/aliasing side effects
@@ -101,7 +102,7 @@ def supervised_step(state: TrainState, batch: Batch, method: MethodConfig) -> di
     """One optimizer step on CE (CoOp, CoCoOp, IVLP, MaPLe) or the asymmetric loss."""
     out = compute_logits(state.model, method, batch.images)
     if method.loss == "asymmetric":
-        loss = asymmetric_contrastive_loss(out.logits_i, out.logits_t, batch.labels)
+        loss = asymmetric_contrastive_loss(out.logits_i, out.logits_t, batch.labels, method.loss_terms)
     else:
         loss = cross_entropy(out.logits, batch.labels)
     state.optimizer.zero_grad(set_to_none=True)
@@ -170,7 +171,7 @@ def metaprompt_step(
 def _asymmetric_update(state: TrainState, batch: Batch, method: MethodConfig,
                        frozen_image: torch.Tensor) -> float:
     out = compute_logits(state.model, method, batch.images, frozen_image=frozen_image)
-    loss = asymmetric_contrastive_loss(out.logits_i, out.logits_t, batch.labels)
+    loss = asymmetric_contrastive_loss(out.logits_i, out.logits_t, batch.labels, method.loss_terms)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     state.optimizer.step()

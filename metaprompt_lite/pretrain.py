@@ -48,10 +48,10 @@ class PretrainConfig:
     out: str = "data/pocket-clip/pocket-clip.safetensors"
     work_dir: str = ".cache/pretrain"
     seed: int = 0
-    text_steps: int = 4000
+    text_steps: int = 1200
     text_batch: int = 256
     text_lr: float = 2e-3
-    image_steps: int = 10000
+    image_steps: int = 5000
     image_batch: int = 128
     image_lr: float = 2e-3
     weight_decay: float = 0.05
@@ -62,6 +62,7 @@ class PretrainConfig:
     flip: bool = True
     holdout_fraction: float = 0.02
     checkpoint_every: int = 250
+    image_bf16: bool = True  # bf16 autocast for the image tower on CPU (~25 % faster here)
     progress: bool = True
 
 
@@ -74,6 +75,29 @@ class ImageTextCorpus:
     captions: list[list[str]]
     concepts: torch.Tensor
     concept_names: list[str]
+
+
+def load_corpus(corpus_dir: str | Path) -> tuple[ImageTextCorpus, list[str]]:
+    """The corpus written by ``metaprompt-lite data build --corpus``: (image–caption pairs, text-only
+    sentences). Raises FileNotFoundError naming the build command when it is missing."""
+    import numpy as np
+
+    folder = Path(corpus_dir)
+    needed = [folder / name for name in ("images.npy", "corpus.json", "text.txt")]
+    missing = [str(f) for f in needed if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"pretraining corpus incomplete: {missing} missing. Build it (not committed, ~5 min) with:\n"
+            f"  metaprompt-lite data build --corpus {folder}")
+    meta = json.loads((folder / "corpus.json").read_text())
+    images = torch.from_numpy(np.load(folder / "images.npy"))
+    if images.ndim != 4 or images.shape[1] != 3 or len(images) != len(meta["captions"]):
+        raise ValueError(f"{folder}/images.npy has shape {tuple(images.shape)}; expected "
+                         f"[{len(meta['captions'])}, 3, H, W]. Rebuild the corpus.")
+    corpus = ImageTextCorpus(images=images, captions=meta["captions"],
+                             concepts=torch.tensor(meta["concepts"]), concept_names=meta["concept_names"])
+    text = [line for line in (folder / "text.txt").read_text().splitlines() if line]
+    return corpus, text
 
 
 # --------------------------------------------------------------------------- helpers
@@ -223,7 +247,9 @@ def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: Pretr
         choice = torch.stack([per_image[i][torch.randint(len(per_image[i]), (1,), generator=generator)][0]
                               for i in index.tolist()])
         concepts = corpus.concepts[index]
-        features = F.normalize(model.encode_image(backbone.preprocess(x)), dim=-1)
+        with torch.autocast(backbone.device.type, dtype=torch.bfloat16, enabled=config.image_bf16):
+            features = model.encode_image(backbone.preprocess(x))
+        features = F.normalize(features.float(), dim=-1)
         scale = model.logit_scale.exp()
         # soft InfoNCE: every caption of the same concept in the batch is a positive
         same = (concepts[:, None] == concepts[None, :]).float()

@@ -194,3 +194,17 @@ def report(results_dir: str | Path = "results") -> Path:
     path = results_dir / "README.md"
     path.write_text(markdown(results_dir))
     return path
+
+
+def summary_text(results_dir: str | Path = "results") -> str:
+    """The summary the bench prints: B2N averages per method and DG mean accuracy per benchmark."""
+    results_dir = Path(results_dir)
+    parts = []
+    if (results_dir / "b2n.csv").is_file():
+        avg = b2n_average(pd.read_csv(results_dir / "b2n.csv")).round(2)
+        parts.append("Base-to-new (average over datasets, mean over seeds)\n"
+                     + avg.loc[_method_order(avg.index), ["base", "new", "hm", "hm_std", "seeds"]].to_string())
+    if (results_dir / "dg.csv").is_file():
+        table = dg_table(pd.read_csv(results_dir / "dg.csv")).round(2)
+        parts.append("Domain generalisation (accuracy per target, mean over seeds)\n" + table.to_string())
+    return "\n\n".join(parts) or f"no results in {results_dir}"

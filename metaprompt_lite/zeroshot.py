@@ -72,3 +72,33 @@ def chance(dataset, subset: str = "all") -> float:
     n = len(dataset.classnames)
     base, new = base_new_split(n)
     return 100.0 / {"all": n, "base": len(base), "new": len(new)}[subset]
+
+
+def zero_shot_suite(backbone: Backbone, suite: str = "b2n", root=None) -> list[dict]:
+    """Zero-shot rows for every dataset of a suite: ``b2n`` (all/base/new/hm), ``dg`` (per domain),
+    ``probe`` (all classes: concepts held out of pocket-CLIP pretraining)."""
+    from metaprompt_lite.data import list_datasets, load_dataset
+
+    rows = []
+    for name in list_datasets(suite):
+        dataset = load_dataset(name, root)
+        if suite == "dg":
+            rows += zero_shot_domains(backbone, dataset)
+        else:
+            for row in zero_shot_base_to_new(backbone, dataset):
+                row["chance"] = chance(dataset)
+                row["classes"] = len(dataset.classnames)
+                rows.append(row)
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    """A plain text table (floats with one decimal)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(rows[0])
+    cells = [[f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

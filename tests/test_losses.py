@@ -71,3 +71,15 @@ def test_feature_consistency_l1():
     assert loss.item() == pytest.approx(50.0 * (1 + 2 + 1 + 0) / 4)
     with pytest.raises(ValueError, match="shapes differ"):
         feature_consistency_l1(prompted, frozen[:1], 1.0)
+
+
+def test_asymmetric_loss_terms_are_the_paper_terms():
+    torch.manual_seed(0)
+    logits_i, logits_t, y = torch.randn(5, 3), torch.randn(5, 3), torch.tensor([0, 1, 2, 1, 0])
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(asymmetric_contrastive_loss(logits_i, logits_t, y, ("image",)), ce(logits_i, y))
+    assert torch.allclose(asymmetric_contrastive_loss(logits_i, logits_t, y, ("text",)), ce(logits_t, y))
+    assert torch.allclose(asymmetric_contrastive_loss(logits_i, logits_t, y, ("fused",)),
+                          ce((logits_i + logits_t) / 2, y))
+    with pytest.raises(ValueError, match="subset"):
+        asymmetric_contrastive_loss(logits_i, logits_t, y, ("both",))
