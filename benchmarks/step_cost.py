@@ -1,0 +1,89 @@
+"""Milliseconds per training step of each method on the embedded default (pocket CLIP), and the
+ratios the methods issue sets as targets:
+
+    first-order MetaPrompt ≤ 3.5 × an IVLP step;   second-order ≤ 2 × first-order.
+
+Run:  python benchmarks/step_cost.py [--dataset emoji-food] [--batch-size 16] [--steps 10]
+Every method steps on the same batches (50 base classes, batch 16, like the pocket presets);
+the first 2 steps are warm-up and not timed; the median of the timed steps is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.data import load_dataset
+from metaprompt_lite.engine import (
+    Batch,
+    OptimConfig,
+    TrainState,
+    augment,
+    base_new_split,
+    build_optimizer,
+    build_scheduler,
+    make_generator,
+    select_classes,
+)
+from metaprompt_lite.methods import get_method, make_step
+from metaprompt_lite.paths import default_model
+from metaprompt_lite.prompts import PromptedCLIP
+
+VARIANTS = (("coop", "coop", {}), ("ivlp", "ivlp", {}), ("metaprompt-1st", "metaprompt", {}),
+            ("metaprompt-2nd", "metaprompt", {"meta_order": 2}), ("prometar", "prometar", {}))
+
+
+def step_ms(backbone, dataset, name: str, overrides: dict, batch_size: int, steps: int, warmup: int = 2) -> float:
+    torch.manual_seed(0)
+    method = get_method(name, **overrides)
+    base, _ = base_new_split(len(dataset.classnames))
+    pool = (dataset.split == 0).nonzero().flatten()
+    index, labels = select_classes(dataset.labels[pool], base)
+    images = dataset.images[pool[index]]
+    model = PromptedCLIP(backbone, method.prompt, [dataset.classnames[i] for i in base], dataset.templates[:1])
+    optim = OptimConfig(lr=0.002, batch_size=batch_size)
+    optimizer = build_optimizer(model.prompts.parameters(), optim)
+    total = warmup + steps
+    state = TrainState(model, optimizer, build_scheduler(optimizer, total, 0, optim), make_generator(0), seed=0)
+    step = make_step(method, state, cross_domain=False, total_steps=total)
+    model.train()
+    generator = make_generator(1)
+    times = []
+    for k in range(total):
+        choice = torch.randperm(len(images), generator=generator)[:batch_size]
+        batch = Batch(augment(images[choice], generator), labels[choice], torch.zeros(batch_size, dtype=torch.long))
+        t0 = time.perf_counter()
+        step(state, batch)
+        state.scheduler.step()
+        if k >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="emoji-food")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    backbone = load_clip(*default_model())
+    dataset = load_dataset(args.dataset)
+    print(f"backbone {backbone.name} ({backbone.pretrained}), {args.dataset}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads")
+    ms = {}
+    for label, name, overrides in VARIANTS:
+        ms[label] = step_ms(backbone, dataset, name, overrides, args.batch_size, args.steps)
+        print(f"{label:16s} {ms[label]:8.1f} ms/step")
+    r1 = ms["metaprompt-1st"] / ms["ivlp"]
+    r2 = ms["metaprompt-2nd"] / ms["metaprompt-1st"]
+    print(f"metaprompt-1st / ivlp           = {r1:.2f}  (target ≤ 3.5: {'met' if r1 <= 3.5 else 'MISSED'})")
+    print(f"metaprompt-2nd / metaprompt-1st = {r2:.2f}  (target ≤ 2.0: {'met' if r2 <= 2.0 else 'MISSED'})")
+    print(f"prometar / ivlp                 = {ms['prometar'] / ms['ivlp']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Gradient alignment: do the prompt gradients of different class groups agree?
+
+Explained in ``notebooks/08_gradient_alignment``. MetaPrompt's motivation (and ProMetaR's): a
+prompt that fits the base classes by gradient directions that *disagree* between groups of classes
+memorises those classes; meta-learning rewards updates on one group (support) that also lower the
+loss on another (query), which pushes towards agreement. We measure it directly:
+
+    split the classes of a batch into groups S and Q (disjoint, as MetaPrompt's cross-class episode)
+    g_S = ∇_θ CE(logits on S's images, S's classes),   g_Q likewise,
+    alignment = cos(g_S, g_Q)  over all trainable prompt parameters θ, flattened.
+
+:func:`alignment_curve` trains a method (through the shared engine, in chunks of ``every`` steps)
+and records the alignment on fixed base-class batches and the new-class accuracy after each chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from metaprompt_lite.backbone import Backbone
+from metaprompt_lite.engine import (
+    TrainState,
+    base_new_split,
+    build_optimizer,
+    build_scheduler,
+    few_shot_indices,
+    make_generator,
+    select_classes,
+    seed_everything,
+    steps_for,
+    train,
+)
+from metaprompt_lite.meta import relabel
+from metaprompt_lite.methods import MethodConfig, compute_logits, make_step
+from metaprompt_lite.prompts import PromptedCLIP
+
+
+def prompt_gradient(model: PromptedCLIP, method: MethodConfig, images: torch.Tensor, labels: torch.Tensor,
+                    classes: torch.Tensor) -> torch.Tensor:
+    """Flattened ∇_θ of the method's CE on ``images`` over the class subset ``classes``.
+    ``labels`` index the model's full class list; the loss uses only the ``classes`` columns."""
+    params = [p for p in model.prompts.parameters() if p.requires_grad]
+    out = compute_logits(model, method, images)
+    logits = out.logits[:, classes]
+    loss = F.cross_entropy(logits, relabel(labels, classes))
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+
+
+def gradient_alignment(model: PromptedCLIP, method: MethodConfig, images: torch.Tensor, labels: torch.Tensor,
+                       groups: int = 2, seed: int = 0) -> float:
+    """cos(g_S, g_Q) for a random split of the classes present into ``groups`` (mean over pairs)."""
+    present = labels.unique()
+    order = present[torch.randperm(len(present), generator=make_generator(seed))]
+    parts = [order[i::groups].sort().values for i in range(groups)]
+    grads = []
+    for classes in parts:
+        mask = torch.isin(labels, classes)
+        grads.append(prompt_gradient(model, method, images[mask], labels[mask], classes))
+    cosines = [F.cosine_similarity(grads[i], grads[j], dim=0)
+               for i in range(groups) for j in range(i + 1, groups)]
+    return float(torch.stack(cosines).mean())
+
+
+@dataclass
+class AlignmentPoint:
+    step: int
+    alignment: float
+    base: float
+    new: float
+
+
+def alignment_curve(backbone: Backbone, dataset, method: MethodConfig, optim, every: int, shots: int = 16,
+                    seed: int = 1, probes: int = 4) -> list[AlignmentPoint]:
+    """Train ``method`` on the base classes of ``dataset`` and, every ``every`` steps (and at step
+    0), record the mean gradient alignment over ``probes`` fixed class splits of the training set and
+    base/new test accuracy."""
+    from metaprompt_lite.run import evaluate
+
+    seed_everything(seed)
+    base, new = base_new_split(len(dataset.classnames))
+    names = list(dataset.classnames)
+    pool = (dataset.split == 0).nonzero().flatten()
+    test = (dataset.split == 1).nonzero().flatten()
+    pool_index, pool_labels = select_classes(dataset.labels[pool], base)
+    shots_index = few_shot_indices(pool_labels, shots, seed)
+    images, labels = dataset.images[pool[pool_index[shots_index]]], pool_labels[shots_index]
+    templates = list(dataset.templates) if method.templates == "ensemble" else list(dataset.templates[:1])
+    model = PromptedCLIP(backbone, method.prompt, [names[i] for i in base], templates)
+    optimizer = build_optimizer(model.prompts.parameters(), optim)
+    total, warmup = steps_for(len(images), optim)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, total, warmup, optim), make_generator(seed),
+                       seed=seed)
+    step = make_step(method, state, False, total)
+
+    def measure() -> AlignmentPoint:
+        model.set_classes([names[i] for i in base], templates)
+        model.eval()
+        alignment = sum(gradient_alignment(model, method, images, labels, seed=k) for k in range(probes)) / probes
+        result = {}
+        for split, classes in (("base", base), ("new", new)):
+            index, relabelled = select_classes(dataset.labels[test], classes)
+            result[split] = evaluate(model, method, dataset.images[test[index]], relabelled,
+                                     [names[i] for i in classes])
+        model.set_classes([names[i] for i in base], templates)
+        return AlignmentPoint(state.step, alignment, result["base"], result["new"])
+
+    points = [measure()]
+    while state.step < total:
+        train(state, step, images, labels, None, optim, total, stop_after=every, progress=False)
+        points.append(measure())
+    return points
