@@ -98,3 +98,18 @@ def test_report_on_a_fixed_csv(tmp_path):
         assert (tmp_path / figure).stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="run `metaprompt-lite bench` first"):
         report(tmp_path / "empty")
+
+
+def test_cli_zeroshot_prints_a_table(capsys):
+    from metaprompt_lite.cli import main
+
+    assert main(["zeroshot", "--suite", "probe", "--model", "tiny-clip", "--pretrained", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "emoji-unseen" in out and "single" in out and "ensemble" in out
+
+
+def test_cli_rejects_unknown_suite():
+    from metaprompt_lite.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["zeroshot", "--suite", "imagenet"])

@@ -119,3 +119,42 @@ def test_gram_regulator_starts_as_identity_and_loads(backbone, tmp_path):
     torch.testing.assert_close(loaded.shift["ctx"], regulator.shift["ctx"])
     with pytest.raises(FileNotFoundError, match="metaprompt-lite gram"):
         load_gram(model, tmp_path / "missing.pt")
+
+
+def test_gram_meta_training_reads_only_the_pretraining_corpus(tmp_path, monkeypatch):
+    """`metaprompt-lite gram` meta-trains on the corpus folder (which holds no suite image, see
+    test_data) and never opens the benchmark store."""
+    import json
+
+    import numpy as np
+
+    import metaprompt_lite.data.store as store
+    from metaprompt_lite import gram
+    from metaprompt_lite.gram import GramConfig, build_artifact
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("GRAM meta-training opened the benchmark store")
+
+    monkeypatch.setattr(store, "_load", forbidden)
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(12, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+    np.save(tmp_path / "images.npy", images.numpy())
+    (tmp_path / "corpus.json").write_text(json.dumps({
+        "captions": [[f"a drawing of thing {i % 6}."] for i in range(12)], "concepts": [i % 6 for i in range(12)],
+        "concept_names": [f"thing {i}" for i in range(6)], "styles": [i // 6 for i in range(12)]}))
+    (tmp_path / "text.txt").write_text("a sentence.\n")
+    seen = {}
+    real = gram.meta_train
+
+    def spy(model, images_in, captions, concepts, styles, config, progress=True):
+        seen["images"] = images_in
+        return real(model, images_in, captions, concepts, styles, config, progress)
+
+    monkeypatch.setattr(gram, "meta_train", spy)
+    path = build_artifact("gram-coop", tmp_path, "tiny-clip", None, GramConfig(meta_steps=2, pairs=3),
+                          out=tmp_path / "gram.pt", progress=False)
+    assert torch.equal(seen["images"], images)
+    artifact = torch.load(path, weights_only=False)
+    assert artifact["meta"]["corpus_images"] == 12 and "ctx" in artifact["init"]
+    with pytest.raises(ValueError, match="not a GRAM method"):
+        build_artifact("coop", tmp_path, "tiny-clip", None, GramConfig(meta_steps=1), out=tmp_path / "x.pt")

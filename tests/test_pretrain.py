@@ -1,0 +1,142 @@
+"""Pocket-CLIP pretraining on the tiny config: phases learn, resume exactly after an interruption,
+export a checkpoint that loads through the same code path as real weights; the corpus loader and
+the MiniLM teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from metaprompt_lite import pretrain as P
+from metaprompt_lite.backbone import TINY_MODEL, load_clip
+
+SENTENCES = [f"a photo of a {c} {o}." for c in ("red", "green", "blue", "small", "big") for o in ("cat", "car", "cup", "hat")]
+CAPTIONS = [["a red square.", "red"], ["a green circle."], ["a blue triangle.", "blue shape"], ["a yellow star."]]
+
+
+def _corpus(n_per_concept: int = 4) -> P.ImageTextCorpus:
+    g = torch.Generator().manual_seed(0)
+    palette = torch.tensor([[220, 20, 20], [20, 200, 40], [30, 40, 220], [230, 220, 20]], dtype=torch.float)
+    images, captions, concepts = [], [], []
+    for c in range(4):
+        for _ in range(n_per_concept):
+            noise = torch.rand(3, 32, 32, generator=g) * 40
+            images.append((palette[c].view(3, 1, 1) + noise).clamp(0, 255).to(torch.uint8))
+            captions.append(CAPTIONS[c])
+            concepts.append(c)
+    return P.ImageTextCorpus(torch.stack(images), captions, torch.tensor(concepts),
+                             ["red square", "green circle", "blue triangle", "yellow star"])
+
+
+def _config(tmp_path: Path, **kw) -> P.PretrainConfig:
+    base = dict(model=TINY_MODEL, out=str(tmp_path / "out" / "pocket.safetensors"), work_dir=str(tmp_path / "work"),
+                text_steps=6, text_batch=8, image_steps=6, image_batch=8, warmup_steps=1, checkpoint_every=2,
+                holdout_fraction=0.2, progress=False, image_bf16=False)
+    base.update(kw)
+    return P.PretrainConfig(**base)
+
+
+def _targets(n: int, dim: int = 32) -> torch.Tensor:
+    return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(1)), dim=-1)
+
+
+def test_text_distillation_moves_towards_the_teacher_and_resumes_exactly(tmp_path, monkeypatch):
+    targets = _targets(len(SENTENCES))
+    config = _config(tmp_path, text_steps=30, text_lr=5e-3, checkpoint_every=10)
+    torch.manual_seed(0)
+    straight = load_clip(TINY_MODEL)
+    before = F.normalize(P.encode_texts(straight, SENTENCES), dim=-1)
+    stats = P.distill_text(straight, SENTENCES, targets, config, tmp_path / "a.pt")
+    after = P.encode_texts(straight, SENTENCES)
+    assert (after * targets).sum(-1).mean() > (before * targets).sum(-1).mean() + 0.1
+    assert -1 <= stats["teacher_cosine_heldout"] <= 1 and stats["heldout_sentences"] >= 1
+
+    # interrupted after the first checkpoint (step 10), then resumed: identical weights
+    calls = {"n": 0}
+    real_save = P.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    resumed = load_clip(TINY_MODEL)
+    monkeypatch.setattr(P, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        P.distill_text(resumed, SENTENCES, targets, config, tmp_path / "b.pt")
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 10
+    P.distill_text(resumed, SENTENCES, targets, config, tmp_path / "b.pt")
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_image_tower_learns_and_resumes_exactly(tmp_path, monkeypatch):
+    corpus = _corpus()
+    config = _config(tmp_path, image_steps=8, image_lr=5e-3, checkpoint_every=4)
+    torch.manual_seed(0)
+    straight = load_clip(TINY_MODEL)
+    text_before = [p.clone() for p in P.text_parameters(straight.model)]
+    P.train_image_tower(straight, corpus, config, tmp_path / "a.pt")
+    assert all(torch.equal(a, b) for a, b in zip(text_before, P.text_parameters(straight.model)))  # text locked
+
+    calls = {"n": 0}
+    real_save = P.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    resumed = load_clip(TINY_MODEL)
+    monkeypatch.setattr(P, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        P.train_image_tower(resumed, corpus, config, tmp_path / "b.pt")
+    P.train_image_tower(resumed, corpus, config, tmp_path / "b.pt")
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_full_pretrain_exports_a_loadable_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "teacher_targets", lambda sentences, work, progress=True: _targets(len(sentences)))
+    monkeypatch.setattr(P, "write_model_card", lambda path: Path(path))  # evaluates the real suite: not here
+    config = _config(tmp_path)
+    report = P.pretrain(config, _corpus(), SENTENCES)
+    out = Path(config.out)
+    assert out.is_file() and json.loads(out.with_suffix(".json").read_text())["sha256"] == report["sha256"]
+    loaded = load_clip(TINY_MODEL, str(out))  # the same loader as any open_clip checkpoint
+    assert loaded.model.logit_scale.dtype == torch.float32
+    assert torch.isfinite(loaded.model.encode_text(loaded.tokenizer(["a red square."]))).all()
+
+
+def test_corpus_loader_reads_the_build_format_and_explains_a_missing_corpus(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metaprompt-lite data build --corpus"):
+        P.load_corpus(tmp_path)
+    corpus = _corpus(1)
+    np.save(tmp_path / "images.npy", corpus.images.numpy())
+    (tmp_path / "corpus.json").write_text(json.dumps({"captions": corpus.captions, "concepts": corpus.concepts.tolist(),
+                                                      "concept_names": corpus.concept_names}))
+    (tmp_path / "text.txt").write_text("one sentence.\nanother sentence.\n")
+    loaded, text = P.load_corpus(tmp_path)
+    assert torch.equal(loaded.images, corpus.images) and loaded.captions == corpus.captions
+    assert text == ["one sentence.", "another sentence."]
+    np.save(tmp_path / "images.npy", corpus.images.numpy()[:2])
+    with pytest.raises(ValueError, match="Rebuild the corpus"):
+        P.load_corpus(tmp_path)
+
+
+def test_minilm_teacher_is_a_real_sentence_encoder():
+    pytest.importorskip("transformers")
+    from metaprompt_lite.teacher import MiniLMTeacher
+
+    emb = MiniLMTeacher().encode(["a photo of a dog.", "a picture of a puppy.", "the stock market fell today."])
+    assert emb.shape == (3, 384) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
