@@ -18,6 +18,9 @@ the project's own small models registered from ``metaprompt_lite/model_configs``
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +106,20 @@ class Backbone:
         return (x - mean) / std
 
 
+@contextlib.contextmanager
+def _quiet_root_logger(enabled: bool):
+    """Silence open_clip's root-logger warning that no pretrained weights were loaded when that is
+    intended (random init, or a local checkpoint loaded right after)."""
+    root = logging.getLogger()
+    level = root.level
+    if enabled:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
@@ -145,9 +162,10 @@ def load_clip(
                 )
     is_file = pretrained is not None and os.path.isfile(pretrained)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=None if is_file else pretrained, device=device
-        )
+        with _quiet_root_logger(is_file or pretrained is None):  # open_clip warns "no pretrained weights"
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=None if is_file else pretrained, device=device
+            )
     except RuntimeError as error:
         if pretrained is not None and not is_file:
             raise RuntimeError(
@@ -264,17 +282,6 @@ def encode_text_layers(
         f_T = LN(x_L)[EOT] · W_text
     """
     cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens) if embeddings is None else embeddings
-    x = x.to(cast_dtype)
-    if len(prompts) > 0:
-        x = _put(x, prompts[0], prompt_start)
-    x = x + model.positional_embedding.to(cast_dtype)
-
-    def replace(i: int, h: torch.Tensor) -> torch.Tensor:
-        return _put(h, prompts[i], prompt_start) if i < len(prompts) else h
-
-    x = _run_blocks(model.transformer, x, model.attn_mask, replace)
-    x = model.ln_final(x)
     pool_type = getattr(model, "text_pool_type", "argmax")
     if pool_type == "argmax":
         eot = tokens.argmax(dim=-1)
@@ -282,6 +289,24 @@ def encode_text_layers(
         eot = (tokens == model.text_eos_id).int().argmax(dim=-1)
     else:
         raise NotImplementedError(f"text_pool_type={pool_type!r}: prompt learners need EOT pooling")
+    # Causal attention: position t only sees positions <= t, so everything after the last EOT is
+    # padding that cannot change the pooled features. Truncating there is exact and saves most of
+    # the text tower's cost (class prompts are ~10 of CLIP's 77 / the pocket CLIP's 32 positions).
+    causal = model.attn_mask is not None
+    length = int(eot.max()) + 1 if causal else tokens.shape[1]
+    tokens = tokens[:, :length]
+    x = model.token_embedding(tokens) if embeddings is None else embeddings[:, :length]
+    x = x.to(cast_dtype)
+    if len(prompts) > 0:
+        x = _put(x, prompts[0], prompt_start)
+    x = x + model.positional_embedding[:length].to(cast_dtype)
+
+    def replace(i: int, h: torch.Tensor) -> torch.Tensor:
+        return _put(h, prompts[i], prompt_start) if i < len(prompts) else h
+
+    mask = model.attn_mask[:length, :length] if causal else None
+    x = _run_blocks(model.transformer, x, mask, replace)
+    x = model.ln_final(x)
     x = x[torch.arange(x.shape[0], device=x.device), eot]
     projection = model.text_projection
     return projection(x) if isinstance(projection, nn.Linear) else x @ projection

@@ -260,11 +260,12 @@ class PromptedCLIP(nn.Module):
         if not prompts.conditional:
             features = encode_text_layers(self.clip, tokens, embeddings, prompts.text)
             return F.normalize(features, dim=-1)
-        per_image = []
-        for b in range(prompts.text[0].shape[0]):  # CoCoOp: one text pass per image
-            layer_prompts = [prompts.text[0][b]] + prompts.text[1:]
-            per_image.append(encode_text_layers(self.clip, tokens, embeddings, layer_prompts))
-        return F.normalize(torch.stack(per_image), dim=-1)
+        # CoCoOp: one text pass per image, all images in one batch of B·C prompts
+        batch, classes = prompts.text[0].shape[0], tokens.shape[0]
+        first = prompts.text[0].repeat_interleave(classes, dim=0)  # [B·C, n_ctx, D], image-major
+        features = encode_text_layers(self.clip, tokens.repeat(batch, 1), embeddings.repeat(batch, 1, 1),
+                                      [first] + prompts.text[1:])
+        return F.normalize(features.view(batch, classes, -1), dim=-1)
 
     def image_features(self, images: torch.Tensor, prompts: Prompts | None = None) -> torch.Tensor:
         """Prompted f̃_I (frozen f_I when there are no vision prompts), normalised [B, E]."""
