@@ -264,7 +264,15 @@ _PAPER = {
     "gram-coop": OptimConfig(lr=0.002, epochs=10, batch_size=32),
     "gram-ivlp": OptimConfig(lr=0.0025, epochs=10, batch_size=4),
 }
-_POCKET = {name: OptimConfig(lr=0.002, epochs=2, batch_size=16) for name in _PAPER}
+# Pocket presets: lr from `benchmarks/tune_pocket.py` (grid lr {0.002, 0.008} x epochs {2, 5}, scored by
+# HM on pseudo-base/pseudo-new splits of the *base* classes' train pool of emoji-food, flags and cards;
+# results/tuning.csv). The validation preferred 5 epochs for every method, but the issue's 30-minute
+# budget for the full 3-seed benchmark on 2 CPU cores allows 2 (CoCoOp, whose text pass runs once per
+# image, 1), without the warm-up epoch: epochs are capped for cost, not chosen on accuracy.
+_POCKET_LR = {"coop": 0.008, "cocoop": 0.008, "ivlp": 0.002, "maple": 0.008, "metaprompt": 0.002,
+              "prometar": 0.002, "gram-coop": 0.008, "gram-ivlp": 0.008}
+_POCKET = {name: OptimConfig(lr=_POCKET_LR[name], epochs=1 if name == "cocoop" else 2, warmup_epochs=0, batch_size=16)
+           for name in _PAPER}
 PRESETS: dict[tuple[str, str], OptimConfig] = {
     **{(name, "paper"): optim for name, optim in _PAPER.items()},
     **{(name, "pocket"): optim for name, optim in _POCKET.items()},

@@ -60,12 +60,14 @@ from metaprompt_lite.data.sources import (
     wordnet_glosses,
 )
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: per-class style split of pool/test
 OBJECT_CATEGORIES = {"Objects": "emoji-objects", "Animals & Nature": "emoji-animals",
                      "Food & Drink": "emoji-food", "Travel & Places": "emoji-places"}
 MAX_CLASSES = 100
 N_PROBE, N_EMOJI_DG, N_FLAGS_DG, N_FLAGS_B2N = 50, 40, 40, 100
 POOL_VARIANTS, TEST_VARIANTS, DG_VARIANTS = 3, 3, 4
+B2N_EMOJI_STYLES = ("fluent-3d", "noto", "openmoji", "twemoji")  # 2 per class to the pool, 2 to the test
+B2N_FLAG_STYLES = ("circle-flags", "famfamfam", "openmoji", "twemoji")
 
 GENERIC_TEMPLATES = ("a drawing of a {}.", "an emoji of a {}.", "a picture of a {}.", "an icon of a {}.")
 TEMPLATES = {
@@ -107,6 +109,16 @@ class Drawing:
     style: str
     load: Callable[[], Image.Image] = field(compare=False, hash=False, repr=False)
     photo: bool = False
+
+
+def split_styles(styles: tuple[str, ...], key: str, n_pool: int) -> tuple[list[str], list[str]]:
+    """Per class, which source styles go to the train pool and which to the test pool: a seeded
+    shuffle of ``styles`` for this class. Every style is in the pool for some classes and in the
+    test for others, so pool and test follow the same style distribution (no systematic train/test
+    style shift, as in the papers' base-to-new protocol), while a class never shares a drawing
+    between its pool and its test images."""
+    order = _shuffled(list(styles), f"styles/{key}")
+    return sorted(order[:n_pool]), sorted(order[n_pool:])
 
 
 def _shuffled(keys, salt: str) -> list:
@@ -219,8 +231,11 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
     for dataset, keys in b2n.items():
         plan.classnames[dataset] = [meta[k].name for k in keys]
         plan.domains[dataset] = ["emoji"]
-        pool = items(keys, dataset, [("twemoji", "emoji"), ("openmoji", "emoji")], POOL_VARIANTS, lambda s: "pool")
-        test = items(keys, dataset, [("noto", "emoji"), ("fluent-3d", "emoji")], TEST_VARIANTS, lambda s: "test")
+        pool, test = [], []
+        for key in keys:
+            pool_styles, test_styles = split_styles(B2N_EMOJI_STYLES, key, 2)
+            pool += items([key], dataset, [(st, "emoji") for st in pool_styles], POOL_VARIANTS, lambda s: "pool")
+            test += items([key], dataset, [(st, "emoji") for st in test_styles], TEST_VARIANTS, lambda s: "test")
         plan.datasets[dataset] = pool + test
         for key in keys:
             for style in ("fluent", "fluent-flat", "fluent-hc"):
@@ -293,8 +308,12 @@ def plan_flags(sources: Sources, plan: Plan) -> None:
 
     plan.classnames["flags"] = [table[c]["name"] for c in b2n]
     plan.domains["flags"] = ["flag"]
-    plan.datasets["flags"] = (items(b2n, [("twemoji", "flag"), ("openmoji", "flag")], POOL_VARIANTS, "pool")
-                              + items(b2n, [("circle-flags", "flag"), ("famfamfam", "flag")], TEST_VARIANTS, "test"))
+    pool, test = [], []
+    for code in b2n:
+        pool_styles, test_styles = split_styles(B2N_FLAG_STYLES, f"flag-{code}", 2)
+        pool += items([code], [(st, "flag") for st in pool_styles], POOL_VARIANTS, "pool")
+        test += items([code], [(st, "flag") for st in test_styles], TEST_VARIANTS, "test")
+    plan.datasets["flags"] = pool + test
     doms = (("flag-icons", "rectangle"), ("circle-flags", "circle"), ("famfamfam", "pixel"), ("openmoji", "emoji"))
     plan.classnames["flags-dg"] = [table[c]["name"] for c in dg]
     plan.domains["flags-dg"] = [d for _, d in doms]
@@ -336,7 +355,7 @@ def plan_cards(sources: Sources, plan: Plan) -> None:
                             "apt-get install -y --no-install-recommends gnome-cards-data kdegames-card-data-kf5 librsvg2-bin")
     order = _shuffled([d[0] for d in decks], "card-split")
     by_name = {d[0]: d for d in decks}
-    pool, test, corpus = order[:4], order[4:10], order[10:24]
+    evaluation, corpus = order[:10], order[10:24]
     classes = [(r, s) for s in CARD_SUITS for r in CARD_RANKS]
     plan.classnames["cards"] = [card_name(r, s) for r, s in classes]
     plan.domains["cards"] = ["card"]
@@ -349,12 +368,15 @@ def plan_cards(sources: Sources, plan: Plan) -> None:
         return Drawing(f"{package}:{rel}#{element}", package, f"{rel}#{element}", deck,
                        lambda: render.render_svg_element(path, element))
 
-    items = []
-    for split, decks_, variants in (("pool", pool, 2), ("test", test, 1)):
-        for deck in sorted(decks_):
-            for rank, suit in classes:
+    items = {"pool": [], "test": []}
+    for rank, suit in classes:  # per card: 4 of the 10 evaluation decks for the pool, 6 for the test
+        pool_decks, test_decks = split_styles(tuple(sorted(evaluation)), f"card-{suit}-{rank}", 4)
+        for split, decks_, variants in (("pool", pool_decks, 2), ("test", test_decks, 1)):
+            for deck in decks_:
                 for v in range(variants):
-                    items.append(Item(drawing(deck, rank, suit), v, card_name(rank, suit), f"card-{suit}-{rank}", "card", split))
+                    items[split].append(Item(drawing(deck, rank, suit), v, card_name(rank, suit),
+                                             f"card-{suit}-{rank}", "card", split))
+    items = items["pool"] + items["test"]
     plan.datasets["cards"] = items
     for deck in sorted(corpus):
         for rank, suit in classes:
