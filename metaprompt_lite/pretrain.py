@@ -338,7 +338,8 @@ def write_model_card(report_path: str | Path) -> Path:
     report_path.write_text(json.dumps(report, indent=2, default=str))
     z = report["zeroshot"]
     cfg = report["config"]
-    wall = (report.get("teacher_s", 0) + report.get("text_s", 0) + report.get("image_s", 0)) / 60
+    wall = report.get("wall_minutes_total",
+                      (report.get("teacher_s", 0) + report.get("text_s", 0) + report.get("image_s", 0)) / 60)
     lines = [
         "# Model card: pocket CLIP",
         "",
@@ -355,7 +356,7 @@ def write_model_card(report_path: str | Path) -> Path:
         "| text | CLIP causal transformer, 4 layers, width 192, 3 heads, context 32, CLIP BPE tokenizer |",
         "| embedding | 384-d (MiniLM's dimension) |",
         f"| pretraining data | {report['images']} image–caption pairs, {report['sentences']} sentences (`metaprompt-lite data build --corpus`) |",
-        f"| wall time | {wall:.0f} min on 2 CPU cores (teacher {report.get('teacher_s', 0) / 60:.0f}, text {report.get('text_s', 0) / 60:.0f}, image {report.get('image_s', 0) / 60:.0f}) |",
+        f"| wall time | {wall:.0f} min on 2 CPU cores |",
         "",
         "## Recipe (`metaprompt-lite pretrain`, `metaprompt_lite/pretrain.py`)",
         "",
@@ -396,6 +397,8 @@ def write_model_card(report_path: str | Path) -> Path:
     lines += ["", "| DG benchmark | target | templates | acc |", "|---|---|---|---|"]
     for r in z["dg"]:
         lines.append(f"| {r['benchmark']} | {r['target']} | {r['templates']} | {r['acc']:.1f} |")
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     lines += ["", "## Licences", "",
               "Weights: MIT (this project). Trained on images under CC-BY-4.0 (Twemoji), CC-BY-SA-4.0",
               "(OpenMoji), Apache-2.0 (Noto), MIT (Fluent Emoji, flag-icons, circle-flags, Fashion-MNIST),",

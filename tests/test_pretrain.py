@@ -41,6 +41,19 @@ def _config(tmp_path: Path, **kw) -> P.PretrainConfig:
     return P.PretrainConfig(**base)
 
 
+def _die_after_first_save(real_save):
+    """A save_checkpoint that saves, then simulates a kill (Ctrl-C) right after the first save."""
+    calls = {"n": 0}
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    return save_then_die
+
+
 def _targets(n: int, dim: int = 32) -> torch.Tensor:
     return F.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(1)), dim=-1)
 
@@ -57,18 +70,9 @@ def test_text_distillation_moves_towards_the_teacher_and_resumes_exactly(tmp_pat
     assert -1 <= stats["teacher_cosine_heldout"] <= 1 and stats["heldout_sentences"] >= 1
 
     # interrupted after the first checkpoint (step 10), then resumed: identical weights
-    calls = {"n": 0}
-    real_save = P.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
     torch.manual_seed(0)
     resumed = load_clip(TINY_MODEL)
-    monkeypatch.setattr(P, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(P, "save_checkpoint", _die_after_first_save(P.save_checkpoint))
     with pytest.raises(KeyboardInterrupt):
         P.distill_text(resumed, SENTENCES, targets, config, tmp_path / "b.pt")
     assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 10
@@ -86,18 +90,9 @@ def test_image_tower_learns_and_resumes_exactly(tmp_path, monkeypatch):
     P.train_image_tower(straight, corpus, config, tmp_path / "a.pt")
     assert all(torch.equal(a, b) for a, b in zip(text_before, P.text_parameters(straight.model)))  # text locked
 
-    calls = {"n": 0}
-    real_save = P.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
     torch.manual_seed(0)
     resumed = load_clip(TINY_MODEL)
-    monkeypatch.setattr(P, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(P, "save_checkpoint", _die_after_first_save(P.save_checkpoint))
     with pytest.raises(KeyboardInterrupt):
         P.train_image_tower(resumed, corpus, config, tmp_path / "b.pt")
     P.train_image_tower(resumed, corpus, config, tmp_path / "b.pt")
