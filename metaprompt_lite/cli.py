@@ -143,8 +143,9 @@ def _run_bench(args) -> int:
     suites = ("b2n", "dg") if args.suite == "all" else (args.suite,)
     print(f"backbone: {args.model} ({args.pretrained or 'random weights: build/commit the pocket CLIP'})",
           file=sys.stderr)
-    t0 = time.perf_counter()
+    t0, walls = time.perf_counter(), {}
     for suite in suites:
+        t_suite = time.perf_counter()
         datasets, loader = args.datasets or (), None
         if args.data_root:
             from functools import partial
@@ -158,26 +159,31 @@ def _run_bench(args) -> int:
                              tier=args.tier, out_dir=args.out_dir, device=args.device)
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
         bench(config)
-    wall = time.perf_counter() - t0
-    print(f"bench wall time: {wall:.0f} s", file=sys.stderr)
-    _record_bench_meta(args, wall)
+        walls[suite] = time.perf_counter() - t_suite
+    print(f"bench wall time: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    _record_bench_meta(args, walls)
     if not args.no_report:
         print(f"report: {report(args.out_dir)}", file=sys.stderr)
     print(summary_text(args.out_dir))
     return 0
 
 
-def _record_bench_meta(args, wall_s: float) -> None:
-    """results/bench_meta.json: what ran, on what, how long (summed over resumed invocations)."""
+def _record_bench_meta(args, walls: dict[str, float]) -> None:
+    """results/bench_meta.json: what ran, on what, how long. Wall times are summed per suite over
+    resumed invocations (an invocation killed before it ends adds nothing: add it by hand)."""
     import os
     import platform
     from pathlib import Path
 
     path = Path(args.out_dir) / "bench_meta.json"
     meta = json.loads(path.read_text()) if path.is_file() else {}
-    meta.update(model=args.model, pretrained=_pretrained(args.pretrained), seeds=args.seeds, tier=args.tier,
+    meta.update(model=args.model, pretrained=_pretrained(args.pretrained), tier=args.tier,
                 machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {__import__('torch').__version__}")
-    meta["wall_minutes"] = meta.get("wall_minutes", 0.0) + wall_s / 60
+    meta["seeds"] = sorted(set(meta.get("seeds", [])) | set(args.seeds))
+    by_suite = meta.setdefault("wall_minutes_by_suite", {})
+    for suite, seconds in walls.items():
+        by_suite[suite] = by_suite.get(suite, 0.0) + seconds / 60
+    meta["wall_minutes"] = sum(by_suite.values())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(meta, indent=1))
 

@@ -68,8 +68,12 @@ def markdown(results_dir: Path) -> str:
     meta_path = results_dir / "bench_meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
+        by_suite = ", ".join(f"{k} {v:.1f}" for k, v in meta.get("wall_minutes_by_suite", {}).items())
         lines += [f"Backbone `{meta.get('model')}` (`{meta.get('pretrained')}`), seeds {meta.get('seeds')}, "
-                  f"wall time {meta.get('wall_minutes', float('nan')):.1f} min on {meta.get('machine', 'CPU')}.", ""]
+                  f"wall time {meta.get('wall_minutes', float('nan')):.1f} min"
+                  + (f" ({by_suite})" if by_suite else "") + f" on {meta.get('machine', 'CPU')}.", ""]
+        if meta.get("note"):
+            lines += [meta["note"], ""]
     b2n_path, dg_path = results_dir / "b2n.csv", results_dir / "dg.csv"
     if b2n_path.is_file():
         frame = pd.read_csv(b2n_path)

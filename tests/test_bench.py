@@ -113,3 +113,21 @@ def test_cli_rejects_unknown_suite():
 
     with pytest.raises(SystemExit):
         main(["zeroshot", "--suite", "imagenet"])
+
+
+def test_bench_meta_sums_wall_time_per_suite_over_resumed_invocations(tmp_path):
+    import argparse
+    import json
+
+    from metaprompt_lite.cli import _record_bench_meta
+
+    def args(seeds):
+        return argparse.Namespace(out_dir=str(tmp_path), model="tiny-clip", pretrained="none", tier="pocket",
+                                  seeds=seeds)
+
+    _record_bench_meta(args([1, 2]), {"b2n": 600.0})
+    _record_bench_meta(args([3]), {"b2n": 300.0, "dg": 120.0})
+    meta = json.loads((tmp_path / "bench_meta.json").read_text())
+    assert meta["seeds"] == [1, 2, 3]
+    assert meta["wall_minutes_by_suite"] == {"b2n": 15.0, "dg": 2.0}
+    assert meta["wall_minutes"] == 17.0

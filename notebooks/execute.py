@@ -1,0 +1,45 @@
+"""Re-execute notebooks in place and store their outputs (what nbval compares against).
+
+    python notebooks/execute.py [notebooks/03_*.ipynb ...]      (default: every numbered notebook)
+
+Syncs each pair from its .py first (jupytext), runs every cell except those marked ``# NBVAL_SKIP``
+(research-tier cells that need a GPU and internet: they keep empty outputs), prints the run time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+SKIP_TAG = "skip-execution"
+
+
+def execute(path: Path) -> float:
+    script = path.with_suffix(".py")
+    notebook = jupytext.read(script)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "# NBVAL_SKIP" in cell.source:
+            cell.metadata.setdefault("tags", []).append(SKIP_TAG)
+    t0 = time.perf_counter()
+    NotebookClient(notebook, timeout=900, kernel_name="python3", skip_cells_with_tag=SKIP_TAG,
+                   resources={"metadata": {"path": str(HERE)}}).execute()
+    elapsed = time.perf_counter() - t0
+    for cell in notebook.cells:
+        cell.metadata.pop("tags", None)
+        cell.metadata.pop("execution", None)
+    notebook.metadata.pop("kernelspec", None)
+    nbformat.write(notebook, path)
+    return elapsed
+
+
+if __name__ == "__main__":
+    paths = [Path(p) for p in sys.argv[1:]] or sorted(p.with_suffix(".ipynb") for p in HERE.glob("[0-9]*.py"))
+    for p in paths:
+        print(f"{p.name}: {execute(p.resolve()):.0f} s", flush=True)
