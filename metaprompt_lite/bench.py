@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.methods import preset

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from metaprompt_lite.engine import make_generator, save_checkpoint
 from metaprompt_lite.losses import clip_logits

@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from metaprompt_lite.backbone import Backbone, load_clip
 from metaprompt_lite.engine import augment, epoch_order, load_checkpoint, make_generator, save_checkpoint

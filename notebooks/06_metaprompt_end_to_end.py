@@ -1,0 +1,149 @@
+# %% [markdown]
+# # 06 · MetaPrompt end to end
+#
+# MetaPrompt ("Learning Domain Invariant Prompt for Vision-Language Models", IEEE TIP 2024) trains
+# the dual-modality prompts of notebook 03 with the asymmetric loss of notebook 04, and after every
+# ordinary step adds a **domain-split meta-update** (notebook 05):
+#
+# 1. in-domain step: SGD on the asymmetric loss of the batch;
+# 2. split the batch into episodes — **cross-class** for base-to-new (classes cut into groups; query =
+#    one group, support = the rest) or **cross-domain** for DG (query = one source domain);
+# 3. for each episode i: one inner step on the support, gradient g_i of the query loss at the adapted
+#    prompts (text prompts adapt for cross-class, vision prompts for cross-domain);
+# 4. θ ← θ − lr · meta_step · Σ_i g_i.
+#
+# Updates that help unseen classes (or domains) are rewarded; updates that only memorise are not.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.data import load_dataset
+from metaprompt_lite.engine import make_generator
+from metaprompt_lite.meta import cross_class_episodes, cross_domain_episodes
+from metaprompt_lite.methods import get_method, preset
+from metaprompt_lite.paths import data_dir, default_model
+from metaprompt_lite.run import RunConfig, run_base_to_new
+
+torch.manual_seed(0)
+backbone = load_clip(*default_model())
+method = get_method("metaprompt")
+print(method)
+
+# %% [markdown]
+# ## The two splits, visualised
+# A batch of 16 images from 50 base classes, cut into `n_groups` class groups; and a DG batch from
+# three source domains.
+
+# %%
+labels = torch.tensor([3, 7, 12, 18, 21, 25, 30, 33, 36, 40, 41, 44, 47, 2, 9, 15])
+episodes = cross_class_episodes(labels, 50, make_generator(0), method.n_groups)
+for i, e in enumerate(episodes):
+    assert not set(labels[e.support].tolist()) & set(e.query_classes.tolist())  # no query class in the support
+    assert set(labels[e.query].tolist()) <= set(e.query_classes.tolist())
+print(f"{len(episodes)} cross-class episodes")
+
+domains = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+dg_episodes = cross_domain_episodes(domains, 40)
+for e in dg_episodes:
+    assert len(set(domains[e.query].tolist())) == 1 and not set(domains[e.support].tolist()) & set(domains[e.query].tolist())
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.2))
+for ax, eps, title, key in ((axes[0], episodes, "cross-class (base-to-new)", labels),
+                            (axes[1], dg_episodes, "cross-domain (DG)", domains)):
+    grid = np.zeros((len(eps), len(key)))
+    for i, e in enumerate(eps):
+        grid[i, e.support.numpy()] = 1
+        grid[i, e.query.numpy()] = 2
+    ax.imshow(grid, cmap=plt.matplotlib.colors.ListedColormap(["white", "tab:blue", "tab:orange"]), vmin=0, vmax=2)
+    ax.set_xticks(range(len(key)), key.tolist(), fontsize=7)
+    ax.set_yticks(range(len(eps)), [f"episode {i}" for i in range(len(eps))])
+    ax.set_xlabel("batch images (class id)" if key is labels else "batch images (domain id)")
+    ax.set_title(title + ": blue = support, orange = query")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Training MetaPrompt (first and second order) on emoji-animals
+# Live, one seed. `meta_order=2` differentiates through the inner step with `higher`.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+dataset = load_dataset("emoji-animals")
+_, optim, shots = preset("metaprompt")
+runs = {}
+for label, overrides in (("metaprompt (1st order)", {}), ("metaprompt (2nd order)", {"meta_order": 2})):
+    config = RunConfig(method="metaprompt", dataset=dataset.name, model=backbone.name, pretrained=backbone.pretrained,
+                       seed=1, shots=shots, optim=optim, method_overrides=overrides, progress=False)
+    runs[label] = run_base_to_new(config, dataset, backbone)
+    r = runs[label]
+    print(f"{label:24s} base {r['base']:5.1f}  new {r['new']:5.1f}  HM {r['hm']:5.1f}  ({r['train_s']:.0f} s)")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3.2))
+for label, r in runs.items():
+    h = pd.DataFrame(r["history"])
+    ax.plot(h["step"], h["loss"], label=f"{label}: asymmetric loss")
+    ax.plot(h["step"], h["query_loss"], ls="--", label=f"{label}: query loss")
+ax.set_xlabel("step")
+ax.set_ylabel("loss")
+ax.set_title("MetaPrompt on emoji-animals (base classes)")
+ax.legend(fontsize=7)
+plt.show()
+first = pd.DataFrame(runs["metaprompt (1st order)"]["history"])
+assert first["loss"].iloc[-5:].mean() < first["loss"].iloc[:5].mean()
+
+# %% [markdown]
+# ## Against the baselines: the committed benchmark (3 seeds)
+
+# %%
+results = data_dir().parent / "results"
+b2n = pd.read_csv(results / "b2n.csv")
+per_seed = b2n.groupby(["method", "seed"])[["base", "new"]].mean()
+per_seed["hm"] = 2 * per_seed["base"] * per_seed["new"] / (per_seed["base"] + per_seed["new"])
+avg = per_seed.groupby("method").mean()
+methods = ["zsclip", "coop", "cocoop", "ivlp", "maple", "metaprompt"]
+print(avg.loc[methods].round(2))
+
+dg = pd.read_csv(results / "dg.csv")
+dg_mean = dg.groupby(["benchmark", "method"])["acc"].mean().unstack("benchmark")
+print(dg_mean.round(2))
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
+avg.loc[methods, ["base", "new", "hm"]].plot.bar(ax=axes[0], rot=0)
+axes[0].set_ylabel("accuracy (%)")
+axes[0].set_title("Base-to-new, average over 7 datasets")
+axes[0].set_ylim(0, 100)
+dg_mean.loc[[m for m in methods if m in dg_mean.index]].plot.bar(ax=axes[1], rot=0)
+axes[1].set_ylabel("mean target accuracy (%)")
+axes[1].set_title("Domain generalisation, leave-one-domain-out")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The claims the benchmark checks (the targets; see `results/README.md` for where they hold
+# and by how much they miss):
+
+# %%
+best_baseline = avg.loc[["coop", "cocoop", "ivlp", "maple"], "hm"].max()
+print(f"MetaPrompt HM {avg.loc['metaprompt', 'hm']:.2f} vs best prompt baseline {best_baseline:.2f}")
+print(f"MetaPrompt new {avg.loc['metaprompt', 'new']:.2f} vs zero-shot new {avg.loc['zsclip', 'new']:.2f}")
+assert avg.loc["metaprompt", "hm"] >= best_baseline + 1.0  # the target: met on this suite
+assert avg.loc["metaprompt", "new"] > avg.loc["coop", "new"]  # less new-class loss than CoOp
+
+# %% [markdown]
+# ## Summary
+# - MetaPrompt = dual-modality prompts + asymmetric loss + an episodic meta-update per batch.
+# - Cross-class episodes never leak query classes into the support; cross-domain episodes never
+#   leak the query domain.
+# - On the offline suite it is the best *trained* method on HM (+1.3 over the best prompt baseline),
+#   but still below zero-shot on new classes: it reduces the overfitting, it does not remove it.
+#
+# ## Exercises
+# 1. Set `n_groups` to 2 and 8 (`method_overrides={"n_groups": ...}`): how do base and new move?
+# 2. Train with `official_quirks=True` and compare with the corrected update.
+# 3. Turn the meta-update off (`episodic=False`): how much of MetaPrompt's gain is the loss alone?

@@ -1,0 +1,117 @@
+# %% [markdown]
+# # 08 · Gradient alignment: why meta-learned prompts generalise
+#
+# Split the base classes of a batch into two disjoint groups S and Q and take the prompt gradients
+# of each group's loss, g_S and g_Q. Their cosine tells whether an update that helps S also helps
+# Q. A MAML-style meta-gradient contains exactly this term: to first order in the inner step size α,
+#
+# $$L_Q(\theta - \alpha g_S) \approx L_Q(\theta) - \alpha\, \langle g_Q, g_S\rangle ,$$
+#
+# so meta-learning (MetaPrompt's cross-class episodes, ProMetaR's class episodes) rewards prompts on
+# which class groups *agree*. Groups that disagree mean the prompt is fitting what is specific to
+# each class — memorisation, which is what hurts unseen (new) classes.
+#
+# `metaprompt_lite.analysis.alignment_curve` trains a method through the shared engine and, every
+# few steps, measures the alignment on fixed class splits of the training shots and the base/new
+# test accuracy.
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from dataclasses import replace
+
+from metaprompt_lite.analysis import alignment_curve, gradient_alignment
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.data import load_dataset
+from metaprompt_lite.methods import get_method, preset
+from metaprompt_lite.paths import default_model
+from metaprompt_lite.prompts import PromptedCLIP
+
+torch.manual_seed(0)
+backbone = load_clip(*default_model())
+dataset = load_dataset("emoji-animals")
+
+# %% [markdown]
+# ## One measurement
+# At initialisation, on the training shots of the base classes:
+
+# %%
+coop = get_method("coop")
+model = PromptedCLIP(backbone, coop.prompt, dataset.classnames[:50], dataset.templates[:1])
+pool = (dataset.split == 0) & (dataset.labels < 50)
+value = gradient_alignment(model, coop, dataset.images[pool], dataset.labels[pool], seed=0)
+print(f"cos(g_S, g_Q) at initialisation: {value:.3f}")
+assert -1 <= value <= 1
+
+# %% [markdown]
+# ## Over training, for four learners
+# Same data, the pocket presets' learning rates, 36 steps each (two epochs of the 50-class
+# training shots), measurements every 6 steps. Live run (~2 min).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+curves = {}
+for label, name, overrides in (("CoOp", "coop", {}), ("MetaPrompt (1st)", "metaprompt", {}),
+                               ("MetaPrompt (2nd)", "metaprompt", {"meta_order": 2}),
+                               ("ProMetaR", "prometar", {"prometar": replace(get_method("prometar").prometar, first_order=True)})):
+    method = get_method(name, **overrides)
+    _, optim, shots = preset(name)
+    optim = replace(optim, epochs=10, max_steps=36)
+    points = alignment_curve(backbone, dataset, method, optim, every=6, shots=shots, seed=1, probes=2)
+    curves[label] = pd.DataFrame([vars(p) for p in points])
+    last = curves[label].iloc[-1]
+    print(f"{label:18s} alignment {curves[label]['alignment'].iloc[0]:+.3f} -> {last.alignment:+.3f}   "
+          f"base {last.base:.1f}  new {last.new:.1f}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+for label, frame in curves.items():
+    axes[0].plot(frame["step"], frame["alignment"], marker="o", label=label)
+    axes[1].plot(frame["alignment"], frame["new"], marker="o", label=label)
+axes[0].set_xlabel("training step")
+axes[0].set_ylabel("cos(g_S, g_Q)")
+axes[0].set_title("Gradient alignment between class groups")
+axes[1].set_xlabel("cos(g_S, g_Q)")
+axes[1].set_ylabel("new-class accuracy (%)")
+axes[1].set_title("Alignment vs new-class accuracy")
+for ax in axes:
+    ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %%
+everything = pd.concat([f.assign(method=k) for k, f in curves.items()])
+correlation = everything[["alignment", "new"]].corr().iloc[0, 1]
+print(f"Pearson correlation between alignment and new-class accuracy (all points): {correlation:+.2f}")
+for label, frame in curves.items():
+    assert frame["alignment"].between(-1, 1).all() and len(frame) == 7
+    print(f"  within {label:18s}: {frame[['alignment', 'new']].corr().iloc[0, 1]:+.2f}")
+# measured on this run: CoOp's class groups end up pulling apart, MetaPrompt's still agree
+assert curves["CoOp"]["alignment"].iloc[-1] < curves["CoOp"]["alignment"].iloc[0] - 0.3
+assert curves["MetaPrompt (1st)"]["alignment"].iloc[-1] > curves["CoOp"]["alignment"].iloc[-1] + 0.1
+
+# %% [markdown]
+# ## Reading the figure (emoji-animals, seed 1)
+# - **CoOp**: the two class groups' gradients start well aligned (+0.59) and end orthogonal
+#   (−0.07) — late updates that help one group no longer help the other. That is the signature of
+#   memorisation, and CoOp's new-class accuracy slides with it (correlation +0.95 within the run).
+# - **MetaPrompt** (first and second order give nearly the same curve): alignment stays positive
+#   (+0.35 → +0.16), what the meta-gradient rewards.
+# - **ProMetaR** (first-order here, for time) is the counter-example: its alignment is *high* (≈ 0.6)
+#   while new-class accuracy collapses. Its prompts drifted far from zero-shot early on, so every
+#   class's loss is high and all groups' gradients point the same way — back. Alignment measures
+#   whether updates are shared across classes, not whether the prompts are good; compared *across*
+#   learners in different states it misleads, hence the negative correlation over all points.
+# - Alignment is measured on *training* classes only, so it is a diagnostic you can compute without
+#   any new-class data — read it as a trend within one run.
+#
+# ## Summary
+# - cos(g_S, g_Q) is the quantity a first-order meta-gradient rewards.
+# - It can be tracked cheaply during training with `metaprompt_lite.analysis`; falling alignment
+#   flags memorisation (CoOp here), but its level is not a score to rank learners by.
+#
+# ## Exercises
+# 1. Measure alignment with 4 groups instead of 2 (`gradient_alignment(..., groups=4)`).
+# 2. Compute the alignment of the *vision* prompts only for MetaPrompt: is it higher or lower than the text prompts'?
+# 3. Repeat on `flags`: is the alignment/new-accuracy relation the same?
