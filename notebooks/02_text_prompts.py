@@ -53,7 +53,6 @@ print("trainable parameters:", sum(p.numel() for p in model.prompts.parameters()
 # only. One run is one call; the engine is shared by every method.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 results = {}
 for name in ("zsclip", "coop", "cocoop"):
     method, optim, shots = preset(name)

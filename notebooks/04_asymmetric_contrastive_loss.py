@@ -68,7 +68,6 @@ assert table.loc["CE(ℓt)", "vision_ctx"] == 0 and table.loc["CE(ℓt)", "ctx"]
 # off, to isolate the loss), one seed on emoji-animals. Live run (~1 min).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 _, optim, shots = preset("metaprompt")
 ablation = {}
 for terms_kept in (("fused", "image", "text"), ("fused",), ("image", "text"), ("fused", "image"), ("fused", "text")):

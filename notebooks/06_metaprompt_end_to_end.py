@@ -71,7 +71,6 @@ plt.show()
 # Live, one seed. `meta_order=2` differentiates through the inner step with `higher`.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 dataset = load_dataset("emoji-animals")
 _, optim, shots = preset("metaprompt")
 runs = {}

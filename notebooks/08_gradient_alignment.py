@@ -50,7 +50,6 @@ assert -1 <= value <= 1
 # training shots), measurements every 6 steps. Live run (~2 min).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 curves = {}
 for label, name, overrides in (("CoOp", "coop", {}), ("MetaPrompt (1st)", "metaprompt", {}),
                                ("MetaPrompt (2nd)", "metaprompt", {"meta_order": 2}),
