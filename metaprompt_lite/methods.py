@@ -266,7 +266,8 @@ _PAPER = {
 }
 # Pocket presets: lr from `benchmarks/tune_pocket.py` (grid lr {0.002, 0.008} x epochs {2, 5}, scored by
 # HM on pseudo-base/pseudo-new splits of the *base* classes' train pool of emoji-food, flags and cards;
-# results/tuning.csv; run on suite v1 with a 1-epoch warm-up). The validation preferred 5 epochs for every method, but the issue's 30-minute
+# results/tuning.csv; run on suite v1 with a 1-epoch warm-up; ProMetaR re-tuned on v2 after its lr_ratio fix,
+# same choice). The validation preferred 5 epochs for every method, but the issue's 30-minute
 # budget for the full 3-seed benchmark on 2 CPU cores allows 2 (CoCoOp, whose text pass runs once per
 # image, 1), without the warm-up epoch: epochs are capped for cost, not chosen on accuracy.
 _POCKET_LR = {"coop": 0.008, "cocoop": 0.008, "ivlp": 0.002, "maple": 0.008, "metaprompt": 0.002,

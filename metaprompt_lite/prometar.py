@@ -44,7 +44,7 @@ DIM_RATE = 8  # hidden width and γ resolution: one γ per 8 consecutive prompt 
 class ProMetaRConfig:
     adapt_lr: float = 5e-4  # inner (task-adaptation) step size
     modulator_lr: float = 2.5e-4  # SGD of the modulation net (cosine, like the prompts)
-    lr_ratio: float = 1.0  # scale of the query loss
+    lr_ratio: float = 5e-4  # scale of the query loss: the official code's LR_RATIO (train.py default)
     first_order: bool = False  # official default: second order
     mixup_alpha: float = 0.5
     mixup_beta: float = 0.5

@@ -139,7 +139,7 @@ assert avg.loc["metaprompt", "new"] > avg.loc["coop", "new"]  # less new-class l
 # - MetaPrompt = dual-modality prompts + asymmetric loss + an episodic meta-update per batch.
 # - Cross-class episodes never leak query classes into the support; cross-domain episodes never
 #   leak the query domain.
-# - On the offline suite it is the best *trained* method on HM (+1.3 over the best prompt baseline),
+# - On the offline suite it beats every prompt baseline on HM (+1.3 over the best; ProMetaR, notebook 07, is higher still),
 #   but still below zero-shot on new classes: it reduces the overfitting, it does not remove it.
 #
 # ## Exercises

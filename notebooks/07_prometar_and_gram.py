@@ -48,7 +48,10 @@ for (name, index, modality), net in zip(prompt_layers(model.prompts), modulator.
 
 # %% [markdown]
 # Two training steps through the shared engine's step function: a modulated update, then the
-# meta-update of prompts and modulation net on a mixup-augmented episode.
+# meta-update of prompts and modulation net on a mixup-augmented episode. The query loss is scaled
+# by `lr_ratio` = 5·10⁻⁴, the official code's value: the meta-update nudges, the modulated update
+# does the work. (At 1.0, this project's first setting, the meta-update overwhelmed the ordinary
+# one and ProMetaR lost 6 HM points to IVLP on the benchmark; `results/FINDINGS.md`.)
 
 # %%
 pool = ((dataset.split == 0) & (dataset.labels < 50)).nonzero().flatten()
