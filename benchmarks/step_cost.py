@@ -9,7 +9,7 @@ the first 2 steps are warm-up and not timed; the median of the timed steps is re
 
 The research-tier step (the methods issue asks for its time and peak memory on this CPU):
 
-      python benchmarks/step_cost.py --model ViT-B-16 --pretrained none --batch-size 4 --steps 3 --memory
+      python benchmarks/step_cost.py --model ViT-B-16 --pretrained none --batch-size 4 --steps 2 --warmup 1 --memory
 
 runs the same steps on open_clip's ViT-B/16 with random weights (real shapes; images upsampled to
 224 px). ``--memory`` runs each method in its own process and reports its peak resident memory.
@@ -96,6 +96,8 @@ def main() -> None:
     if args.model:
         model_name, pretrained = args.model, None if args.pretrained in (None, "none") else args.pretrained
     variants = [v for v in VARIANTS if args.only in (None, v[0])]
+    if not variants:
+        parser.error(f"unknown variant {args.only!r}; choose from {[v[0] for v in VARIANTS]}")
     if args.memory and not args.only:
         print(f"{model_name} ({pretrained or 'random weights'}), {args.dataset}, batch {args.batch_size}, "
               f"one process per method")

@@ -160,8 +160,8 @@ def _run_bench(args) -> int:
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
         bench(config)
         walls[suite] = time.perf_counter() - t_suite
+        _record_bench_meta(args, {suite: walls[suite]})  # now: a later suite may be interrupted
     print(f"bench wall time: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    _record_bench_meta(args, walls)
     if not args.no_report:
         print(f"report: {report(args.out_dir)}", file=sys.stderr)
     print(summary_text(args.out_dir))

@@ -108,8 +108,8 @@ assert card["zeroshot"]["probe_50way"] > 5 * 2.0  # far above chance, but below 
 # The text tower agrees with its teacher (cosine ≥ 0.8). On the probe — 50 concepts whose images,
 # captions *and names* were kept out of pretraining — the pocket CLIP reaches about 22%: eleven
 # times chance but well short of the 50% the project set as a bar. Concepts it has seen, in styles
-# it has not (the base-to-new test images), fare much better (35–45% on 100-way emoji, 83% on
-# Fashion-MNIST). The model card discusses why and what would close the gap.
+# it has not (the base-to-new test images), fare better (22–29% on 100-way emoji, where chance is
+# 1%; 83% on Fashion-MNIST). The model card discusses why and what would close the gap.
 
 # %% [markdown]
 # ## Switching to the research tier

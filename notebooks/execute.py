@@ -32,7 +32,11 @@ def execute(path: Path) -> float:
                    resources={"metadata": {"path": str(HERE)}}).execute()
     elapsed = time.perf_counter() - t0
     for cell in notebook.cells:
-        cell.metadata.pop("tags", None)
+        tags = [t for t in cell.metadata.get("tags", []) if t != SKIP_TAG]
+        if tags:
+            cell.metadata["tags"] = tags
+        else:
+            cell.metadata.pop("tags", None)
         cell.metadata.pop("execution", None)
     notebook.metadata.pop("kernelspec", None)
     nbformat.write(notebook, path)
@@ -40,6 +44,6 @@ def execute(path: Path) -> float:
 
 
 if __name__ == "__main__":
-    paths = [Path(p) for p in sys.argv[1:]] or sorted(p.with_suffix(".ipynb") for p in HERE.glob("[0-9]*.py"))
+    paths = [Path(p).with_suffix(".ipynb") for p in sys.argv[1:]] or sorted(p.with_suffix(".ipynb") for p in HERE.glob("[0-9]*.py"))
     for p in paths:
         print(f"{p.name}: {execute(p.resolve()):.0f} s", flush=True)

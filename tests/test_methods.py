@@ -158,3 +158,38 @@ def test_gram_meta_training_reads_only_the_pretraining_corpus(tmp_path, monkeypa
     assert artifact["meta"]["corpus_images"] == 12 and "ctx" in artifact["init"]
     with pytest.raises(ValueError, match="not a GRAM method"):
         build_artifact("coop", tmp_path, "tiny-clip", None, GramConfig(meta_steps=1), out=tmp_path / "x.pt")
+
+
+def test_prometar_meta_update_scales_with_lr_ratio(backbone, dataset):
+    """The query loss of ProMetaR's meta-update enters the prompt update multiplied by ``lr_ratio``
+    (the official code's LR_RATIO = 5e-4; at 1.0 the meta-update swamped the ordinary one). SGD with
+    momentum and weight decay is linear in the gradient, so the prompts' displacement relative to
+    ``lr_ratio = 0`` must double when ``lr_ratio`` doubles."""
+    from dataclasses import replace
+
+    from metaprompt_lite.engine import Batch, TrainState, build_optimizer, build_scheduler, make_generator
+    from metaprompt_lite.methods import make_step
+    from metaprompt_lite.prometar import ProMetaRConfig
+
+    assert ProMetaRConfig().lr_ratio == 5e-4
+    images, labels = dataset.images[:6], torch.tensor([0, 0, 1, 1, 2, 2])
+    batch = Batch(images, labels, torch.zeros(6, dtype=torch.long))
+    torch.manual_seed(0)
+    start = PromptedCLIP(backbone, METHODS["prometar"].prompt, dataset.classnames[:3])
+
+    def prompts_after_one_step(lr_ratio: float) -> torch.Tensor:
+        method = get_method("prometar")
+        method = replace(method, prometar=replace(method.prometar, first_order=True, lr_ratio=lr_ratio))
+        model = copy.deepcopy(start)
+        optim = OptimConfig(lr=0.01, batch_size=6, warmup_epochs=0)
+        optimizer = build_optimizer(model.prompts.parameters(), optim)
+        state = TrainState(model, optimizer, build_scheduler(optimizer, 4, 0, optim), make_generator(0), seed=0)
+        torch.manual_seed(1)  # the modulation net's init and the mixup λ
+        step = make_step(method, state, cross_domain=False, total_steps=4)
+        step(state, batch)
+        return torch.cat([p.detach().flatten() for p in model.prompts.parameters()])
+
+    base = prompts_after_one_step(0.0)
+    small, double = prompts_after_one_step(0.05) - base, prompts_after_one_step(0.1) - base
+    assert small.abs().max() > 0  # the meta-update moves the prompts
+    torch.testing.assert_close(double, 2 * small, rtol=1e-3, atol=1e-7)
