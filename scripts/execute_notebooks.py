@@ -1,9 +1,10 @@
 """Re-execute notebooks in place and store their outputs (what nbval compares against).
 
-    python notebooks/execute.py [notebooks/03_*.ipynb ...]      (default: every numbered notebook)
+    python scripts/execute_notebooks.py [notebooks/03_*.ipynb ...]      (default: every numbered notebook)
 
 Syncs each pair from its .py first (jupytext), runs every cell except those marked ``# NBVAL_SKIP``
 (research-tier cells that need a GPU and internet: they keep empty outputs), prints the run time.
+Kept outside notebooks/ so that `jupytext --sync notebooks/*.py` pairs only the notebooks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
-HERE = Path(__file__).resolve().parent
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SKIP_TAG = "skip-execution"
 
 
@@ -29,7 +30,7 @@ def execute(path: Path) -> float:
             cell.metadata.setdefault("tags", []).append(SKIP_TAG)
     t0 = time.perf_counter()
     NotebookClient(notebook, timeout=900, kernel_name="python3", skip_cells_with_tag=SKIP_TAG,
-                   resources={"metadata": {"path": str(HERE)}}).execute()
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     elapsed = time.perf_counter() - t0
     for cell in notebook.cells:
         tags = [t for t in cell.metadata.get("tags", []) if t != SKIP_TAG]
@@ -44,6 +45,6 @@ def execute(path: Path) -> float:
 
 
 if __name__ == "__main__":
-    paths = [Path(p).with_suffix(".ipynb") for p in sys.argv[1:]] or sorted(p.with_suffix(".ipynb") for p in HERE.glob("[0-9]*.py"))
+    paths = [Path(p).with_suffix(".ipynb") for p in sys.argv[1:]] or sorted(p.with_suffix(".ipynb") for p in NOTEBOOKS.glob("[0-9]*.py"))
     for p in paths:
         print(f"{p.name}: {execute(p.resolve()):.0f} s", flush=True)
