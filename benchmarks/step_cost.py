@@ -32,15 +32,12 @@ from metaprompt_lite.data import load_dataset
 from metaprompt_lite.engine import (
     Batch,
     OptimConfig,
-    TrainState,
     augment,
     base_new_split,
-    build_optimizer,
-    build_scheduler,
     make_generator,
     select_classes,
 )
-from metaprompt_lite.methods import get_method, make_step
+from metaprompt_lite.methods import get_method, start_training
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.prompts import PromptedCLIP
 
@@ -59,10 +56,8 @@ def step_ms(backbone, dataset, name: str, overrides: dict, batch_size: int, step
         images = torch.nn.functional.interpolate(images, size=backbone.image_size, mode="bilinear")
     model = PromptedCLIP(backbone, method.prompt, [dataset.classnames[i] for i in base], dataset.templates[:1])
     optim = OptimConfig(lr=0.002, batch_size=batch_size)
-    optimizer = build_optimizer(model.prompts.parameters(), optim)
     total = warmup + steps
-    state = TrainState(model, optimizer, build_scheduler(optimizer, total, 0, optim), make_generator(0), seed=0)
-    step = make_step(method, state, cross_domain=False, total_steps=total)
+    state, step = start_training(model, method, optim, total)
     model.train()
     generator = make_generator(1)
     times = []

@@ -22,10 +22,7 @@ from torch.nn import functional as F
 
 from metaprompt_lite.backbone import Backbone
 from metaprompt_lite.engine import (
-    TrainState,
     base_new_split,
-    build_optimizer,
-    build_scheduler,
     few_shot_indices,
     make_generator,
     select_classes,
@@ -34,7 +31,7 @@ from metaprompt_lite.engine import (
     train,
 )
 from metaprompt_lite.meta import relabel
-from metaprompt_lite.methods import MethodConfig, compute_logits, make_step
+from metaprompt_lite.methods import MethodConfig, compute_logits, prompt_templates, start_training
 from metaprompt_lite.prompts import PromptedCLIP
 
 
@@ -88,13 +85,10 @@ def alignment_curve(backbone: Backbone, dataset, method: MethodConfig, optim, ev
     pool_index, pool_labels = select_classes(dataset.labels[pool], base)
     shots_index = few_shot_indices(pool_labels, shots, seed)
     images, labels = dataset.images[pool[pool_index[shots_index]]], pool_labels[shots_index]
-    templates = list(dataset.templates) if method.templates == "ensemble" else list(dataset.templates[:1])
+    templates = prompt_templates(method, dataset.templates)
     model = PromptedCLIP(backbone, method.prompt, [names[i] for i in base], templates)
-    optimizer = build_optimizer(model.prompts.parameters(), optim)
     total, warmup = steps_for(len(images), optim)
-    state = TrainState(model, optimizer, build_scheduler(optimizer, total, warmup, optim), make_generator(seed),
-                       seed=seed)
-    step = make_step(method, state, False, total)
+    state, step = start_training(model, method, optim, total, warmup, seed)
 
     def measure() -> AlignmentPoint:
         model.set_classes([names[i] for i in base], templates)

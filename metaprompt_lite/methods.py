@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from metaprompt_lite.engine import Batch, OptimConfig, TrainState
+from metaprompt_lite.engine import Batch, OptimConfig, TrainState, build_optimizer, build_scheduler, make_generator
 from metaprompt_lite.losses import asymmetric_contrastive_loss, asymmetric_logits, clip_logits, cross_entropy
 from metaprompt_lite.meta import (
     META_STEP,
@@ -199,7 +199,6 @@ def make_step(method: MethodConfig, state: TrainState, cross_domain: bool, total
     """The engine's step for this method. Method-specific state (ProMetaR's modulation net, GRAM's
     regulator) goes into ``state.extras`` so checkpoints carry it."""
     if method.prometar is not None:
-        from metaprompt_lite.engine import build_optimizer, build_scheduler
         from metaprompt_lite.prometar import GradientModulator, prometar_step
 
         modulator = GradientModulator(state.model.prompts).to(state.model.backbone.device)
@@ -221,6 +220,23 @@ def make_step(method: MethodConfig, state: TrainState, cross_domain: bool, total
     if method.episodic:
         return lambda state, batch: metaprompt_step(state, batch, method, cross_domain)
     return lambda state, batch: supervised_step(state, batch, method)
+
+
+def start_training(model: PromptedCLIP, method: MethodConfig, optim: OptimConfig, total_steps: int,
+                   warmup_steps: int = 0, seed: int = 0, cross_domain: bool = False,
+                   extras: dict | None = None) -> tuple[TrainState, Callable[[TrainState, Batch], dict[str, float]]]:
+    """What every training loop starts from, built one way for all of them (runs, analysis,
+    benchmarks): the optimiser over the prompts, its schedule over ``total_steps``, the run's seeded
+    generator, and the method's step function (which may add its own state to ``state.extras``)."""
+    optimizer = build_optimizer(model.prompts.parameters(), optim)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, total_steps, warmup_steps, optim),
+                       make_generator(seed), seed=seed, extras=dict(extras or {}))
+    return state, make_step(method, state, cross_domain, total_steps)
+
+
+def prompt_templates(method: MethodConfig, templates) -> list[str]:
+    """The dataset templates a method prompts with: all of them for an ensemble, else the first."""
+    return list(templates) if method.templates == "ensemble" else list(templates[:1])
 
 
 # --------------------------------------------------------------------------- presets

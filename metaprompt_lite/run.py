@@ -21,18 +21,15 @@ from metaprompt_lite.engine import (
     TrainState,
     accuracy,
     base_new_split,
-    build_optimizer,
-    build_scheduler,
     few_shot_indices,
     harmonic_mean,
     load_checkpoint,
-    make_generator,
     seed_everything,
     select_classes,
     steps_for,
     train,
 )
-from metaprompt_lite.methods import MethodConfig, compute_logits, get_method, make_step
+from metaprompt_lite.methods import MethodConfig, compute_logits, get_method, prompt_templates, start_training
 from metaprompt_lite.prompts import PromptedCLIP
 
 
@@ -72,11 +69,8 @@ def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, l
         from metaprompt_lite.gram import artifact_path, load_gram
 
         extras["regulator"] = load_gram(model, config.gram_artifact or artifact_path(config.model, config.method))
-    optimizer = build_optimizer(model.prompts.parameters(), config.optim)
     total, warmup = steps_for(len(images), config.optim)
-    state = TrainState(model, optimizer, build_scheduler(optimizer, total, warmup, config.optim),
-                       make_generator(config.seed), seed=config.seed, extras=dict(extras or {}))
-    step = make_step(method, state, cross_domain, total)
+    state, step = start_training(model, method, config.optim, total, warmup, config.seed, cross_domain, extras)
     path = None
     if config.out_dir is not None:
         path = Path(config.out_dir) / f"{config.method}-{config.dataset}-{config.target or 'b2n'}-s{config.seed}-{config.key()}.pt"
@@ -117,10 +111,6 @@ def evaluate(model: PromptedCLIP, method: MethodConfig, images, labels: torch.Te
     return accuracy(torch.cat(chunks), labels)
 
 
-def _templates(dataset, method: MethodConfig) -> list[str]:
-    return list(dataset.templates) if method.templates == "ensemble" else list(dataset.templates[:1])
-
-
 def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None,
                     cache: dict | None = None) -> dict[str, Any]:
     """Train on ``shots`` per base class (train pool), test on base and on new test images."""
@@ -134,7 +124,7 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
     pool_index, pool_labels = select_classes(dataset.labels[pool], base)
     shots = few_shot_indices(pool_labels, config.shots, config.seed)
     train_index = pool[pool_index[shots]]
-    model = PromptedCLIP(backbone, method.prompt, [names[i] for i in base], _templates(dataset, method))
+    model = PromptedCLIP(backbone, method.prompt, [names[i] for i in base], prompt_templates(method, dataset.templates))
     t0 = time.perf_counter()
     state = None
     if method.trainable:
@@ -167,7 +157,7 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
     train_index = source[shots]
     # domain ids of the sources, renumbered 0..n_sources-1
     _, domains = dataset.domain[train_index].unique(return_inverse=True)
-    model = PromptedCLIP(backbone, method.prompt, list(dataset.classnames), _templates(dataset, method))
+    model = PromptedCLIP(backbone, method.prompt, list(dataset.classnames), prompt_templates(method, dataset.templates))
     t0 = time.perf_counter()
     state = None
     if method.trainable:

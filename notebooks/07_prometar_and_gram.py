@@ -15,17 +15,15 @@
 # start from θ₀ and step along r(∇L).
 
 # %%
-import json
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.engine import Batch, OptimConfig, TrainState, build_optimizer, build_scheduler, make_generator
+from metaprompt_lite.engine import Batch, OptimConfig, make_generator
 from metaprompt_lite.gram import artifact_path, load_gram
-from metaprompt_lite.methods import get_method, make_step
+from metaprompt_lite.methods import get_method, start_training
 from metaprompt_lite.paths import data_dir, default_model
 from metaprompt_lite.prometar import GradientModulator, prompt_layers
 from metaprompt_lite.prompts import PromptedCLIP
@@ -58,9 +56,7 @@ pool = ((dataset.split == 0) & (dataset.labels < 50)).nonzero().flatten()
 index = pool[torch.randperm(len(pool), generator=make_generator(0))[:16]]
 batch = Batch(dataset.images[index], dataset.labels[index], torch.zeros(16, dtype=torch.long))
 optim = OptimConfig(lr=0.0025, epochs=1, batch_size=16)
-optimizer = build_optimizer(model.prompts.parameters(), optim)
-state = TrainState(model, optimizer, build_scheduler(optimizer, 10, 0, optim), make_generator(0), seed=0)
-step = make_step(method, state, cross_domain=False, total_steps=10)
+state, step = start_training(model, method, optim, total_steps=10)
 before = {n: p.detach().clone() for n, p in state.extras["modulator"].named_parameters()}
 logs = [step(state, batch) for _ in range(2)]
 print(pd.DataFrame(logs).round(4))

@@ -167,8 +167,8 @@ def test_prometar_meta_update_scales_with_lr_ratio(backbone, dataset):
     ``lr_ratio = 0`` must double when ``lr_ratio`` doubles."""
     from dataclasses import replace
 
-    from metaprompt_lite.engine import Batch, TrainState, build_optimizer, build_scheduler, make_generator
-    from metaprompt_lite.methods import make_step
+    from metaprompt_lite.engine import Batch
+    from metaprompt_lite.methods import start_training
     from metaprompt_lite.prometar import ProMetaRConfig
 
     assert ProMetaRConfig().lr_ratio == 5e-4
@@ -182,10 +182,8 @@ def test_prometar_meta_update_scales_with_lr_ratio(backbone, dataset):
         method = replace(method, prometar=replace(method.prometar, first_order=True, lr_ratio=lr_ratio))
         model = copy.deepcopy(start)
         optim = OptimConfig(lr=0.01, batch_size=6, warmup_epochs=0)
-        optimizer = build_optimizer(model.prompts.parameters(), optim)
-        state = TrainState(model, optimizer, build_scheduler(optimizer, 4, 0, optim), make_generator(0), seed=0)
         torch.manual_seed(1)  # the modulation net's init and the mixup λ
-        step = make_step(method, state, cross_domain=False, total_steps=4)
+        state, step = start_training(model, method, optim, 4)
         step(state, batch)
         return torch.cat([p.detach().flatten() for p in model.prompts.parameters()])
 

@@ -16,16 +16,13 @@ from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.engine import (
     Batch,
     OptimConfig,
-    TrainState,
     augment,
     base_new_split,
-    build_optimizer,
-    build_scheduler,
     few_shot_indices,
     make_generator,
     select_classes,
 )
-from metaprompt_lite.methods import compute_logits, get_method, make_step, preset
+from metaprompt_lite.methods import compute_logits, get_method, preset, prompt_templates, start_training
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.research import load_research_dataset
 from metaprompt_lite.research.miniature import make_miniature
@@ -56,12 +53,11 @@ def research_dg(tmp_path_factory):
     return load_research_dataset("PACS", root)
 
 
-def _state(model: PromptedCLIP, name: str, extras: dict | None = None) -> TrainState:
-    _, paper, _ = preset(name, "paper")
+def _start(model: PromptedCLIP, method, extras: dict | None = None, cross_domain: bool = False):
+    """Training state and step at the method's paper learning rate (4 scheduled steps, seed 1)."""
+    _, paper, _ = preset(method.name, "paper")
     optim = OptimConfig(lr=paper.lr, batch_size=BATCH, epochs=1)
-    optimizer = build_optimizer(model.prompts.parameters(), optim)
-    return TrainState(model, optimizer, build_scheduler(optimizer, 4, 0, optim), make_generator(1), seed=1,
-                      extras=dict(extras or {}))
+    return start_training(model, method, optim, 4, seed=1, cross_domain=cross_domain, extras=extras)
 
 
 def _b2n_batch(dataset, seed: int = 1) -> tuple[Batch, list[str]]:
@@ -75,17 +71,13 @@ def _b2n_batch(dataset, seed: int = 1) -> tuple[Batch, list[str]]:
     return Batch(images, labels[shots], torch.zeros(BATCH, dtype=torch.long)), [dataset.classnames[i] for i in base]
 
 
-def _templates(dataset, method) -> list[str]:
-    return list(dataset.templates) if method.templates == "ensemble" else list(dataset.templates[:1])
-
-
 def _step_changes_prompts(backbone, dataset, name: str, extras_fn=None, **overrides) -> dict:
     method = get_method(name, **overrides)
     batch, classnames = _b2n_batch(dataset)
-    model = PromptedCLIP(backbone, method.prompt, classnames, _templates(dataset, method))
+    model = PromptedCLIP(backbone, method.prompt, classnames, prompt_templates(method, dataset.templates))
     before = {k: v.detach().clone() for k, v in model.prompts.state_dict().items()}
-    state = _state(model, name, extras_fn(model) if extras_fn else None)
-    losses = make_step(method, state, cross_domain=False, total_steps=4)(state, batch)
+    state, step = _start(model, method, extras_fn(model) if extras_fn else None)
+    losses = step(state, batch)
     assert losses and all(math.isfinite(v) for v in losses.values()), losses
     changed = [k for k, v in model.prompts.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, f"{name}: no prompt parameter moved"
@@ -121,8 +113,8 @@ def test_metaprompt_cross_domain_step(vit_b16, research_dg):
     _, domains = research_dg.domain[pick].unique(return_inverse=True)
     batch = Batch(augment(research_dg.images[pick], make_generator(1)), research_dg.labels[pick], domains)
     model = PromptedCLIP(vit_b16, method.prompt, research_dg.classnames, research_dg.templates[:1])
-    state = _state(model, "metaprompt")
-    losses = make_step(method, state, cross_domain=True, total_steps=4)(state, batch)
+    state, step = _start(model, method, cross_domain=True)
+    losses = step(state, batch)
     assert "query_loss" in losses and all(math.isfinite(v) for v in losses.values())
 
 
