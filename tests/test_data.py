@@ -23,6 +23,7 @@ from metaprompt_lite.data.store import (
     _load,
     list_datasets,
     load_dataset,
+    split_by_source,
     store_dir,
     summary,
 )
@@ -147,9 +148,20 @@ def test_corpus_refuses_evaluation_drawings(tmp_path):
     assert "extra sentence." in (tmp_path / "text.txt").read_text()
 
 
+def test_text_corpus_extras_hold_text_only_captions_and_class_names_but_not_the_probe():
+    plan = build.Plan(text_only=["a glossy emoji of teapot", "teapot, kettle"],
+                      classnames={"emoji-food": ["bagel"], "emoji-unseen": ["secret thing"]})
+    extras = build.text_corpus_extras(plan, {"teapot": "a pot for tea"}, limit=3)
+    assert extras[:2] == ["a glossy emoji of teapot", "teapot, kettle"]
+    assert "a photo of bagel, a type of food." in extras
+    assert not any("secret thing" in s for s in extras)
+    assert "teapot: a pot for tea" in extras
+
+
 def test_a_built_corpus_holds_no_evaluation_image():
     """When the pretraining corpus is built (``data/corpus``, not committed), check it against the
-    manifest of the committed suite: no source drawing and no probe concept may appear in it."""
+    manifest of the committed suite: no source drawing, no probe concept and no B2N emoji concept
+    may appear in it as an image (the B2N concepts are text only, corpus v3)."""
     corpus = STORE.parent / "corpus" / "corpus.json"
     if not corpus.is_file():
         pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
@@ -158,3 +170,47 @@ def test_a_built_corpus_holds_no_evaluation_image():
     assert not suite_drawings & set(meta["drawings"])
     probe = {r["concept"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
     assert not probe & set(meta["concept_ids"])
+    b2n_emoji = {r["concept"] for r in _manifest_rows()
+                 if r["dataset"] in ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places")}
+    assert len(b2n_emoji) == 400
+    index = {c: k for k, c in enumerate(meta["concept_ids"])}
+    b2n_styles = {meta["style_names"][s] for c, s in zip(meta["concepts"], meta["styles"])
+                  if meta["concept_ids"][c] in b2n_emoji}
+    if meta.get("b2n_concept_images", True):  # only as Fluent drawings, never in a pool/test style
+        assert b2n_styles == set(build.B2N_CORPUS_STYLES)
+    else:  # the --no-b2n-concept-images experiment: no image at all
+        assert not b2n_emoji & set(index) and not b2n_styles
+    # either way their names are in the text corpus, for the text tower
+    text = set((corpus.parent / "text.txt").read_text().splitlines())
+    names = {r["classname"] for r in _manifest_rows() if r["concept"] in b2n_emoji}
+    assert all(f"a photo of a {n}." in text for n in names)
+
+
+def test_split_by_source_puts_the_named_packages_in_the_pool_and_names_an_empty_class():
+    probe = load_dataset("emoji-unseen")
+    assert (probe.split == 1).all()  # the probe is test-only as shipped
+    pool_sources = {"openmoji", "@iconify-json/twemoji"}
+    view = split_by_source(probe, pool_sources)
+    for drawing, split in zip(view.drawing, view.split.tolist()):
+        assert split == (0 if drawing.split(":")[0] in pool_sources else 1)
+    per_class = [int(((view.labels == c) & (view.split == 0)).sum()) for c in range(len(view.classnames))]
+    assert per_class == [2] * 50  # one drawing per pool package and class
+    assert (view.images is probe.images) and (probe.split == 1).all()  # a view: the original is unchanged
+    with pytest.raises(ValueError, match="has no pool image"):
+        split_by_source(probe, {"no-such-package"})
+
+
+def test_data_build_cli_passes_the_b2n_concept_images_choice(tmp_path, monkeypatch):
+    from metaprompt_lite.cli import main
+
+    seen = []
+
+    def fake_build(store, corpus, sources, datasets, b2n_concept_images=True):
+        seen.append((Path(store), corpus, b2n_concept_images))
+        return {"datasets": [], "missing": {}}
+
+    monkeypatch.setattr(build, "build", fake_build)
+    for flags, expected in (([], True), (["--no-b2n-concept-images"], False)):
+        assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--store", str(tmp_path / "s"),
+                     "--corpus", str(tmp_path / "c"), *flags]) == 0
+        assert seen[-1] == (tmp_path / "s", tmp_path / "c", expected)

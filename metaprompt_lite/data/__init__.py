@@ -13,8 +13,9 @@ from metaprompt_lite.data.store import (
     StoreError,
     list_datasets,
     load_dataset,
+    split_by_source,
     summary,
 )
 
 __all__ = ["B2N_DATASETS", "DG_BENCHMARKS", "PROBES", "ImageDataset", "StoreError", "list_datasets",
-           "load_dataset", "summary"]
+           "load_dataset", "split_by_source", "summary"]

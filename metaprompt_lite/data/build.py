@@ -7,8 +7,11 @@ identity of a concept or image, so the build is byte-identical on every run):
   the first 50 are the **probe** (never in pretraining, in any style: the "unseen concepts" bar),
   the next 40 the **emoji-pacs** DG classes, the rest up to 100 per category the B2N datasets
   ``emoji-objects/-animals/-food/-places``.
-  - B2N: few-shot pool = Twemoji + OpenMoji drawings, test = Noto + Fluent 3D drawings;
-    pretraining sees these concepts only as Fluent colour / flat / high-contrast drawings.
+  - B2N: per class, 2 of {Fluent 3D, Noto, OpenMoji, Twemoji} give the few-shot pool, the other 2
+    the test. Pretraining sees these concepts only as Fluent colour / flat / high-contrast drawings.
+    With ``b2n_concept_images=False`` (``--no-b2n-concept-images``, an experiment recorded in
+    ``data/pocket-clip/README.md``) it sees no image of them: their captions stay in the text corpus
+    as text only, so the sentence set, and hence the text tower, is the same either way.
   - emoji-pacs: photo = Fluent 3D, art = Noto, cartoon = Fluent flat, sketch = OpenMoji line;
     pretraining sees these concepts only as Twemoji drawings.
 * **Flags**: 40 countries for ``flags-dg`` (rectangle = flag-icons, circle = circle-flags,
@@ -67,6 +70,7 @@ MAX_CLASSES = 100
 N_PROBE, N_EMOJI_DG, N_FLAGS_DG, N_FLAGS_B2N = 50, 40, 40, 100
 POOL_VARIANTS, TEST_VARIANTS, DG_VARIANTS = 3, 3, 4
 B2N_EMOJI_STYLES = ("fluent-3d", "noto", "openmoji", "twemoji")  # 2 per class to the pool, 2 to the test
+B2N_CORPUS_STYLES = ("fluent", "fluent-flat", "fluent-hc")  # the B2N concepts' pretraining drawings
 B2N_FLAG_STYLES = ("circle-flags", "famfamfam", "openmoji", "twemoji")
 
 GENERIC_TEMPLATES = ("a drawing of a {}.", "an emoji of a {}.", "a picture of a {}.", "an icon of a {}.")
@@ -190,6 +194,8 @@ class Plan:
     classnames: dict[str, list[str]] = field(default_factory=dict)
     domains: dict[str, list[str]] = field(default_factory=dict)
     corpus: list[Item] = field(default_factory=list)
+    text_only: list[str] = field(default_factory=list)  # sentences for the text corpus, with no image
+    b2n_concept_images: bool = True  # False: B2N emoji concepts enter the corpus as text only
     missing: dict[str, str] = field(default_factory=dict)  # dataset -> reason
 
 
@@ -238,9 +244,12 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
             test += items([key], dataset, [(st, "emoji") for st in test_styles], TEST_VARIANTS, lambda s: "test")
         plan.datasets[dataset] = pool + test
         for key in keys:
-            for style in ("fluent", "fluent-flat", "fluent-hc"):
-                plan.corpus.append(Item(styles.get(style, key), 0, meta[key].name, key, style, "corpus",
-                                        _emoji_captions(meta[key], style, glosses)))
+            for style in B2N_CORPUS_STYLES:
+                captions = _emoji_captions(meta[key], style, glosses)
+                if plan.b2n_concept_images:
+                    plan.corpus.append(Item(styles.get(style, key), 0, meta[key].name, key, style, "corpus", captions))
+                else:  # the same sentences, for the text tower only
+                    plan.text_only += captions
     dg = sorted(dg)
     pacs = (("fluent-3d", "photo"), ("noto", "art"), ("fluent-flat", "cartoon"), ("openmoji-line", "sketch"))
     plan.classnames["emoji-pacs"] = [meta[k].name for k in dg]
@@ -494,7 +503,7 @@ def write_corpus(out: Path, plan: Plan, suite_drawings: set[str], extra_text: li
     for i in plan.corpus:
         names.setdefault(i.concept, i.classname)
     styles = sorted({i.domain for i in plan.corpus})
-    meta = {"captions": [list(i.captions) for i in plan.corpus],
+    meta = {"b2n_concept_images": plan.b2n_concept_images, "captions": [list(i.captions) for i in plan.corpus],
             "concepts": [concept_index[i.concept] for i in plan.corpus],
             "concept_names": [names[c] for c in concepts], "concept_ids": concepts,
             "styles": [styles.index(i.domain) for i in plan.corpus], "style_names": styles,
@@ -506,9 +515,9 @@ def write_corpus(out: Path, plan: Plan, suite_drawings: set[str], extra_text: li
 
 
 def text_corpus_extras(plan: Plan, glosses: dict[str, str], limit: int = 30000) -> list[str]:
-    """Sentences for text distillation beyond the captions: evaluation class names × their
-    templates (not the probe's) and WordNet noun glosses."""
-    out = []
+    """Sentences for text distillation beyond the image captions: the text-only captions of the B2N
+    emoji concepts, evaluation class names × their templates (not the probe's) and WordNet noun glosses."""
+    out = list(plan.text_only)
     for name, classnames in plan.classnames.items():
         if SUITES[name] == "probe":
             continue
@@ -520,11 +529,13 @@ def text_corpus_extras(plan: Plan, glosses: dict[str, str], limit: int = 30000) 
 
 
 def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list[str] | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, b2n_concept_images: bool = True) -> dict:
     """Plan, render and write the suite (and the corpus if ``corpus_dir``). Returns a report;
-    ``report["missing"]`` lists datasets that could not be built and why (with install lines)."""
+    ``report["missing"]`` lists datasets that could not be built and why (with install lines).
+    ``b2n_concept_images=False`` keeps every image of the emoji B2N concepts out of the corpus
+    (their captions stay, as text only); the suite is the same either way."""
     t0 = time.perf_counter()
-    plan = Plan()
+    plan = Plan(b2n_concept_images=b2n_concept_images)
     try:
         glosses = wordnet_glosses(sources)
     except SourceMissing as error:

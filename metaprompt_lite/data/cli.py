@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also build the pretraining corpus here (default when given: data/corpus)")
     p.add_argument("--datasets", nargs="*", default=None)
     p.add_argument("--no-install", action="store_true", help="never run npm; fail with the install line")
+    p.add_argument("--no-b2n-concept-images", action="store_true",
+                   help="experiment: no image of the emoji B2N concepts in the corpus (their captions stay, "
+                   "as text only); see data/pocket-clip/README.md")
     p = sub.add_parser("sheet", help="save a contact sheet (PNG) per dataset")
     p.add_argument("--out", default="figures/data")
 
@@ -69,7 +72,8 @@ def _build(args) -> int:
     store = Path(args.store) if args.store else data_dir() / "suite"
     corpus = Path(args.corpus) if args.corpus else None
     t0 = time.perf_counter()
-    report = build(store, corpus, Sources(npm=prefix), args.datasets)
+    report = build(store, corpus, Sources(npm=prefix), args.datasets,
+                   b2n_concept_images=not args.no_b2n_concept_images)
     print(f"built {len(report['datasets'])} datasets into {store} in {time.perf_counter() - t0:.0f} s")
     if "corpus" in report:
         print(f"corpus: {report['corpus']} in {corpus}")

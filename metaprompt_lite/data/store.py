@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -94,6 +94,25 @@ def _read_checked(root: Path, filename: str, manifest: dict) -> bytes:
         raise StoreError(f"checksum mismatch for {path}: sha256 {actual[:12]}… but the manifest says "
                          f"{expected[:12]}…; the file was changed or truncated; {BUILD_HINT}")
     return data
+
+
+def split_by_source(dataset: ImageDataset, pool_sources: set[str] | tuple[str, ...]) -> ImageDataset:
+    """A copy of ``dataset`` whose few-shot pool is every image drawn from a package in
+    ``pool_sources`` (the part of ``drawing`` before ':') and whose test set is the rest.
+
+    Used to run base-to-new on the probe (concepts the pocket CLIP never saw as images):
+    ``split_by_source(load_dataset("emoji-unseen"), {"openmoji", "@iconify-json/twemoji"})``.
+    Raises ValueError if a class would end up with no pool or no test image."""
+    pool = torch.tensor([d.split(":")[0] in pool_sources for d in dataset.drawing])
+    for label in range(len(dataset.classnames)):
+        mine = dataset.labels == label
+        if not (mine & pool).any() or not (mine & ~pool).any():
+            sources = sorted({d.split(":")[0] for d in dataset.drawing})
+            raise ValueError(f"{dataset.name}: class {dataset.classnames[label]!r} has no "
+                             f"{'pool' if not (mine & pool).any() else 'test'} image with pool_sources="
+                             f"{sorted(pool_sources)}; the dataset's sources are {sources}")
+    return replace(dataset, name=f"{dataset.name}[pool={'+'.join(sorted(pool_sources))}]",
+                               split=(~pool).long())
 
 
 def load_dataset(name: str, root: str | Path | None = None) -> ImageDataset:
