@@ -53,8 +53,8 @@ assert (table.loc[list_datasets("b2n"), "test_per_class"] >= 6).all()
 
 # %% [markdown]
 # Contact sheets: rows are classes; the train pool and the test pool come from *different source
-# drawings* (e.g. emoji: Twemoji/OpenMoji for training, Noto/Fluent 3D for testing), so a prompt
-# cannot memorise a test image.
+# drawings* (e.g. emoji: per class, two of its Twemoji/OpenMoji/Noto/Fluent 3D drawings for
+# training and the other two for testing), so a prompt cannot memorise a test image.
 
 # %%
 for name in ("emoji-food", "cards", "fashion"):
