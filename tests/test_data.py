@@ -158,10 +158,31 @@ def test_text_corpus_extras_hold_text_only_captions_and_class_names_but_not_the_
     assert "teapot: a pot for tea" in extras
 
 
+@pytest.mark.parametrize("with_images", [True, False])
+def test_a_b2n_concept_enters_the_corpus_as_fluent_drawings_or_as_text_only(with_images):
+    from metaprompt_lite.data.sources import EmojiConcept
+
+    concept = EmojiConcept("1f375", "teacup without handle", "Food & Drink", "drink", ["tea"], ["green tea"], "🍵")
+
+    class Styles:
+        def get(self, style, key):
+            return build.Drawing(f"{style}:{key}", style, key, style, lambda: None)
+
+    plan = build.Plan(b2n_concept_images=with_images)
+    build.add_b2n_concept_to_corpus(plan, "1f375", concept, Styles(), {})
+    captions = [c for style in build.B2N_CORPUS_STYLES for c in build._emoji_captions(concept, style, {})]
+    if with_images:
+        assert [i.domain for i in plan.corpus] == list(build.B2N_CORPUS_STYLES) and not plan.text_only
+        assert [c for i in plan.corpus for c in i.captions] == captions
+    else:
+        assert not plan.corpus and plan.text_only == captions  # the same sentences, no image
+        assert set(captions) <= set(build.text_corpus_extras(plan, {}, limit=0))  # they reach the text corpus
+
+
 def test_a_built_corpus_holds_no_evaluation_image():
     """When the pretraining corpus is built (``data/corpus``, not committed), check it against the
-    manifest of the committed suite: no source drawing, no probe concept and no B2N emoji concept
-    may appear in it as an image (the B2N concepts are text only, corpus v3)."""
+    manifest of the committed suite: no source drawing and no probe concept may appear in it; B2N
+    emoji concepts only as Fluent drawings (or, built with --no-b2n-concept-images, not at all)."""
     corpus = STORE.parent / "corpus" / "corpus.json"
     if not corpus.is_file():
         pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
@@ -182,6 +203,12 @@ def test_a_built_corpus_holds_no_evaluation_image():
         assert not b2n_emoji & set(index) and not b2n_styles
     # either way their names are in the text corpus, for the text tower
     text = set((corpus.parent / "text.txt").read_text().splitlines())
+    probe_names = {r["classname"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
+    in_captions = {n for n in probe_names for phrase in build.STYLE_PHRASES.values() if phrase.format(n) in text}
+    # known and documented (data/README.md): two probe names are short names of *other* corpus
+    # concepts, "cow" of cow face 🐮 and "sun behind cloud" of sun behind large cloud 🌥
+    assert in_captions <= {"cow", "sun behind cloud"}
+    assert not {t.format(n) for n in probe_names for t in build.GENERIC_TEMPLATES} & text  # no class-name sentence
     names = {r["classname"] for r in _manifest_rows() if r["concept"] in b2n_emoji}
     assert all(f"a photo of a {n}." in text for n in names)
 
@@ -196,8 +223,14 @@ def test_split_by_source_puts_the_named_packages_in_the_pool_and_names_an_empty_
     per_class = [int(((view.labels == c) & (view.split == 0)).sum()) for c in range(len(view.classnames))]
     assert per_class == [2] * 50  # one drawing per pool package and class
     assert (view.images is probe.images) and (probe.split == 1).all()  # a view: the original is unchanged
-    with pytest.raises(ValueError, match="has no pool image"):
-        split_by_source(probe, {"no-such-package"})
+    assert view.suite == "b2n" and probe.suite == "probe"
+    with pytest.raises(ValueError, match="has no drawing from"):
+        split_by_source(probe, {"twemoji", "openmoji"})  # a misspelt package is an error, not a smaller pool
+    with pytest.raises(TypeError, match="not the string"):
+        split_by_source(probe, "openmoji")
+    everything = {d.split(":")[0] for d in probe.drawing}
+    with pytest.raises(ValueError, match="has no test image"):
+        split_by_source(probe, everything)
 
 
 def test_data_build_cli_passes_the_b2n_concept_images_choice(tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ identity of a concept or image, so the build is byte-identical on every run):
     pretraining sees these concepts only as Twemoji drawings.
 * **Flags**: 40 countries for ``flags-dg`` (rectangle = flag-icons, circle = circle-flags,
   pixel = famfamfam, emoji = OpenMoji; pretraining: Twemoji only), 100 for B2N ``flags``
-  (pool = Twemoji + OpenMoji, test = circle-flags + famfamfam; pretraining: flag-icons).
+  (per class, 2 of Twemoji / OpenMoji / circle-flags / famfamfam to the pool, the other 2 to the
+  test; pretraining: flag-icons).
 * **Cards** (52 classes): pool = 4 decks, test = 6 other decks, pretraining = 14 further decks.
 * **Fashion-MNIST**: pool = 50 train images per class, test = 100 test images per class,
   pretraining = 300 other train images per class.
@@ -212,6 +213,17 @@ def _emoji_captions(concept, style: str, glosses: dict[str, str]) -> tuple[str, 
     return tuple(dict.fromkeys(out))
 
 
+def add_b2n_concept_to_corpus(plan: Plan, key: str, concept, styles, glosses: dict[str, str]) -> None:
+    """Pretraining material of one emoji B2N concept: its Fluent drawings (``B2N_CORPUS_STYLES``) with
+    their captions or, when ``plan.b2n_concept_images`` is False, the same captions as text only."""
+    for style in B2N_CORPUS_STYLES:
+        captions = _emoji_captions(concept, style, glosses)
+        if plan.b2n_concept_images:
+            plan.corpus.append(Item(styles.get(style, key), 0, concept.name, key, style, "corpus", captions))
+        else:
+            plan.text_only += captions
+
+
 def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
     meta = EmojiMetadata(sources).concepts
     styles = EmojiStyles(sources)
@@ -244,12 +256,7 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
             test += items([key], dataset, [(st, "emoji") for st in test_styles], TEST_VARIANTS, lambda s: "test")
         plan.datasets[dataset] = pool + test
         for key in keys:
-            for style in B2N_CORPUS_STYLES:
-                captions = _emoji_captions(meta[key], style, glosses)
-                if plan.b2n_concept_images:
-                    plan.corpus.append(Item(styles.get(style, key), 0, meta[key].name, key, style, "corpus", captions))
-                else:  # the same sentences, for the text tower only
-                    plan.text_only += captions
+            add_b2n_concept_to_corpus(plan, key, meta[key], styles, glosses)
     dg = sorted(dg)
     pacs = (("fluent-3d", "photo"), ("noto", "art"), ("fluent-flat", "cartoon"), ("openmoji-line", "sketch"))
     plan.classnames["emoji-pacs"] = [meta[k].name for k in dg]

@@ -102,17 +102,23 @@ def split_by_source(dataset: ImageDataset, pool_sources: set[str] | tuple[str, .
 
     Used to run base-to-new on the probe (concepts the pocket CLIP never saw as images):
     ``split_by_source(load_dataset("emoji-unseen"), {"openmoji", "@iconify-json/twemoji"})``.
-    Raises ValueError if a class would end up with no pool or no test image."""
+    Raises ValueError for a source the dataset does not have, or if a class would end up with no pool
+    or no test image."""
+    if isinstance(pool_sources, str):
+        raise TypeError(f"pool_sources must be a set of package names, not the string {pool_sources!r}")
+    sources = sorted({d.split(":")[0] for d in dataset.drawing})
+    unknown = sorted(set(pool_sources) - set(sources))
+    if unknown:
+        raise ValueError(f"{dataset.name} has no drawing from {unknown}; its sources are {sources}")
     pool = torch.tensor([d.split(":")[0] in pool_sources for d in dataset.drawing])
     for label in range(len(dataset.classnames)):
         mine = dataset.labels == label
         if not (mine & pool).any() or not (mine & ~pool).any():
-            sources = sorted({d.split(":")[0] for d in dataset.drawing})
             raise ValueError(f"{dataset.name}: class {dataset.classnames[label]!r} has no "
                              f"{'pool' if not (mine & pool).any() else 'test'} image with pool_sources="
                              f"{sorted(pool_sources)}; the dataset's sources are {sources}")
-    return replace(dataset, name=f"{dataset.name}[pool={'+'.join(sorted(pool_sources))}]",
-                               split=(~pool).long())
+    return replace(dataset, name=f"{dataset.name}[pool={'+'.join(sorted(pool_sources))}]", suite="b2n",
+                   split=(~pool).long())
 
 
 def load_dataset(name: str, root: str | Path | None = None) -> ImageDataset:
