@@ -105,8 +105,8 @@ assert card["teacher_cosine_heldout"] >= 0.8
 assert card["zeroshot"]["probe_50way"] > 5 * 2.0  # far above chance, but below the 50% the project aimed for
 
 # %% [markdown]
-# The text tower agrees with its teacher (cosine ≥ 0.8). On the probe — 50 concepts whose images,
-# captions *and names* were kept out of pretraining — the pocket CLIP reaches about 22%: eleven
+# The text tower agrees with its teacher (cosine ≥ 0.8). On the probe — 50 concepts whose images
+# and captions were kept out of pretraining — the pocket CLIP reaches about 22%: eleven
 # times chance but well short of the 50% the project set as a bar. Concepts it has seen, in styles
 # it has not (the base-to-new test images), fare better (22–29% on 100-way emoji, where chance is
 # 1%; 83% on Fashion-MNIST). The model card discusses why and what would close the gap.
@@ -137,4 +137,5 @@ vit = load_clip("ViT-B-16", "openai", device="cuda")  # downloads the OpenAI wei
 #    training drawings. Predict which method will struggle on it.
 # 2. Read `data/suite/manifest.csv`: how many licences does the suite carry, and which datasets are
 #    share-alike?
-# 3. Why does the probe dataset hold out *names* as well as images?
+# 3. The probe holds out images and captions, but its names are ordinary nouns that the text tower may
+#    have read in WordNet glosses. Why does that not make the probe easy?

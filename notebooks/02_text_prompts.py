@@ -117,17 +117,16 @@ assert (cp["new"] < zs["new"]).sum() >= 4
 # Half of the papers' picture appears: **new-class accuracy drops below zero-shot** on 6 of 7
 # datasets (by 2–8 points on the emoji and flag sets; Fashion-MNIST by 0.2). The other half does
 # not: CoOp does **not** raise base accuracy on average here — it gains on cards (+3), Fashion-MNIST
-# (+1) and flags (+0.4) and loses 2–4 points on the emoji sets. Why: each emoji class has only two training drawings, in two styles, and the test images are
-# the class's two *other* styles; a context shared by all classes cannot learn much that transfers
-# from two drawings to two unseen drawings, while real CLIP gains on base mainly by adapting to a
-# dataset-wide domain (satellite photos, textures, aircraft) that the pocket CLIP's emoji corpus
-# already is. The overfitting to the training classes is there; the base gain is not.
+# (+1) and flags (+0.4) and loses 2–4 points on the emoji sets. The overfitting to the training
+# classes is there; the base gain is not.
 #
 # ## Where the base gain does appear: concepts the pocket CLIP never saw
-# There is a second reason, and it can be tested. The pocket CLIP's image tower was pretrained with a
-# classification term over every corpus concept — the emoji B2N classes included, as Fluent
-# drawings — so its zero-shot classifier for those classes is already a *trained* classifier, which
-# 16 shots cannot beat. The probe's 50 concepts were never shown to it as images. Turn the probe into
+# Why not? One might blame the split — each emoji class trains on two drawings and is tested on two
+# drawings in other styles — but that can be tested, and it is not the reason. The pocket CLIP's image
+# tower was pretrained with a classification term over every corpus concept — the emoji B2N classes
+# included, as Fluent drawings — so its zero-shot classifier for those classes is already a
+# *trained* classifier, which a few shots (6 images per class here) cannot beat. The probe's 50
+# concepts were never shown to it as images. Turn the probe into
 # a base-to-new dataset (`split_by_source`: Twemoji and OpenMoji drawings form the pool, the Noto,
 # Fluent and Fluent 3D drawings the test) and train CoOp the same way — 200 steps each, here and on
 # emoji-food, with the pocket preset's learning rate.
@@ -159,18 +158,20 @@ assert delta["probe (never seen)"] > 10 and delta["probe (never seen)"] > delta[
 # %% [markdown]
 # On concepts it never saw as images, the same CoOp on the same model shows the papers' base gain in
 # full: about +25 points on the base classes (3 seeds in `benchmarks/pocket_diagnostics.py`: 38.7 →
-# 64.9, new unchanged at 17.3), against nothing on emoji-food. Prompt tuning gains where zero-shot is
+# 64.9, new unchanged at 17.3), against nothing on emoji-food — with the same kind of split, two
+# drawings per class in the pool and other styles in the test. Prompt tuning gains where zero-shot is
 # a poor fit for the data — as on real CLIP's EuroSAT or DTD — and has nothing to add where
 # zero-shot already is a classifier trained on those very classes. The project tried pretraining
 # without the B2N concepts' images to get this picture on the whole suite; zero-shot on those
-# datasets then fell to chance level (model card, `data/pocket-clip/README.md`), because the pocket
+# datasets then fell to 1–10% over 100 classes, emoji-food to chance (model card,
+# `data/pocket-clip/README.md`), because the pocket
 # CLIP transfers to unseen concepts only weakly (the probe's 22%).
 # %% [markdown]
 # ## Summary
 # - CoOp learns a handful of word vectors; everything else in CLIP stays frozen.
 # - Trained on base classes only, the context drifts towards what separates *those* classes and
 #   new-class accuracy falls below zero-shot: prompt tuning overfits (here without the base gain
-#   real CLIP shows on these datasets, for the reasons above; on concepts the pocket CLIP never saw,
+#   real CLIP shows on these datasets, for the reason above; on concepts the pocket CLIP never saw,
 #   the base gain appears too).
 # - CoCoOp's image-conditional context softens the drop, at a much higher cost per step.
 #
