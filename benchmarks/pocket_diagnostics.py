@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -29,9 +28,10 @@ import torch
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset, split_by_source
+from metaprompt_lite.engine import accuracy
 from metaprompt_lite.methods import preset
 from metaprompt_lite.paths import data_dir, default_model
-from metaprompt_lite.run import RunConfig, run_base_to_new
+from metaprompt_lite.run import RunConfig, base_new_gain
 from metaprompt_lite.zeroshot import image_features, text_classifier
 
 EMOJI_B2N = ("emoji-objects", "emoji-food")
@@ -58,12 +58,11 @@ def memorisation(backbone, corpus_dir: Path) -> dict | None:
         labels = torch.tensor([label_of[concept_ids[corpus.concepts[i]]] for i in seen])
         classifier = text_classifier(backbone, dataset.classnames, dataset.templates[:1])
 
-        def acc(features, y):
-            return float(((features @ classifier.t()).argmax(-1) == y).float().mean() * 100)
-
-        out[name] = {"pretraining_drawings": acc(image_features(backbone, corpus.images[seen]), labels),
+        out[name] = {"pretraining_drawings": accuracy(image_features(backbone, corpus.images[seen]) @ classifier.t(),
+                                                      labels),
                      "n_pretraining": len(seen),
-                     "test_drawings": acc(image_features(backbone, dataset.images[test]), dataset.labels[test]),
+                     "test_drawings": accuracy(image_features(backbone, dataset.images[test]) @ classifier.t(),
+                                               dataset.labels[test]),
                      "n_test": len(test), "classes": len(dataset.classnames)}
     return out
 
@@ -94,31 +93,24 @@ def text_or_image(backbone) -> dict | None:
     student = text_classifier(backbone, probe.classnames, [template])
     minilm = teacher.encode([template.format(c) for c in probe.classnames])
 
-    def acc(classifier):
-        return float(((features @ classifier.t()).argmax(-1) == probe.labels).float().mean() * 100)
-
-    return {"probe_acc_student_text": acc(student), "probe_acc_minilm_text": acc(minilm),
+    return {"probe_acc_student_text": accuracy(features @ student.t(), probe.labels),
+            "probe_acc_minilm_text": accuracy(features @ minilm.t(), probe.labels),
             "student_teacher_cosine_on_probe_prompts": float((student * minilm).sum(-1).mean())}
 
 
 def coop_gain(backbone, model: str, pretrained: str, steps: int = 200, seeds=(1, 2, 3)) -> dict:
     _, optim, shots = preset("coop")
     optim = dataclasses.replace(optim, epochs=10_000, max_steps=steps)
-    zs_method, zs_optim, _ = preset("zsclip")
     datasets = {name: load_dataset(name) for name in EMOJI_B2N}
     datasets["emoji-unseen (probe)"] = split_by_source(load_dataset("emoji-unseen"), set(PROBE_POOL))
     out = {}
     for name, dataset in datasets.items():
-        zs = run_base_to_new(RunConfig(method="zsclip", dataset=name, model=model, pretrained=pretrained,
-                                       optim=zs_optim, progress=False), dataset, backbone)
-        runs = [run_base_to_new(RunConfig(method="coop", dataset=name, model=model, pretrained=pretrained, seed=s,
-                                          shots=shots, optim=optim, progress=False), dataset, backbone)
-                for s in seeds]
-        out[name] = {"classes": len(dataset.classnames), "zs_base": zs["base"], "zs_new": zs["new"],
-                     "coop_base": statistics.mean(r["base"] for r in runs),
-                     "coop_new": statistics.mean(r["new"] for r in runs),
-                     "coop_base_per_seed": [r["base"] for r in runs], "coop_new_per_seed": [r["new"] for r in runs]}
-        row = out[name]
+        config = RunConfig(method="coop", dataset=name, model=model, pretrained=pretrained, shots=shots, optim=optim,
+                           progress=False)
+        gain = base_new_gain(config, dataset, backbone, seeds)
+        row = out[name] = {"classes": len(dataset.classnames), "zs_base": gain["zs_base"], "zs_new": gain["zs_new"],
+                           "coop_base": gain["base"], "coop_new": gain["new"],
+                           "coop_base_per_seed": gain["base_per_seed"], "coop_new_per_seed": gain["new_per_seed"]}
         print(f"  {name:22s} base {row['zs_base']:5.1f} -> {row['coop_base']:5.1f} ({row['coop_base'] - row['zs_base']:+.1f})"
               f"   new {row['zs_new']:5.1f} -> {row['coop_new']:5.1f} ({row['coop_new'] - row['zs_new']:+.1f})", flush=True)
     return {"steps": steps, "seeds": list(seeds), "lr": optim.lr, "probe_pool_sources": list(PROBE_POOL), "datasets": out}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,19 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
     result["train_s"] = train_s
     result["history"] = state.history if state is not None else []
     return result
+
+
+def base_new_gain(config: RunConfig, dataset, backbone: Backbone | None = None,
+                  seeds: tuple[int, ...] = (1,)) -> dict[str, Any]:
+    """Zero-shot CLIP beside ``config.method`` (one base-to-new run per seed) on ``dataset``: the papers'
+    starting picture is a trained prompt with ``base`` above ``zs_base`` and ``new`` below ``zs_new``.
+    Returns ``zs_base``, ``zs_new``, the method's seed means ``base``, ``new`` and ``base_per_seed``,
+    ``new_per_seed``."""
+    zero_shot = run_base_to_new(replace(config, method="zsclip", method_overrides={}), dataset, backbone)
+    runs = [run_base_to_new(replace(config, seed=seed), dataset, backbone) for seed in seeds]
+    base, new = [r["base"] for r in runs], [r["new"] for r in runs]
+    return {"zs_base": zero_shot["base"], "zs_new": zero_shot["new"], "base": sum(base) / len(base),
+            "new": sum(new) / len(new), "base_per_seed": base, "new_per_seed": new}
 
 
 def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | None = None,

@@ -135,6 +135,7 @@ assert (cp["new"] < zs["new"]).sum() >= 4
 import dataclasses
 
 from metaprompt_lite.data import split_by_source
+from metaprompt_lite.run import base_new_gain
 
 probe = split_by_source(load_dataset("emoji-unseen"), {"@iconify-json/twemoji", "openmoji"})
 print(probe.name, "| pool", int((probe.split == 0).sum()), "images, test", int((probe.split == 1).sum()),
@@ -143,13 +144,10 @@ _, coop_optim, shots = preset("coop")
 coop_optim = dataclasses.replace(coop_optim, epochs=10_000, max_steps=200)  # the same 200 steps on both
 gain = {}
 for label, data in (("emoji-food", dataset), ("probe (never seen)", probe)):
-    row = {}
-    for name in ("zsclip", "coop"):
-        config = RunConfig(method=name, dataset=data.name, model=backbone.name, pretrained=backbone.pretrained,
-                           seed=1, shots=shots, optim=coop_optim, progress=False)
-        row[name] = run_base_to_new(config, data, backbone)
-    gain[label] = {"zs base": row["zsclip"]["base"], "coop base": row["coop"]["base"],
-                       "zs new": row["zsclip"]["new"], "coop new": row["coop"]["new"]}
+    config = RunConfig(method="coop", dataset=data.name, model=backbone.name, pretrained=backbone.pretrained,
+                       shots=shots, optim=coop_optim, progress=False)
+    g = base_new_gain(config, data, backbone, seeds=(1,))  # zero-shot, then CoOp with seed 1
+    gain[label] = {"zs base": g["zs_base"], "coop base": g["base"], "zs new": g["zs_new"], "coop new": g["new"]}
 gain = pd.DataFrame(gain).T
 print(gain.round(1))
 delta = gain["coop base"] - gain["zs base"]

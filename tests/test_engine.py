@@ -25,7 +25,7 @@ from metaprompt_lite.engine import (
 )
 from metaprompt_lite.methods import get_method, make_step
 from metaprompt_lite.prompts import PromptedCLIP
-from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
+from metaprompt_lite.run import RunConfig, base_new_gain, run_base_to_new, run_domain_generalization
 
 
 @pytest.mark.parametrize("n,base", [(2, 1), (5, 3), (10, 5), (11, 6), (101, 51)])
@@ -160,6 +160,15 @@ def test_same_seed_same_metrics_different_seed_different_shots(backbone, dataset
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
     c = run_base_to_new(_quick("metaprompt", seed=2), dataset, backbone)
     assert [h["loss"] for h in a["history"]] != [h["loss"] for h in c["history"]]
+
+
+def test_base_new_gain_is_zero_shot_beside_one_run_per_seed(backbone, dataset):
+    gain = base_new_gain(_quick("coop"), dataset, backbone, seeds=(1, 2))
+    zero_shot = run_base_to_new(_quick("zsclip"), dataset, backbone)
+    runs = [run_base_to_new(_quick("coop", seed=s), dataset, backbone) for s in (1, 2)]
+    assert (gain["zs_base"], gain["zs_new"]) == (zero_shot["base"], zero_shot["new"])
+    assert gain["base_per_seed"] == [r["base"] for r in runs] and gain["new_per_seed"] == [r["new"] for r in runs]
+    assert gain["base"] == sum(r["base"] for r in runs) / 2 and gain["new"] == sum(r["new"] for r in runs) / 2
 
 
 def test_run_resumes_from_its_checkpoint(backbone, dataset, tmp_path):
