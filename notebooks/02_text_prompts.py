@@ -122,11 +122,12 @@ assert (cp["new"] < zs["new"]).sum() >= 4
 #
 # ## Where the base gain does appear: concepts the pocket CLIP never saw
 # Why not? One might blame the split — each emoji class trains on two drawings and is tested on two
-# drawings in other styles — but that can be tested, and it is not the reason. The pocket CLIP's image
-# tower was pretrained with a classification term over every corpus concept — the emoji B2N classes
-# included, as Fluent drawings — so its zero-shot classifier for those classes is already a
-# *trained* classifier, which a few shots (6 images per class here) cannot beat. The probe's 50
-# concepts were never shown to it as images. Turn the probe into
+# drawings in other styles — but that can be tested, and it is not the reason. The pocket CLIP was
+# pretrained on the emoji B2N classes' own drawings (Fluent styles) paired with their names, so the
+# zero-shot text embeddings already sit where its image tower puts those concepts; what holds base
+# accuracy down is how weakly those image features carry a concept to other drawing styles, and a
+# text prompt cannot change image features. The probe's 50 concepts were never shown to it as
+# images: their names are off in a way a shared context can correct. Turn the probe into
 # a base-to-new dataset (`split_by_source`: Twemoji and OpenMoji drawings form the pool, the Noto,
 # Fluent and Fluent 3D drawings the test) and train CoOp the same way — 200 steps each, here and on
 # emoji-food, with the pocket preset's learning rate.
@@ -157,12 +158,18 @@ assert delta["probe (never seen)"] > 10 and delta["probe (never seen)"] > delta[
 # On concepts it never saw as images, the same CoOp on the same model shows the papers' base gain in
 # full: about +25 points on the base classes (3 seeds in `benchmarks/pocket_diagnostics.py`: 38.7 →
 # 64.9, new unchanged at 17.3), against nothing on emoji-food — with the same kind of split, two
-# drawings per class in the pool and other styles in the test. Prompt tuning gains where zero-shot is
-# a poor fit for the data — as on real CLIP's EuroSAT or DTD — and has nothing to add where
-# zero-shot already is a classifier trained on those very classes. The project tried pretraining
-# without the B2N concepts' images to get this picture on the whole suite; zero-shot on those
-# datasets then fell to 1–10% over 100 classes, emoji-food to chance (model card,
-# `data/pocket-clip/README.md`), because the pocket
+# drawings per class in the pool and other styles in the test. Prompt tuning gains where the
+# zero-shot prompt is a poor fit for classes the image features do separate, and has little to add
+# where pretraining already fitted these names to these images. The same script tests three other
+# explanations, and none brings the gain back on emoji-objects and emoji-food:
+# - the probe's *fixed* style split in place of styles shuffled per class (base −1.8, −0.4);
+# - a dataset-wide look a prompt could learn, as on real CLIP's EuroSAT — every image pixelated, or
+#   grey at low contrast (base only +1.8 to +5.9, from a much lower zero-shot);
+# - a pocket CLIP pretrained without its classification term over all concepts
+#   (`--concept-weight 0`): CoOp base 38.43 vs zero-shot 38.42 (model card).
+#
+# Pretraining without the B2N concepts' images was tried too: zero-shot on those datasets fell to
+# 1–10% over 100 classes, emoji-food to chance (model card, `data/pocket-clip/README.md`). The pocket
 # CLIP transfers to unseen concepts only weakly (the probe's 22%).
 # %% [markdown]
 # ## Summary
