@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from metaprompt_lite.backbone import load_clip
-from metaprompt_lite.data import load_dataset, split_by_source
+from metaprompt_lite.data import drawing_source, load_dataset, split_by_source
 from metaprompt_lite.engine import accuracy
 from metaprompt_lite.methods import preset
 from metaprompt_lite.paths import data_dir, default_model
@@ -54,17 +54,17 @@ def memorisation(backbone, corpus_dir: Path) -> dict | None:
         print(f"(1) skipped: no corpus in {corpus_dir} (metaprompt-lite data build --corpus {corpus_dir})")
         return None
     corpus, _ = load_corpus(corpus_dir)
-    concept_ids = json.loads((corpus_dir / "corpus.json").read_text())["concept_ids"]
+    concept_of_image = [corpus.concept_ids[c] for c in corpus.concepts.tolist()]
     out = {}
     for name in ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places"):
         dataset = load_dataset(name)
         test = (dataset.split == 1).nonzero().flatten()
         label_of = dict(zip(_concepts_of(name), range(len(dataset.classnames))))
-        seen = [i for i, c in enumerate(corpus.concepts.tolist()) if concept_ids[c] in label_of]
+        seen = [i for i, concept in enumerate(concept_of_image) if concept in label_of]
         if not seen:
             print(f"(1) {name}: no pretraining image of its concepts in {corpus_dir}")
             continue
-        labels = torch.tensor([label_of[concept_ids[corpus.concepts[i]]] for i in seen])
+        labels = torch.tensor([label_of[concept_of_image[i]] for i in seen])
         classifier = text_classifier(backbone, dataset.classnames, dataset.templates[:1])
 
         out[name] = {"pretraining_drawings": accuracy(image_features(backbone, corpus.images[seen]) @ classifier.t(),
@@ -102,7 +102,7 @@ def text_or_image(backbone) -> dict | None:
     student = text_classifier(backbone, probe.classnames, [template])
     minilm = teacher.encode([template.format(c) for c in probe.classnames])
 
-    sources = [d.split(":")[0] for d in probe.drawing]
+    sources = [drawing_source(d) for d in probe.drawing]
     by_source = {}
     for source in sorted(set(sources)):
         mine = torch.tensor([s == source for s in sources])

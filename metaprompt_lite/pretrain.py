@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -69,12 +69,14 @@ class PretrainConfig:
 @dataclass
 class ImageTextCorpus:
     """Image–caption pairs: ``images`` uint8 [N, 3, H, W]; ``captions[i]`` the captions of image i;
-    ``concepts[i]`` its concept id; ``concept_names[c]`` the name used for concept-level targets."""
+    ``concepts[i]`` its concept index; ``concept_names[c]`` the name used for concept-level targets;
+    ``concept_ids[c]`` the concept's key in the suite manifest (e.g. an emoji codepoint), when known."""
 
     images: torch.Tensor
     captions: list[list[str]]
     concepts: torch.Tensor
     concept_names: list[str]
+    concept_ids: list[str] = field(default_factory=list)
 
 
 def load_corpus(corpus_dir: str | Path) -> tuple[ImageTextCorpus, list[str]]:
@@ -95,7 +97,8 @@ def load_corpus(corpus_dir: str | Path) -> tuple[ImageTextCorpus, list[str]]:
         raise ValueError(f"{folder}/images.npy has shape {tuple(images.shape)}; expected "
                          f"[{len(meta['captions'])}, 3, H, W]. Rebuild the corpus.")
     corpus = ImageTextCorpus(images=images, captions=meta["captions"],
-                             concepts=torch.tensor(meta["concepts"]), concept_names=meta["concept_names"])
+                             concepts=torch.tensor(meta["concepts"]), concept_names=meta["concept_names"],
+                             concept_ids=meta.get("concept_ids", []))
     text = [line for line in (folder / "text.txt").read_text().splitlines() if line]
     return corpus, text
 

@@ -118,10 +118,12 @@ def test_corpus_loader_reads_the_build_format_and_explains_a_missing_corpus(tmp_
     corpus = _corpus(1)
     np.save(tmp_path / "images.npy", corpus.images.numpy())
     (tmp_path / "corpus.json").write_text(json.dumps({"captions": corpus.captions, "concepts": corpus.concepts.tolist(),
-                                                      "concept_names": corpus.concept_names}))
+                                                      "concept_names": corpus.concept_names,
+                                                      "concept_ids": [f"id{c}" for c in range(len(corpus.concept_names))]}))
     (tmp_path / "text.txt").write_text("one sentence.\nanother sentence.\n")
     loaded, text = P.load_corpus(tmp_path)
     assert torch.equal(loaded.images, corpus.images) and loaded.captions == corpus.captions
+    assert loaded.concept_ids == [f"id{c}" for c in range(len(corpus.concept_names))]
     assert text == ["one sentence.", "another sentence."]
     np.save(tmp_path / "images.npy", corpus.images.numpy()[:2])
     with pytest.raises(ValueError, match="Rebuild the corpus"):

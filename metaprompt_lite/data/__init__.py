@@ -11,11 +11,12 @@ from metaprompt_lite.data.store import (
     PROBES,
     ImageDataset,
     StoreError,
+    drawing_source,
     list_datasets,
     load_dataset,
     split_by_source,
     summary,
 )
 
-__all__ = ["B2N_DATASETS", "DG_BENCHMARKS", "PROBES", "ImageDataset", "StoreError", "list_datasets",
+__all__ = ["B2N_DATASETS", "DG_BENCHMARKS", "PROBES", "ImageDataset", "StoreError", "drawing_source", "list_datasets",
            "load_dataset", "split_by_source", "summary"]

@@ -96,6 +96,11 @@ def _read_checked(root: Path, filename: str, manifest: dict) -> bytes:
     return data
 
 
+def drawing_source(drawing: str) -> str:
+    """The package a drawing id (``package:file#element``) comes from, e.g. ``"openmoji"``."""
+    return drawing.split(":")[0]
+
+
 def split_by_source(dataset: ImageDataset, pool_sources: set[str] | tuple[str, ...]) -> ImageDataset:
     """A copy of ``dataset`` whose few-shot pool is every image drawn from a package in
     ``pool_sources`` (the part of ``drawing`` before ':') and whose test set is the rest.
@@ -106,17 +111,18 @@ def split_by_source(dataset: ImageDataset, pool_sources: set[str] | tuple[str, .
     or no test image."""
     if isinstance(pool_sources, str):
         raise TypeError(f"pool_sources must be a set of package names, not the string {pool_sources!r}")
-    sources = sorted({d.split(":")[0] for d in dataset.drawing})
+    drawn_from = [drawing_source(d) for d in dataset.drawing]
+    sources = sorted(set(drawn_from))
     unknown = sorted(set(pool_sources) - set(sources))
     if unknown:
         raise ValueError(f"{dataset.name} has no drawing from {unknown}; its sources are {sources}")
-    pool = torch.tensor([d.split(":")[0] in pool_sources for d in dataset.drawing])
+    pool = torch.tensor([source in pool_sources for source in drawn_from])
     for label in range(len(dataset.classnames)):
         mine = dataset.labels == label
-        if not (mine & pool).any() or not (mine & ~pool).any():
-            raise ValueError(f"{dataset.name}: class {dataset.classnames[label]!r} has no "
-                             f"{'pool' if not (mine & pool).any() else 'test'} image with pool_sources="
-                             f"{sorted(pool_sources)}; the dataset's sources are {sources}")
+        for side, name in ((pool, "pool"), (~pool, "test")):
+            if not (mine & side).any():
+                raise ValueError(f"{dataset.name}: class {dataset.classnames[label]!r} has no {name} image "
+                                 f"with pool_sources={sorted(pool_sources)}; the dataset's sources are {sources}")
     return replace(dataset, name=f"{dataset.name}[pool={'+'.join(sorted(pool_sources))}]", suite="b2n",
                    split=(~pool).long())
 
