@@ -194,13 +194,12 @@ def test_a_built_corpus_holds_no_evaluation_image():
     b2n_emoji = {r["concept"] for r in _manifest_rows()
                  if r["dataset"] in ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places")}
     assert len(b2n_emoji) == 400
-    index = {c: k for k, c in enumerate(meta["concept_ids"])}
     b2n_styles = {meta["style_names"][s] for c, s in zip(meta["concepts"], meta["styles"])
                   if meta["concept_ids"][c] in b2n_emoji}
     if meta.get("b2n_concept_images", True):  # only as Fluent drawings, never in a pool/test style
         assert b2n_styles == set(build.B2N_CORPUS_STYLES)
     else:  # the --no-b2n-concept-images experiment: no image at all
-        assert not b2n_emoji & set(index) and not b2n_styles
+        assert not b2n_emoji & set(meta["concept_ids"]) and not b2n_styles
     # either way their names are in the text corpus, for the text tower
     text = set((corpus.parent / "text.txt").read_text().splitlines())
     probe_names = {r["classname"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
