@@ -148,6 +148,36 @@ def test_corpus_refuses_evaluation_drawings(tmp_path):
     assert "extra sentence." in (tmp_path / "text.txt").read_text()
 
 
+def test_corpus_variants_hold_each_drawing_plain_and_as_random_variants(tmp_path):
+    """With ``variants=3`` (the experiment), like the suite's images: variant 0 plain on white, the others
+    seeded variants (background colour, rotation, scale, shift); every variant keeps its drawing's
+    captions and concept. The default stays 1, the committed checkpoint's corpus."""
+    square = Image.new("RGBA", (render.SIZE, render.SIZE), (0, 0, 0, 0))
+    square.paste((200, 30, 30, 255), (16, 16, 48, 48))
+    plan = build.Plan(corpus=[build.Item(build.Drawing(f"pkg:{k}", "pkg", k, "style", lambda: square), 0, "thing",
+                                         "c1", "style", "corpus", ("a thing.",)) for k in "ab"])
+    assert build.CORPUS_VARIANTS == 1
+    report = build.write_corpus(tmp_path, plan, set(), [], progress=False, variants=3)
+    assert report["images"] == 6
+    meta = json.loads((tmp_path / "corpus.json").read_text())
+    assert meta["variants"] == 3 and meta["variant"] == [0, 1, 2, 0, 1, 2]
+    assert meta["drawings"] == ["pkg:a"] * 3 + ["pkg:b"] * 3 and meta["captions"] == [["a thing."]] * 6
+    images = np.load(tmp_path / "images.npy")
+    assert np.array_equal(images[0], images[3])  # plain: the same drawing gives the same image
+    assert (images[0][:, 0, 0] == 255).all()  # on white
+    assert all(not np.array_equal(images[0], images[i]) for i in (1, 2, 4, 5))
+    assert not np.array_equal(images[1], images[4])  # seeded by drawing and variant
+    again = tmp_path / "again"
+    build.write_corpus(again, plan, set(), [], progress=False, variants=3)
+    assert np.array_equal(np.load(again / "images.npy"), images)
+    plain = tmp_path / "plain"
+    build.write_corpus(plain, plan, set(), [], progress=False)
+    assert np.array_equal(np.load(plain / "images.npy"), images[[0, 3]])
+    assert json.loads((plain / "corpus.json").read_text())["variant"] == [0, 0]
+    with pytest.raises(ValueError, match="at least 1"):
+        build.corpus_variants(plan.corpus, 0)
+
+
 def test_text_corpus_extras_hold_text_only_captions_and_class_names_but_not_the_probe():
     plan = build.Plan(text_only=["a glossy emoji of teapot", "teapot, kettle"],
                       classnames={"emoji-food": ["bagel"], "emoji-unseen": ["secret thing"]})
@@ -232,17 +262,18 @@ def test_split_by_source_puts_the_named_packages_in_the_pool_and_names_an_empty_
         split_by_source(probe, everything)
 
 
-def test_data_build_cli_passes_the_b2n_concept_images_choice(tmp_path, monkeypatch):
+def test_data_build_cli_passes_the_corpus_experiments_choices(tmp_path, monkeypatch):
     from metaprompt_lite.cli import main
 
     seen = []
 
-    def fake_build(store, corpus, sources, datasets, b2n_concept_images=True):
-        seen.append((Path(store), corpus, b2n_concept_images))
+    def fake_build(store, corpus, sources, datasets, b2n_concept_images=True, corpus_variants=None):
+        seen.append((Path(store), corpus, b2n_concept_images, corpus_variants))
         return {"datasets": [], "missing": {}}
 
     monkeypatch.setattr(build, "build", fake_build)
-    for flags, expected in (([], True), (["--no-b2n-concept-images"], False)):
+    for flags, expected in (([], (True, 1)), (["--no-b2n-concept-images"], (False, 1)),
+                            (["--corpus-variants", "3"], (True, 3))):
         assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--store", str(tmp_path / "s"),
                      "--corpus", str(tmp_path / "c"), *flags]) == 0
-        assert seen[-1] == (tmp_path / "s", tmp_path / "c", expected)
+        assert seen[-1] == (tmp_path / "s", tmp_path / "c", *expected)

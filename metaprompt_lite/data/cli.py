@@ -9,6 +9,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from metaprompt_lite.data.build import CORPUS_VARIANTS
+
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = sub.add_parser("list", help="print every dataset: classes (base/new), train pool, test images, domains")
     p.add_argument("--suite", choices=("b2n", "dg", "probe"), default=None)
@@ -24,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-b2n-concept-images", action="store_true",
                    help="experiment: no image of the emoji B2N concepts in the corpus (their captions stay, "
                    "as text only); see data/pocket-clip/README.md")
+    p.add_argument("--corpus-variants", type=int, default=CORPUS_VARIANTS,
+                   help=f"renderings per corpus drawing: 1 = plain (default: {CORPUS_VARIANTS}, the committed "
+                   "checkpoint's corpus); 3 = plus 2 on a random background, rotated and scaled, like the suite's "
+                   "images (experiment, see data/pocket-clip/README.md)")
     p = sub.add_parser("sheet", help="save a contact sheet (PNG) per dataset")
     p.add_argument("--out", default="figures/data")
 
@@ -73,7 +79,7 @@ def _build(args) -> int:
     corpus = Path(args.corpus) if args.corpus else None
     t0 = time.perf_counter()
     report = build(store, corpus, Sources(npm=prefix), args.datasets,
-                   b2n_concept_images=not args.no_b2n_concept_images)
+                   b2n_concept_images=not args.no_b2n_concept_images, corpus_variants=args.corpus_variants)
     print(f"built {len(report['datasets'])} datasets into {store} in {time.perf_counter() - t0:.0f} s")
     if "corpus" in report:
         print(f"corpus: {report['corpus']} in {corpus}")
