@@ -82,10 +82,15 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--corpus", default="data/corpus", help="built by `metaprompt-lite data build --corpus`")
     for name in ("out", "work_dir", "model"):
         p.add_argument("--" + name.replace("_", "-"), default=getattr(defaults, name))
+    p.add_argument("--text-from", default=None, metavar="CHECKPOINT",
+                   help="experiments: take this checkpoint's text tower instead of distilling one")
     for name in ("seed", "text_steps", "text_batch", "image_steps", "image_batch", "checkpoint_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("text_lr", "image_lr", "concept_weight"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    p.add_argument("--no-image-bf16", dest="image_bf16", action="store_false",
+                   help="image phase in float32: bf16 autocast is several times slower, not faster, on CPUs "
+                   "without native bf16 (e.g. AVX2-only)")
 
 
 def _run_pretrain(args) -> int:

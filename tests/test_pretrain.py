@@ -137,3 +137,39 @@ def test_minilm_teacher_is_a_real_sentence_encoder():
     emb = MiniLMTeacher().encode(["a photo of a dog.", "a picture of a puppy.", "the stock market fell today."])
     assert emb.shape == (3, 384) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+
+
+def test_pretrain_cli_builds_its_config_from_the_flags(tmp_path, monkeypatch):
+    """`--no-image-bf16` (CPUs without native bf16, where autocast is slower) and the numeric flags reach
+    PretrainConfig; the rest keeps the dataclass defaults."""
+    from metaprompt_lite.cli import main
+
+    seen = []
+    monkeypatch.setattr(P, "load_corpus", lambda folder: (_corpus(), SENTENCES))
+    monkeypatch.setattr(P, "pretrain", lambda config, corpus, text: seen.append(config) or {})
+    assert main(["pretrain", "--corpus", str(tmp_path), "--image-steps", "7"]) == 0
+    assert main(["pretrain", "--corpus", str(tmp_path), "--no-image-bf16", "--concept-weight", "0"]) == 0
+    assert seen[0].image_bf16 is True and seen[0].image_steps == 7 and seen[0].concept_weight == 1.0
+    assert seen[1].image_bf16 is False and seen[1].concept_weight == 0.0
+    assert seen[1].image_steps == P.PretrainConfig().image_steps
+
+
+def test_text_from_a_checkpoint_takes_its_text_tower_and_skips_distillation(tmp_path):
+    """`--text-from`: the text tower is the checkpoint's (as saved, fp16), the image tower the run's own
+    random init; distillation then has nothing left to do."""
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "other.safetensors"
+    P.export_checkpoint(load_clip(TINY_MODEL).model, checkpoint)
+    saved = load_clip(TINY_MODEL, str(checkpoint)).model
+    torch.manual_seed(1)
+    backbone = load_clip(TINY_MODEL)
+    visual_before = {k: v.clone() for k, v in backbone.model.visual.state_dict().items()}
+    assert any(not torch.equal(a, b) for a, b in zip(P.text_parameters(backbone.model), P.text_parameters(saved)))
+    config = _config(tmp_path)
+    P.text_state_from_checkpoint(backbone, checkpoint, config, tmp_path / "text.pt")
+    P.distill_text(backbone, SENTENCES, _targets(len(SENTENCES)), config, tmp_path / "text.pt")
+    for a, b in zip(P.text_parameters(backbone.model), P.text_parameters(saved)):
+        assert torch.equal(a, b)
+    visual_after = backbone.model.visual.state_dict()
+    assert all(torch.equal(v, visual_after[k]) for k, v in visual_before.items())
+    assert any(not torch.equal(v, saved.visual.state_dict()[k]) for k, v in visual_after.items())
