@@ -3,8 +3,9 @@
     python benchmarks/pocket_diagnostics.py [--out data/pocket-clip/diagnostics.json]
 
 1. **Memorisation.** For each emoji B2N dataset, the same 100-way zero-shot classifier (its
-   single template) on the pretraining drawings of its concepts (3 Fluent drawings each) and on the
-   test drawings of the same concepts (2 other styles, 3 variants each). Needs the corpus
+   single template) on the pretraining drawings of its concepts (3 Fluent drawings each, plain) and on
+   the test drawings of the same concepts (2 other styles, 3 variants each), the latter also split
+   into the plain variant and the two on a background, rotated and scaled. Needs the corpus
    (``metaprompt-lite data build --corpus``); skipped without.
 2. **Text tower or image tower?** The 50-way probe (concepts never seen in pretraining) classified with
    the distilled text tower vs with the MiniLM teacher itself (same image features), and per drawing
@@ -21,6 +22,9 @@
    shift a prompt could learn, applied to pool and test alike: pixelated (shrunk to a 12×12 grid and
    blown up again) or grey at low contrast. Both also damage the image features (zero-shot falls), so
    (b) is a crude test.
+5. **Headroom.** On the base classes of every B2N dataset and of the probe's concepts, zero-shot
+   against a linear probe trained on the same few-shot pool (:func:`linear_probe`): how much better
+   than zero-shot the image features let any few-shot learner do.
 """
 
 from __future__ import annotations
@@ -55,37 +59,85 @@ def memorisation(backbone, corpus_dir: Path) -> dict | None:
         return None
     corpus, _ = load_corpus(corpus_dir)
     concept_of_image = [corpus.concept_ids[c] for c in corpus.concepts.tolist()]
+    plain_in_corpus = corpus.variant or [0] * len(concept_of_image)  # a corpus built before variants: all plain
     out = {}
     for name in ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places"):
         dataset = load_dataset(name)
-        test = (dataset.split == 1).nonzero().flatten()
-        label_of = dict(zip(_concepts_of(name), range(len(dataset.classnames))))
-        seen = [i for i, concept in enumerate(concept_of_image) if concept in label_of]
+        rows = _manifest(name)
+        label_of = {row["concept"]: int(row["label"]) for row in rows}
+        seen = [i for i, concept in enumerate(concept_of_image) if concept in label_of and plain_in_corpus[i] == 0]
         if not seen:
             print(f"(1) {name}: no pretraining image of its concepts in {corpus_dir}")
             continue
         labels = torch.tensor([label_of[concept_of_image[i]] for i in seen])
         classifier = text_classifier(backbone, dataset.classnames, dataset.templates[:1])
+        test = dataset.split == 1
+        plain = torch.tensor([int(row["variant"]) == 0 for row in rows])
+        features = image_features(backbone, dataset.images)
+
+        def acc(mask):
+            return accuracy(features[mask] @ classifier.t(), dataset.labels[mask])
 
         out[name] = {"pretraining_drawings": accuracy(image_features(backbone, corpus.images[seen]) @ classifier.t(),
                                                       labels),
                      "n_pretraining": len(seen),
-                     "test_drawings": accuracy(image_features(backbone, dataset.images[test]) @ classifier.t(),
-                                               dataset.labels[test]),
-                     "n_test": len(test), "classes": len(dataset.classnames)}
+                     "test_drawings": acc(test), "n_test": int(test.sum()),
+                     "test_drawings_plain": acc(test & plain), "test_drawings_varied": acc(test & ~plain),
+                     "classes": len(dataset.classnames)}
     return out
 
 
-def _concepts_of(name: str) -> list[str]:
-    """The concept id of each class of a suite dataset, in label order (from the suite manifest)."""
+def _manifest(name: str) -> list[dict]:
+    """The suite manifest's rows of dataset ``name``, in image order."""
     import csv
 
-    labels = {}
     with open(data_dir() / "suite" / "manifest.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["dataset"] == name:
-                labels[int(row["label"])] = row["concept"]
-    return [labels[k] for k in sorted(labels)]
+        rows = [row for row in csv.DictReader(handle) if row["dataset"] == name]
+    return sorted(rows, key=lambda row: int(row["index"]))
+
+
+def linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 300,
+                 weight_decay: float = 1e-3) -> torch.nn.Linear:
+    """Multinomial logistic regression on frozen, normalised image features (full batch, Adam, seed 0):
+    what a few-shot learner could get out of the pool's features, independent of any text prompt."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(features.shape[1], n_classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=weight_decay)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(head(features * 10), labels).backward()  # x10: cosine-sized inputs, CLIP-like logits
+        optimizer.step()
+    return head
+
+
+def headroom(backbone) -> dict:
+    """Base classes of every B2N dataset (and of the probe's concepts, pool = Twemoji + OpenMoji):
+    zero-shot vs a linear probe trained on the same few-shot pool. A text prompt moves the classifier
+    within what the features separate, so where the linear probe is no better than zero-shot no prompt
+    learner can be expected to raise base accuracy much."""
+    from metaprompt_lite.data import list_datasets
+    from metaprompt_lite.engine import base_new_split, select_classes
+
+    datasets = {name: load_dataset(name) for name in list_datasets("b2n")}
+    datasets["emoji-unseen (probe)"] = split_by_source(load_dataset("emoji-unseen"), set(PROBE_POOL))
+    out = {}
+    for name, dataset in datasets.items():
+        base, _ = base_new_split(len(dataset.classnames))
+        features = image_features(backbone, dataset.images)
+        pool_index, pool_labels = select_classes(dataset.labels[dataset.split == 0], base)
+        test_index, test_labels = select_classes(dataset.labels[dataset.split == 1], base)
+        pool_features = features[dataset.split == 0][pool_index]
+        test_features = features[dataset.split == 1][test_index]
+        classifier = text_classifier(backbone, [dataset.classnames[i] for i in base], dataset.templates[:1])
+        with torch.enable_grad():
+            head = linear_probe(pool_features, pool_labels, len(base))
+        row = out[name] = {"classes": len(base), "pool_per_class": len(pool_labels) / len(base),
+                           "zs_base": accuracy(test_features @ classifier.t(), test_labels),
+                           "linear_probe_base": accuracy(head(test_features * 10), test_labels)}
+        print(f"  {name:22s} base: zero-shot {row['zs_base']:5.1f}, linear probe on the pool "
+              f"{row['linear_probe_base']:5.1f} ({row['linear_probe_base'] - row['zs_base']:+.1f}; "
+              f"{row['pool_per_class']:.0f} pool images per class)", flush=True)
+    return out
 
 
 def text_or_image(backbone) -> dict | None:
@@ -175,8 +227,9 @@ def main() -> None:
     report["memorisation"] = memorisation(backbone, Path(args.corpus))
     for name, m in (report["memorisation"] or {}).items():
         print(f"(1) {name} ({m['classes']}-way zero-shot): its concepts' pretraining drawings "
-              f"{m['pretraining_drawings']:.1f}% ({m['n_pretraining']} images), their test drawings "
-              f"{m['test_drawings']:.1f}% ({m['n_test']})")
+              f"{m['pretraining_drawings']:.1f}% ({m['n_pretraining']} images, plain), their test drawings "
+              f"{m['test_drawings']:.1f}% ({m['n_test']}): plain {m['test_drawings_plain']:.1f}%, "
+              f"on a background, rotated and scaled {m['test_drawings_varied']:.1f}%")
     report["text_or_image"] = text_or_image(backbone)
     if report["text_or_image"]:
         t = report["text_or_image"]
@@ -188,6 +241,8 @@ def main() -> None:
     report["coop_gain"] = coop_gain(backbone, model, pretrained)
     print("(4) the same, with the probe's fixed style split or a dataset-wide domain shift:")
     report["other_explanations"] = other_explanations(backbone, model, pretrained)
+    print("(5) headroom: zero-shot vs a linear probe on the same pool (base classes):")
+    report["headroom"] = headroom(backbone)
     report["seconds"] = time.perf_counter() - t0
     print(f"{report['seconds']:.0f} s")
     if args.out:
