@@ -70,7 +70,9 @@ with double_backward_attention():
 
 for n in names:
     diff = (grads_higher[n] - grads_manual[n]).abs().max().item()
-    print(f"{n:12s} |g| = {grads_manual[n].norm().item():.5f}   max |higher − manual| = {diff:.1e}")
+    # 4 significant digits and a bound: the last digits differ between CPUs (AVX2 vs AVX-512 kernels)
+    gap = "< 1e-6" if diff < 1e-6 else f"= {diff:.1e}"
+    print(f"{n:12s} |g| = {grads_manual[n].norm().item():.4g}   max |higher − manual| {gap}")
     assert torch.allclose(grads_higher[n], grads_manual[n], atol=1e-5, rtol=1e-4)
 assert torch.allclose(loss_q, lq.detach(), atol=1e-6)
 
