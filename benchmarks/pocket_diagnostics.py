@@ -72,17 +72,18 @@ def memorisation(backbone, corpus_dir: Path) -> dict | None:
         labels = torch.tensor([label_of[concept_of_image[i]] for i in seen])
         classifier = text_classifier(backbone, dataset.classnames, dataset.templates[:1])
         test = dataset.split == 1
-        plain = torch.tensor([int(row["variant"]) == 0 for row in rows])
-        features = image_features(backbone, dataset.images)
+        plain = torch.tensor([int(row["variant"]) == 0 for row in rows])[test]
+        logits = image_features(backbone, dataset.images[test]) @ classifier.t()
+        test_labels = dataset.labels[test]
 
         def acc(mask):
-            return accuracy(features[mask] @ classifier.t(), dataset.labels[mask])
+            return accuracy(logits[mask], test_labels[mask])
 
         out[name] = {"pretraining_drawings": accuracy(image_features(backbone, corpus.images[seen]) @ classifier.t(),
                                                       labels),
                      "n_pretraining": len(seen),
-                     "test_drawings": acc(test), "n_test": int(test.sum()),
-                     "test_drawings_plain": acc(test & plain), "test_drawings_varied": acc(test & ~plain),
+                     "test_drawings": accuracy(logits, test_labels), "n_test": len(test_labels),
+                     "test_drawings_plain": acc(plain), "test_drawings_varied": acc(~plain),
                      "classes": len(dataset.classnames)}
     return out
 

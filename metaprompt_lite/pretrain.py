@@ -176,12 +176,10 @@ def text_state_from_checkpoint(backbone: Backbone, checkpoint: str | Path, confi
     weight ``backbone``'s own (the seed's random init, as in a full run). :func:`distill_text` then only
     measures the held-out cosine and the image phase starts as usual, against that text tower, so an
     experiment on the corpus or the image phase changes nothing else."""
-    trained = dict(load_clip(config.model, str(checkpoint)).model.named_parameters())
-    text = {id(p) for p in text_parameters(backbone.model)}
+    trained = load_clip(config.model, str(checkpoint)).model
     with torch.no_grad():
-        for name, p in backbone.model.named_parameters():
-            if id(p) in text:
-                p.copy_(trained[name])
+        for mine, theirs in zip(text_parameters(backbone.model), text_parameters(trained)):
+            mine.copy_(theirs)
     optimizer = _adamw(text_parameters(backbone.model), config.text_lr, config.weight_decay)
     save_checkpoint(state_path, {"model": backbone.model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "step": config.text_steps})
