@@ -88,9 +88,9 @@ def _pretrain_parser(sub) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("text_lr", "image_lr", "concept_weight"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
-    p.add_argument("--no-image-bf16", dest="image_bf16", action="store_false",
-                   help="image phase in float32: bf16 autocast is several times slower, not faster, on CPUs "
-                   "without native bf16 (e.g. AVX2-only)")
+    p.add_argument("--image-bf16", action=argparse.BooleanOptionalAction, default=defaults.image_bf16,
+                   help="bf16 autocast in the image phase: ~25%% faster on CPUs with native bf16, ~14x slower "
+                   "on AVX2-only ones; the committed checkpoint was trained in float32 (default)")
 
 
 def _run_pretrain(args) -> int:

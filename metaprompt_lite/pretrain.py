@@ -62,9 +62,9 @@ class PretrainConfig:
     flip: bool = True
     holdout_fraction: float = 0.02
     checkpoint_every: int = 250
-    # bf16 autocast for the image tower: ~25 % faster on a CPU with native bf16 (the committed checkpoint's
-    # machine), ~14x slower on an AVX2-only CPU (0.65 s/step in float32 there); `--no-image-bf16`
-    image_bf16: bool = True
+    # bf16 autocast for the image tower: ~25 % faster on a CPU with native bf16, ~14x slower on an
+    # AVX2-only CPU (0.65 s/step in float32 there). The committed checkpoint: float32. `--image-bf16`
+    image_bf16: bool = False
     # experiments that change only the image phase: take this checkpoint's text tower instead of
     # distilling one (:func:`text_state_from_checkpoint`); `--text-from`
     text_from: str | None = None
@@ -395,11 +395,13 @@ def write_model_card(report_path: str | Path) -> Path:
         f"3. **Image tower** against the locked text tower: {cfg['image_steps']} AdamW steps, batch {cfg['image_batch']},",
         f"   lr {cfg['image_lr']}, soft InfoNCE over captions (same concept = positive) + {cfg['concept_weight']} × CE over",
         "   all training-concept name embeddings; random resized crops (scale ≥ "
-        f"{cfg['min_scale']}), flips, {cfg['grey_prob']} greyscale, no hue jitter; bf16 autocast.",
+        f"{cfg['min_scale']}), flips, {cfg['grey_prob']} greyscale, no hue jitter; "
+        + ("bf16 autocast." if cfg.get("image_bf16", True) else "float32."),
         f"4. Seed {cfg['seed']}; every phase resumable (state every {cfg['checkpoint_every']} steps).",
         "",
-        "Reproduce: `metaprompt-lite data build --corpus data/corpus && metaprompt-lite pretrain "
-        f"--text-steps {cfg['text_steps']}` (then `python -c \"from metaprompt_lite.pretrain import write_model_card; "
+        "Reproduce: " + report.get("reproduce", "`metaprompt-lite data build --corpus data/corpus && "
+                                   f"metaprompt-lite pretrain --text-steps {cfg['text_steps']}`")
+        + " (then `python -c \"from metaprompt_lite.pretrain import write_model_card; "
         "write_model_card('data/pocket-clip/pocket-clip.json')\"`).",
         "",
         "## Held-out policy",

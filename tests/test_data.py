@@ -149,14 +149,14 @@ def test_corpus_refuses_evaluation_drawings(tmp_path):
 
 
 def test_corpus_variants_hold_each_drawing_plain_and_as_random_variants(tmp_path):
-    """With ``variants=3`` (the experiment), like the suite's images: variant 0 plain on white, the others
-    seeded variants (background colour, rotation, scale, shift); every variant keeps its drawing's
-    captions and concept. The default stays 1, the committed checkpoint's corpus."""
+    """With ``variants=3`` (the default, the committed checkpoint's corpus), like the suite's images:
+    variant 0 plain on white, the others seeded variants (background colour, rotation, scale, shift);
+    every variant keeps its drawing's captions and concept."""
     square = Image.new("RGBA", (render.SIZE, render.SIZE), (0, 0, 0, 0))
     square.paste((200, 30, 30, 255), (16, 16, 48, 48))
     plan = build.Plan(corpus=[build.Item(build.Drawing(f"pkg:{k}", "pkg", k, "style", lambda: square), 0, "thing",
                                          "c1", "style", "corpus", ("a thing.",)) for k in "ab"])
-    assert build.CORPUS_VARIANTS == 1
+    assert build.CORPUS_VARIANTS == 3
     report = build.write_corpus(tmp_path, plan, set(), [], progress=False, variants=3)
     assert report["images"] == 6
     meta = json.loads((tmp_path / "corpus.json").read_text())
@@ -171,8 +171,11 @@ def test_corpus_variants_hold_each_drawing_plain_and_as_random_variants(tmp_path
     build.write_corpus(again, plan, set(), [], progress=False, variants=3)
     assert np.array_equal(np.load(again / "images.npy"), images)
     plain = tmp_path / "plain"
-    build.write_corpus(plain, plan, set(), [], progress=False)
-    assert np.array_equal(np.load(plain / "images.npy"), images[[0, 3]])
+    build.write_corpus(plain, plan, set(), [], progress=False, variants=1)
+    assert np.array_equal(np.load(plain / "images.npy"), images[[0, 3]])  # variant 0 = the plain corpus
+    default = tmp_path / "default"
+    build.write_corpus(default, plan, set(), [], progress=False)
+    assert np.array_equal(np.load(default / "images.npy"), images)
     assert json.loads((plain / "corpus.json").read_text())["variant"] == [0, 0]
     with pytest.raises(ValueError, match="at least 1"):
         build.corpus_variants(plan.corpus, 0)
@@ -272,8 +275,8 @@ def test_data_build_cli_passes_the_corpus_experiments_choices(tmp_path, monkeypa
         return {"datasets": [], "missing": {}}
 
     monkeypatch.setattr(build, "build", fake_build)
-    for flags, expected in (([], (True, 1)), (["--no-b2n-concept-images"], (False, 1)),
-                            (["--corpus-variants", "3"], (True, 3))):
+    for flags, expected in (([], (True, 3)), (["--no-b2n-concept-images"], (False, 3)),
+                            (["--corpus-variants", "1"], (True, 1))):
         assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--store", str(tmp_path / "s"),
                      "--corpus", str(tmp_path / "c"), *flags]) == 0
         assert seen[-1] == (tmp_path / "s", tmp_path / "c", *expected)

@@ -140,18 +140,22 @@ def test_minilm_teacher_is_a_real_sentence_encoder():
 
 
 def test_pretrain_cli_builds_its_config_from_the_flags(tmp_path, monkeypatch):
-    """`--no-image-bf16` (CPUs without native bf16, where autocast is slower) and the numeric flags reach
-    PretrainConfig; the rest keeps the dataclass defaults."""
+    """The image phase runs in float32 unless `--image-bf16` (autocast is faster only on CPUs with native
+    bf16); `--no-image-bf16` still means float32; the numeric flags reach PretrainConfig; the rest keeps
+    the dataclass defaults."""
     from metaprompt_lite.cli import main
 
     seen = []
     monkeypatch.setattr(P, "load_corpus", lambda folder: (_corpus(), SENTENCES))
     monkeypatch.setattr(P, "pretrain", lambda config, corpus, text: seen.append(config) or {})
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-steps", "7"]) == 0
-    assert main(["pretrain", "--corpus", str(tmp_path), "--no-image-bf16", "--concept-weight", "0"]) == 0
-    assert seen[0].image_bf16 is True and seen[0].image_steps == 7 and seen[0].concept_weight == 1.0
-    assert seen[1].image_bf16 is False and seen[1].concept_weight == 0.0
+    assert main(["pretrain", "--corpus", str(tmp_path), "--image-bf16", "--concept-weight", "0"]) == 0
+    assert main(["pretrain", "--corpus", str(tmp_path), "--no-image-bf16"]) == 0
+    assert P.PretrainConfig().image_bf16 is False
+    assert seen[0].image_bf16 is False and seen[0].image_steps == 7 and seen[0].concept_weight == 1.0
+    assert seen[1].image_bf16 is True and seen[1].concept_weight == 0.0
     assert seen[1].image_steps == P.PretrainConfig().image_steps
+    assert seen[2].image_bf16 is False
 
 
 def test_text_from_a_checkpoint_takes_its_text_tower_and_skips_distillation(tmp_path):

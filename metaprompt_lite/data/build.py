@@ -23,10 +23,11 @@ identity of a concept or image, so the build is byte-identical on every run):
   pretraining = 300 other train images per class.
 
 Every image records its *drawing* (package:file#element); a drawing used by the suite is never in
-the corpus (checked at the end of the build and by the tests). Corpus drawings are rendered plain;
-with ``corpus_variants=3`` (``--corpus-variants 3``, an experiment recorded in
-``data/pocket-clip/README.md``) also as 2 seeded variants the way the suite renders its own
-(background, rotation, scale, shift; photos: a crop), with the same captions.
+the corpus (checked at the end of the build and by the tests). Each corpus drawing is rendered plain
+and, by default (``corpus_variants=3``, ``--corpus-variants``), as 2 seeded variants the way the suite
+renders its own (background, rotation, scale, shift; photos: a crop), with the same captions;
+``--corpus-variants 1`` gives the plain-only corpus of the previous checkpoint (the comparison is in
+``data/pocket-clip/experiments/corpus-variants/``).
 """
 
 from __future__ import annotations
@@ -74,11 +75,11 @@ OBJECT_CATEGORIES = {"Objects": "emoji-objects", "Animals & Nature": "emoji-anim
 MAX_CLASSES = 100
 N_PROBE, N_EMOJI_DG, N_FLAGS_DG, N_FLAGS_B2N = 50, 40, 40, 100
 POOL_VARIANTS, TEST_VARIANTS, DG_VARIANTS = 3, 3, 4
-# renderings per corpus drawing: 1 = plain only (the committed checkpoint's corpus). The suite shows
-# most of its images on a coloured background, rotated and scaled, which plain drawings never teach:
-# zero-shot on those is a third of that on plain ones; 3 (plain + 2 such variants) is the experiment
-# measured in data/pocket-clip/README.md
-CORPUS_VARIANTS = 1
+# renderings per corpus drawing: plain + 2 seeded variants (the committed checkpoint's corpus). The
+# suite shows most of its images on a coloured background, rotated and scaled, which plain drawings
+# never teach: on a plain-only corpus (`--corpus-variants 1`, the previous checkpoint's) zero-shot on
+# those was a third of that on plain ones (data/pocket-clip/experiments/corpus-variants/)
+CORPUS_VARIANTS = 3
 B2N_EMOJI_STYLES = ("fluent-3d", "noto", "openmoji", "twemoji")  # 2 per class to the pool, 2 to the test
 B2N_CORPUS_STYLES = ("fluent", "fluent-flat", "fluent-hc")  # the B2N concepts' pretraining drawings
 B2N_FLAG_STYLES = ("circle-flags", "famfamfam", "openmoji", "twemoji")

@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="experiment: no image of the emoji B2N concepts in the corpus (their captions stay, "
                    "as text only); see data/pocket-clip/README.md")
     p.add_argument("--corpus-variants", type=int, default=CORPUS_VARIANTS,
-                   help=f"renderings per corpus drawing: 1 = plain (default: {CORPUS_VARIANTS}, the committed "
-                   "checkpoint's corpus); 3 = plus 2 on a random background, rotated and scaled, like the suite's "
-                   "images (experiment, see data/pocket-clip/README.md)")
+                   help=f"renderings per corpus drawing: 1 = plain (the previous checkpoint's corpus); 3 = plus 2 on "
+                   f"a random background, rotated and scaled, like the suite's images (default: {CORPUS_VARIANTS}, "
+                   "the committed checkpoint's corpus; see data/pocket-clip/README.md)")
     p = sub.add_parser("sheet", help="save a contact sheet (PNG) per dataset")
     p.add_argument("--out", default="figures/data")
 
