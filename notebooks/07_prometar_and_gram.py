@@ -108,8 +108,9 @@ table
 
 # %% [markdown]
 # The Δ column is what the target asks for ("each improves the learner it wraps on HM"): all
-# three do on this suite — ProMetaR clearly (+2.3), the GRAM variants by about half a point, in line
-# with GRAM's weak meta-signal on this corpus (above). `results/FINDINGS.md` has the details.
+# three do on this suite — ProMetaR by +2.7, the GRAM variants by +1.3 and +1.6 (about half a point
+# on the previous, plain-corpus checkpoint), although GRAM's meta-signal on this corpus is weak
+# (above). `results/FINDINGS.md` has the details.
 #
 # ## Summary
 # - ProMetaR learns how strongly to apply a regulariser, per layer and per gradient entry, with a
