@@ -144,7 +144,7 @@ def test_corpus_refuses_evaluation_drawings(tmp_path):
     with pytest.raises(AssertionError, match="evaluation drawings in the pretraining corpus"):
         build.write_corpus(tmp_path, plan, {"pkg:b"}, [], progress=False)
     report = build.write_corpus(tmp_path, plan, {"pkg:z"}, ["extra sentence."], progress=False)
-    assert report["images"] == 2 and (tmp_path / "images.npy").is_file()
+    assert report["images"] == 2 * build.CORPUS_VARIANTS and (tmp_path / "images.npy").is_file()
     assert "extra sentence." in (tmp_path / "text.txt").read_text()
 
 
