@@ -1,4 +1,4 @@
-"""Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (~7 min).
+"""Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (7–13 min).
 
     python benchmarks/pocket_diagnostics.py [--out data/pocket-clip/diagnostics.json]
 

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 08 · Gradient alignment: why meta-learned prompts generalise
+# # 08 · Gradient alignment: the quantity meta-learned prompts are rewarded for
 #
 # Split the base classes of a batch into two disjoint groups S and Q and take the prompt gradients
 # of each group's loss, g_S and g_Q. Their cosine tells whether an update that helps S also helps
@@ -8,8 +8,9 @@
 # $$L_Q(\theta - \alpha g_S) \approx L_Q(\theta) - \alpha\, \langle g_Q, g_S\rangle ,$$
 #
 # so meta-learning (MetaPrompt's cross-class episodes, ProMetaR's class episodes) rewards prompts on
-# which class groups *agree*. Groups that disagree mean the prompt is fitting what is specific to
-# each class — memorisation, which is what hurts unseen (new) classes.
+# which class groups *agree*. The hypothesis behind it: groups that disagree mean the prompt is
+# fitting what is specific to each class — memorisation, which would hurt unseen (new) classes.
+# This notebook measures whether that holds on the pocket CLIP (on this checkpoint, only partly).
 #
 # `metaprompt_lite.analysis.alignment_curve` trains a method through the shared engine and, every
 # few steps, measures the alignment on fixed class splits of the training shots and the base/new
