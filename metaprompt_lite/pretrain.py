@@ -317,14 +317,14 @@ def pretrain(config: PretrainConfig, corpus: ImageTextCorpus, text_corpus: Seque
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     backbone = load_clip(config.model)
+    if config.text_from and not (work / "text.pt").is_file():  # first: a bad path fails before the MiniLM work
+        text_state_from_checkpoint(backbone, config.text_from, config, work / "text.pt")
     report: dict = {"config": asdict(config)}
     sentences = sorted(set(text_corpus) | {c for caps in corpus.captions for c in caps})
     t0 = time.perf_counter()
     targets = teacher_targets(sentences, work, config.progress)
     report["teacher_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if config.text_from and not (work / "text.pt").is_file():
-        text_state_from_checkpoint(backbone, config.text_from, config, work / "text.pt")
     report.update(distill_text(backbone, sentences, targets, config, work / "text.pt"))
     report["text_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()

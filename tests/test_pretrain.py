@@ -177,3 +177,10 @@ def test_text_from_a_checkpoint_takes_its_text_tower_and_skips_distillation(tmp_
     visual_after = backbone.model.visual.state_dict()
     assert all(torch.equal(v, visual_after[k]) for k, v in visual_before.items())
     assert any(not torch.equal(v, saved.visual.state_dict()[k]) for k, v in visual_after.items())
+
+
+def test_a_missing_text_from_checkpoint_fails_before_the_teacher_targets(tmp_path, monkeypatch):
+    """A wrong `--text-from` path is reported at once, not after minutes of MiniLM embeddings."""
+    monkeypatch.setattr(P, "teacher_targets", lambda *a, **k: pytest.fail("teacher targets computed first"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        P.pretrain(_config(tmp_path, text_from=str(tmp_path / "missing.safetensors")), _corpus(), SENTENCES)
