@@ -173,6 +173,21 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _portable_path(path: str | None) -> str | None:
+    """A checkpoint under the data directory as ``data/...`` (the committed results must not name
+    this machine's clone); any other path or tag unchanged."""
+    from pathlib import Path
+
+    from metaprompt_lite.paths import data_dir
+
+    if path is None or not Path(path).exists():
+        return path
+    try:
+        return str(Path("data") / Path(path).resolve().relative_to(data_dir().resolve()))
+    except ValueError:
+        return path
+
+
 def _record_bench_meta(args, walls: dict[str, float]) -> None:
     """results/bench_meta.json: what ran, on what, how long. Wall times are summed per suite over
     resumed invocations (an invocation killed before it ends adds nothing: add it by hand)."""
@@ -182,7 +197,7 @@ def _record_bench_meta(args, walls: dict[str, float]) -> None:
 
     path = Path(args.out_dir) / "bench_meta.json"
     meta = json.loads(path.read_text()) if path.is_file() else {}
-    meta.update(model=args.model, pretrained=_pretrained(args.pretrained), tier=args.tier,
+    meta.update(model=args.model, pretrained=_portable_path(_pretrained(args.pretrained)), tier=args.tier,
                 machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {__import__('torch').__version__}")
     meta["seeds"] = sorted(set(meta.get("seeds", [])) | set(args.seeds))
     by_suite = meta.setdefault("wall_minutes_by_suite", {})

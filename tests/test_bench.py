@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -130,4 +131,21 @@ def test_bench_meta_sums_wall_time_per_suite_over_resumed_invocations(tmp_path):
     meta = json.loads((tmp_path / "bench_meta.json").read_text())
     assert meta["seeds"] == [1, 2, 3]
     assert meta["wall_minutes_by_suite"] == {"b2n": 15.0, "dg": 2.0}
-    assert meta["wall_minutes"] == 17.0
+    assert meta["wall_minutes"] == 17.0 and meta["pretrained"] is None
+
+
+def test_bench_meta_names_the_default_checkpoint_relative_to_the_clone(tmp_path):
+    """The committed results/bench_meta.json must not carry this machine's absolute path."""
+    import argparse
+    import json
+
+    from metaprompt_lite.cli import _record_bench_meta
+    from metaprompt_lite.paths import POCKET_CHECKPOINT, data_dir
+
+    absolute = str((data_dir() / POCKET_CHECKPOINT).resolve())
+    if not Path(absolute).is_file():
+        pytest.skip("no committed pocket CLIP checkpoint")
+    for pretrained, expected in ((absolute, f"data/{POCKET_CHECKPOINT}"), ("openai", "openai")):
+        _record_bench_meta(argparse.Namespace(out_dir=str(tmp_path), model="pocket-clip", pretrained=pretrained,
+                                              tier="pocket", seeds=[1]), {"b2n": 60.0})
+        assert json.loads((tmp_path / "bench_meta.json").read_text())["pretrained"] == expected
