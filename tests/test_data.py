@@ -270,13 +270,13 @@ def test_data_build_cli_passes_the_corpus_experiments_choices(tmp_path, monkeypa
 
     seen = []
 
-    def fake_build(store, corpus, sources, datasets, b2n_concept_images=True, corpus_variants=None):
-        seen.append((Path(store), corpus, b2n_concept_images, corpus_variants))
+    def fake_build(store, corpus, sources, datasets, b2n_concept_images=True, corpus_variants=None, clipart=None):
+        seen.append((Path(store), corpus, b2n_concept_images, corpus_variants, clipart))
         return {"datasets": [], "missing": {}}
 
     monkeypatch.setattr(build, "build", fake_build)
-    for flags, expected in (([], (True, 3)), (["--no-b2n-concept-images"], (False, 3)),
-                            (["--corpus-variants", "1"], (True, 1))):
+    for flags, expected in (([], (True, 3, False)), (["--no-b2n-concept-images"], (False, 3, False)),
+                            (["--corpus-variants", "1"], (True, 1, False)), (["--clipart"], (True, 3, True))):
         assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--store", str(tmp_path / "s"),
                      "--corpus", str(tmp_path / "c"), *flags]) == 0
         assert seen[-1] == (tmp_path / "s", tmp_path / "c", *expected)

@@ -21,6 +21,8 @@ identity of a concept or image, so the build is byte-identical on every run):
 * **Cards** (52 classes): pool = 4 decks, test = 6 other decks, pretraining = 14 further decks.
 * **Fashion-MNIST**: pool = 50 train images per class, test = 100 test images per class,
   pretraining = 300 other train images per class.
+* **Clipart** (only with ``clipart=True``, ``--clipart``, an experiment): Tux Paint stamps and
+  Openclipart drawings, corpus only, none naming an evaluated emoji concept (:func:`plan_clipart`).
 
 Every image records its *drawing* (package:file#element); a drawing used by the suite is never in
 the corpus (checked at the end of the build and by the tests). Each corpus drawing is rendered plain
@@ -412,6 +414,31 @@ def plan_cards(sources: Sources, plan: Plan) -> None:
                                      f"the {name} from a deck of cards")))
 
 
+def plan_clipart(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
+    """Corpus-only images with names no suite dataset uses: Tux Paint stamps and Openclipart
+    (:mod:`metaprompt_lite.data.clipart`). An image naming an evaluated emoji concept is dropped (for
+    the probe and emoji-pacs also by head noun), so held-out concepts stay held out."""
+    from metaprompt_lite.data import clipart
+
+    stamps = clipart.tuxpaint_stamps(sources.require(sources.tuxpaint, "tuxpaint-stamps-default"))
+    vocabulary = clipart.english_vocabulary(sources.require(Path(sources.wordnet), "wordnet-base"))
+    drawings = clipart.openclipart(sources.require(sources.openclipart, "openclipart-svg"), vocabulary)
+    strict = plan.classnames.get("emoji-unseen", []) + plan.classnames.get("emoji-pacs", [])
+    exact = [n for d in OBJECT_CATEGORIES.values() for n in plan.classnames.get(d, [])]
+    if not strict:
+        raise SourceMissing("the clipart filter needs the emoji sources (the probe's class names)")
+    terms = clipart.excluded_terms(strict, exact)
+    roots = {"tuxpaint-stamps-default": Path(sources.tuxpaint), "openclipart-svg": Path(sources.openclipart)}
+    for image in stamps + drawings:
+        if clipart.mentions(f"{image.name} {image.description or ''} {image.category.replace('_', ' ')}", terms):
+            continue
+        rel = str(image.path.relative_to(roots[image.package]))
+        drawing = Drawing(f"{image.package}:{rel}", image.package, rel, "clipart",
+                          lambda path=image.path: render.render_file_or_rsvg(path))
+        plan.corpus.append(Item(drawing, 0, image.name, f"clipart-{image.name}", image.package.split("-")[0],
+                                "corpus", clipart.captions(image, glosses)))
+
+
 def plan_fashion(sources: Sources, plan: Plan) -> None:
     train_x, train_y = fashion_mnist(sources, "train")
     test_x, test_y = fashion_mnist(sources, "t10k")
@@ -559,12 +586,15 @@ def text_corpus_extras(plan: Plan, glosses: dict[str, str], limit: int = 30000) 
 
 
 def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list[str] | None = None,
-          progress: bool = True, b2n_concept_images: bool = True, corpus_variants: int = CORPUS_VARIANTS) -> dict:
+          progress: bool = True, b2n_concept_images: bool = True, corpus_variants: int = CORPUS_VARIANTS,
+          clipart: bool = False) -> dict:
     """Plan, render and write the suite (and the corpus if ``corpus_dir``). Returns a report;
     ``report["missing"]`` lists datasets that could not be built and why (with install lines).
     ``b2n_concept_images=False`` keeps every image of the emoji B2N concepts out of the corpus
     (their captions stay, as text only); ``corpus_variants`` renderings per corpus drawing
-    (:func:`corpus_variants`). The suite is the same either way."""
+    (:func:`corpus_variants`); ``clipart=True`` adds the Tux Paint / Openclipart images
+    (:func:`plan_clipart`, an experiment: ``data/pocket-clip/experiments/clipart/``). The suite is
+    the same either way."""
     t0 = time.perf_counter()
     plan = Plan(b2n_concept_images=b2n_concept_images)
     try:
@@ -577,9 +607,11 @@ def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list
              ("flags", plan_flags, ("flags", "flags-dg")),
              ("cards", plan_cards, ("cards",)),
              ("fashion", plan_fashion, ("fashion",)))
+    if clipart and corpus_dir is not None:
+        steps += (("clipart", plan_clipart, ("clipart (corpus only)",)),)
     for source, planner, names in steps:
         try:
-            if planner is plan_emoji:
+            if planner in (plan_emoji, plan_clipart):
                 planner(sources, plan, glosses)
             else:
                 planner(sources, plan)

@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"renderings per corpus drawing: 1 = plain (the previous checkpoint's corpus); 3 = plus 2 on "
                    f"a random background, rotated and scaled, like the suite's images (default: {CORPUS_VARIANTS}, "
                    "the committed checkpoint's corpus; see data/pocket-clip/README.md)")
+    p.add_argument("--clipart", action="store_true",
+                   help="experiment: add Tux Paint stamps and Openclipart drawings (names no suite dataset "
+                   "evaluates) to the corpus; needs apt packages tuxpaint-stamps-default openclipart-svg; see "
+                   "data/pocket-clip/experiments/clipart/")
     p = sub.add_parser("sheet", help="save a contact sheet (PNG) per dataset")
     p.add_argument("--out", default="figures/data")
 
@@ -79,7 +83,8 @@ def _build(args) -> int:
     corpus = Path(args.corpus) if args.corpus else None
     t0 = time.perf_counter()
     report = build(store, corpus, Sources(npm=prefix), args.datasets,
-                   b2n_concept_images=not args.no_b2n_concept_images, corpus_variants=args.corpus_variants)
+                   b2n_concept_images=not args.no_b2n_concept_images, corpus_variants=args.corpus_variants,
+                   clipart=args.clipart)
     print(f"built {len(report['datasets'])} datasets into {store} in {time.perf_counter() - t0:.0f} s")
     if "corpus" in report:
         print(f"corpus: {report['corpus']} in {corpus}")

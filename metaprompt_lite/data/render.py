@@ -48,6 +48,22 @@ def render_file(path: Path, size: int = SIZE) -> Image.Image:
         return fit(image, size)
 
 
+def render_file_or_rsvg(path: Path, size: int = SIZE) -> Image.Image:
+    """:func:`render_file`, falling back to ``rsvg-convert`` for the SVGs cairosvg refuses (XML
+    entities, no declared size, ...). Used for the corpus-only clipart, whose SVGs come from many
+    editors; the suite's and the emoji's drawings keep the plain renderer."""
+    try:
+        return render_file(path, size)
+    except Exception:
+        if Path(path).suffix != ".svg":
+            raise
+    try:
+        png = subprocess.run(["rsvg-convert", "-w", str(size * 2), str(path)], capture_output=True, check=True).stdout
+    except FileNotFoundError as error:
+        raise RuntimeError("rsvg-convert is missing: apt-get install -y librsvg2-bin") from error
+    return fit(Image.open(io.BytesIO(png)), size)
+
+
 def render_svg_element(path: Path, element_id: str, height: int = SIZE * 6) -> Image.Image:
     """One element (e.g. a card) cut out of a multi-element SVG with ``rsvg-convert -i``, cropped to
     its visible pixels (some decks give elements an oversized invisible bounding box)."""

@@ -32,6 +32,7 @@ NPM_PACKAGES = {
 }
 APT_PACKAGES = ("gnome-cards-data", "kdegames-card-data-kf5", "librsvg2-bin", "famfamfam-flag-png",
                 "wordnet-base", "dataset-fashion-mnist")
+CLIPART_APT_PACKAGES = ("tuxpaint-stamps-default", "openclipart-svg")  # only for `data build --clipart`
 
 
 def npm_install_line(prefix: str | Path) -> str:
@@ -57,6 +58,8 @@ LICENCES = {
     "kdegames-card-data-kf5": "GPL-2+/LGPL-2+",
     "dataset-fashion-mnist": "MIT",
     "wordnet-base": "WordNet 3.0 licence",
+    "tuxpaint-stamps-default": "GPL-2",
+    "openclipart-svg": "public domain (Creative Commons Public Domain Dedication)",
 }
 
 
@@ -86,6 +89,8 @@ class Sources:
     famfamfam: Path = Path("/usr/share/flags/countries/16x11")
     wordnet: Path = Path("/usr/share/wordnet")
     fashion: Path = Path("/usr/share/datasets/fashion-mnist")
+    tuxpaint: Path = Path("/usr/share/tuxpaint/stamps")
+    openclipart: Path = Path("/usr/share/openclipart/svg")
     versions: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -116,7 +121,9 @@ class Sources:
 
     def require(self, path: Path, package: str) -> Path:
         if not Path(path).exists():
-            line = npm_install_line(self.npm) if package in NPM_PACKAGES else APT_INSTALL_LINE
+            line = (npm_install_line(self.npm) if package in NPM_PACKAGES else
+                    "apt-get install -y --no-install-recommends " + " ".join(CLIPART_APT_PACKAGES)
+                    if package in CLIPART_APT_PACKAGES else APT_INSTALL_LINE)
             raise SourceMissing(f"{package} not found ({path} is missing); install it with:\n  {line}")
         return Path(path)
 

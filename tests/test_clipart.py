@@ -1,0 +1,147 @@
+"""Corpus-only clipart (Tux Paint stamps, Openclipart): names, captions and, above all, the filter that
+keeps held-out concepts out of pretraining."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from metaprompt_lite.data import build, clipart
+from metaprompt_lite.data.sources import SourceMissing, Sources
+
+SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><rect x="1" y="2" width="8" height="6"
+fill="#c03"/></svg>"""
+VOCABULARY = {"small", "truck", "owl", "branch", "red", "umbrella", "cow", "brown", "glass", "eiffel", "tower"}
+
+
+def test_openclipart_names_keep_the_leading_english_words():
+    assert clipart.openclipart_name("small_truck_steffen_gluc_01", VOCABULARY) == "small truck"
+    assert clipart.openclipart_name("owl_on_branch_ganson", VOCABULARY) == "owl on branch"
+    assert clipart.openclipart_name("owl_on_ganson", VOCABULARY) == "owl"  # a stop word never ends a name
+    assert clipart.openclipart_name("farfalla_stilizzata", VOCABULARY) is None
+    assert clipart.openclipart_name("small_01", VOCABULARY) is None  # only generic words
+    assert clipart.openclipart_name("umbrellas", VOCABULARY) == "umbrellas"  # a regular plural
+
+
+def test_head_nouns_name_the_object_of_a_concept():
+    assert clipart.head_nouns("rescue worker’s helmet") == ["helmet"]
+    assert clipart.head_nouns("glass of milk") == ["glass"]
+    assert clipart.head_nouns("nut and bolt") == ["nut", "bolt"]
+    assert clipart.head_nouns("sun with face") == ["sun"]
+    assert clipart.head_nouns("tiger face") == ["tiger"]
+    assert clipart.head_nouns("pig nose") == ["pig"]
+    assert clipart.head_nouns("ten o’clock") == ["clock"]
+    assert clipart.head_nouns("globe showing americas") == ["globe"]
+    assert clipart.head_nouns("woman’s boot") == ["boot"]
+
+
+def test_the_filter_drops_held_out_concepts_by_name_and_head_noun_but_b2n_names_only_exactly():
+    terms = clipart.excluded_terms(["cow", "rescue worker’s helmet"], ["red apple"])
+    assert clipart.mentions("A brown cow.", terms)
+    assert clipart.mentions("three cows", terms)  # plural
+    assert clipart.mentions("a bike helmet", terms)  # head noun of a strict name
+    assert clipart.mentions("Rescue Worker's Helmet", terms)  # case and apostrophe normalised
+    assert clipart.mentions("a red apple", terms)
+    assert not clipart.mentions("an apple", terms)  # B2N names: exact phrase only
+    assert not clipart.mentions("a scowl", terms)  # whole words only
+    assert not clipart.mentions("a cowboy hat", terms)
+
+
+def _fake_sources(tmp_path: Path) -> Sources:
+    stamps = tmp_path / "tuxpaint"
+    for folder, stem, text in (("animals/bovines", "cow_brown", "A brown cow.\nfr.utf8=Une vache."),
+                               ("household", "umbrella_red", "A red umbrella. It keeps you dry!"),
+                               ("symbols/alphabets/english", "a_lower", "The letter a."),
+                               ("household", "no_image", "A thing without an image.")):
+        (stamps / folder).mkdir(parents=True, exist_ok=True)
+        (stamps / folder / f"{stem}.txt").write_text(text)
+        if stem != "no_image":
+            Image.new("RGBA", (40, 30), (200, 30, 30, 255)).save(stamps / folder / f"{stem}.png")
+    art = tmp_path / "openclipart"
+    for rel in ("animals/birds/owl_on_branch_ganson.svg", "tools/owl_on_branch_copy.svg",  # same bytes
+                "shapes/stars/star_5pt.svg", "tools/small_truck_01.svg", "food/brown_cow_01.svg"):
+        (art / rel).parent.mkdir(parents=True, exist_ok=True)
+        (art / rel).write_bytes(SVG + rel.encode() if "owl" not in rel else SVG)
+    wordnet = tmp_path / "wordnet"
+    wordnet.mkdir()
+    (wordnet / "index.noun").write_text("  header line\n" + "".join(f"{w} n 1 0 1 0 00000000\n" for w in sorted(VOCABULARY)))
+    for pos in ("verb", "adj", "adv"):
+        (wordnet / f"index.{pos}").write_text("")
+    return Sources(npm=tmp_path / "npm", wordnet=wordnet, tuxpaint=stamps, openclipart=art)
+
+
+def test_sources_are_read_with_names_descriptions_and_one_file_per_content(tmp_path):
+    sources = _fake_sources(tmp_path)
+    stamps = clipart.tuxpaint_stamps(sources.tuxpaint)
+    assert [(s.name, s.description, s.category) for s in stamps] == [
+        ("brown cow", "A brown cow.", "bovines"), ("red umbrella", "A red umbrella.", "household")]
+    vocabulary = clipart.english_vocabulary(sources.wordnet)
+    assert "owl" in vocabulary and "header" not in vocabulary
+    drawings = clipart.openclipart(sources.openclipart, vocabulary)
+    assert sorted(d.name for d in drawings) == ["brown cow", "owl on branch", "small truck"]  # no star, one owl
+    captions = clipart.captions(stamps[1], {"umbrella": "a canopy against rain"})
+    assert captions[:2] == ("A red umbrella.", "a red umbrella")
+    assert "a picture of red umbrella" in captions and "red umbrella: a canopy against rain" in captions
+    assert clipart.stamp_name("The letter s with a very long description.") is None
+
+
+def test_plan_clipart_adds_corpus_only_items_and_keeps_the_probe_concept_out(tmp_path):
+    sources = _fake_sources(tmp_path)
+    plan = build.Plan(classnames={"emoji-unseen": ["cow"], "emoji-pacs": ["swan"], "emoji-food": ["red apple"]})
+    build.plan_clipart(sources, plan, {})
+    names = sorted(i.classname for i in plan.corpus)
+    assert names == ["owl on branch", "red umbrella", "small truck"]  # both cows dropped
+    assert all(i.split == "corpus" and i.captions for i in plan.corpus)
+    assert {i.domain for i in plan.corpus} == {"tuxpaint", "openclipart"}
+    assert all(i.concept == f"clipart-{i.classname}" for i in plan.corpus)
+    assert not plan.datasets  # never in the suite
+    images = build.produce(plan.corpus, progress=False)
+    assert images.shape == (3, 3, 64, 64) and (images < 255).any()
+    with pytest.raises(SourceMissing, match="probe"):
+        build.plan_clipart(sources, build.Plan(), {})
+    with pytest.raises(SourceMissing, match="apt-get install -y --no-install-recommends tuxpaint-stamps-default openclipart-svg$"):
+        build.plan_clipart(Sources(npm=tmp_path, tuxpaint=tmp_path / "none"), plan, {})
+
+
+def test_a_built_corpus_names_no_probe_or_dg_concept_in_its_clipart():
+    """When the pretraining corpus is built (not committed): no clipart caption names a probe or
+    emoji-pacs concept or its head noun."""
+    corpus = Path(__file__).parents[1] / "data" / "corpus" / "corpus.json"
+    if not corpus.is_file():
+        pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
+    meta = json.loads(corpus.read_text())
+    suite = Path(__file__).parents[1] / "data" / "suite"
+    strict = [n for d in ("emoji-unseen", "emoji-pacs") for n in json.loads((suite / f"{d}.json").read_text())["classnames"]]
+    terms = clipart.excluded_terms(strict, [])
+    clip = [k for k, c in enumerate(meta["concept_ids"]) if c.startswith("clipart-")]
+    if not clip:
+        pytest.skip("corpus built without clipart (--no-clipart)")
+    leaked = {meta["concept_names"][c] for c in clip if clipart.mentions(meta["concept_names"][c], terms)}
+    assert not leaked
+    captions = [c for caps, k in zip(meta["captions"], meta["concepts"]) if meta["concept_ids"][k].startswith("clipart-")
+                for c in caps]
+    assert not [c for c in captions if clipart.mentions(c.split(":")[0], terms)]  # glosses may use common words
+
+
+def test_clipart_svgs_cairosvg_refuses_render_with_rsvg(tmp_path):
+    """Some Openclipart / Tux Paint SVGs declare XML entities (Illustrator exports), which cairosvg
+    refuses; the clipart renderer falls back to rsvg-convert instead of leaving a blank image."""
+    import shutil
+
+    from metaprompt_lite.data import render
+
+    if shutil.which("rsvg-convert") is None:
+        pytest.skip("rsvg-convert not installed (apt-get install -y librsvg2-bin)")
+    path = tmp_path / "entity.svg"
+    path.write_text('<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY ns_svg "http://www.w3.org/2000/svg">]>'
+                    '<svg xmlns="&ns_svg;" width="10" height="10"><rect x="2" y="2" width="6" height="6" '
+                    'fill="#c03"/></svg>')
+    with pytest.raises(Exception):
+        render.render_file(path)
+    image = render.render_file_or_rsvg(path)
+    assert image.size == (render.SIZE, render.SIZE) and image.getchannel("A").getbbox() is not None
+    red = [p for p in image.getdata() if p[3] == 255]
+    assert red and all(p[0] > 150 and p[1] < 60 for p in red)
