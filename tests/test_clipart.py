@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -14,7 +15,7 @@ from metaprompt_lite.data.sources import SourceMissing, Sources
 
 SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><rect x="1" y="2" width="8" height="6"
 fill="#c03"/></svg>"""
-VOCABULARY = {"small", "truck", "owl", "branch", "red", "umbrella", "cow", "brown", "glass", "eiffel", "tower"}
+VOCABULARY = {"small", "truck", "owl", "branch", "red", "umbrella", "cow", "brown", "glass", "eiffel", "tower", "blue"}
 
 
 def test_openclipart_names_keep_the_leading_english_words():
@@ -24,6 +25,7 @@ def test_openclipart_names_keep_the_leading_english_words():
     assert clipart.openclipart_name("farfalla_stilizzata", VOCABULARY) is None
     assert clipart.openclipart_name("small_01", VOCABULARY) is None  # only generic words
     assert clipart.openclipart_name("umbrellas", VOCABULARY) == "umbrellas"  # a regular plural
+    assert clipart.openclipart_name("owl_bb_01", VOCABULARY | {"bb"}) == "owl"  # 2-letter lemmas end a name
 
 
 def test_head_nouns_name_the_object_of_a_concept():
@@ -50,6 +52,20 @@ def test_the_filter_drops_held_out_concepts_by_name_and_head_noun_but_b2n_names_
     assert not clipart.mentions("a cowboy hat", terms)
 
 
+def test_the_filter_catches_singulars_plurals_look_alikes_and_folder_names():
+    """Leaks the first --clipart build let through (data/pocket-clip/experiments/clipart/): a grape
+    for "grapes", a padlock for "locked", a piano for "musical keyboard", a house in a folder name."""
+    terms = clipart.excluded_terms(["grapes", "blueberries", "locked", "musical keyboard", "house", "elephant"], [])
+    assert clipart.mentions("a bunch of grape", terms) and clipart.mentions("a blueberry", terms)
+    assert clipart.mentions("elephants", terms) and clipart.mentions("blueberries", terms)
+    assert clipart.mentions("a closed padlock", terms) and clipart.mentions("piano keys", terms)
+    assert clipart.mentions("town/houses/cartoon/red_roof.png", terms)  # folders and file names count
+    assert clipart.mentions("chalet_di_montagna", terms)  # a look-alike of "house"
+    assert not clipart.mentions("a gull", terms) and not clipart.mentions("a greenhouse", terms)
+    assert clipart.singular("blueberries") == "blueberry" and clipart.singular("glasses") == "glass"
+    assert clipart.singular("grapes") == "grape" and clipart.singular("bus") == "bus"
+
+
 def _fake_sources(tmp_path: Path) -> Sources:
     stamps = tmp_path / "tuxpaint"
     for folder, stem, text in (("animals/bovines", "cow_brown", "A brown cow.\nfr.utf8=Une vache."),
@@ -61,10 +77,13 @@ def _fake_sources(tmp_path: Path) -> Sources:
         if stem != "no_image":
             Image.new("RGBA", (40, 30), (200, 30, 30, 255)).save(stamps / folder / f"{stem}.png")
     art = tmp_path / "openclipart"
-    for rel in ("animals/birds/owl_on_branch_ganson.svg", "tools/owl_on_branch_copy.svg",  # same bytes
-                "shapes/stars/star_5pt.svg", "tools/small_truck_01.svg", "food/brown_cow_01.svg"):
+    files = {"animals/birds/owl_on_branch_ganson.svg": b"owl", "tools/owl_on_branch_copy.svg": b"owl",  # same bytes
+             "shapes/stars/star_5pt.svg": b"star", "tools/small_truck_01.svg": b"truck", "food/brown_cow_01.svg": b"cow",
+             "tools/glass.svg": b"glass",  # the name of a concept the corpus already has
+             "garage/blue_truck.svg": b"blue", "vehicles/cows/blue_truck.svg": b"blue"}  # one copy in a "cows" folder
+    for rel, tag in files.items():
         (art / rel).parent.mkdir(parents=True, exist_ok=True)
-        (art / rel).write_bytes(SVG + rel.encode() if "owl" not in rel else SVG)
+        (art / rel).write_bytes(SVG + b"<!--" + tag + b"-->")
     wordnet = tmp_path / "wordnet"
     wordnet.mkdir()
     (wordnet / "index.noun").write_text("  header line\n" + "".join(f"{w} n 1 0 1 0 00000000\n" for w in sorted(VOCABULARY)))
@@ -81,19 +100,27 @@ def test_sources_are_read_with_names_descriptions_and_one_file_per_content(tmp_p
     vocabulary = clipart.english_vocabulary(sources.wordnet)
     assert "owl" in vocabulary and "header" not in vocabulary
     drawings = clipart.openclipart(sources.openclipart, vocabulary)
-    assert sorted(d.name for d in drawings) == ["brown cow", "owl on branch", "small truck"]  # no star, one owl
-    captions = clipart.captions(stamps[1], {"umbrella": "a canopy against rain"})
+    assert sorted(d.name for d in drawings) == ["blue truck", "brown cow", "glass", "owl on branch", "small truck"]  # no star, one owl
+    truck = next(d for d in drawings if d.name == "blue truck")
+    assert truck.paths == "garage/blue_truck.svg vehicles/cows/blue_truck.svg"  # every copy's path, for the filter
+    captions = clipart.captions(stamps[1], {"red umbrella": "a canopy against rain", "umbrella": "wrong sense"})
     assert captions[:2] == ("A red umbrella.", "a red umbrella")
     assert "a picture of red umbrella" in captions and "red umbrella: a canopy against rain" in captions
+    assert not any("wrong sense" in c for c in clipart.captions(stamps[1], {"umbrella": "wrong sense"}))
     assert clipart.stamp_name("The letter s with a very long description.") is None
 
 
 def test_plan_clipart_adds_corpus_only_items_and_keeps_the_probe_concept_out(tmp_path):
     sources = _fake_sources(tmp_path)
-    plan = build.Plan(classnames={"emoji-unseen": ["cow"], "emoji-pacs": ["swan"], "emoji-food": ["red apple"]})
+    glass = build.Item(build.Drawing("pkg:glass", "pkg", "glass", "style", lambda: None), 0, "glass", "1F95B",
+                       "noto", "corpus", ("glass",))
+    plan = build.Plan(classnames={"emoji-unseen": ["cow"], "emoji-pacs": ["swan"], "emoji-food": ["red apple"]},
+                      corpus=[glass])
     build.plan_clipart(sources, plan, {})
+    plan.corpus.remove(glass)
     names = sorted(i.classname for i in plan.corpus)
-    assert names == ["owl on branch", "red umbrella", "small truck"]  # both cows dropped
+    # dropped: both cows (probe), the glass (a corpus concept's name), the blue truck (a copy sits in "cows/")
+    assert names == ["owl on branch", "red umbrella", "small truck"]
     assert all(i.split == "corpus" and i.captions for i in plan.corpus)
     assert {i.domain for i in plan.corpus} == {"tuxpaint", "openclipart"}
     assert all(i.concept == f"clipart-{i.classname}" for i in plan.corpus)
@@ -118,7 +145,7 @@ def test_a_built_corpus_names_no_probe_or_dg_concept_in_its_clipart():
     terms = clipart.excluded_terms(strict, [])
     clip = [k for k, c in enumerate(meta["concept_ids"]) if c.startswith("clipart-")]
     if not clip:
-        pytest.skip("corpus built without clipart (--no-clipart)")
+        pytest.skip("corpus built without --clipart")
     leaked = {meta["concept_names"][c] for c in clip if clipart.mentions(meta["concept_names"][c], terms)}
     assert not leaked
     captions = [c for caps, k in zip(meta["captions"], meta["concepts"]) if meta["concept_ids"][k].startswith("clipart-")
@@ -143,5 +170,6 @@ def test_clipart_svgs_cairosvg_refuses_render_with_rsvg(tmp_path):
         render.render_file(path)
     image = render.render_file_or_rsvg(path)
     assert image.size == (render.SIZE, render.SIZE) and image.getchannel("A").getbbox() is not None
-    red = [p for p in image.getdata() if p[3] == 255]
-    assert red and all(p[0] > 150 and p[1] < 60 for p in red)
+    pixels = np.asarray(image)
+    red = pixels[pixels[..., 3] == 255]
+    assert len(red) and (red[:, 0] > 150).all() and (red[:, 1] < 60).all()

@@ -280,3 +280,6 @@ def test_data_build_cli_passes_the_corpus_experiments_choices(tmp_path, monkeypa
         assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--store", str(tmp_path / "s"),
                      "--corpus", str(tmp_path / "c"), *flags]) == 0
         assert seen[-1] == (tmp_path / "s", tmp_path / "c", *expected)
+    n = len(seen)
+    assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--clipart"]) == 2  # needs --corpus
+    assert len(seen) == n

@@ -81,6 +81,9 @@ def _build(args) -> int:
             print(f"warning: {error}", file=sys.stderr)
     store = Path(args.store) if args.store else data_dir() / "suite"
     corpus = Path(args.corpus) if args.corpus else None
+    if args.clipart and corpus is None:
+        print("error: --clipart changes the pretraining corpus only; add --corpus [DIR]", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     report = build(store, corpus, Sources(npm=prefix), args.datasets,
                    b2n_concept_images=not args.no_b2n_concept_images, corpus_variants=args.corpus_variants,

@@ -24,7 +24,8 @@ from pathlib import Path
 
 STOPWORDS = {"a", "an", "the", "of", "and", "with", "in", "on", "for", "to", "at", "by", "from", "or"}
 GENERIC = {"icon", "button", "image", "picture", "clipart", "clip", "art", "symbol", "sample", "example",
-           "test", "new", "old", "small", "big", "simple", "set", "bw", "color", "colour", "black", "white"}
+           "test", "new", "old", "small", "big", "simple", "set", "bw", "color", "colour", "black", "white",
+           "bordered", "ornamental", "another", "wooden", "sad"}
 # Openclipart folders that hold no nameable object (icon themes, star polygons, gradients, flags of
 # countries the flags datasets evaluate, Italian-named uploads)
 OPENCLIPART_SKIP = ("computer/icons", "computer/buttons", "shapes", "special", "signs_and_symbols/flags",
@@ -42,6 +43,7 @@ class NamedImage:
     name: str
     description: str | None
     category: str  # e.g. "birds", from the folder
+    paths: str = ""  # every path of the file (relative, space-separated): the filter reads them all
 
 
 def english_vocabulary(wordnet_dir: Path) -> set[str]:
@@ -63,9 +65,10 @@ def english_vocabulary(wordnet_dir: Path) -> set[str]:
 
 
 def is_word(token: str, vocabulary: set[str]) -> bool:
-    """A known word or a regular plural of one."""
-    return (token in vocabulary or token in STOPWORDS or (token.endswith("s") and token[:-1] in vocabulary)
-            or (token.endswith("es") and token[:-2] in vocabulary))
+    """A stop word, or a known word of 3 letters or more ("bb", "sm" are WordNet lemmas) or a regular
+    plural of one."""
+    return token in STOPWORDS or (len(token) >= 3 and (token in vocabulary or (token.endswith("s") and token[:-1] in vocabulary)
+                                                       or (token.endswith("es") and token[:-2] in vocabulary)))
 
 
 def openclipart_name(stem: str, vocabulary: set[str]) -> str | None:
@@ -110,19 +113,58 @@ def head_nouns(name: str) -> list[str]:
     return out
 
 
+# Look-alikes of probe / emoji-pacs classes under other names, found by reviewing the kept images of
+# the first --clipart build (data/pocket-clip/experiments/clipart/). A hand-made list: synonyms not on
+# it can still pass the filter.
+LOOK_ALIKES = {
+    "locked": ("lock", "padlock"), "musical keyboard": ("piano", "keyboard"),
+    "round pushpin": ("pin", "thumbtack", "drawing pin"), "sun behind cloud": ("cloudy", "partly sunny"),
+    "house": ("home", "cottage", "chalet", "igloo", "bungalow", "cabin"), "hut": ("shack", "shed", "igloo"),
+    "cityscape": ("city", "skyline", "city horizon", "skyscraper"), "cow": ("bull", "cattle", "ox", "calf", "heifer"),
+    "rescue worker’s helmet": ("hard hat", "hardhat"), "globe showing americas": ("globe", "earth", "world"),
+    "sport utility vehicle": ("hummer", "jeep", "suv", "blazer", "land cruiser"), "cat face": ("kitten", "kitty"),
+    "wastebasket": ("garbage", "trash", "wheelie bin", "rubbish", "waste bin", "litter bin"),
+    "grapes": ("grape", "vine"), "blueberries": ("blueberry", "bilberry"), "musical note": ("quaver", "crotchet"),
+    "shopping bags": ("shopping", "bag"), "glasses": ("spectacles", "eyeglasses", "sunglasses"),
+    "woman’s boot": ("boot",), "folding hand fan": ("fan",), "ten o’clock": ("clock", "watch"),
+    "rocket": ("spaceship", "space shuttle", "shuttle"), "racing car": ("race car", "formula one", "sportcar"),
+    "fuel pump": ("gas station", "petrol", "gas pump"), "ferry": ("boat", "ship"), "motorway": ("highway", "road"),
+}
+
+
+def singular(word: str) -> str:
+    """A rough English singular: blueberries -> blueberry, grapes -> grape, glasses -> glass."""
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
+
+
 def excluded_terms(strict_names: list[str], exact_names: list[str]) -> set[str]:
-    """Phrases that disqualify a corpus image: every name, plus the head nouns of ``strict_names``
-    (the probe's and the DG classes')."""
+    """Phrases that disqualify a corpus image: every name, plus for ``strict_names`` (the probe's and
+    the DG classes') their head nouns, the singular of each, and their :data:`LOOK_ALIKES`."""
     terms = {_normalise(n) for n in list(strict_names) + list(exact_names)}
     for name in strict_names:
-        terms.update(head_nouns(name))
+        heads = head_nouns(name)
+        terms.update(heads)
+        terms.update(singular(h) for h in heads)
+        terms.update(_normalise(t) for t in LOOK_ALIKES.get(name, LOOK_ALIKES.get(_normalise(name), ())))
+        words = _normalise(name).split()
+        terms.add(" ".join(words[:-1] + [singular(words[-1])]) if words else "")
     return {t for t in terms if len(t) >= 3}
 
 
 def mentions(text: str, terms: set[str]) -> bool:
-    """Whether ``text`` contains one of ``terms`` as whole words (plural -s/-es allowed)."""
-    text = _normalise(text)
-    return any(re.search(rf"(?<![a-z]){re.escape(t)}(s|es)?(?![a-z])", text) for t in terms)
+    """Whether ``text`` contains one of ``terms`` as whole words (plural -s/-es/-ies allowed)."""
+    text = _normalise(text).replace("_", " ").replace("-", " ")
+    for t in terms:
+        stem = re.escape(t[:-1]) + "(y|ies)" if t.endswith("y") else re.escape(t) + "(s|es)?"
+        if re.search(rf"(?<![a-z]){stem}(?![a-z])", text):
+            return True
+    return False
 
 
 def stamp_name(description: str, max_words: int = 5) -> str | None:
@@ -154,13 +196,16 @@ def tuxpaint_stamps(root: Path) -> list[NamedImage]:
         if not name:
             continue
         out.append(NamedImage(image, "tuxpaint-stamps-default", name, description, rel.parts[-2] if len(rel.parts) > 1
-                              else "stamps"))
+                              else "stamps", str(rel)))
     return out
 
 
 def openclipart(root: Path, vocabulary: set[str]) -> list[NamedImage]:
     """Every Openclipart SVG with an English name (:func:`openclipart_name`), one per distinct file
     content, outside :data:`OPENCLIPART_SKIP`, at most :data:`MAX_SVG_BYTES`."""
+    copies: dict[str, list[Path]] = {}  # every path of one file content, skipped folders included
+    for path in sorted(Path(root).rglob("*.svg")):
+        copies.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(path)
     out, seen = [], set()
     for path in sorted(Path(root).rglob("*.svg")):
         rel = path.relative_to(root)
@@ -175,7 +220,8 @@ def openclipart(root: Path, vocabulary: set[str]) -> list[NamedImage]:
         seen.add(digest)
         name = openclipart_name(path.stem, vocabulary)
         if name is not None:
-            out.append(NamedImage(path, "openclipart-svg", name, None, rel.parts[-2] if len(rel.parts) > 1 else ""))
+            out.append(NamedImage(path, "openclipart-svg", name, None, rel.parts[-2] if len(rel.parts) > 1 else "",
+                                  " ".join(str(p.relative_to(root)) for p in copies[digest])))
     return out
 
 
@@ -191,7 +237,7 @@ def captions(image: NamedImage, glosses: dict[str, str]) -> tuple[str, ...]:
     category = image.category.replace("_", " ").strip()
     if category and category not in name:
         out.append(f"{name}, {category}")
-    gloss = glosses.get(name) or glosses.get(name.split()[-1])
+    gloss = glosses.get(name)  # the name's own sense only: its last word's can be another thing ("pen")
     if gloss:
         out.append(f"{name}: {gloss}")
     return tuple(dict.fromkeys(out))

@@ -58,7 +58,8 @@ def render_file_or_rsvg(path: Path, size: int = SIZE) -> Image.Image:
         if Path(path).suffix != ".svg":
             raise
     try:
-        png = subprocess.run(["rsvg-convert", "-w", str(size * 2), str(path)], capture_output=True, check=True).stdout
+        png = subprocess.run(["rsvg-convert", "-w", str(size * 2), str(path)], capture_output=True, check=True,
+                             timeout=120).stdout
     except FileNotFoundError as error:
         raise RuntimeError("rsvg-convert is missing: apt-get install -y librsvg2-bin") from error
     return fit(Image.open(io.BytesIO(png)), size)
