@@ -21,10 +21,9 @@ for tag, ok in res.items():
     print(tag, f"{100*ok.mean():.1f}")
 import numpy as np
 doms = np.array([d.split(":")[0] for d in ds.drawing])
-if doms is not None:
-    for d in sorted(set(doms)):
-        m = torch.as_tensor(doms == d)
-        print(d, " ".join(f"{tag} {100*ok[m].mean():.1f}" for tag, ok in res.items()))
+for d in sorted(set(doms)):
+    m = torch.as_tensor(doms == d)
+    print(d, " ".join(f"{tag} {100*ok[m].mean():.1f}" for tag, ok in res.items()))
 rows = []
 for c, name in enumerate(ds.classnames):
     m = labels == c
