@@ -430,23 +430,19 @@ def plan_clipart(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
     if not strict:
         raise SourceMissing("the clipart filter needs the emoji sources (the probe's class names)")
     terms = clipart.excluded_terms(strict, exact)
-    known = {_norm_name(i.classname) for i in plan.corpus} | {
-        _norm_name(n) for names in plan.classnames.values() for n in names}
+    known = {clipart.normalise(i.classname) for i in plan.corpus} | {
+        clipart.normalise(n) for names in plan.classnames.values() for n in names}
     roots = {"tuxpaint-stamps-default": Path(sources.tuxpaint), "openclipart-svg": Path(sources.openclipart)}
     for image in stamps + drawings:
         captions = clipart.captions(image, glosses)
         # every caption (glosses included) and every path of the file, folders and file names
-        if clipart.mentions(" | ".join(captions + (image.paths,)), terms) or _norm_name(image.name) in known:
+        if clipart.mentions(" | ".join(captions + (image.paths,)), terms) or clipart.normalise(image.name) in known:
             continue
         rel = str(image.path.relative_to(roots[image.package]))
         drawing = Drawing(f"{image.package}:{rel}", image.package, rel, "clipart",
                           lambda path=image.path: render.render_file_or_rsvg(path))
         plan.corpus.append(Item(drawing, 0, image.name, f"clipart-{image.name}", image.package.split("-")[0],
                                 "corpus", captions))
-
-
-def _norm_name(name: str) -> str:
-    return name.lower().replace("’", "'").strip()
 
 
 def plan_fashion(sources: Sources, plan: Plan) -> None:

@@ -6,9 +6,10 @@ one-line English description; ``openclipart-svg``: ~8,000 public-domain SVG name
 transfer to unseen names needs most, and photo-like cut-outs, which the emoji lack.
 
 They enter the corpus only, never the suite, and never for a concept the suite evaluates: an image
-is dropped when its name or description mentions an evaluated emoji concept (:func:`excluded_terms`,
+is dropped when a caption or a path of its file mentions an evaluated concept (:func:`excluded_terms`,
 :func:`mentions`); for the probe and the DG classes also their head nouns ("helmet" for "rescue
-worker's helmet"), so no cow, clock or helmet picture stands in for a held-out emoji.
+worker's helmet"), singulars and hand-listed look-alikes (:data:`LOOK_ALIKES`), so no cow, clock or
+padlock picture stands in for a held-out emoji (``build.plan_clipart``).
 
 Openclipart file names carry author names and Italian words ("small_truck_steffen_gluc_01",
 "farfalla_stilizzata"): :func:`openclipart_name` keeps the leading English words (WordNet's
@@ -90,14 +91,15 @@ def openclipart_name(stem: str, vocabulary: set[str]) -> str | None:
     return " ".join(words)
 
 
-def _normalise(text: str) -> str:
-    return text.lower().replace("\u2019", "'")
+def normalise(text: str) -> str:
+    """Lower case, typographic apostrophe as ASCII, no surrounding spaces: how names are compared."""
+    return text.lower().replace("\u2019", "'").strip()
 
 
 def head_nouns(name: str) -> list[str]:
     """The object a concept name is about: ``rescue worker's helmet`` -> helmet, ``glass of milk`` -> glass,
     ``nut and bolt`` -> nut, bolt, ``sun with face`` -> sun, ``tiger face`` / ``pig nose`` -> tiger / pig, ``ten o'clock`` -> clock."""
-    name = _normalise(name)
+    name = normalise(name)
     for joiner in (" with ", " behind ", " showing ", " of "):
         if joiner in name:
             name = name.split(joiner)[0]
@@ -146,20 +148,20 @@ def singular(word: str) -> str:
 def excluded_terms(strict_names: list[str], exact_names: list[str]) -> set[str]:
     """Phrases that disqualify a corpus image: every name, plus for ``strict_names`` (the probe's and
     the DG classes') their head nouns, the singular of each, and their :data:`LOOK_ALIKES`."""
-    terms = {_normalise(n) for n in list(strict_names) + list(exact_names)}
+    terms = {normalise(n) for n in list(strict_names) + list(exact_names)}
     for name in strict_names:
         heads = head_nouns(name)
         terms.update(heads)
         terms.update(singular(h) for h in heads)
-        terms.update(_normalise(t) for t in LOOK_ALIKES.get(name, LOOK_ALIKES.get(_normalise(name), ())))
-        words = _normalise(name).split()
+        terms.update(normalise(t) for t in LOOK_ALIKES.get(name, LOOK_ALIKES.get(normalise(name), ())))
+        words = normalise(name).split()
         terms.add(" ".join(words[:-1] + [singular(words[-1])]) if words else "")
     return {t for t in terms if len(t) >= 3}
 
 
 def mentions(text: str, terms: set[str]) -> bool:
     """Whether ``text`` contains one of ``terms`` as whole words (plural -s/-es/-ies allowed)."""
-    text = _normalise(text).replace("_", " ").replace("-", " ")
+    text = normalise(text).replace("_", " ").replace("-", " ")
     for t in terms:
         stem = re.escape(t[:-1]) + "(y|ies)" if t.endswith("y") else re.escape(t) + "(s|es)?"
         if re.search(rf"(?<![a-z]){stem}(?![a-z])", text):
@@ -203,18 +205,18 @@ def tuxpaint_stamps(root: Path) -> list[NamedImage]:
 def openclipart(root: Path, vocabulary: set[str]) -> list[NamedImage]:
     """Every Openclipart SVG with an English name (:func:`openclipart_name`), one per distinct file
     content, outside :data:`OPENCLIPART_SKIP`, at most :data:`MAX_SVG_BYTES`."""
+    digests = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(Path(root).rglob("*.svg"))}
     copies: dict[str, list[Path]] = {}  # every path of one file content, skipped folders included
-    for path in sorted(Path(root).rglob("*.svg")):
-        copies.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(path)
+    for path, digest in digests.items():
+        copies.setdefault(digest, []).append(path)
     out, seen = [], set()
-    for path in sorted(Path(root).rglob("*.svg")):
+    for path, digest in digests.items():
         rel = path.relative_to(root)
         folder = "/".join(rel.parts[:-1])
         if any(folder == s or folder.startswith(s + "/") or rel.parts[0] == s for s in OPENCLIPART_SKIP):
             continue
         if path.stat().st_size > MAX_SVG_BYTES:
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest in seen:
             continue
         seen.add(digest)
@@ -227,7 +229,7 @@ def openclipart(root: Path, vocabulary: set[str]) -> list[NamedImage]:
 
 def captions(image: NamedImage, glosses: dict[str, str]) -> tuple[str, ...]:
     """Captions of a corpus-only image: its description, its name with a style phrase, its category and
-    (when WordNet has one) the gloss of its name or last word."""
+    (when WordNet has one) the gloss of its name."""
     name = image.name
     style = "a picture of {}" if image.package.startswith("tuxpaint") else "a clipart of {}"
     out = []
