@@ -86,7 +86,7 @@ def _pretrain_parser(sub) -> None:
                    help="experiments: take this checkpoint's text tower instead of distilling one")
     for name in ("seed", "text_steps", "text_batch", "image_steps", "image_batch", "checkpoint_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("text_lr", "image_lr", "concept_weight"):
+    for name in ("text_lr", "image_lr", "concept_weight", "soft_label_tau", "regress_weight"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     p.add_argument("--image-bf16", action=argparse.BooleanOptionalAction, default=defaults.image_bf16,
                    help="bf16 autocast in the image phase: ~25%% faster on CPUs with native bf16, ~14x slower "

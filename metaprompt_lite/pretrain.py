@@ -15,6 +15,11 @@ on ViT-B/16. Recipe:
            + λ · CE(s · f_I(x) · f_T(concepts)ᵀ, concept)
    where f_T(concepts) is the template ensemble of each training concept's name. Strong crop
    augmentation and random greyscale; no hue jitter (colour words matter).
+   Two experimental options (off in the committed recipe): *semantic soft labels*, the concept CE's
+   one-hot target replaced by q_k = softmax_k(f_T(c_y) · f_T(c_k) / τ), so an image of a guitar is
+   also told it resembles a violin (meant to help concepts never seen); and a *regression* term
+   μ · (1 − cos(f_I(x), f_T(caption))) that pins the image feature onto its caption's embedding
+   rather than only ranking it first.
 
 Every phase is resumable (state saved every ``checkpoint_every`` steps) and repeatable (seeded
 order, augmentation and caption choice).
@@ -57,6 +62,11 @@ class PretrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 300
     concept_weight: float = 1.0
+    # experiments on the image phase's targets (0 = off, the committed checkpoint's recipe):
+    # semantic soft labels for the concept CE, q = softmax(t_y · t_kᵀ / tau); `--soft-label-tau`
+    soft_label_tau: float = 0.0
+    # weight of a regression term 1 − cos(f_I(x), f_T(caption)); `--regress-weight`
+    regress_weight: float = 0.0
     grey_prob: float = 0.2
     min_scale: float = 0.35
     flip: bool = True
@@ -232,6 +242,40 @@ def distill_text(backbone: Backbone, sentences: Sequence[str], targets: torch.Te
             "heldout_sentences": len(held_out)}
 
 
+def semantic_soft_labels(concept_features: torch.Tensor, tau: float) -> torch.Tensor | None:
+    """q[y, k] = softmax_k(f_T(c_y) · f_T(c_k) / tau): the concept CE's target for an image of concept y
+    (None when ``tau`` is 0: one-hot targets). Rows sum to 1; a small tau gives back the one-hot."""
+    if tau <= 0:
+        return None
+    return (concept_features @ concept_features.t() / tau).softmax(-1)
+
+
+def image_phase_loss(features: torch.Tensor, scale: torch.Tensor, caption_features: torch.Tensor,
+                     concepts: torch.Tensor, concept_features: torch.Tensor, config: PretrainConfig,
+                     concept_targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The image phase's loss for one batch (all features L2-normalised):
+
+    L = CE_soft(s · f_I f_Cᵀ, P) + λ · CE(s · f_I f_Kᵀ, q[y]) + μ · mean(1 − cos(f_I, f_C))
+
+    ``features`` f_I [B, E]; ``caption_features`` f_C [B, E], the caption drawn for each image;
+    P[i, j] = 1/|{j: y_j = y_i}| when images i and j show the same concept (every such caption is a
+    positive); ``concept_features`` f_K [K, E]; q[y] the one-hot of ``concepts`` y, or the rows of
+    ``concept_targets`` (:func:`semantic_soft_labels`); λ = ``config.concept_weight``,
+    μ = ``config.regress_weight``, s = ``scale``."""
+    same = (concepts[:, None] == concepts[None, :]).float()
+    logits = scale * features @ caption_features.t()
+    loss = -(same / same.sum(1, keepdim=True) * logits.log_softmax(-1)).sum(1).mean()
+    concept_logits = scale * features @ concept_features.t()
+    if concept_targets is None:
+        loss_concept = F.cross_entropy(concept_logits, concepts)
+    else:
+        loss_concept = -(concept_targets[concepts] * concept_logits.log_softmax(-1)).sum(1).mean()
+    loss = loss + config.concept_weight * loss_concept
+    if config.regress_weight > 0:
+        loss = loss + config.regress_weight * (1 - (features * caption_features).sum(-1)).mean()
+    return loss
+
+
 def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: PretrainConfig,
                       state_path: Path) -> dict[str, float]:
     """Phase 3: the image tower (and logit scale) learns against the locked text tower. Resumable."""
@@ -243,6 +287,7 @@ def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: Pretr
     concept_features = F.normalize(torch.stack([
         encode_texts(backbone, [t.format(name) for t in CONCEPT_TEMPLATES]).mean(0)
         for name in corpus.concept_names]), dim=-1)  # [K, E]
+    concept_targets = semantic_soft_labels(concept_features, config.soft_label_tau)
     params = list(model.visual.parameters()) + [model.logit_scale]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -277,12 +322,11 @@ def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: Pretr
             features = model.encode_image(backbone.preprocess(x))
         features = F.normalize(features.float(), dim=-1)
         scale = model.logit_scale.exp()
-        # soft InfoNCE: every caption of the same concept in the batch is a positive
-        same = (concepts[:, None] == concepts[None, :]).float()
-        logits = scale * features @ caption_features[choice].t()
-        loss_pairs = -(same / same.sum(1, keepdim=True) * logits.log_softmax(-1)).sum(1).mean()
-        loss_concept = F.cross_entropy(scale * features @ concept_features.t(), concepts)
-        loss = loss_pairs + config.concept_weight * loss_concept
+        loss = image_phase_loss(features, scale, caption_features[choice], concepts, concept_features,
+                                config, concept_targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"image phase: loss is {loss.item()} at step {step}; lower --image-lr "
+                                     "or resume from the last state")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

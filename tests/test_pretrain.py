@@ -151,11 +151,14 @@ def test_pretrain_cli_builds_its_config_from_the_flags(tmp_path, monkeypatch):
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-steps", "7"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-bf16", "--concept-weight", "0"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--no-image-bf16"]) == 0
+    assert main(["pretrain", "--corpus", str(tmp_path), "--soft-label-tau", "0.05", "--regress-weight", "2"]) == 0
     assert P.PretrainConfig().image_bf16 is False
     assert seen[0].image_bf16 is False and seen[0].image_steps == 7 and seen[0].concept_weight == 1.0
     assert seen[1].image_bf16 is True and seen[1].concept_weight == 0.0
     assert seen[1].image_steps == P.PretrainConfig().image_steps
     assert seen[2].image_bf16 is False
+    assert seen[2].soft_label_tau == 0.0 and seen[2].regress_weight == 0.0  # the committed recipe: both off
+    assert seen[3].soft_label_tau == 0.05 and seen[3].regress_weight == 2.0
 
 
 def test_text_from_a_checkpoint_takes_its_text_tower_and_skips_distillation(tmp_path):
@@ -184,3 +187,51 @@ def test_a_missing_text_from_checkpoint_fails_before_the_teacher_targets(tmp_pat
     monkeypatch.setattr(P, "teacher_targets", lambda *a, **k: pytest.fail("teacher targets computed first"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         P.pretrain(_config(tmp_path, text_from=str(tmp_path / "missing.safetensors")), _corpus(), SENTENCES)
+
+
+def _reference_image_loss(f, scale, captions, concepts, concept_features, weight, targets=None, regress=0.0):
+    """The image-phase loss written out image by image from its equation (independent of the vectorised code)."""
+    total = 0.0
+    for i in range(len(f)):
+        logits = [float(scale * f[i] @ captions[j]) for j in range(len(f))]
+        log_z = np.log(np.sum(np.exp(logits)))
+        positives = [j for j in range(len(f)) if concepts[j] == concepts[i]]
+        pairs = -sum(logits[j] - log_z for j in positives) / len(positives)
+        concept_logits = np.array([float(scale * f[i] @ k) for k in concept_features])
+        log_p = concept_logits - np.log(np.exp(concept_logits).sum())
+        q = np.eye(len(concept_features))[concepts[i]] if targets is None else targets[concepts[i]].numpy()
+        total += pairs + weight * -(q * log_p).sum() + regress * (1 - float(f[i] @ captions[i]))
+    return total / len(f)
+
+
+def test_image_phase_loss_matches_its_equation_and_the_options_do_what_they_say():
+    g = torch.Generator().manual_seed(3)
+    f = F.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=-1)
+    captions = F.normalize(torch.randn(6, 8, generator=g, dtype=torch.float64), dim=-1)
+    concept_features = F.normalize(torch.randn(4, 8, generator=g, dtype=torch.float64), dim=-1)
+    concepts = torch.tensor([0, 1, 1, 2, 3, 0])
+    scale = torch.tensor(7.0, dtype=torch.float64)
+    committed = P.PretrainConfig()
+    got = P.image_phase_loss(f, scale, captions, concepts, concept_features, committed)
+    assert got.item() == pytest.approx(_reference_image_loss(f, scale, captions, concepts, concept_features, 1.0))
+
+    soft = P.semantic_soft_labels(concept_features, 0.2)
+    assert P.semantic_soft_labels(concept_features, 0.0) is None
+    assert torch.allclose(soft.sum(1), torch.ones(4, dtype=torch.float64))
+    assert (soft.argmax(1) == torch.arange(4)).all()  # each concept is its own most likely target
+    config = P.PretrainConfig(soft_label_tau=0.2, regress_weight=2.0, concept_weight=0.5)
+    got = P.image_phase_loss(f, scale, captions, concepts, concept_features, config, soft)
+    want = _reference_image_loss(f, scale, captions, concepts, concept_features, 0.5, soft, regress=2.0)
+    assert got.item() == pytest.approx(want)
+    # a tiny temperature gives back the one-hot cross-entropy
+    sharp = P.semantic_soft_labels(concept_features, 1e-4)
+    assert P.image_phase_loss(f, scale, captions, concepts, concept_features, committed, sharp).item() == \
+        pytest.approx(got_one_hot := P.image_phase_loss(f, scale, captions, concepts, concept_features, committed).item())
+    assert got.item() != pytest.approx(got_one_hot)
+
+
+def test_image_phase_stops_on_a_non_finite_loss(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "image_phase_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match="image-lr"):
+        P.train_image_tower(load_clip(TINY_MODEL), _corpus(), _config(tmp_path), tmp_path / "a.pt")
