@@ -1,0 +1,85 @@
+"""The helpers of the image-phase experiments (`benchmarks/image_recipes.py`, `benchmarks/probe_difficulty.py`):
+variants parse into PretrainConfig fields, held-out concepts leave the corpus entirely and the rest keeps
+its names."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from metaprompt_lite.pretrain import ImageTextCorpus, PretrainConfig
+
+PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import image_recipes
+        import probe_difficulty
+        yield SimpleNamespace(recipes=image_recipes, difficulty=probe_difficulty)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_a_variant_names_pretrain_config_fields(scripts):
+    base = PretrainConfig(image_steps=100)
+    name, config = scripts.recipes.parse_variant("soft:soft_label_tau=0.07,concept_weight=2,flip=false", base)
+    assert name == "soft" and config.soft_label_tau == 0.07 and config.concept_weight == 2.0
+    assert config.flip is False and config.image_steps == 100
+    assert scripts.recipes.parse_variant("base", base) == ("base", base)
+    with pytest.raises(SystemExit, match="soft_label_tua"):
+        scripts.recipes.parse_variant("typo:soft_label_tua=0.1", base)
+
+
+def _corpus_and_meta():
+    """60 object-like and 60 other emoji concepts, each in the five probe styles (plain + 1 variant), plus
+    10 concepts missing a style and 5 flags."""
+    styles, concepts, variant, names, ids, meta = [], [], [], [], [], {}
+    for c in range(135):
+        key = f"K{c}"
+        category = ("Objects" if c < 60 else "People & Body" if c < 120 else "Food & Drink" if c < 130 else "Flags")
+        meta[key] = SimpleNamespace(category=category)
+        names.append(f"concept {c}")
+        ids.append(key)
+        have = PROBE_STYLES[:4] if 120 <= c < 130 else PROBE_STYLES
+        for style in have:
+            for v in (0, 1):
+                styles.append(style)
+                concepts.append(c)
+                variant.append(v)
+    n = len(concepts)
+    corpus = ImageTextCorpus(images=torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone(),
+                             captions=[[names[c]] for c in concepts], concepts=torch.tensor(concepts),
+                             concept_names=names, concept_ids=ids, variant=variant)
+    return corpus, styles, meta
+
+
+def test_holdout_sets_are_disjoint_complete_in_every_style_and_of_their_kind(scripts):
+    corpus, styles, meta = _corpus_and_meta()
+    sets = scripts.difficulty.choose_holdouts(corpus, styles, meta)
+    assert len(sets["object"]) == len(sets["random"]) == 50
+    assert not set(sets["object"]) & set(sets["random"])
+    assert all(meta[f"K{c}"].category == "Objects" for c in sets["object"])
+    assert all(c < 120 for c in sets["object"] + sets["random"])  # a style missing, or a flag: never drawn
+    assert any(meta[f"K{c}"].category != "Objects" for c in sets["random"])
+    assert sets == scripts.difficulty.choose_holdouts(corpus, styles, meta)  # seeded
+
+
+def test_without_removes_every_image_of_the_held_concepts_and_keeps_names_aligned(scripts):
+    corpus, styles, meta = _corpus_and_meta()
+    held = {0, 5, 77}
+    rest = scripts.difficulty.without(corpus, held)
+    assert len(rest.concept_names) == len(corpus.concept_names) - 3
+    assert not {"concept 0", "concept 5", "concept 77"} & set(rest.concept_names)
+    kept = [i for i, c in enumerate(corpus.concepts.tolist()) if c not in held]
+    assert len(rest.images) == len(kept) and torch.equal(rest.images, corpus.images[kept])
+    for i, j in enumerate(kept):  # every kept image still carries its own concept's name and caption
+        assert rest.concept_names[rest.concepts[i]] == corpus.concept_names[corpus.concepts[j]]
+        assert rest.captions[i] == corpus.captions[j] and rest.variant[i] == corpus.variant[j]
