@@ -244,8 +244,12 @@ def distill_text(backbone: Backbone, sentences: Sequence[str], targets: torch.Te
 
 def semantic_soft_labels(concept_features: torch.Tensor, tau: float) -> torch.Tensor | None:
     """q[y, k] = softmax_k(f_T(c_y) · f_T(c_k) / tau): the concept CE's target for an image of concept y
-    (None when ``tau`` is 0: one-hot targets). Rows sum to 1; a small tau gives back the one-hot."""
-    if tau <= 0:
+    (None when ``tau`` is 0: one-hot targets). Rows sum to 1; a small tau gives back the one-hot, except
+    for concepts whose names embed identically (the corpus has three: Fashion-MNIST's t-shirt, dress and
+    coat share an emoji's name), which split their mass."""
+    if tau < 0:
+        raise ValueError(f"soft_label_tau must be ≥ 0 (0 = one-hot targets), got {tau}")
+    if tau == 0:
         return None
     return (concept_features @ concept_features.t() / tau).softmax(-1)
 
@@ -287,6 +291,8 @@ def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: Pretr
     concept_features = F.normalize(torch.stack([
         encode_texts(backbone, [t.format(name) for t in CONCEPT_TEMPLATES]).mean(0)
         for name in corpus.concept_names]), dim=-1)  # [K, E]
+    if config.regress_weight < 0:
+        raise ValueError(f"regress_weight must be ≥ 0 (0 = off), got {config.regress_weight}")
     concept_targets = semantic_soft_labels(concept_features, config.soft_label_tau)
     params = list(model.visual.parameters()) + [model.logit_scale]
     for p in model.parameters():
@@ -325,8 +331,9 @@ def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: Pretr
         loss = image_phase_loss(features, scale, caption_features[choice], concepts, concept_features,
                                 config, concept_targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"image phase: loss is {loss.item()} at step {step}; lower --image-lr "
-                                     "or resume from the last state")
+            raise FloatingPointError(f"image phase: loss is {loss.item()} at step {step}. Lower --image-lr (or "
+                                     "--regress-weight / raise --soft-label-tau) and start the image phase afresh: "
+                                     "resuming unchanged replays the same seeded batches")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -438,7 +445,10 @@ def write_model_card(report_path: str | Path) -> Path:
         "   1 − cos(f_T(s), MiniLM(s)); 2 % of sentences held out.",
         f"3. **Image tower** against the locked text tower: {cfg['image_steps']} AdamW steps, batch {cfg['image_batch']},",
         f"   lr {cfg['image_lr']}, soft InfoNCE over captions (same concept = positive) + {cfg['concept_weight']} × CE over",
-        "   all training-concept name embeddings; random resized crops (scale ≥ "
+        "   all training-concept name embeddings"
+        + (f" (semantic soft labels, tau {cfg['soft_label_tau']})" if cfg.get("soft_label_tau", 0) > 0 else "")
+        + (f" + {cfg['regress_weight']} × (1 − cos(image, caption))" if cfg.get("regress_weight", 0) > 0 else "")
+        + "; random resized crops (scale ≥ "
         f"{cfg['min_scale']}), flips, {cfg['grey_prob']} greyscale, no hue jitter; "
         + ("bf16 autocast." if cfg.get("image_bf16", True) else "float32."),
         f"4. Seed {cfg['seed']}; every phase resumable (state every {cfg['checkpoint_every']} steps).",

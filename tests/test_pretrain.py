@@ -217,17 +217,23 @@ def test_image_phase_loss_matches_its_equation_and_the_options_do_what_they_say(
 
     soft = P.semantic_soft_labels(concept_features, 0.2)
     assert P.semantic_soft_labels(concept_features, 0.0) is None
-    assert torch.allclose(soft.sum(1), torch.ones(4, dtype=torch.float64))
-    assert (soft.argmax(1) == torch.arange(4)).all()  # each concept is its own most likely target
+    c = concept_features.numpy()
+    for y in range(4):  # q[y, k] = exp(c_y · c_k / tau) / sum_j exp(c_y · c_j / tau), written out
+        weights = np.array([np.exp(float(c[y] @ c[k]) / 0.2) for k in range(4)])
+        assert np.allclose(soft[y].numpy(), weights / weights.sum())
+    with pytest.raises(ValueError, match="soft_label_tau"):
+        P.semantic_soft_labels(concept_features, -0.1)
     config = P.PretrainConfig(soft_label_tau=0.2, regress_weight=2.0, concept_weight=0.5)
     got = P.image_phase_loss(f, scale, captions, concepts, concept_features, config, soft)
     want = _reference_image_loss(f, scale, captions, concepts, concept_features, 0.5, soft, regress=2.0)
     assert got.item() == pytest.approx(want)
-    # a tiny temperature gives back the one-hot cross-entropy
+    # all else equal, soft targets change the loss, and a tiny temperature gives back the one-hot
+    one_hot = P.image_phase_loss(f, scale, captions, concepts, concept_features, committed).item()
+    assert P.image_phase_loss(f, scale, captions, concepts, concept_features, committed, soft).item() != \
+        pytest.approx(one_hot)
     sharp = P.semantic_soft_labels(concept_features, 1e-4)
     assert P.image_phase_loss(f, scale, captions, concepts, concept_features, committed, sharp).item() == \
-        pytest.approx(got_one_hot := P.image_phase_loss(f, scale, captions, concepts, concept_features, committed).item())
-    assert got.item() != pytest.approx(got_one_hot)
+        pytest.approx(one_hot)
 
 
 def test_image_phase_stops_on_a_non_finite_loss(tmp_path, monkeypatch):
@@ -235,3 +241,9 @@ def test_image_phase_stops_on_a_non_finite_loss(tmp_path, monkeypatch):
     torch.manual_seed(0)
     with pytest.raises(FloatingPointError, match="image-lr"):
         P.train_image_tower(load_clip(TINY_MODEL), _corpus(), _config(tmp_path), tmp_path / "a.pt")
+
+
+def test_image_phase_refuses_a_negative_regression_weight(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="regress_weight"):
+        P.train_image_tower(load_clip(TINY_MODEL), _corpus(), _config(tmp_path, regress_weight=-1.0), tmp_path / "a.pt")

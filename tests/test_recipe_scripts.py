@@ -34,13 +34,14 @@ def test_a_variant_names_pretrain_config_fields(scripts):
     assert name == "soft" and config.soft_label_tau == 0.07 and config.concept_weight == 2.0
     assert config.flip is False and config.image_steps == 100
     assert scripts.recipes.parse_variant("base", base) == ("base", base)
+    assert scripts.recipes.parse_variant("t:text_from=/x.safetensors", base)[1].text_from == "/x.safetensors"
     with pytest.raises(SystemExit, match="soft_label_tua"):
         scripts.recipes.parse_variant("typo:soft_label_tua=0.1", base)
 
 
 def _corpus_and_meta():
     """60 object-like and 60 other emoji concepts, each in the five probe styles (plain + 1 variant), plus
-    10 concepts missing a style and 5 flags."""
+    5 concepts missing a style, 5 whose Noto drawing exists only as a variant, and 5 flags."""
     styles, concepts, variant, names, ids, meta = [], [], [], [], [], {}
     for c in range(135):
         key = f"K{c}"
@@ -48,9 +49,9 @@ def _corpus_and_meta():
         meta[key] = SimpleNamespace(category=category)
         names.append(f"concept {c}")
         ids.append(key)
-        have = PROBE_STYLES[:4] if 120 <= c < 130 else PROBE_STYLES
+        have = PROBE_STYLES[:4] if 120 <= c < 125 else PROBE_STYLES
         for style in have:
-            for v in (0, 1):
+            for v in ((1,) if 125 <= c < 130 and style == "noto" else (0, 1)):
                 styles.append(style)
                 concepts.append(c)
                 variant.append(v)
@@ -67,8 +68,9 @@ def test_holdout_sets_are_disjoint_complete_in_every_style_and_of_their_kind(scr
     assert len(sets["object"]) == len(sets["random"]) == 50
     assert not set(sets["object"]) & set(sets["random"])
     assert all(meta[f"K{c}"].category == "Objects" for c in sets["object"])
-    assert all(c < 120 for c in sets["object"] + sets["random"])  # a style missing, or a flag: never drawn
-    assert any(meta[f"K{c}"].category != "Objects" for c in sets["random"])
+    # a style missing, a style only as a variant, or a flag: never drawn
+    assert all(c < 120 for c in sets["object"] + sets["random"])
+    assert sorted(sets["object"] + sets["random"]) != list(range(100))  # drawn, not the first 100
     assert sets == scripts.difficulty.choose_holdouts(corpus, styles, meta)  # seeded
 
 
@@ -83,3 +85,31 @@ def test_without_removes_every_image_of_the_held_concepts_and_keeps_names_aligne
     for i, j in enumerate(kept):  # every kept image still carries its own concept's name and caption
         assert rest.concept_names[rest.concepts[i]] == corpus.concept_names[corpus.concepts[j]]
         assert rest.captions[i] == corpus.captions[j] and rest.variant[i] == corpus.variant[j]
+        assert rest.concept_ids[rest.concepts[i]] == corpus.concept_ids[corpus.concepts[j]]
+
+
+def test_held_out_rows_are_the_plain_drawings_of_the_chosen_concepts_in_the_chosen_styles(scripts):
+    corpus, styles, meta = _corpus_and_meta()
+    rows, labels = scripts.difficulty.held_out_rows(corpus, styles, [7, 3, 126], ("twemoji", "noto"))
+    # 7 and 3: plain Twemoji + plain Noto; 126: plain Twemoji only (its Noto drawing is a variant)
+    assert len(rows) == 5 and sorted(labels.tolist()) == [0, 0, 1, 1, 2]
+    for i, label in zip(rows, labels.tolist()):
+        assert corpus.variant[i] == 0 and styles[i] in ("twemoji", "noto")
+        assert corpus.concepts[i].item() == [7, 3, 126][label]
+
+
+def test_name_twins_finds_a_held_out_name_still_carried_by_a_kept_concept(scripts):
+    corpus, styles, meta = _corpus_and_meta()
+    corpus.concept_names[130] = "Concept 4"  # a kept flag renamed like held-out concept 4
+    assert scripts.difficulty.name_twins(corpus, [4, 9], {4, 9}) == [4]
+    assert scripts.difficulty.name_twins(corpus, [4, 9], {4, 9, 130}) == []
+
+
+def test_a_work_folder_refuses_a_run_with_other_settings(scripts, tmp_path):
+    config = PretrainConfig(image_steps=1000)
+    scripts.recipes.claim_work_dir(tmp_path / "soft", config)
+    scripts.recipes.claim_work_dir(tmp_path / "soft", PretrainConfig(image_steps=1000, progress=False))  # same run
+    with pytest.raises(SystemExit, match="image_steps"):
+        scripts.recipes.claim_work_dir(tmp_path / "soft", PretrainConfig(image_steps=5000))
+    with pytest.raises(SystemExit, match="soft_label_tau"):
+        scripts.recipes.claim_work_dir(tmp_path / "soft", PretrainConfig(image_steps=1000, soft_label_tau=0.07))
