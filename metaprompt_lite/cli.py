@@ -175,15 +175,18 @@ def _run_bench(args) -> int:
 
 def _portable_path(path: str | None) -> str | None:
     """A checkpoint under the data directory as ``data/...`` (the committed results must not name
-    this machine's clone); any other path or tag unchanged."""
+    this machine's clone), or as ``$METAPROMPT_LITE_DATA/...`` when that variable moved the data
+    directory elsewhere; any other path or tag unchanged."""
+    import os
     from pathlib import Path
 
     from metaprompt_lite.paths import data_dir
 
     if path is None or not Path(path).exists():
         return path
+    prefix = "$METAPROMPT_LITE_DATA" if os.environ.get("METAPROMPT_LITE_DATA") else "data"
     try:
-        return str(Path("data") / Path(path).resolve().relative_to(data_dir().resolve()))
+        return f"{prefix}/{Path(path).resolve().relative_to(data_dir().resolve()).as_posix()}"
     except ValueError:
         return path
 

@@ -149,3 +149,21 @@ def test_bench_meta_names_the_default_checkpoint_relative_to_the_clone(tmp_path)
         _record_bench_meta(argparse.Namespace(out_dir=str(tmp_path), model="pocket-clip", pretrained=pretrained,
                                               tier="pocket", seeds=[1]), {"b2n": 60.0})
         assert json.loads((tmp_path / "bench_meta.json").read_text())["pretrained"] == expected
+
+
+def test_bench_meta_names_a_moved_data_directory_by_its_variable(tmp_path, monkeypatch):
+    """With METAPROMPT_LITE_DATA set, a checkpoint there is not recorded as data/... (which would name
+    the clone's own, possibly different, file)."""
+    from metaprompt_lite.cli import _portable_path
+
+    moved = tmp_path / "elsewhere"
+    (moved / "pocket-clip").mkdir(parents=True)
+    checkpoint = moved / "pocket-clip" / "mine.safetensors"
+    checkpoint.write_bytes(b"x")
+    monkeypatch.setenv("METAPROMPT_LITE_DATA", str(moved))
+    assert _portable_path(str(checkpoint)) == "$METAPROMPT_LITE_DATA/pocket-clip/mine.safetensors"
+    outside = tmp_path / "other.safetensors"
+    outside.write_bytes(b"x")
+    assert _portable_path(str(outside)) == str(outside)
+    monkeypatch.delenv("METAPROMPT_LITE_DATA")
+    assert _portable_path(str(checkpoint)) == str(checkpoint)  # not under the clone's data/ any more

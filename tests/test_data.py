@@ -178,7 +178,7 @@ def test_corpus_variants_hold_each_drawing_plain_and_as_random_variants(tmp_path
     assert np.array_equal(np.load(default / "images.npy"), images)
     assert json.loads((plain / "corpus.json").read_text())["variant"] == [0, 0]
     with pytest.raises(ValueError, match="at least 1"):
-        build.corpus_variants(plan.corpus, 0)
+        build.expand_variants(plan.corpus, 0)
 
 
 def test_text_corpus_extras_hold_text_only_captions_and_class_names_but_not_the_probe():

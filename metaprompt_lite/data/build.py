@@ -539,7 +539,7 @@ def write_dataset(out: Path, name: str, plan: Plan, sources: Sources, progress: 
     return {f"{name}.png": _sha256(png), f"{name}.json": _sha256(meta_bytes)}, rows
 
 
-def corpus_variants(items: list[Item], variants: int = CORPUS_VARIANTS) -> list[Item]:
+def expand_variants(items: list[Item], variants: int = CORPUS_VARIANTS) -> list[Item]:
     """Each corpus item as ``variants`` images of its drawing: variant 0 plain, the others on a random
     background, rotated, scaled and shifted (:func:`render.variant`, seeded by drawing and variant, as
     for the suite's images); captions and concept are the item's."""
@@ -551,12 +551,12 @@ def corpus_variants(items: list[Item], variants: int = CORPUS_VARIANTS) -> list[
 def write_corpus(out: Path, plan: Plan, suite_drawings: set[str], extra_text: list[str], progress: bool,
                  variants: int = CORPUS_VARIANTS) -> dict:
     """The pretraining corpus (git-ignored): images.npy, corpus.json, text.txt. Each drawing gives
-    ``variants`` images (:func:`corpus_variants`)."""
+    ``variants`` images (:func:`expand_variants`)."""
     leaked = {i.drawing.id for i in plan.corpus} & suite_drawings
     if leaked:
         raise AssertionError(f"evaluation drawings in the pretraining corpus: {sorted(leaked)[:5]}")
     out.mkdir(parents=True, exist_ok=True)
-    items = corpus_variants(plan.corpus, variants)
+    items = expand_variants(plan.corpus, variants)
     images = produce(items, progress, desc="corpus")
     np.save(out / "images.npy", images)
     concepts = sorted({i.concept for i in items})
@@ -598,7 +598,7 @@ def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list
     ``report["missing"]`` lists datasets that could not be built and why (with install lines).
     ``b2n_concept_images=False`` keeps every image of the emoji B2N concepts out of the corpus
     (their captions stay, as text only); ``corpus_variants`` renderings per corpus drawing
-    (:func:`corpus_variants`); ``clipart=True`` adds the Tux Paint / Openclipart images
+    (:func:`expand_variants`); ``clipart=True`` adds the Tux Paint / Openclipart images
     (:func:`plan_clipart`, an experiment: ``data/pocket-clip/experiments/clipart/``). The suite is
     the same either way."""
     t0 = time.perf_counter()
