@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from metaprompt_lite.backbone import load_clip
-from metaprompt_lite.data import load_dataset
+from metaprompt_lite.data import drawing_source, load_dataset
 from metaprompt_lite.engine import load_checkpoint
 from metaprompt_lite.paths import data_dir
 from metaprompt_lite.pretrain import PretrainConfig, load_corpus, text_state_from_checkpoint, train_image_tower
@@ -62,6 +62,23 @@ def claim_work_dir(folder: Path, config: PretrainConfig) -> None:
         path.write_text(json.dumps(mine, indent=2))
 
 
+def short_budget_config(steps: int) -> PretrainConfig:
+    """The committed recipe at ``steps`` image steps, warming up for min(300, steps // 10) of them."""
+    return PretrainConfig(image_steps=steps, warmup_steps=min(300, steps // 10))
+
+
+def fresh_image_phase(config: PretrainConfig, folder: Path, text_from: str | Path):
+    """The backbone the image phase of ``pretrain --text-from`` starts from: the seed's fresh image tower
+    and ``text_from``'s text tower (its state kept in ``folder/text.pt``; ``folder`` tied to ``config``)."""
+    claim_work_dir(folder, config)
+    torch.manual_seed(config.seed)
+    backbone = load_clip(config.model)
+    if not (folder / "text.pt").is_file():
+        text_state_from_checkpoint(backbone, text_from, config, folder / "text.pt")
+    backbone.model.load_state_dict(load_checkpoint(folder / "text.pt")["model"])
+    return backbone
+
+
 def probe_by_style(backbone) -> dict[str, float]:
     """Single-template probe accuracy per source style (the manifest's drawing package)."""
     dataset = load_dataset("emoji-unseen")
@@ -69,7 +86,7 @@ def probe_by_style(backbone) -> dict[str, float]:
     predictions = (image_features(backbone, dataset.images) @ classifier.t()).argmax(-1)
     correct = (predictions == dataset.labels).float()
     out: dict[str, float] = {}
-    styles = [d.split(":")[0] for d in dataset.drawing]
+    styles = [drawing_source(d) for d in dataset.drawing]
     for style in sorted(set(styles)):
         mask = torch.tensor([s == style for s in styles])
         out[style] = float(correct[mask].mean() * 100)
@@ -94,7 +111,7 @@ def main() -> None:
     parser.add_argument("--text-from", default=str(CHECKPOINT))
     parser.add_argument("--work", default=".cache/image_recipes")
     args = parser.parse_args()
-    base = PretrainConfig(image_steps=args.steps, warmup_steps=min(300, args.steps // 10), progress=True)
+    base = short_budget_config(args.steps)
     corpus, _ = load_corpus(args.corpus)
     work = Path(args.work)
     results_path = work / "results.json"
@@ -102,12 +119,7 @@ def main() -> None:
     for text in args.variant or ["base"]:
         name, config = parse_variant(text, base)
         folder = work / name
-        claim_work_dir(folder, config)
-        torch.manual_seed(config.seed)
-        backbone = load_clip(config.model)
-        if not (folder / "text.pt").is_file():
-            text_state_from_checkpoint(backbone, args.text_from, config, folder / "text.pt")
-        backbone.model.load_state_dict(load_checkpoint(folder / "text.pt")["model"])
+        backbone = fresh_image_phase(config, folder, args.text_from)
         start = time.perf_counter()
         report = train_image_tower(backbone, corpus, config, folder / "image.pt")
         report["image_s"] = time.perf_counter() - start

@@ -45,16 +45,13 @@ from pathlib import Path
 
 import torch
 
-from image_recipes import CHECKPOINT, claim_work_dir, evaluate
-from metaprompt_lite.backbone import load_clip
+from image_recipes import CHECKPOINT, evaluate, fresh_image_phase, short_budget_config
 from metaprompt_lite.data import load_dataset
 from metaprompt_lite.data.build import OBJECT_CATEGORIES
 from metaprompt_lite.data.sources import EmojiMetadata, Sources, default_sources_dir
-
-from metaprompt_lite.engine import accuracy, load_checkpoint
+from metaprompt_lite.engine import accuracy
 from metaprompt_lite.paths import data_dir
-from metaprompt_lite.pretrain import (CONCEPT_TEMPLATES, ImageTextCorpus, PretrainConfig, load_corpus,
-                                      text_state_from_checkpoint, train_image_tower)
+from metaprompt_lite.pretrain import CONCEPT_TEMPLATES, ImageTextCorpus, load_corpus, train_image_tower
 from metaprompt_lite.zeroshot import image_features, text_classifier
 
 PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")
@@ -121,10 +118,9 @@ def name_twins(corpus: ImageTextCorpus, chosen: list[int], held: set[int]) -> li
 
 def nearest_kept(backbone, names: list[str], kept_names: list[str]) -> torch.Tensor:
     """For each name, the highest cosine between its template-ensemble text embedding and any kept name's."""
-    def embed(items):
-        return torch.stack([text_classifier(backbone, [n], CONCEPT_TEMPLATES)[0] for n in items])
-
-    return (embed(names) @ embed(kept_names).t()).max(1).values
+    similarity = text_classifier(backbone, names, CONCEPT_TEMPLATES) @ \
+        text_classifier(backbone, kept_names, CONCEPT_TEMPLATES).t()
+    return similarity.max(1).values
 
 
 def _siblings(cosines: list[float]) -> str:
@@ -140,9 +136,8 @@ def main() -> None:
     parser.add_argument("--work", default=".cache/image_recipes/holdout", help="one folder per --steps")
     args = parser.parse_args()
     corpus, _ = load_corpus(args.corpus)
-    style_names = json.loads((Path(args.corpus) / "corpus.json").read_text())["style_names"]
-    raw_styles = json.loads((Path(args.corpus) / "corpus.json").read_text())["styles"]
-    styles = [style_names[s] for s in raw_styles]
+    layout = json.loads((Path(args.corpus) / "corpus.json").read_text())  # per-image styles: not in ImageTextCorpus
+    styles = [layout["style_names"][s] for s in layout["styles"]]
     meta = EmojiMetadata(Sources(npm=Path(args.sources))).concepts
     sets = choose_holdouts(corpus, styles, meta)
     held = set(sets["random"]) | set(sets["object"])
@@ -150,14 +145,9 @@ def main() -> None:
                   for name, chosen in sets.items()}
     print({name: [corpus.concept_names[c] for c in chosen][:8] + ["..."] for name, chosen in sets.items()})
 
-    config = PretrainConfig(image_steps=args.steps, warmup_steps=min(300, args.steps // 10))
+    config = short_budget_config(args.steps)
     work = Path(args.work)
-    claim_work_dir(work, config)
-    torch.manual_seed(config.seed)
-    backbone = load_clip(config.model)
-    if not (work / "text.pt").is_file():
-        text_state_from_checkpoint(backbone, CHECKPOINT, config, work / "text.pt")
-    backbone.model.load_state_dict(load_checkpoint(work / "text.pt")["model"])
+    backbone = fresh_image_phase(config, work, CHECKPOINT)
     start = time.perf_counter()
     report = train_image_tower(backbone, without(corpus, held), config, work / "image.pt")
     report["image_s"] = time.perf_counter() - start

@@ -283,6 +283,8 @@ def image_phase_loss(features: torch.Tensor, scale: torch.Tensor, caption_featur
 def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: PretrainConfig,
                       state_path: Path) -> dict[str, float]:
     """Phase 3: the image tower (and logit scale) learns against the locked text tower. Resumable."""
+    if config.regress_weight < 0:  # before the caption encoding, not after
+        raise ValueError(f"regress_weight must be ≥ 0 (0 = off), got {config.regress_weight}")
     model = backbone.model
     unique = sorted({c for caps in corpus.captions for c in caps})
     caption_index = {c: i for i, c in enumerate(unique)}
@@ -291,8 +293,6 @@ def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: Pretr
     concept_features = F.normalize(torch.stack([
         encode_texts(backbone, [t.format(name) for t in CONCEPT_TEMPLATES]).mean(0)
         for name in corpus.concept_names]), dim=-1)  # [K, E]
-    if config.regress_weight < 0:
-        raise ValueError(f"regress_weight must be ≥ 0 (0 = off), got {config.regress_weight}")
     concept_targets = semantic_soft_labels(concept_features, config.soft_label_tau)
     params = list(model.visual.parameters()) + [model.logit_scale]
     for p in model.parameters():
