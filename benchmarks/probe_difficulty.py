@@ -84,7 +84,9 @@ def without(corpus: ImageTextCorpus, held: set[int]) -> ImageTextCorpus:
                            concepts=torch.tensor([new_index[corpus.concepts[i].item()] for i in keep]),
                            concept_names=[corpus.concept_names[c] for c in keep_concepts],
                            concept_ids=[corpus.concept_ids[c] for c in keep_concepts],
-                           variant=[corpus.variant[i] for i in keep])
+                           variant=[corpus.variant[i] for i in keep] if corpus.variant else [],
+                           styles=[corpus.styles[i] for i in keep] if corpus.styles else [],
+                           style_names=corpus.style_names)
 
 
 def held_out_rows(corpus: ImageTextCorpus, styles: list[str], concepts: list[int],
@@ -136,8 +138,7 @@ def main() -> None:
     parser.add_argument("--work", default=".cache/image_recipes/holdout", help="one folder per --steps")
     args = parser.parse_args()
     corpus, _ = load_corpus(args.corpus)
-    layout = json.loads((Path(args.corpus) / "corpus.json").read_text())  # per-image styles: not in ImageTextCorpus
-    styles = [layout["style_names"][s] for s in layout["styles"]]
+    styles = [corpus.style_names[s] for s in corpus.styles]
     meta = EmojiMetadata(Sources(npm=Path(args.sources))).concepts
     sets = choose_holdouts(corpus, styles, meta)
     held = set(sets["random"]) | set(sets["object"])

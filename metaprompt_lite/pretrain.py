@@ -87,7 +87,8 @@ class ImageTextCorpus:
     ``concepts[i]`` its concept index; ``concept_names[c]`` the name used for concept-level targets;
     ``concept_ids[c]`` the concept's key in the suite manifest (e.g. an emoji codepoint), when known;
     ``variant[i]`` which rendering of its drawing image i is (0 plain, others on a random background,
-    rotated, scaled), when known."""
+    rotated, scaled), when known; ``styles[i]`` the index in ``style_names`` of image i's drawing style
+    (e.g. ``"twemoji"``), when known (GRAM's meta-training domains; held-out sets by style)."""
 
     images: torch.Tensor
     captions: list[list[str]]
@@ -95,6 +96,8 @@ class ImageTextCorpus:
     concept_names: list[str]
     concept_ids: list[str] = field(default_factory=list)
     variant: list[int] = field(default_factory=list)
+    styles: list[int] = field(default_factory=list)
+    style_names: list[str] = field(default_factory=list)
 
 
 def load_corpus(corpus_dir: str | Path) -> tuple[ImageTextCorpus, list[str]]:
@@ -116,7 +119,8 @@ def load_corpus(corpus_dir: str | Path) -> tuple[ImageTextCorpus, list[str]]:
                          f"[{len(meta['captions'])}, 3, H, W]. Rebuild the corpus.")
     corpus = ImageTextCorpus(images=images, captions=meta["captions"],
                              concepts=torch.tensor(meta["concepts"]), concept_names=meta["concept_names"],
-                             concept_ids=meta.get("concept_ids", []), variant=meta.get("variant", []))
+                             concept_ids=meta.get("concept_ids", []), variant=meta.get("variant", []),
+                             styles=meta.get("styles", []), style_names=meta.get("style_names", []))
     text = [line for line in (folder / "text.txt").read_text().splitlines() if line]
     return corpus, text
 

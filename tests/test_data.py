@@ -114,6 +114,15 @@ def test_missing_source_names_the_install_line(tmp_path):
     assert "openmoji@" in npm_install_line(tmp_path) and "dataset-fashion-mnist" in APT_INSTALL_LINE
 
 
+def test_flags_without_the_emoji_sources_are_skipped_with_the_reason(tmp_path):
+    """plan_flags reuses plan_emoji's Twemoji/OpenMoji drawings: without them it says so (build() then
+    lists flags and flags-dg as missing instead of failing)."""
+    from metaprompt_lite.data.build import Plan, plan_flags
+
+    with pytest.raises(SourceMissing, match="need the emoji sources"):
+        plan_flags(Sources(npm=tmp_path), Plan())
+
+
 def test_rendering_is_deterministic_and_variants_are_seeded():
     a, b = render.render_svg(SVG), render.render_svg(SVG)
     assert a.size == (render.SIZE, render.SIZE) and a.mode == "RGBA"

@@ -158,6 +158,11 @@ def test_gram_meta_training_reads_only_the_pretraining_corpus(tmp_path, monkeypa
     assert artifact["meta"]["corpus_images"] == 12 and "ctx" in artifact["init"]
     with pytest.raises(ValueError, match="not a GRAM method"):
         build_artifact("coop", tmp_path, "tiny-clip", None, GramConfig(meta_steps=1), out=tmp_path / "x.pt")
+    layout = json.loads((tmp_path / "corpus.json").read_text())
+    del layout["styles"]  # a corpus without per-image styles has no meta-training domains
+    (tmp_path / "corpus.json").write_text(json.dumps(layout))
+    with pytest.raises(ValueError, match="no per-image styles.*data build --corpus"):
+        build_artifact("gram-coop", tmp_path, "tiny-clip", None, GramConfig(meta_steps=1), out=tmp_path / "y.pt")
 
 
 def test_prometar_meta_update_scales_with_lr_ratio(backbone, dataset):

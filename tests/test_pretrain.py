@@ -119,11 +119,14 @@ def test_corpus_loader_reads_the_build_format_and_explains_a_missing_corpus(tmp_
     np.save(tmp_path / "images.npy", corpus.images.numpy())
     (tmp_path / "corpus.json").write_text(json.dumps({"captions": corpus.captions, "concepts": corpus.concepts.tolist(),
                                                       "concept_names": corpus.concept_names,
-                                                      "concept_ids": [f"id{c}" for c in range(len(corpus.concept_names))]}))
+                                                      "concept_ids": [f"id{c}" for c in range(len(corpus.concept_names))],
+                                                      "styles": [i % 2 for i in range(len(corpus.images))],
+                                                      "style_names": ["twemoji", "noto"]}))
     (tmp_path / "text.txt").write_text("one sentence.\nanother sentence.\n")
     loaded, text = P.load_corpus(tmp_path)
     assert torch.equal(loaded.images, corpus.images) and loaded.captions == corpus.captions
     assert loaded.concept_ids == [f"id{c}" for c in range(len(corpus.concept_names))]
+    assert [loaded.style_names[s] for s in loaded.styles[:3]] == ["twemoji", "noto", "twemoji"]
     assert text == ["one sentence.", "another sentence."]
     np.save(tmp_path / "images.npy", corpus.images.numpy()[:2])
     with pytest.raises(ValueError, match="Rebuild the corpus"):

@@ -58,7 +58,8 @@ def _corpus_and_meta():
     n = len(concepts)
     corpus = ImageTextCorpus(images=torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone(),
                              captions=[[names[c]] for c in concepts], concepts=torch.tensor(concepts),
-                             concept_names=names, concept_ids=ids, variant=variant)
+                             concept_names=names, concept_ids=ids, variant=variant,
+                             styles=[PROBE_STYLES.index(s) for s in styles], style_names=list(PROBE_STYLES))
     return corpus, styles, meta
 
 
@@ -85,6 +86,7 @@ def test_without_removes_every_image_of_the_held_concepts_and_keeps_names_aligne
     for i, j in enumerate(kept):  # every kept image still carries its own concept's name and caption
         assert rest.concept_names[rest.concepts[i]] == corpus.concept_names[corpus.concepts[j]]
         assert rest.captions[i] == corpus.captions[j] and rest.variant[i] == corpus.variant[j]
+        assert rest.style_names[rest.styles[i]] == styles[j]
         assert rest.concept_ids[rest.concepts[i]] == corpus.concept_ids[corpus.concepts[j]]
 
 

@@ -210,6 +210,7 @@ class Plan:
     text_only: list[str] = field(default_factory=list)  # sentences for the text corpus, with no image
     b2n_concept_images: bool = True  # False: B2N emoji concepts enter the corpus as text only
     missing: dict[str, str] = field(default_factory=dict)  # dataset -> reason
+    emoji_styles: EmojiStyles | None = None  # set by plan_emoji; the flags reuse its Twemoji/OpenMoji drawings
 
 
 def _emoji_captions(concept, style: str, glosses: dict[str, str]) -> tuple[str, ...]:
@@ -291,7 +292,7 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
             if drawing is not None:
                 plan.corpus.append(Item(drawing, 0, concept.name, key, style, "corpus",
                                         _emoji_captions(concept, style, glosses)))
-    plan._emoji_styles = styles  # flags reuse the Twemoji/OpenMoji flag drawings
+    plan.emoji_styles = styles
 
 
 def _flag_captions(country: dict, style: str) -> tuple[str, ...]:
@@ -304,7 +305,10 @@ def _flag_captions(country: dict, style: str) -> tuple[str, ...]:
 
 
 def plan_flags(sources: Sources, plan: Plan) -> None:
-    styles: EmojiStyles = plan._emoji_styles
+    if plan.emoji_styles is None:
+        raise SourceMissing("the flags need the emoji sources (their Twemoji and OpenMoji drawings); "
+                            "install those first (shared/DATA_SOURCES.md)")
+    styles = plan.emoji_styles
     icons = sources.npm_dir("flag-icons")
     circles = sources.npm_dir("circle-flags") / "flags"
     pixels = sources.require(sources.famfamfam, "famfamfam-flag-png")
@@ -608,24 +612,19 @@ def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list
     except SourceMissing as error:
         glosses = {}
         plan.missing["wordnet glosses (captions)"] = str(error)
-    steps = (("emoji", plan_emoji, ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places", "emoji-pacs",
-                                    "emoji-unseen")),
-             ("flags", plan_flags, ("flags", "flags-dg")),
-             ("cards", plan_cards, ("cards",)),
-             ("fashion", plan_fashion, ("fashion",)))
+    steps = ((lambda: plan_emoji(sources, plan, glosses),
+              ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places", "emoji-pacs", "emoji-unseen")),
+             (lambda: plan_flags(sources, plan), ("flags", "flags-dg")),
+             (lambda: plan_cards(sources, plan), ("cards",)),
+             (lambda: plan_fashion(sources, plan), ("fashion",)))
     if clipart and corpus_dir is not None:
-        steps += (("clipart", plan_clipart, ("clipart (corpus only)",)),)
-    for source, planner, names in steps:
+        steps += ((lambda: plan_clipart(sources, plan, glosses), ("clipart (corpus only)",)),)
+    for planner, names in steps:  # a missing source skips its datasets, with the reason and install line
         try:
-            if planner in (plan_emoji, plan_clipart):
-                planner(sources, plan, glosses)
-            else:
-                planner(sources, plan)
-        except (SourceMissing, AttributeError) as error:
-            if isinstance(error, AttributeError) and "_emoji_styles" not in str(error):
-                raise
+            planner()
+        except SourceMissing as error:
             for name in names:
-                plan.missing[name] = str(error) if isinstance(error, SourceMissing) else "needs the emoji sources"
+                plan.missing[name] = str(error)
     store.mkdir(parents=True, exist_ok=True)
     checksums, rows = {}, []
     wanted = [n for n in SUITES if n in plan.datasets and (datasets is None or n in datasets)]
