@@ -1,4 +1,4 @@
-"""Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (7–13 min).
+"""Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (~20 min).
 
     python benchmarks/pocket_diagnostics.py [--out data/pocket-clip/diagnostics.json]
 
@@ -25,6 +25,14 @@
 5. **Headroom.** On the base classes of every B2N dataset and of the probe's concepts, zero-shot
    against a linear probe trained on the same few-shot pool (:func:`linear_probe`): how much better
    than zero-shot the image features let any few-shot learner do.
+6. **The benchmark's epoch cap.** Zero-shot vs CoOp on every B2N dataset at the pocket preset's 2 epochs
+   (the benchmark's own runs, same seeds) and at the papers' 10: is the small base gain the cap's doing?
+7. **The pool's styles.** Each emoji class has four drawing styles, two in the pool and two in the test.
+   With a third style moved from the test to the pool (:func:`pool_of_three_styles`: the test keeps one
+   style, 3 images, the pool has 9), zero-shot vs a linear probe and vs CoOp (10 epochs) on base classes:
+   does more style variety in the pool open headroom the features hide with two?
+
+Parts 1, 5 and 7 share one embedding of each dataset's images (:class:`FeatureCache`).
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ PROBE_POOL = ("@iconify-json/twemoji", "openmoji")
 FIXED_POOL = PROBE_POOL  # the emoji B2N classes have Twemoji, OpenMoji, Noto and Fluent 3D drawings
 
 
-def memorisation(backbone, corpus_dir: Path) -> dict | None:
+def memorisation(backbone, corpus_dir: Path, features: FeatureCache) -> dict | None:
     from metaprompt_lite.pretrain import load_corpus
 
     if not (corpus_dir / "corpus.json").is_file():
@@ -73,7 +81,7 @@ def memorisation(backbone, corpus_dir: Path) -> dict | None:
         classifier = text_classifier(backbone, dataset.classnames, dataset.templates[:1])
         test = dataset.split == 1
         plain = torch.tensor([int(row["variant"]) == 0 for row in rows])[test]
-        logits = image_features(backbone, dataset.images[test]) @ classifier.t()
+        logits = features(dataset)[test] @ classifier.t()
         test_labels = dataset.labels[test]
 
         def acc(mask):
@@ -97,44 +105,82 @@ def _manifest(name: str) -> list[dict]:
     return sorted(rows, key=lambda row: int(row["index"]))
 
 
+class FeatureCache:
+    """Normalised image features of whole suite datasets, computed once per dataset and run (parts 1, 5
+    and 7 read the same datasets)."""
+
+    def __init__(self, backbone) -> None:
+        self.backbone = backbone
+        self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(images) -> (images, features)
+
+    def __call__(self, dataset) -> torch.Tensor:
+        """Features of ``dataset.images``; re-split copies (same image tensor) share one entry."""
+        images, features = self._features.get(id(dataset.images), (None, None))
+        if images is not dataset.images:
+            features = image_features(self.backbone, dataset.images)
+            self._features[id(dataset.images)] = (dataset.images, features)
+        return features
+
+
+class LinearProbe(torch.nn.Module):
+    """logits = W · (10 · f) + b on normalised image features f: the ×10 makes cosine-sized inputs give
+    CLIP-like logit magnitudes, so one learning rate suits every dataset."""
+
+    SCALE = 10.0
+
+    def __init__(self, dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features * self.SCALE)
+
+
 def linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int, steps: int = 300,
-                 weight_decay: float = 1e-3) -> torch.nn.Linear:
+                 weight_decay: float = 1e-3) -> LinearProbe:
     """Multinomial logistic regression on frozen, normalised image features (full batch, Adam, seed 0):
     what a few-shot learner could get out of the pool's features, independent of any text prompt."""
     torch.manual_seed(0)
-    head = torch.nn.Linear(features.shape[1], n_classes)
+    head = LinearProbe(features.shape[1], n_classes)
     optimizer = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=weight_decay)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        F.cross_entropy(head(features * 10), labels).backward()  # x10: cosine-sized inputs, CLIP-like logits
-        optimizer.step()
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            F.cross_entropy(head(features), labels).backward()
+            optimizer.step()
     return head
 
 
-def headroom(backbone) -> dict:
+def base_headroom(backbone, dataset, features: torch.Tensor) -> dict:
+    """Base classes of one B2N dataset: zero-shot (single template) vs :func:`linear_probe` trained on
+    their few-shot pool, both scored on their test images (``features``: the whole dataset's)."""
+    from metaprompt_lite.engine import base_new_split, select_classes
+
+    base, _ = base_new_split(len(dataset.classnames))
+    pool_index, pool_labels = select_classes(dataset.labels[dataset.split == 0], base)
+    test_index, test_labels = select_classes(dataset.labels[dataset.split == 1], base)
+    pool_features = features[dataset.split == 0][pool_index]
+    test_features = features[dataset.split == 1][test_index]
+    classifier = text_classifier(backbone, [dataset.classnames[i] for i in base], dataset.templates[:1])
+    head = linear_probe(pool_features, pool_labels, len(base))
+    with torch.no_grad():
+        probe_base = accuracy(head(test_features), test_labels)
+    return {"classes": len(base), "pool_per_class": len(pool_labels) / len(base),
+            "zs_base": accuracy(test_features @ classifier.t(), test_labels), "linear_probe_base": probe_base}
+
+
+def headroom(backbone, features: FeatureCache) -> dict:
     """Base classes of every B2N dataset (and of the probe's concepts, pool = Twemoji + OpenMoji):
     zero-shot vs a linear probe trained on the same few-shot pool. A text prompt moves the classifier
     within what the features separate, so where the linear probe is no better than zero-shot no prompt
     learner can be expected to raise base accuracy much."""
     from metaprompt_lite.data import list_datasets
-    from metaprompt_lite.engine import base_new_split, select_classes
 
     datasets = {name: load_dataset(name) for name in list_datasets("b2n")}
     datasets["emoji-unseen (probe)"] = split_by_source(load_dataset("emoji-unseen"), set(PROBE_POOL))
     out = {}
     for name, dataset in datasets.items():
-        base, _ = base_new_split(len(dataset.classnames))
-        features = image_features(backbone, dataset.images)
-        pool_index, pool_labels = select_classes(dataset.labels[dataset.split == 0], base)
-        test_index, test_labels = select_classes(dataset.labels[dataset.split == 1], base)
-        pool_features = features[dataset.split == 0][pool_index]
-        test_features = features[dataset.split == 1][test_index]
-        classifier = text_classifier(backbone, [dataset.classnames[i] for i in base], dataset.templates[:1])
-        with torch.enable_grad():
-            head = linear_probe(pool_features, pool_labels, len(base))
-        row = out[name] = {"classes": len(base), "pool_per_class": len(pool_labels) / len(base),
-                           "zs_base": accuracy(test_features @ classifier.t(), test_labels),
-                           "linear_probe_base": accuracy(head(test_features * 10), test_labels)}
+        row = out[name] = base_headroom(backbone, dataset, features(dataset))
         print(f"  {name:22s} base: zero-shot {row['zs_base']:5.1f}, linear probe on the pool "
               f"{row['linear_probe_base']:5.1f} ({row['linear_probe_base'] - row['zs_base']:+.1f}; "
               f"{row['pool_per_class']:.0f} pool images per class)", flush=True)
@@ -169,8 +215,9 @@ def text_or_image(backbone) -> dict | None:
 def coop_gain(backbone, model: str, pretrained: str, steps: int = 200, seeds=(1, 2, 3)) -> dict:
     datasets = {name: load_dataset(name) for name in EMOJI_B2N}
     datasets["emoji-unseen (probe)"] = split_by_source(load_dataset("emoji-unseen"), set(PROBE_POOL))
-    lr, out = _gains(backbone, model, pretrained, datasets, steps, seeds)
-    return {"steps": steps, "seeds": list(seeds), "lr": lr, "probe_pool_sources": list(PROBE_POOL), "datasets": out}
+    out = _gains(backbone, model, pretrained, datasets, coop_optim(steps=steps), seeds)
+    return {"steps": steps, "seeds": list(seeds), "lr": coop_optim().lr, "probe_pool_sources": list(PROBE_POOL),
+            "datasets": out}
 
 
 def pixelate(images: torch.Tensor, size: int = 12) -> torch.Tensor:
@@ -194,15 +241,23 @@ def other_explanations(backbone, model: str, pretrained: str, steps: int = 200, 
         datasets[f"{name}, pixelated"] = dataclasses.replace(dataset, name=f"{name}-pixelated", images=pixelate(dataset.images))
         datasets[f"{name}, grey low contrast"] = dataclasses.replace(
             dataset, name=f"{name}-grey", images=grey_low_contrast(dataset.images))
-    lr, out = _gains(backbone, model, pretrained, datasets, steps, seeds)
-    return {"steps": steps, "seeds": list(seeds), "lr": lr, "fixed_pool_sources": list(FIXED_POOL), "datasets": out}
+    out = _gains(backbone, model, pretrained, datasets, coop_optim(steps=steps), seeds)
+    return {"steps": steps, "seeds": list(seeds), "lr": coop_optim().lr, "fixed_pool_sources": list(FIXED_POOL),
+            "datasets": out}
 
 
-def _gains(backbone, model: str, pretrained: str, datasets: dict, steps: int, seeds) -> tuple[float, dict]:
-    """Zero-shot vs CoOp (pocket preset, a fixed number of steps) on each dataset, printed as it goes.
-    Returns (CoOp's learning rate, {dataset label: figures})."""
-    _, optim, shots = preset("coop")
-    optim = dataclasses.replace(optim, epochs=10_000, max_steps=steps)
+def coop_optim(steps: int | None = None, epochs: int | None = None):
+    """CoOp's pocket preset (lr, batch) for a fixed number of steps or of epochs instead of its 2 epochs."""
+    _, optim, _ = preset("coop")
+    if steps is not None:
+        return dataclasses.replace(optim, epochs=10_000, max_steps=steps)
+    return dataclasses.replace(optim, epochs=epochs if epochs is not None else optim.epochs)
+
+
+def _gains(backbone, model: str, pretrained: str, datasets: dict, optim, seeds) -> dict:
+    """Zero-shot vs CoOp (pocket preset with ``optim``'s budget) on each dataset, printed as it goes:
+    {dataset label: figures}."""
+    _, _, shots = preset("coop")
     out: dict = {}
     for name, dataset in datasets.items():
         config = RunConfig(method="coop", dataset=name, model=model, pretrained=pretrained, shots=shots,
@@ -213,7 +268,75 @@ def _gains(backbone, model: str, pretrained: str, datasets: dict, steps: int, se
                            "coop_base_per_seed": gain["base_per_seed"], "coop_new_per_seed": gain["new_per_seed"]}
         print(f"  {name:36s} base {row['zs_base']:5.1f} -> {row['coop_base']:5.1f} ({row['coop_base'] - row['zs_base']:+.1f})"
               f"   new {row['zs_new']:5.1f} -> {row['coop_new']:5.1f} ({row['coop_new'] - row['zs_new']:+.1f})", flush=True)
-    return optim.lr, out
+    return out
+
+
+def _mean_gains(rows: dict) -> dict:
+    """Mean CoOp − zero-shot on base and new over ``rows``, and on how many datasets base rose / new fell."""
+    base = [r["coop_base"] - r["zs_base"] for r in rows.values()]
+    new = [r["coop_new"] - r["zs_new"] for r in rows.values()]
+    return {"mean_base_gain": sum(base) / len(base), "mean_new_gain": sum(new) / len(new),
+            "base_up": sum(g > 0 for g in base), "new_down": sum(g < 0 for g in new), "datasets": len(rows)}
+
+
+def epoch_cap(backbone, model: str, pretrained: str, epochs=(2, 10), seeds=(1, 2, 3)) -> dict:
+    """Part 6: CoOp on every B2N dataset at each epoch count in ``epochs`` (2: the benchmark's preset)."""
+    from metaprompt_lite.data import list_datasets
+
+    datasets = {name: load_dataset(name) for name in list_datasets("b2n")}
+    out = {"seeds": list(seeds), "lr": coop_optim().lr, "by_epochs": {}}
+    for n in epochs:
+        print(f"  CoOp for {n} epochs:")
+        rows = _gains(backbone, model, pretrained, datasets, coop_optim(epochs=n), seeds)
+        summary = _mean_gains(rows)
+        out["by_epochs"][str(n)] = {"datasets": rows, **{k: v for k, v in summary.items() if k != "datasets"}}
+        print(f"  mean over {summary['datasets']} datasets: base {summary['mean_base_gain']:+.2f} (up on "
+              f"{summary['base_up']}), new {summary['mean_new_gain']:+.2f} (down on {summary['new_down']})", flush=True)
+    return out
+
+
+def pool_of_three_styles(dataset):
+    """A copy of an emoji B2N ``dataset`` in which every class moves one of its two test styles (all of
+    that style's images) into its few-shot pool: pool 3 styles, test 1. Which style is a seeded choice per
+    class, so each style is moved for some classes and stays in the test for others."""
+    from metaprompt_lite.data.render import seed_of
+
+    sources = [drawing_source(d) for d in dataset.drawing]
+    split = dataset.split.clone()
+    for label, classname in enumerate(dataset.classnames):
+        mine = (dataset.labels == label).nonzero().flatten().tolist()
+        test_sources = sorted({sources[i] for i in mine if dataset.split[i] == 1})
+        if len(test_sources) != 2:
+            raise ValueError(f"{dataset.name}: class {classname!r} has test styles {test_sources}; "
+                             "pool_of_three_styles expects the suite's two per class")
+        moved = min(test_sources, key=lambda source: seed_of("pool-of-three", f"{classname}/{source}"))
+        for i in mine:
+            if sources[i] == moved:
+                split[i] = 0
+    return dataclasses.replace(dataset, name=f"{dataset.name}[pool of 3 styles]", split=split)
+
+
+def pool_styles(backbone, model: str, pretrained: str, features: FeatureCache, suite_split: dict,
+                epochs: int = 10, seeds=(1, 2, 3)) -> dict:
+    """Part 7: on each emoji B2N dataset, headroom (zero-shot vs linear probe, base classes) with the
+    suite's 2 pool styles and with :func:`pool_of_three_styles`, and CoOp (``epochs``) on the latter;
+    ``suite_split``: part 6's CoOp rows at the same epochs, for the side-by-side."""
+    out = {"epochs": epochs, "seeds": list(seeds), "datasets": {}}
+    for name in ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places"):
+        dataset = load_dataset(name)
+        three = pool_of_three_styles(dataset)
+        two_styles = base_headroom(backbone, dataset, features(dataset))
+        three_styles = base_headroom(backbone, three, features(three))
+        coop = _gains(backbone, model, pretrained, {three.name: three}, coop_optim(epochs=epochs), seeds)[three.name]
+        row = out["datasets"][name] = {"pool_2_styles": {**two_styles, "coop": suite_split.get(name)},
+                                       "pool_3_styles": {**three_styles, "coop": coop}}
+        for label, r in (("2 styles", row["pool_2_styles"]), ("3 styles", row["pool_3_styles"])):
+            gain = f"CoOp {r['coop']['coop_base'] - r['coop']['zs_base']:+.1f}" if r["coop"] else ""
+            print(f"  {name:14s} pool of {label}: base zero-shot {r['zs_base']:5.1f}, linear probe "
+                  f"{r['linear_probe_base'] - r['zs_base']:+.1f}, {gain}", flush=True)
+    rows = [r["pool_3_styles"]["coop"] for r in out["datasets"].values()]
+    out["mean_coop_base_gain_3_styles"] = sum(r["coop_base"] - r["zs_base"] for r in rows) / len(rows)
+    return out
 
 
 def main() -> None:
@@ -225,7 +348,8 @@ def main() -> None:
     backbone = load_clip(model, pretrained)
     t0 = time.perf_counter()
     report = {"model": model, "pretrained": pretrained and Path(pretrained).name}
-    report["memorisation"] = memorisation(backbone, Path(args.corpus))
+    features = FeatureCache(backbone)
+    report["memorisation"] = memorisation(backbone, Path(args.corpus), features)
     for name, m in (report["memorisation"] or {}).items():
         print(f"(1) {name} ({m['classes']}-way zero-shot): its concepts' pretraining drawings "
               f"{m['pretraining_drawings']:.1f}% ({m['n_pretraining']} images, plain), their test drawings "
@@ -243,7 +367,12 @@ def main() -> None:
     print("(4) the same, with the probe's fixed style split or a dataset-wide domain shift:")
     report["other_explanations"] = other_explanations(backbone, model, pretrained)
     print("(5) headroom: zero-shot vs a linear probe on the same pool (base classes):")
-    report["headroom"] = headroom(backbone)
+    report["headroom"] = headroom(backbone, features)
+    print("(6) zero-shot -> CoOp on every B2N dataset, the benchmark's 2 epochs and the papers' 10 (3 seeds):")
+    report["epoch_cap"] = epoch_cap(backbone, model, pretrained)
+    print("(7) a pool of three styles per class instead of two (emoji B2N datasets, base classes):")
+    report["pool_styles"] = pool_styles(backbone, model, pretrained, features,
+                                        report["epoch_cap"]["by_epochs"]["10"]["datasets"])
     report["seconds"] = time.perf_counter() - t0
     print(f"{report['seconds']:.0f} s")
     if args.out:

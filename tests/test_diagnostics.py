@@ -1,5 +1,5 @@
-"""The image transforms and style split behind `benchmarks/pocket_diagnostics.py` part 4 (two other
-explanations of the missing CoOp base gain, which the script tests)."""
+"""The pieces behind `benchmarks/pocket_diagnostics.py`: part 4's image transforms and style split, part 5's
+linear probe, part 6's summary and part 7's pool of three styles, and the shared feature cache."""
 
 from __future__ import annotations
 
@@ -71,11 +71,12 @@ def test_linear_probe_separates_separable_features_and_is_repeatable(diagnostics
     train, train_labels = sample(2)
     test, test_labels = sample(20)
     head = diagnostics.linear_probe(train, train_labels, 5)
-    assert (head(test * 10).argmax(-1) == test_labels).float().mean() == 1.0
+    assert (head(test).argmax(-1) == test_labels).float().mean() == 1.0
+    assert torch.allclose(head(test), head.linear(10 * test))  # the ×10 lives in the probe, not its callers
     again = diagnostics.linear_probe(train, train_labels, 5)
-    assert torch.equal(head.weight, again.weight)
+    assert torch.equal(head.linear.weight, again.linear.weight)
     shuffled = test_labels[torch.randperm(len(test_labels), generator=generator)]
-    assert (diagnostics.linear_probe(test, shuffled, 5)(sample(20)[0] * 10).argmax(-1) == test_labels).float().mean() < 0.5
+    assert (diagnostics.linear_probe(test, shuffled, 5)(sample(20)[0]).argmax(-1) == test_labels).float().mean() < 0.5
 
 
 def test_manifest_rows_follow_the_dataset_images(diagnostics):
@@ -84,3 +85,50 @@ def test_manifest_rows_follow_the_dataset_images(diagnostics):
     assert [row["drawing"] for row in rows] == dataset.drawing
     assert [int(row["label"]) for row in rows] == dataset.labels.tolist()
     assert {row["variant"] for row in rows} == {"0", "1", "2"}
+
+
+@pytest.mark.parametrize("name", ["emoji-objects", "emoji-places"])
+def test_pool_of_three_styles_moves_exactly_one_test_style_per_class(diagnostics, name):
+    dataset = load_dataset(name)
+    three = diagnostics.pool_of_three_styles(dataset)
+    assert three.images is dataset.images and torch.equal(three.labels, dataset.labels)
+    packages = [d.split(":")[0] for d in dataset.drawing]
+    moved_styles = set()
+    for label in range(len(dataset.classnames)):
+        mine = (dataset.labels == label).nonzero().flatten().tolist()
+        before = {side: {packages[i] for i in mine if int(dataset.split[i]) == side} for side in (0, 1)}
+        after = {side: {packages[i] for i in mine if int(three.split[i]) == side} for side in (0, 1)}
+        assert len(before[0]) == len(before[1]) == 2
+        assert before[0] < after[0] and len(after[0]) == 3 and len(after[1]) == 1
+        assert after[1] < before[1]  # the test keeps one of its own styles, with all its images
+        assert sum(int(three.split[i]) == 1 for i in mine) == 3
+        moved_styles |= after[0] - before[0]
+    assert len(moved_styles) == 4  # a seeded choice per class, not one style for the whole dataset
+    again = diagnostics.pool_of_three_styles(dataset)
+    assert torch.equal(again.split, three.split)
+    with pytest.raises(ValueError, match="two per class"):
+        diagnostics.pool_of_three_styles(three)
+
+
+def test_feature_cache_embeds_each_image_tensor_once(diagnostics, monkeypatch):
+    calls = []
+
+    def fake_features(backbone, images):
+        calls.append(images)
+        return images.float().flatten(1)[:, :4]
+
+    monkeypatch.setattr(diagnostics, "image_features", fake_features)
+    dataset = load_dataset("emoji-food")
+    cache = diagnostics.FeatureCache(backbone=None)
+    first = cache(dataset)
+    assert cache(diagnostics.pool_of_three_styles(dataset)) is first  # a re-split copy shares the images
+    assert len(calls) == 1
+    other = load_dataset("flags")
+    assert cache(other).shape[0] == len(other) and len(calls) == 2
+
+
+def test_mean_gains_counts_rises_and_falls(diagnostics):
+    rows = {"a": {"zs_base": 50.0, "coop_base": 60.0, "zs_new": 40.0, "coop_new": 30.0},
+            "b": {"zs_base": 50.0, "coop_base": 48.0, "zs_new": 40.0, "coop_new": 41.0}}
+    summary = diagnostics._mean_gains(rows)
+    assert summary == {"mean_base_gain": 4.0, "mean_new_gain": -4.5, "base_up": 1, "new_down": 1, "datasets": 2}
