@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument("--work", default=".cache/image_recipes/holdout", help="one folder per --steps")
     args = parser.parse_args()
     corpus, _ = load_corpus(args.corpus)
+    if len(corpus.styles) != len(corpus.images) or len(corpus.variant) != len(corpus.images):
+        raise SystemExit(f"{args.corpus}/corpus.json lacks per-image styles or variants (an older build); rebuild "
+                         f"it with: metaprompt-lite data build --corpus {args.corpus}")
     styles = [corpus.style_names[s] for s in corpus.styles]
     meta = EmojiMetadata(Sources(npm=Path(args.sources))).concepts
     sets = choose_holdouts(corpus, styles, meta)

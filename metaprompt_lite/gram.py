@@ -184,8 +184,9 @@ def build_artifact(method_name: str, corpus_dir: str | Path, model_name: str, pr
         raise ValueError(f"{method_name!r} is not a GRAM method; use gram-coop or gram-ivlp")
     corpus, _ = load_corpus(corpus_dir)
     if len(corpus.styles) != len(corpus.images):
-        raise ValueError(f"{corpus_dir}/corpus.json has no per-image styles (GRAM's meta-training domains); "
-                         f"rebuild the corpus with: metaprompt-lite data build --corpus {corpus_dir}")
+        raise ValueError(f"{corpus_dir}/corpus.json has {len(corpus.styles)} per-image styles (GRAM's meta-training "
+                         f"domains) for {len(corpus.images)} images; rebuild the corpus with: "
+                         f"metaprompt-lite data build --corpus {corpus_dir}")
     styles = torch.tensor(corpus.styles)
     captions = [caps[0] for caps in corpus.captions]
     torch.manual_seed(config.seed)

@@ -115,12 +115,20 @@ def test_missing_source_names_the_install_line(tmp_path):
 
 
 def test_flags_without_the_emoji_sources_are_skipped_with_the_reason(tmp_path):
-    """plan_flags reuses plan_emoji's Twemoji/OpenMoji drawings: without them it says so (build() then
-    lists flags and flags-dg as missing instead of failing)."""
-    from metaprompt_lite.data.build import Plan, plan_flags
+    """plan_flags reuses plan_emoji's Twemoji/OpenMoji drawings: without them it says so, and build()
+    lists flags and flags-dg as missing with that reason and the install line instead of failing."""
+    from metaprompt_lite.data.build import Plan, build, plan_flags
 
     with pytest.raises(SourceMissing, match="need the emoji sources"):
         plan_flags(Sources(npm=tmp_path), Plan())
+    nowhere = tmp_path / "nowhere"
+    sources = Sources(npm=tmp_path / "npm", aisleriot=nowhere, carddecks=nowhere, famfamfam=nowhere,
+                      wordnet=nowhere, fashion=nowhere, tuxpaint=nowhere, openclipart=nowhere)
+    report = build(tmp_path / "store", None, sources, progress=False)
+    assert report["datasets"] == []
+    for name in ("flags", "flags-dg"):
+        assert "need the emoji sources" in report["missing"][name] and "npm install" in report["missing"][name]
+    assert {"emoji-objects", "emoji-unseen", "cards", "fashion"} <= set(report["missing"])
 
 
 def test_rendering_is_deterministic_and_variants_are_seeded():

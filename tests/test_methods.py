@@ -161,7 +161,7 @@ def test_gram_meta_training_reads_only_the_pretraining_corpus(tmp_path, monkeypa
     layout = json.loads((tmp_path / "corpus.json").read_text())
     del layout["styles"]  # a corpus without per-image styles has no meta-training domains
     (tmp_path / "corpus.json").write_text(json.dumps(layout))
-    with pytest.raises(ValueError, match="no per-image styles.*data build --corpus"):
+    with pytest.raises(ValueError, match="has 0 per-image styles.*for 12 images.*data build --corpus"):
         build_artifact("gram-coop", tmp_path, "tiny-clip", None, GramConfig(meta_steps=1), out=tmp_path / "y.pt")
 
 

@@ -68,6 +68,7 @@ from metaprompt_lite.data.sources import (
     flag_key,
     iconify_chars,
     iconify_icons,
+    npm_install_line,
     wordnet_glosses,
 )
 
@@ -307,7 +308,7 @@ def _flag_captions(country: dict, style: str) -> tuple[str, ...]:
 def plan_flags(sources: Sources, plan: Plan) -> None:
     if plan.emoji_styles is None:
         raise SourceMissing("the flags need the emoji sources (their Twemoji and OpenMoji drawings); "
-                            "install those first (shared/DATA_SOURCES.md)")
+                            f"install them with:\n  {npm_install_line(sources.npm)}")
     styles = plan.emoji_styles
     icons = sources.npm_dir("flag-icons")
     circles = sources.npm_dir("circle-flags") / "flags"
