@@ -34,7 +34,8 @@
    does more style variety in the pool open headroom the features hide with two? Not a clean control: the
    pool is also 1.5× larger (so CoOp takes 1.5× the steps) and the test is one style, not two.
 
-Parts 1, 5 and 7 share one embedding of each dataset's images (:class:`FeatureCache`).
+Parts 1, 5 and 7 share one embedding of each dataset's images (:class:`FeatureCache`); part 7's
+2-style side is part 5's and part 6's rows, not a second computation.
 """
 
 from __future__ import annotations
@@ -321,24 +322,22 @@ def pool_of_three_styles(dataset):
     return dataclasses.replace(dataset, name=f"{dataset.name}[pool of 3 styles]", split=split)
 
 
-def pool_styles(backbone, model: str, pretrained: str, features: FeatureCache, suite_split: dict,
-                epochs: int = 10, seeds=(1, 2, 3)) -> dict:
-    """Part 7: on each emoji B2N dataset, headroom (zero-shot vs linear probe, base classes) with the
-    suite's 2 pool styles and with :func:`pool_of_three_styles`, and CoOp (``epochs``) on the latter;
-    ``suite_split``: part 6's CoOp rows at the same epochs, for the side-by-side."""
+def pool_styles(backbone, model: str, pretrained: str, features: FeatureCache, suite_headroom: dict,
+                suite_coop: dict, epochs: int = 10, seeds=(1, 2, 3)) -> dict:
+    """Part 7: on each emoji B2N dataset, headroom (zero-shot vs linear probe, base classes) and CoOp
+    (``epochs``) with :func:`pool_of_three_styles`, beside the suite's 2 pool styles: part 5's headroom
+    rows (``suite_headroom``) and part 6's CoOp rows at the same epochs (``suite_coop``)."""
     out = {"epochs": epochs, "seeds": list(seeds), "datasets": {}}
     for name in ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places"):
-        dataset = load_dataset(name)
-        three = pool_of_three_styles(dataset)
-        two_styles = base_headroom(backbone, dataset, features(dataset))
+        three = pool_of_three_styles(load_dataset(name))
         three_styles = base_headroom(backbone, three, features(three))
         coop = _gains(backbone, model, pretrained, {three.name: three}, coop_optim(epochs=epochs), seeds)[three.name]
-        row = out["datasets"][name] = {"pool_2_styles": {**two_styles, "coop": suite_split.get(name)},
+        row = out["datasets"][name] = {"pool_2_styles": {**suite_headroom[name], "coop": suite_coop[name]},
                                        "pool_3_styles": {**three_styles, "coop": coop}}
         for label, r in (("2 styles", row["pool_2_styles"]), ("3 styles", row["pool_3_styles"])):
-            gain = f"CoOp {r['coop']['coop_base'] - r['coop']['zs_base']:+.1f}" if r["coop"] else ""
             print(f"  {name:14s} pool of {label}: base zero-shot {r['zs_base']:5.1f}, linear probe "
-                  f"{r['linear_probe_base'] - r['zs_base']:+.1f}, {gain}", flush=True)
+                  f"{r['linear_probe_base'] - r['zs_base']:+.1f}, CoOp {r['coop']['coop_base'] - r['coop']['zs_base']:+.1f}",
+                  flush=True)
     rows = [r["pool_3_styles"]["coop"] for r in out["datasets"].values()]
     out["mean_coop_base_gain_3_styles"] = sum(r["coop_base"] - r["zs_base"] for r in rows) / len(rows)
     return out
@@ -376,7 +375,7 @@ def main() -> None:
     print("(6) zero-shot -> CoOp on every B2N dataset, the benchmark's 2 epochs and 10 (3 seeds):")
     report["epoch_cap"] = epoch_cap(backbone, model, pretrained)
     print("(7) a pool of three styles per class instead of two (emoji B2N datasets, base classes):")
-    report["pool_styles"] = pool_styles(backbone, model, pretrained, features,
+    report["pool_styles"] = pool_styles(backbone, model, pretrained, features, report["headroom"],
                                         report["epoch_cap"]["by_epochs"][str(POOL_STYLES_EPOCHS)]["datasets"],
                                         epochs=POOL_STYLES_EPOCHS)
     report["seconds"] = time.perf_counter() - t0
