@@ -26,6 +26,14 @@ One difference remains: the text tower (distilled on the full text corpus) has r
 captions, the probe's not; with the MiniLM teacher as text side the probe moves by under 2 points
 (model card), so this favours the two sets only a little.
 
+Then the two sets (and the probe) as **base-to-new datasets** on the same image tower
+(:func:`held_out_b2n`): the first 25 concepts are base, the last 25 new; the pool is each concept's
+Twemoji + OpenMoji drawings (plain and the two background variants, 6 per class), the test its Noto,
+Fluent and Fluent 3D ones (9). Zero-shot against a linear probe on the pool (base classes) and against
+CoOp (pocket preset; ``--coop-epochs``, default the benchmark's 2 and the paper preset's 10; seeds 1-3):
+does the papers' starting picture (base up, new down) appear on concepts the image tower never saw,
+as it does not on the suite's B2N datasets, whose concepts pretraining paired with their names?
+
 Run from the repository root:
   python benchmarks/probe_difficulty.py --sources <npm prefix of the sources> [--steps 1000]
 (~13 min for 1,000 steps on 2 cores, ~60 min for 5,000). ``--sources`` is where ``metaprompt-lite data
@@ -46,7 +54,8 @@ from pathlib import Path
 import torch
 
 from image_recipes import CHECKPOINT, evaluate, fresh_image_phase, short_budget_config
-from metaprompt_lite.data import load_dataset
+from metaprompt_lite.data import load_dataset, split_by_source
+from metaprompt_lite.data.store import ImageDataset
 from metaprompt_lite.data.build import OBJECT_CATEGORIES
 from metaprompt_lite.data.sources import EmojiMetadata, Sources, default_sources_dir
 from metaprompt_lite.engine import accuracy
@@ -57,6 +66,7 @@ from metaprompt_lite.zeroshot import image_features, text_classifier
 PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")
 PROTOTYPE_STYLES = ("twemoji", "openmoji")
 N_HELD = 50
+B2N_POOL_STYLES = PROTOTYPE_STYLES  # the rest of PROBE_STYLES is the test, as for the probe (diagnostics part 3)
 
 
 def choose_holdouts(corpus: ImageTextCorpus, styles: list[str], meta: dict, seed: int = 0) -> dict[str, list[int]]:
@@ -112,6 +122,49 @@ def held_out_accuracy(backbone, corpus: ImageTextCorpus, styles: list[str], conc
     return accuracy(logits, labels), [float(correct[labels == k].mean() * 100) for k in range(len(concepts))]
 
 
+def held_out_b2n(corpus: ImageTextCorpus, styles: list[str], concepts: list[int], templates: list[str],
+                 name: str) -> ImageDataset:
+    """The held-out ``concepts`` as a base-to-new dataset: every image of theirs in :data:`PROBE_STYLES`
+    (plain and variants), labelled by position in ``concepts`` (so the first half are the base classes);
+    the few-shot pool (split 0) is the :data:`B2N_POOL_STYLES` drawings, the test (split 1) the others.
+    Raises ValueError if a concept lacks a pool or a test image."""
+    label_of = {c: k for k, c in enumerate(concepts)}
+    rows = [i for i, (c, s) in enumerate(zip(corpus.concepts.tolist(), styles)) if c in label_of and s in PROBE_STYLES]
+    labels = torch.tensor([label_of[corpus.concepts[i].item()] for i in rows], dtype=torch.long)
+    split = torch.tensor([0 if styles[i] in B2N_POOL_STYLES else 1 for i in rows], dtype=torch.long)
+    for k, c in enumerate(concepts):
+        for side, which in ((0, "pool"), (1, "test")):
+            if not ((labels == k) & (split == side)).any():
+                raise ValueError(f"held-out concept {corpus.concept_names[c]!r} has no {which} image "
+                                 f"(pool styles {B2N_POOL_STYLES}, test: the rest of {PROBE_STYLES})")
+    return ImageDataset(name=name, suite="b2n", classnames=[corpus.concept_names[c] for c in concepts],
+                        templates=list(templates), domains=["all"], images=corpus.images[rows], labels=labels,
+                        domain=torch.zeros(len(rows), dtype=torch.long), split=split,
+                        drawing=[f"{styles[i]}:{corpus.concept_ids[corpus.concepts[i]]}#{corpus.variant[i]}"
+                                 for i in rows])
+
+
+def held_out_coop(backbone, datasets: dict[str, ImageDataset], epochs: tuple[int, ...], seeds=(1, 2, 3)) -> dict:
+    """Base classes: zero-shot vs a linear probe on the pool; base and new: zero-shot vs CoOp (pocket
+    preset, ``epochs`` each) on every dataset, with pocket_diagnostics' measures (its parts 5 and 6)."""
+    from pocket_diagnostics import FeatureCache, _gains, _mean_gains, base_headroom, coop_optim
+
+    features = FeatureCache(backbone)
+    out: dict = {"seeds": list(seeds), "pool_styles": list(B2N_POOL_STYLES), "headroom": {}, "by_epochs": {}}
+    for name, dataset in datasets.items():
+        row = out["headroom"][name] = base_headroom(backbone, dataset, features(dataset))
+        print(f"  {name:24s} base: zero-shot {row['zs_base']:5.1f}, linear probe on the pool "
+              f"{row['linear_probe_base']:5.1f} ({row['pool_per_class']:.0f} pool images per class)", flush=True)
+    for n in epochs:
+        print(f"  CoOp for {n} epochs:")
+        rows = _gains(backbone, "pocket-clip", None, datasets, coop_optim(epochs=n), seeds)
+        summary = _mean_gains(rows)
+        out["by_epochs"][str(n)] = {"datasets": rows, **{k: v for k, v in summary.items() if k != "datasets"}}
+        print(f"  mean over {summary['datasets']}: base {summary['mean_base_gain']:+.2f} (up on {summary['base_up']}), "
+              f"new {summary['mean_new_gain']:+.2f} (down on {summary['new_down']})", flush=True)
+    return out
+
+
 def name_twins(corpus: ImageTextCorpus, chosen: list[int], held: set[int]) -> list[int]:
     """Held-out concepts whose name (case-folded) a concept still in the corpus also carries."""
     kept = {corpus.concept_names[c].casefold() for c in range(len(corpus.concept_names)) if c not in held}
@@ -136,6 +189,8 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(data_dir() / "corpus"))
     parser.add_argument("--sources", default=str(default_sources_dir()), help="npm prefix of the sources")
     parser.add_argument("--work", default=".cache/image_recipes/holdout", help="one folder per --steps")
+    parser.add_argument("--coop-epochs", type=int, nargs="+", default=[2, 10],
+                        help="CoOp budgets of the base-to-new stage (0: skip the stage)")
     args = parser.parse_args()
     corpus, _ = load_corpus(args.corpus)
     if len(corpus.styles) != len(corpus.images) or len(corpus.variant) != len(corpus.images):
@@ -182,6 +237,12 @@ def main() -> None:
             if twins:  # the same, without the classes whose name leaked
                 report[name][f"{label}_single_without_twins"] = held_out_accuracy(
                     backbone, corpus, styles, clean, which, probe_templates[:1])
+    if args.coop_epochs != [0]:
+        print("base-to-new on the held-out concepts (25 base / 25 new, pool = Twemoji + OpenMoji):")
+        datasets = {f"held-out {name}": held_out_b2n(corpus, styles, chosen, probe_templates, f"held-out-{name}")
+                    for name, chosen in sets.items()}
+        datasets["committed probe"] = split_by_source(probe, {"@iconify-json/twemoji", "openmoji"})
+        report["base_to_new"] = held_out_coop(backbone, datasets, tuple(args.coop_epochs))
     (work / "results.json").write_text(json.dumps(report, indent=2))
     p = report["committed_probe"]
     print(f"committed probe (object-like, 5 styles): {p['probe']:.1f} (ens {p['probe_ensemble']:.1f}) "

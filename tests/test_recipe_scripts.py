@@ -100,6 +100,23 @@ def test_held_out_rows_are_the_plain_drawings_of_the_chosen_concepts_in_the_chos
         assert corpus.concepts[i].item() == [7, 3, 126][label]
 
 
+def test_held_out_b2n_pools_twemoji_and_openmoji_and_tests_the_other_three_styles(scripts):
+    corpus, styles, meta = _corpus_and_meta()
+    concepts = [9, 2, 20, 14]  # rows below 256: the fake corpus's uint8 images hold their row number
+    dataset = scripts.difficulty.held_out_b2n(corpus, styles, concepts, ["a {}."], "held")
+    assert dataset.classnames == ["concept 9", "concept 2", "concept 20", "concept 14"]
+    assert len(dataset) == 4 * 5 * 2  # five styles, plain + one variant, nothing else
+    for image, label, split, drawing in zip(dataset.images, dataset.labels, dataset.split, dataset.drawing):
+        row = int(image[0, 0, 0])
+        assert corpus.concepts[row].item() == concepts[label]
+        assert split.item() == (0 if styles[row] in ("twemoji", "openmoji") else 1)
+        assert drawing.startswith(styles[row] + ":")
+    assert [(dataset.split[dataset.labels == k] == 0).sum().item() for k in range(4)] == [4] * 4
+    no_pool = ["noto" if c == 3 else s for c, s in zip(corpus.concepts.tolist(), styles)]  # concept 3: no pool style
+    with pytest.raises(ValueError, match="'concept 3' has no pool image"):
+        scripts.difficulty.held_out_b2n(corpus, no_pool, [2, 3], ["a {}."], "held")
+
+
 def test_name_twins_finds_a_held_out_name_still_carried_by_a_kept_concept(scripts):
     corpus, styles, meta = _corpus_and_meta()
     corpus.concept_names[130] = "Concept 4"  # a kept flag renamed like held-out concept 4
