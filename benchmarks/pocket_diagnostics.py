@@ -1,6 +1,6 @@
 """Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (~20 min).
 
-    python benchmarks/pocket_diagnostics.py [--out data/pocket-clip/diagnostics.json]
+    python benchmarks/pocket_diagnostics.py [--out data/pocket-clip/diagnostics.json] [--parts 5 6]
 
 1. **Memorisation.** For each emoji B2N dataset, the same 100-way zero-shot classifier (its
    single template) on the pretraining drawings of its concepts (3 Fluent drawings each, plain) and on
@@ -60,6 +60,7 @@ from metaprompt_lite.zeroshot import image_features, text_classifier
 EMOJI_B2N = ("emoji-objects", "emoji-food")
 PROBE_POOL = ("@iconify-json/twemoji", "openmoji")
 FIXED_POOL = PROBE_POOL  # the emoji B2N classes have Twemoji, OpenMoji, Noto and Fluent 3D drawings
+PARTS = (1, 2, 3, 4, 5, 6, 7)
 POOL_STYLES_EPOCHS = 10  # part 7's CoOp budget, one of part 6's epoch counts (its rows are the 2-style side)
 
 
@@ -347,37 +348,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--corpus", default=str(data_dir() / "corpus"))
+    parser.add_argument("--parts", type=int, nargs="+", default=list(PARTS), choices=PARTS,
+                        help="which parts to run (default: all; 7 needs 5 and 6)")
     args = parser.parse_args()
+    parts = set(args.parts)
+    if 7 in parts and not {5, 6} <= parts:
+        parser.error("part 7 reuses the rows of parts 5 and 6: add --parts 5 6")
     model, pretrained = default_model()
     backbone = load_clip(model, pretrained)
     t0 = time.perf_counter()
-    report = {"model": model, "pretrained": pretrained and Path(pretrained).name}
+    report = {"model": model, "pretrained": pretrained and Path(pretrained).name, "parts": sorted(parts)}
     features = FeatureCache(backbone)
-    report["memorisation"] = memorisation(backbone, Path(args.corpus), features)
-    for name, m in (report["memorisation"] or {}).items():
-        print(f"(1) {name} ({m['classes']}-way zero-shot): its concepts' pretraining drawings "
-              f"{m['pretraining_drawings']:.1f}% ({m['n_pretraining']} images, plain), their test drawings "
-              f"{m['test_drawings']:.1f}% ({m['n_test']}): plain {m['test_drawings_plain']:.1f}%, "
-              f"on a background, rotated and scaled {m['test_drawings_varied']:.1f}%")
-    report["text_or_image"] = text_or_image(backbone)
-    if report["text_or_image"]:
-        t = report["text_or_image"]
-        print(f"(2) 50-way probe: distilled text tower {t['probe_acc_student_text']:.1f}%, "
-              f"MiniLM teacher as text tower {t['probe_acc_minilm_text']:.1f}%")
-        print("    by drawing source (50-way, distilled text tower): " + ", ".join(
-            f"{source} {acc:.1f}%" for source, acc in t["probe_acc_student_text_by_source"].items()))
-    print("(3) zero-shot -> CoOp (200 steps, 3 seeds), base / new:")
-    report["coop_gain"] = coop_gain(backbone, model, pretrained)
-    print("(4) the same, with the probe's fixed style split or a dataset-wide domain shift:")
-    report["other_explanations"] = other_explanations(backbone, model, pretrained)
-    print("(5) headroom: zero-shot vs a linear probe on the same pool (base classes):")
-    report["headroom"] = headroom(backbone, features)
-    print("(6) zero-shot -> CoOp on every B2N dataset, the benchmark's 2 epochs and 10 (3 seeds):")
-    report["epoch_cap"] = epoch_cap(backbone, model, pretrained)
-    print("(7) a pool of three styles per class instead of two (emoji B2N datasets, base classes):")
-    report["pool_styles"] = pool_styles(backbone, model, pretrained, features, report["headroom"],
-                                        report["epoch_cap"]["by_epochs"][str(POOL_STYLES_EPOCHS)]["datasets"],
-                                        epochs=POOL_STYLES_EPOCHS)
+    if 1 in parts:
+        report["memorisation"] = memorisation(backbone, Path(args.corpus), features)
+        for name, m in (report["memorisation"] or {}).items():
+            print(f"(1) {name} ({m['classes']}-way zero-shot): its concepts' pretraining drawings "
+                  f"{m['pretraining_drawings']:.1f}% ({m['n_pretraining']} images, plain), their test drawings "
+                  f"{m['test_drawings']:.1f}% ({m['n_test']}): plain {m['test_drawings_plain']:.1f}%, "
+                  f"on a background, rotated and scaled {m['test_drawings_varied']:.1f}%")
+    if 2 in parts:
+        report["text_or_image"] = text_or_image(backbone)
+        if report["text_or_image"]:
+            t = report["text_or_image"]
+            print(f"(2) 50-way probe: distilled text tower {t['probe_acc_student_text']:.1f}%, "
+                  f"MiniLM teacher as text tower {t['probe_acc_minilm_text']:.1f}%")
+            print("    by drawing source (50-way, distilled text tower): " + ", ".join(
+                f"{source} {acc:.1f}%" for source, acc in t["probe_acc_student_text_by_source"].items()))
+    if 3 in parts:
+        print("(3) zero-shot -> CoOp (200 steps, 3 seeds), base / new:")
+        report["coop_gain"] = coop_gain(backbone, model, pretrained)
+    if 4 in parts:
+        print("(4) the same, with the probe's fixed style split or a dataset-wide domain shift:")
+        report["other_explanations"] = other_explanations(backbone, model, pretrained)
+    if 5 in parts:
+        print("(5) headroom: zero-shot vs a linear probe on the same pool (base classes):")
+        report["headroom"] = headroom(backbone, features)
+    if 6 in parts:
+        print("(6) zero-shot -> CoOp on every B2N dataset, the benchmark's 2 epochs and 10 (3 seeds):")
+        report["epoch_cap"] = epoch_cap(backbone, model, pretrained)
+    if 7 in parts:
+        print("(7) a pool of three styles per class instead of two (emoji B2N datasets, base classes):")
+        report["pool_styles"] = pool_styles(backbone, model, pretrained, features, report["headroom"],
+                                            report["epoch_cap"]["by_epochs"][str(POOL_STYLES_EPOCHS)]["datasets"],
+                                            epochs=POOL_STYLES_EPOCHS)
     report["seconds"] = time.perf_counter() - t0
     print(f"{report['seconds']:.0f} s")
     if args.out:

@@ -148,3 +148,24 @@ def test_pool_styles_takes_its_two_style_side_from_parts_5_and_6(diagnostics, mo
         assert out["datasets"][name]["pool_2_styles"] == {**headroom[name], "coop": coop[name]}
         assert out["datasets"][name]["pool_3_styles"]["linear_probe_base"] == 46.0
     assert out["mean_coop_base_gain_3_styles"] == 2.0
+
+
+def test_parts_run_only_the_chosen_measures_and_part_7_needs_5_and_6(diagnostics, monkeypatch, tmp_path):
+    import json
+    import sys
+
+    called = []
+    monkeypatch.setattr(diagnostics, "load_clip", lambda model, pretrained: None)
+    monkeypatch.setattr(diagnostics, "headroom", lambda backbone, features: called.append(5) or {"x": 1})
+    monkeypatch.setattr(diagnostics, "epoch_cap", lambda backbone, model, pretrained: called.append(6) or {"y": 2})
+    for name in ("memorisation", "text_or_image", "coop_gain", "other_explanations", "pool_styles"):
+        monkeypatch.setattr(diagnostics, name, lambda *a, **k: pytest.fail("a part that was not asked for ran"))
+    out = tmp_path / "d.json"
+    monkeypatch.setattr(sys, "argv", ["pocket_diagnostics.py", "--parts", "6", "5", "--out", str(out)])
+    diagnostics.main()
+    report = json.loads(out.read_text())
+    assert called == [5, 6] and report["parts"] == [5, 6]
+    assert report["headroom"] == {"x": 1} and report["epoch_cap"] == {"y": 2} and "memorisation" not in report
+    monkeypatch.setattr(sys, "argv", ["pocket_diagnostics.py", "--parts", "7", "6"])
+    with pytest.raises(SystemExit):
+        diagnostics.main()
