@@ -260,6 +260,33 @@ def test_a_built_corpus_holds_no_evaluation_image():
     assert not {t.format(n) for n in probe_names for t in build.GENERIC_TEMPLATES} & text  # no class-name sentence
     names = {r["classname"] for r in _manifest_rows() if r["concept"] in b2n_emoji}
     assert all(f"a photo of a {n}." in text for n in names)
+    # the novel emoji B2N concepts: no image at all, in any style, but their captions and names as text
+    novel = {r["concept"] for r in _manifest_rows() if r["dataset"] in build.NOVEL_B2N}
+    assert len(novel) == 100 and not novel & set(meta["concept_ids"])
+    novel_names = {r["classname"] for r in _manifest_rows() if r["concept"] in novel}
+    assert all(f"a photo of a {n}." in text and build.STYLE_PHRASES["twemoji"].format(n) in text for n in novel_names)
+
+
+def test_novel_emoji_datasets_hold_their_listed_concepts_and_no_other_datasets():
+    """The two novel emoji B2N datasets are the concepts of ``build.NOVEL_B2N``, 50 each, drawn like the
+    other emoji B2N datasets (2 styles x 3 variants in the pool, 2 x 3 in the test, per class), and share
+    no concept with any other dataset (so pretraining, which skips every evaluated concept's images
+    except the B2N and DG ones' listed styles, never saw them; the built-corpus test checks that)."""
+    rows = _manifest_rows()
+    concepts_of: dict[str, set[str]] = {}
+    for r in rows:
+        concepts_of.setdefault(r["dataset"], set()).add(r["concept"])
+    for name, keys in build.NOVEL_B2N.items():
+        assert concepts_of[name] == set(keys) and len(keys) == 50
+        others = set().union(*(c for d, c in concepts_of.items() if d != name))
+        assert not concepts_of[name] & others
+        dataset = load_dataset(name)
+        assert len(dataset.classnames) == 50 and dataset.suite == "b2n"
+        for label in range(50):
+            mine = dataset.labels == label
+            assert int((mine & (dataset.split == 0)).sum()) == 6 and int((mine & (dataset.split == 1)).sum()) == 6
+        packages = {r["package"] for r in rows if r["dataset"] == name}
+        assert len(packages) == len(build.B2N_EMOJI_STYLES)
 
 
 def test_split_by_source_puts_the_named_packages_in_the_pool_and_names_an_empty_class():

@@ -14,6 +14,13 @@ identity of a concept or image, so the build is byte-identical on every run):
     as text only, so the sentence set, and hence the text tower, is the same either way.
   - emoji-pacs: photo = Fluent 3D, art = Noto, cartoon = Fluent flat, sketch = OpenMoji line;
     pretraining sees these concepts only as Twemoji drawings.
+* **Novel emoji** B2N datasets ``emoji-novel-objects`` and ``emoji-novel-mixed`` (50 classes each,
+  :data:`NOVEL_B2N`): concepts pretraining never sees as an image, in any style (their captions stay
+  in the text corpus as text only, like ``b2n_concept_images=False``), with the pool and test of the
+  other emoji B2N datasets. They are the suite's counterpart of the papers' datasets on which CLIP's
+  pretraining did not pair the names with the look (EuroSAT, DTD): there CoOp's learned context
+  raises base accuracy far above zero-shot, on concepts pretraining imaged it does not
+  (``data/pocket-clip/experiments/probe-difficulty/``).
 * **Flags**: 40 countries for ``flags-dg`` (rectangle = flag-icons, circle = circle-flags,
   pixel = famfamfam, emoji = OpenMoji; pretraining: Twemoji only), 100 for B2N ``flags``
   (per class, 2 of Twemoji / OpenMoji / circle-flags / famfamfam to the pool, the other 2 to the
@@ -87,12 +94,37 @@ B2N_EMOJI_STYLES = ("fluent-3d", "noto", "openmoji", "twemoji")  # 2 per class t
 B2N_CORPUS_STYLES = ("fluent", "fluent-flat", "fluent-hc")  # the B2N concepts' pretraining drawings
 B2N_FLAG_STYLES = ("circle-flags", "famfamfam", "openmoji", "twemoji")
 
+# The novel emoji B2N datasets' concepts (emoji keys), drawn by ``benchmarks/probe_difficulty.py``
+# (``choose_holdouts``, seed 0) from the emoji the other datasets leave, among those with a plain drawing
+# in Twemoji, Noto, OpenMoji, Fluent and Fluent 3D: 50 object-like (Objects, Travel & Places, Animals &
+# Nature, Food & Drink) and 50 of any category but flags (mostly People & Body, Smileys & Emotion).
+# One name, "t-shirt", is also a Fashion-MNIST class, whose photos stay in the corpus.
+NOVEL_B2N = {
+    "emoji-novel-objects": (
+        "1F308", "1F31F", "1F32A", "1F332", "1F33D", "1F35A", "1F3E9", "1F3F0", "1F426", "1F437", "1F455", "1F45C",
+        "1F484", "1F492", "1F4BC", "1F4D0", "1F4E0", "1F4E2", "1F4FD", "1F507", "1F50E", "1F516", "1F517", "1F554",
+        "1F556", "1F55B", "1F562", "1F5DD", "1F5DE", "1F685", "1F69E", "1F6DF", "1F6E0", "1F6EB", "1F95C", "1F98C",
+        "1F98F", "1F9AF", "1F9C9", "1F9ED", "1F9FE", "1FA73", "1FA9F", "1FAA6", "1FACE", "2600", "2696", "2697",
+        "26A1", "2712",
+    ),
+    "emoji-novel-mixed": (
+        "0030-20E3", "1F374", "1F396", "1F3A9", "1F3C0", "1F3CB", "1F3E6", "1F466", "1F468-200D-1F527",
+        "1F469-200D-1F3A4", "1F469-200D-2695", "1F46E-200D-2642", "1F496", "1F49A", "1F4A6", "1F4C4", "1F4CF",
+        "1F4DC", "1F4DE", "1F616", "1F640", "1F644", "1F64B-200D-2642", "1F6B0", "1F6B4", "1F6B5-200D-2640",
+        "1F6B6-200D-2642", "1F6D7", "1F7E9", "1F919", "1F922", "1F92E", "1F96F", "1F9CD", "1F9CE", "1F9D1",
+        "1F9D1-200D-1F9B3", "1FA76", "1FAA1", "1FAA5", "1FAC5", "1FAF0", "1FAF3", "260E", "2620", "262E", "26F5",
+        "26F9-200D-2642", "271D", "3030",
+    ),
+}
+
 GENERIC_TEMPLATES = ("a drawing of a {}.", "an emoji of a {}.", "a picture of a {}.", "an icon of a {}.")
 TEMPLATES = {
     "emoji-objects": ("a photo of a {}.",) + GENERIC_TEMPLATES,
     "emoji-animals": ("a photo of a {}, a type of animal.",) + GENERIC_TEMPLATES,
     "emoji-food": ("a photo of {}, a type of food.",) + GENERIC_TEMPLATES,
     "emoji-places": ("a photo of a {}, a type of place or vehicle.",) + GENERIC_TEMPLATES,
+    "emoji-novel-objects": ("a photo of a {}.",) + GENERIC_TEMPLATES,
+    "emoji-novel-mixed": ("a photo of a {}.",) + GENERIC_TEMPLATES,
     "flags": ("a photo of the flag of {}.", "the flag of {}.", "a drawing of the flag of {}.",
               "the national flag of {}.", "an icon of the flag of {}."),
     "cards": ("a photo of the {}, a playing card.", "the {}.", "a playing card: the {}.",
@@ -105,6 +137,7 @@ TEMPLATES = {
     "emoji-unseen": ("a photo of a {}.",) + GENERIC_TEMPLATES,
 }
 SUITES = {"emoji-objects": "b2n", "emoji-animals": "b2n", "emoji-food": "b2n", "emoji-places": "b2n",
+          "emoji-novel-objects": "b2n", "emoji-novel-mixed": "b2n",
           "flags": "b2n", "cards": "b2n", "fashion": "b2n", "emoji-pacs": "dg", "flags-dg": "dg",
           "emoji-unseen": "probe"}
 STYLE_PHRASES = {
@@ -260,7 +293,16 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
                     out.append(Item(drawing, v, meta[key].name, key, domain, split_of(style)))
         return out
 
-    for dataset, keys in b2n.items():
+    novel = {dataset: sorted(keys) for dataset, keys in NOVEL_B2N.items()}
+    for dataset, keys in novel.items():
+        unusable = [k for k in keys if k in used or k not in meta
+                    or not all(styles.get(st, k) is not None for st in B2N_EMOJI_STYLES)]
+        if unusable:
+            raise SourceMissing(f"{dataset}: emoji {unusable[:5]} are unknown to these emoji sources, lack one of "
+                                f"{B2N_EMOJI_STYLES} or are used by another dataset; rebuild with the npm "
+                                f"versions in data/README.md")
+        used |= set(keys)
+    for dataset, keys in {**b2n, **novel}.items():
         plan.classnames[dataset] = [meta[k].name for k in keys]
         plan.domains[dataset] = ["emoji"]
         pool, test = [], []
@@ -269,8 +311,14 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
             pool += items([key], dataset, [(st, "emoji") for st in pool_styles], POOL_VARIANTS, lambda s: "pool")
             test += items([key], dataset, [(st, "emoji") for st in test_styles], TEST_VARIANTS, lambda s: "test")
         plan.datasets[dataset] = pool + test
+    for keys in b2n.values():
         for key in keys:
             add_b2n_concept_to_corpus(plan, key, meta[key], styles, glosses)
+    for keys in novel.values():  # never an image: the captions their drawings would have had, as text only
+        for key in keys:
+            for style in EmojiStyles.STYLES:
+                if styles.get(style, key) is not None:
+                    plan.text_only += _emoji_captions(meta[key], style, glosses)
     dg = sorted(dg)
     pacs = (("fluent-3d", "photo"), ("noto", "art"), ("fluent-flat", "cartoon"), ("openmoji-line", "sketch"))
     plan.classnames["emoji-pacs"] = [meta[k].name for k in dg]

@@ -19,7 +19,8 @@ from PIL import Image
 
 from metaprompt_lite.paths import data_dir
 
-B2N_DATASETS = ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places", "flags", "cards", "fashion")
+B2N_DATASETS = ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places", "emoji-novel-objects",
+                "emoji-novel-mixed", "flags", "cards", "fashion")
 DG_BENCHMARKS = ("emoji-pacs", "flags-dg")
 PROBES = ("emoji-unseen",)
 BUILD_HINT = "rebuild it with `metaprompt-lite data build` (see data/README.md)"
