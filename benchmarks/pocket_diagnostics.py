@@ -183,6 +183,11 @@ def headroom(backbone, features: FeatureCache) -> dict:
 
     datasets = {name: load_dataset(name) for name in list_datasets("b2n")}
     datasets["emoji-unseen (probe)"] = split_by_source(load_dataset("emoji-unseen"), set(PROBE_POOL))
+    return headroom_rows(backbone, datasets, features)
+
+
+def headroom_rows(backbone, datasets: dict, features: FeatureCache) -> dict:
+    """:func:`base_headroom` of each dataset, printed as it goes: {dataset label: row}."""
     out = {}
     for name, dataset in datasets.items():
         row = out[name] = base_headroom(backbone, dataset, features(dataset))
@@ -291,12 +296,19 @@ def epoch_cap(backbone, model: str, pretrained: str, epochs=(2, POOL_STYLES_EPOC
     from metaprompt_lite.data import list_datasets
 
     datasets = {name: load_dataset(name) for name in list_datasets("b2n")}
-    out = {"seeds": list(seeds), "lr": coop_optim().lr, "by_epochs": {}}
+    return {"seeds": list(seeds), "lr": coop_optim().lr,
+            "by_epochs": gains_by_epochs(backbone, model, pretrained, datasets, epochs, seeds)}
+
+
+def gains_by_epochs(backbone, model: str, pretrained: str | None, datasets: dict, epochs, seeds) -> dict:
+    """:func:`_gains` at each CoOp epoch count in ``epochs``, with their :func:`_mean_gains`, printed:
+    {str(epochs): {"datasets": rows, "mean_base_gain": ..., ...}}."""
+    out = {}
     for n in epochs:
         print(f"  CoOp for {n} epochs:")
         rows = _gains(backbone, model, pretrained, datasets, coop_optim(epochs=n), seeds)
         summary = _mean_gains(rows)
-        out["by_epochs"][str(n)] = {"datasets": rows, **{k: v for k, v in summary.items() if k != "datasets"}}
+        out[str(n)] = {"datasets": rows, **{k: v for k, v in summary.items() if k != "datasets"}}
         print(f"  mean over {summary['datasets']} datasets: base {summary['mean_base_gain']:+.2f} (up on "
               f"{summary['base_up']}), new {summary['mean_new_gain']:+.2f} (down on {summary['new_down']})", flush=True)
     return out

@@ -54,6 +54,7 @@ from pathlib import Path
 import torch
 
 from image_recipes import CHECKPOINT, evaluate, fresh_image_phase, short_budget_config
+from pocket_diagnostics import PROBE_POOL, FeatureCache, gains_by_epochs, headroom_rows
 from metaprompt_lite.data import load_dataset, split_by_source
 from metaprompt_lite.data.store import ImageDataset
 from metaprompt_lite.data.build import OBJECT_CATEGORIES
@@ -126,43 +127,26 @@ def held_out_b2n(corpus: ImageTextCorpus, styles: list[str], concepts: list[int]
                  name: str) -> ImageDataset:
     """The held-out ``concepts`` as a base-to-new dataset: every image of theirs in :data:`PROBE_STYLES`
     (plain and variants), labelled by position in ``concepts`` (so the first half are the base classes);
-    the few-shot pool (split 0) is the :data:`B2N_POOL_STYLES` drawings, the test (split 1) the others.
-    Raises ValueError if a concept lacks a pool or a test image."""
+    the few-shot pool (split 0) is the :data:`B2N_POOL_STYLES` drawings, the test (split 1) the others
+    (:func:`~metaprompt_lite.data.split_by_source`, with the style as a drawing's source). Raises
+    ValueError if a concept lacks a pool or a test image."""
     label_of = {c: k for k, c in enumerate(concepts)}
     rows = [i for i, (c, s) in enumerate(zip(corpus.concepts.tolist(), styles)) if c in label_of and s in PROBE_STYLES]
-    labels = torch.tensor([label_of[corpus.concepts[i].item()] for i in rows], dtype=torch.long)
-    split = torch.tensor([0 if styles[i] in B2N_POOL_STYLES else 1 for i in rows], dtype=torch.long)
-    for k, c in enumerate(concepts):
-        for side, which in ((0, "pool"), (1, "test")):
-            if not ((labels == k) & (split == side)).any():
-                raise ValueError(f"held-out concept {corpus.concept_names[c]!r} has no {which} image "
-                                 f"(pool styles {B2N_POOL_STYLES}, test: the rest of {PROBE_STYLES})")
-    return ImageDataset(name=name, suite="b2n", classnames=[corpus.concept_names[c] for c in concepts],
-                        templates=list(templates), domains=["all"], images=corpus.images[rows], labels=labels,
-                        domain=torch.zeros(len(rows), dtype=torch.long), split=split,
-                        drawing=[f"{styles[i]}:{corpus.concept_ids[corpus.concepts[i]]}#{corpus.variant[i]}"
-                                 for i in rows])
+    dataset = ImageDataset(name=name, suite="b2n", classnames=[corpus.concept_names[c] for c in concepts],
+                           templates=list(templates), domains=["all"], images=corpus.images[rows],
+                           labels=torch.tensor([label_of[corpus.concepts[i].item()] for i in rows], dtype=torch.long),
+                           domain=torch.zeros(len(rows), dtype=torch.long), split=torch.ones(len(rows), dtype=torch.long),
+                           drawing=[f"{styles[i]}:{corpus.concept_ids[corpus.concepts[i]]}#{corpus.variant[i]}"
+                                    for i in rows])
+    return split_by_source(dataset, set(B2N_POOL_STYLES))
 
 
 def held_out_coop(backbone, datasets: dict[str, ImageDataset], epochs: tuple[int, ...], seeds=(1, 2, 3)) -> dict:
     """Base classes: zero-shot vs a linear probe on the pool; base and new: zero-shot vs CoOp (pocket
     preset, ``epochs`` each) on every dataset, with pocket_diagnostics' measures (its parts 5 and 6)."""
-    from pocket_diagnostics import FeatureCache, _gains, _mean_gains, base_headroom, coop_optim
-
-    features = FeatureCache(backbone)
-    out: dict = {"seeds": list(seeds), "pool_styles": list(B2N_POOL_STYLES), "headroom": {}, "by_epochs": {}}
-    for name, dataset in datasets.items():
-        row = out["headroom"][name] = base_headroom(backbone, dataset, features(dataset))
-        print(f"  {name:24s} base: zero-shot {row['zs_base']:5.1f}, linear probe on the pool "
-              f"{row['linear_probe_base']:5.1f} ({row['pool_per_class']:.0f} pool images per class)", flush=True)
-    for n in epochs:
-        print(f"  CoOp for {n} epochs:")
-        rows = _gains(backbone, "pocket-clip", None, datasets, coop_optim(epochs=n), seeds)
-        summary = _mean_gains(rows)
-        out["by_epochs"][str(n)] = {"datasets": rows, **{k: v for k, v in summary.items() if k != "datasets"}}
-        print(f"  mean over {summary['datasets']}: base {summary['mean_base_gain']:+.2f} (up on {summary['base_up']}), "
-              f"new {summary['mean_new_gain']:+.2f} (down on {summary['new_down']})", flush=True)
-    return out
+    return {"seeds": list(seeds), "pool_styles": list(B2N_POOL_STYLES),
+            "headroom": headroom_rows(backbone, datasets, FeatureCache(backbone)),
+            "by_epochs": gains_by_epochs(backbone, backbone.name, backbone.pretrained, datasets, epochs, seeds)}
 
 
 def name_twins(corpus: ImageTextCorpus, chosen: list[int], held: set[int]) -> list[int]:
@@ -241,7 +225,7 @@ def main() -> None:
         print("base-to-new on the held-out concepts (25 base / 25 new, pool = Twemoji + OpenMoji):")
         datasets = {f"held-out {name}": held_out_b2n(corpus, styles, chosen, probe_templates, f"held-out-{name}")
                     for name, chosen in sets.items()}
-        datasets["committed probe"] = split_by_source(probe, {"@iconify-json/twemoji", "openmoji"})
+        datasets["committed probe"] = split_by_source(probe, set(PROBE_POOL))
         report["base_to_new"] = held_out_coop(backbone, datasets, tuple(args.coop_epochs))
     (work / "results.json").write_text(json.dumps(report, indent=2))
     p = report["committed_probe"]
