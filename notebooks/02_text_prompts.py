@@ -110,14 +110,30 @@ summary = pd.DataFrame({"zs base": zs["base"], "coop base": cp["base"], "zs new"
 print(summary.round(1))
 print("CoOp base > zero-shot base on", int((cp["base"] > zs["base"]).sum()), "of", len(zs), "datasets")
 print("CoOp new  < zero-shot new  on", int((cp["new"] < zs["new"]).sum()), "of", len(zs), "datasets")
-assert cp["new"].mean() < zs["new"].mean()  # new classes suffer on average (on 4 of 7 datasets here)
+assert cp["new"].mean() < zs["new"].mean()  # new classes suffer on average (on 6 of 9 datasets here)
 assert (cp["new"] < zs["new"]).sum() >= 4
 
 # %% [markdown]
-# NARRATIVE_BENCH
+# Part of the papers' picture appears: **new-class accuracy drops below zero-shot** on 6 of 9
+# datasets (emoji-novel-mixed −5.6, emoji-food −4.7, emoji-animals −4.3, emoji-novel-objects −3.3,
+# emoji-objects −3.1, emoji-places −3.0) and on average (48.4 vs 50.3). The base gain is small:
+# +0.8 on average — CoOp gains on flags (+6.2), emoji-places (+6.2), cards (+3.8), emoji-food (+2.9)
+# and Fashion-MNIST (+0.7) and loses on emoji-objects (−3.7), emoji-animals (−3.6),
+# emoji-novel-objects (−3.1) and emoji-novel-mixed (−2.7). The overfitting to the training classes
+# is there; the papers' large base gain is not, at the benchmark's 2 epochs.
 #
 # ## Where the base gain does appear: concepts the pocket CLIP never saw
-# NARRATIVE_WHY
+# Two things hold it back, both measured by `benchmarks/pocket_diagnostics.py`. The benchmark's 2
+# epochs are few steps (fewer than 40 on a 50-class emoji dataset; chosen for cost). And on seven of the
+# nine datasets the pocket CLIP was pretrained on the classes' own drawings (in other styles) paired
+# with their names, so the zero-shot text embeddings already sit where its image tower puts those
+# concepts; what holds base accuracy down there is how weakly the image features carry a concept
+# beyond the drawings they were trained on, and a text prompt cannot change image features. A linear
+# probe on the pool's features measures how much room any classifier has over zero-shot (part 5):
+# +0 on emoji-objects, +11 on emoji-food, +30 on flags, and +32 and +33 on `emoji-novel-objects` and
+# `emoji-novel-mixed`, whose concepts pretraining never showed as images (their names occur in the
+# text corpus only). Train CoOp for the paper preset's 10 epochs (learning rate and batch stay the
+# pocket preset's) on emoji-food and on emoji-novel-mixed:
 
 # %%
 import dataclasses
@@ -139,16 +155,27 @@ delta = gain["coop base"] - gain["zs base"]
 print("CoOp − zero-shot on base:", delta.round(1).to_dict())
 
 # %% [markdown]
-# NARRATIVE_AFTER
+# With enough steps, on concepts it never saw as images, CoOp shows the papers' picture: base +12.0,
+# new −10.7 on emoji-novel-mixed (seed 1 above; 3 seeds in the diagnostics: +11.8 / −11.1), against
+# +3.3 / −5.3 on emoji-food. Over all nine datasets, 10 epochs give base +4.3 on average (up on 7 of
+# 9; the largest gains are the three datasets with 30 or more points of linear-probe headroom:
+# emoji-novel-mixed, flags +11.2, emoji-novel-objects +6.4) and new −4.8 (down on 7 of 9). That is a
+# third of ViT-B/16's +13 on base. Prompt tuning gains where the zero-shot prompt is a poor fit for
+# classes the image features do separate, and has little to add where pretraining already fitted
+# these names to these images. Two other explanations were tested and add little: the probe's fixed
+# style split in place of styles shuffled per class (emoji-objects −1.2, emoji-food +0.6 on base),
+# and a dataset-wide look a prompt could learn (every image pixelated, or grey at low contrast:
+# +0.9 to +10.1 from a much lower zero-shot, since these shifts also damage the image features).
 # %% [markdown]
 # ## Summary
 # - CoOp learns a handful of word vectors; everything else in CLIP stays frozen.
 # - Trained on base classes only, the context drifts towards what separates *those* classes and
-#   new-class accuracy falls below zero-shot: prompt tuning overfits (here without the base gain
-#   real CLIP shows on these datasets, for the reason above; on concepts the pocket CLIP never saw,
-#   the base gain appears too).
-# - CoCoOp's image-conditional context is meant to soften the drop; on this suite it does not (new
-#   51.8 vs CoOp's 52.3 over 3 seeds), at a much higher cost per step.
+#   new-class accuracy falls below zero-shot: prompt tuning overfits. At the benchmark's 2 epochs the
+#   base gain real CLIP shows is small here; with 10, on concepts the pocket CLIP never saw as
+#   images, it appears too, for the reason above.
+# - CoCoOp's image-conditional context is meant to soften the drop; on this suite it barely does
+#   (new 48.6 vs CoOp's 48.4 over 3 seeds, well within CoCoOp's seed spread of ±1.4), at a much
+#   higher cost per step.
 #
 # ## Exercises
 # 1. Initialise CoOp randomly (`ctx_init=None`) instead of from "a photo of a". What happens to new?

@@ -134,16 +134,18 @@ print(f"MetaPrompt HM {avg.loc['metaprompt', 'hm']:.2f} vs best prompt baseline 
       f"(target +1.0: {'met' if gain >= 1.0 else 'missed'})")
 print(f"MetaPrompt new {avg.loc['metaprompt', 'new']:.2f} vs zero-shot new {avg.loc['zsclip', 'new']:.2f}")
 assert gain > 0  # MetaPrompt beats every prompt baseline on HM (the +1.0 target is printed, not asserted)
-assert avg.loc["metaprompt", "new"] > avg.loc["coop", "new"]  # less new-class loss than CoOp
+assert avg.loc["metaprompt", "new"] > avg.loc[["ivlp", "maple"], "new"].max()  # less new-class loss than the deep-prompt baselines
 
 # %% [markdown]
 # ## Summary
 # - MetaPrompt = dual-modality prompts + asymmetric loss + an episodic meta-update per batch.
 # - Cross-class episodes never leak query classes into the support; cross-domain episodes never
 #   leak the query domain.
-# - On the offline suite it has the best base accuracy and beats every prompt baseline on HM (+0.98
-#   over CoOp, just short of the +1.0 target; GRAM-CoOp, notebook 07, is higher still), but it is
-#   still below zero-shot on new classes: it reduces the overfitting, it does not remove it.
+# - On the offline suite (nine datasets) it has the best base accuracy of the six and beats every
+#   prompt baseline on HM, but only by +0.41 over CoOp (the target is +1.0; ProMetaR and GRAM-CoOp,
+#   notebook 07, are higher still). It loses less on new classes than the deep-prompt baselines it
+#   extends (47.8 vs IVLP 46.8 and MaPLe 45.6), more than CoOp (48.4), and stays below zero-shot
+#   (50.3) on new classes and on HM: it reduces the overfitting of deep prompts, it does not remove it.
 #
 # ## Exercises
 # 1. Set `n_groups` to 2 and 8 (`method_overrides={"n_groups": ...}`): how do base and new move?

@@ -108,9 +108,10 @@ table
 
 # %% [markdown]
 # The Δ column is what the target asks for ("each improves the learner it wraps on HM"): all
-# three do on this suite — ProMetaR by +2.7, the GRAM variants by +1.3 and +1.6 (about half a point
-# on the previous, plain-corpus checkpoint), although GRAM's meta-signal on this corpus is weak
-# (above). `results/FINDINGS.md` has the details.
+# three do on this suite — ProMetaR by +1.9, GRAM-CoOp by +2.0 and GRAM-IVLP by +1.5 (about half a
+# point on an earlier, plain-corpus checkpoint), although GRAM's meta-signal on this corpus is weak
+# (above). GRAM-CoOp is the only trained method that does not lose new-class accuracy against
+# zero-shot on average. `results/FINDINGS.md` has the details.
 #
 # ## Summary
 # - ProMetaR learns how strongly to apply a regulariser, per layer and per gradient entry, with a

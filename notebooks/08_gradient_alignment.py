@@ -90,32 +90,36 @@ for label, frame in curves.items():
 for label, frame in curves.items():
     print(f"  {label:18s} alignment at the end minus at the start: "
           f"{frame['alignment'].iloc[-1] - frame['alignment'].iloc[0]:+.2f}")
-# measured on this run (and on the previous checkpoint): CoOp's class groups end up pulling apart
+# measured on this run (and on the previous checkpoints): CoOp's class groups end up pulling apart
 assert curves["CoOp"]["alignment"].iloc[-1] < curves["CoOp"]["alignment"].iloc[0] - 0.3
 
 # %% [markdown]
 # ## Reading the figure (emoji-animals, seed 1)
-# - **CoOp**: the two class groups' gradients start aligned (+0.42) and end opposed (−0.23): late
+# - **CoOp**: the two class groups' gradients start aligned (+0.34) and end opposed (−0.25): late
 #   updates that help one group now hurt the other, the signature of fitting what is specific to
-#   each class. Its new-class accuracy, though, holds over these 36 steps (39.0 → 39.7).
-# - **MetaPrompt** (first and second order give the same curve): alignment rises to +0.35 by step 18,
-#   then falls to −0.29, ending *below* CoOp's — the meta-gradient did not keep the groups in
-#   agreement here. On the previous, plain-corpus checkpoint it had stayed positive (+0.35 → +0.16)
-#   while CoOp's fell to −0.07; that contrast did not survive the change of checkpoint.
-# - **ProMetaR** (first-order here, for time): alignment stays positive and ends highest
-#   (+0.17 → +0.33), with the lowest new-class accuracy of the four (28.7 after 36 steps).
-# - Over all points, alignment and new-class accuracy correlate *negatively* in this run (−0.21;
-#   within CoOp −0.46). So alignment, measured this way (2 probes, one seed), does not predict
-#   new-class accuracy on this model: it says whether updates are shared across class groups, which
-#   the first-order argument above links to generalisation only locally, in one step.
+#   each class. Its new-class accuracy falls with it (40.0 → 37.7 over these 36 steps; within CoOp,
+#   alignment and new-class accuracy correlate at +0.95).
+# - **MetaPrompt** (first and second order give the same curve): alignment rises from +0.07 to +0.37
+#   by step 18, then settles at +0.10 — positive throughout and the highest of the four at the end,
+#   the behaviour its meta-gradient rewards. Its new-class accuracy is nonetheless the lowest
+#   (35.3). On the previous checkpoint its alignment had fallen to −0.29, below CoOp's, and on the
+#   plain-corpus one before it had stayed positive (+0.35 → +0.16): this curve changes with the
+#   checkpoint, CoOp's fall does not.
+# - **ProMetaR** (first-order here, for time): alignment peaks early (+0.26 at step 6) and ends
+#   negative (−0.12), with new-class accuracy 37.0 after 36 steps.
+# - Over all points, alignment and new-class accuracy barely correlate (+0.05), and within MetaPrompt
+#   and ProMetaR not at all. So alignment, measured this way (2 probes, one seed), tracks CoOp's
+#   drift but does not rank the learners by new-class accuracy on this model: it says whether
+#   updates are shared across class groups, which the first-order argument above links to
+#   generalisation only locally, in one step.
 # - Alignment is measured on *training* classes only, so it is a diagnostic you can compute without
 #   any new-class data — read it as a trend within one run.
 #
 # ## Summary
 # - cos(g_S, g_Q) is the quantity a first-order meta-gradient rewards.
 # - It can be tracked cheaply during training with `metaprompt_lite.analysis`; falling alignment
-#   flags class-specific fitting (CoOp, on both checkpoints so far), but on this run it neither ranks
-#   the learners nor tracks their new-class accuracy.
+#   flags class-specific fitting (CoOp, on all three checkpoints so far), but on this run it does not
+#   rank the learners by new-class accuracy.
 #
 # ## Exercises
 # 1. Measure alignment with 4 groups instead of 2 (`gradient_alignment(..., groups=4)`).
