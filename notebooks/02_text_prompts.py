@@ -124,7 +124,7 @@ assert (cp["new"] < zs["new"]).sum() >= 4
 #
 # ## Where the base gain does appear: concepts the pocket CLIP never saw
 # Two things hold it back, both measured by `benchmarks/pocket_diagnostics.py`. The benchmark's 2
-# epochs are few steps (fewer than 40 on a 50-class emoji dataset; chosen for cost). And on seven of the
+# epochs are few steps (36 for the 50 base classes of a 100-class emoji dataset, 18 on the novel datasets; chosen for cost). And on seven of the
 # nine datasets the pocket CLIP was pretrained on the classes' own drawings (in other styles) paired
 # with their names, so the zero-shot text embeddings already sit where its image tower puts those
 # concepts; what holds base accuracy down there is how weakly the image features carry a concept
@@ -158,11 +158,11 @@ print("CoOp − zero-shot on base:", delta.round(1).to_dict())
 # With enough steps, on concepts it never saw as images, CoOp shows the papers' picture: base +12.0,
 # new −10.7 on emoji-novel-mixed (seed 1 above; 3 seeds in the diagnostics: +11.8 / −11.1), against
 # +3.3 / −5.3 on emoji-food. Over all nine datasets, 10 epochs give base +4.3 on average (up on 7 of
-# 9; the largest gains are the three datasets with 30 or more points of linear-probe headroom:
-# emoji-novel-mixed, flags +11.2, emoji-novel-objects +6.4) and new −4.8 (down on 7 of 9). That is a
-# third of ViT-B/16's +13 on base. Prompt tuning gains where the zero-shot prompt is a poor fit for
-# classes the image features do separate, and has little to add where pretraining already fitted
-# these names to these images. Two other explanations were tested and add little: the probe's fixed
+# 9; the two largest on two of the three datasets with 30 or more points of linear-probe headroom,
+# emoji-novel-mixed and flags +11.2) and new −4.8 (down on 7 of 9): a third of ViT-B/16's +13 on
+# base. Prompt tuning gains where the zero-shot prompt is a poor fit for classes the image features
+# do separate (large linear-probe headroom), and has little to add where the features leave no room,
+# as on emoji-objects and cards, whose names pretraining paired with these concepts' drawings. Two other explanations were tested and add little: the probe's fixed
 # style split in place of styles shuffled per class (emoji-objects −1.2, emoji-food +0.6 on base),
 # and a dataset-wide look a prompt could learn (every image pixelated, or grey at low contrast:
 # +0.9 to +10.1 from a much lower zero-shot, since these shifts also damage the image features).

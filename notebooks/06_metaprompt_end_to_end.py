@@ -142,8 +142,8 @@ assert avg.loc["metaprompt", "new"] > avg.loc[["ivlp", "maple"], "new"].max()  #
 # - Cross-class episodes never leak query classes into the support; cross-domain episodes never
 #   leak the query domain.
 # - On the offline suite (nine datasets) it has the best base accuracy of the six and beats every
-#   prompt baseline on HM, but only by +0.41 over CoOp (the target is +1.0; ProMetaR and GRAM-CoOp,
-#   notebook 07, are higher still). It loses less on new classes than the deep-prompt baselines it
+#   prompt baseline on HM, but only by +0.41 over CoOp (the target is +1.0; ProMetaR and both GRAM
+#   variants, notebook 07, are higher still). It loses less on new classes than the deep-prompt baselines it
 #   extends (47.8 vs IVLP 46.8 and MaPLe 45.6), more than CoOp (48.4), and stays below zero-shot
 #   (50.3) on new classes and on HM: it reduces the overfitting of deep prompts, it does not remove it.
 #
