@@ -124,14 +124,14 @@ assert (cp["new"] < zs["new"]).sum() >= 4
 #
 # ## Where the base gain does appear: concepts the pocket CLIP never saw
 # Two things hold it back, both measured by `benchmarks/pocket_diagnostics.py`. The benchmark's 2
-# epochs are few steps (36 for the 50 base classes of a 100-class emoji dataset, 18 on the novel datasets; chosen for cost). And on seven of the
-# nine datasets the pocket CLIP was pretrained on the classes' own drawings (in other styles) paired
-# with their names, so the zero-shot text embeddings already sit where its image tower puts those
-# concepts; what holds base accuracy down there is how weakly the image features carry a concept
-# beyond the drawings they were trained on, and a text prompt cannot change image features. A linear
-# probe on the pool's features measures how much room any classifier has over zero-shot (part 5):
-# +0 on emoji-objects, +11 on emoji-food, +30 on flags, and +32 and +33 on `emoji-novel-objects` and
-# `emoji-novel-mixed`, whose concepts pretraining never showed as images (their names occur in the
+# epochs are few steps (36 for the 50 base classes of a 100-class emoji dataset, 18 on the novel
+# datasets; chosen for cost). And on seven of the nine datasets the pocket CLIP was pretrained on the
+# classes' own drawings (in other styles) paired with their names, so the zero-shot text embeddings
+# already sit where its image tower puts those concepts: a text prompt can only move the classifier
+# within what the image features separate, and cannot change the features. A linear probe on the
+# pool's features measures that room over zero-shot (part 5): +0 on emoji-objects, +11 on
+# emoji-food, +30 on flags, and +32 and +33 on `emoji-novel-objects` and `emoji-novel-mixed`, whose
+# concepts pretraining never showed as images (their names occur in the
 # text corpus only). Train CoOp for the paper preset's 10 epochs (learning rate and batch stay the
 # pocket preset's) on emoji-food and on emoji-novel-mixed:
 
