@@ -8,7 +8,9 @@ This script trains the image phase at a short budget (the recipe of ``benchmarks
 the committed text tower, a fresh image tower, seed 0, warm-up min(300, steps // 10)) on the corpus
 minus two further sets of 50 emoji, removed in memory (every image of theirs and their rows of the
 concept cross-entropy), both drawn from the corpus's emoji that have a plain drawing in all five
-probe styles, i.e. what the probe, emoji-pacs and the B2N datasets left over:
+probe styles, i.e. what the probe, emoji-pacs and the B2N datasets left over (on the corpus before
+the two novel B2N datasets existed, commit 8b41c58, these draws became those datasets,
+``NOVEL_B2N`` in metaprompt_lite/data/build.py; on today's corpus, which lacks them, it draws others):
 
 * ``object``: 50 object-like concepts (a second sample of the probe's kind, from a leftover pool
   richer in Objects and Travel & Places than the probe's);
@@ -32,7 +34,7 @@ Twemoji + OpenMoji drawings (plain and the two background variants, 6 per class)
 Fluent and Fluent 3D ones (9). Zero-shot against a linear probe on the pool (base classes) and against
 CoOp (pocket preset; ``--coop-epochs``, default the benchmark's 2 and the paper preset's 10; seeds 1-3):
 does the papers' starting picture (base up, new down) appear on concepts the image tower never saw,
-as it does not on the suite's B2N datasets, whose concepts pretraining paired with their names?
+as it does not on the suite's B2N datasets whose concepts pretraining paired with their names?
 
 Run from the repository root:
   python benchmarks/probe_difficulty.py --sources <npm prefix of the sources> [--steps 1000]

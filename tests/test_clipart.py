@@ -134,14 +134,15 @@ def test_plan_clipart_adds_corpus_only_items_and_keeps_the_probe_concept_out(tmp
 
 
 def test_a_built_corpus_names_no_probe_or_dg_concept_in_its_clipart():
-    """When the pretraining corpus is built (not committed): no clipart caption names a probe or
-    emoji-pacs concept or its head noun."""
+    """When the pretraining corpus is built (not committed): no clipart caption names a probe,
+    emoji-pacs or novel B2N concept or its head noun."""
     corpus = Path(__file__).parents[1] / "data" / "corpus" / "corpus.json"
     if not corpus.is_file():
         pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
     meta = json.loads(corpus.read_text())
     suite = Path(__file__).parents[1] / "data" / "suite"
-    strict = [n for d in ("emoji-unseen", "emoji-pacs") for n in json.loads((suite / f"{d}.json").read_text())["classnames"]]
+    strict = [n for d in ("emoji-unseen", "emoji-pacs", *build.NOVEL_B2N)
+              for n in json.loads((suite / f"{d}.json").read_text())["classnames"]]
     terms = clipart.excluded_terms(strict, [])
     clip = [k for k, c in enumerate(meta["concept_ids"]) if c.startswith("clipart-")]
     if not clip:

@@ -231,8 +231,9 @@ def test_a_b2n_concept_enters_the_corpus_as_fluent_drawings_or_as_text_only(with
 
 def test_a_built_corpus_holds_no_evaluation_image():
     """When the pretraining corpus is built (``data/corpus``, not committed), check it against the
-    manifest of the committed suite: no source drawing and no probe concept may appear in it; B2N
-    emoji concepts only as Fluent drawings (or, built with --no-b2n-concept-images, not at all)."""
+    manifest of the committed suite: no source drawing and no probe or novel B2N concept may appear in
+    it; the object-category B2N emoji concepts only as Fluent drawings (or, built with
+    --no-b2n-concept-images, not at all)."""
     corpus = STORE.parent / "corpus" / "corpus.json"
     if not corpus.is_file():
         pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
@@ -242,7 +243,7 @@ def test_a_built_corpus_holds_no_evaluation_image():
     probe = {r["concept"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
     assert not probe & set(meta["concept_ids"])
     b2n_emoji = {r["concept"] for r in _manifest_rows()
-                 if r["dataset"] in ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places")}
+                 if r["dataset"] in build.OBJECT_CATEGORIES.values()}
     assert len(b2n_emoji) == 400
     b2n_styles = {meta["style_names"][s] for c, s in zip(meta["concepts"], meta["styles"])
                   if meta["concept_ids"][c] in b2n_emoji}
@@ -264,14 +265,90 @@ def test_a_built_corpus_holds_no_evaluation_image():
     novel = {r["concept"] for r in _manifest_rows() if r["dataset"] in build.NOVEL_B2N}
     assert len(novel) == 100 and not novel & set(meta["concept_ids"])
     novel_names = {r["classname"] for r in _manifest_rows() if r["concept"] in novel}
-    assert all(f"a photo of a {n}." in text and build.STYLE_PHRASES["twemoji"].format(n) in text for n in novel_names)
+    # the captions their drawings would have had (the class-name sentences are added for every dataset anyway)
+    assert all(build.STYLE_PHRASES[st].format(n) in text for n in novel_names for st in build.B2N_EMOJI_STYLES)
+
+
+def _fake_emoji(monkeypatch, concepts: dict[str, str], missing: tuple[tuple[str, str], ...] = ()):
+    """Replace the emoji sources by ``concepts`` (key -> category), every style drawn except ``missing``
+    (style, key) pairs, and shrink the planner's counts: 2 probe, 2 DG, up to 2 classes per category."""
+    from metaprompt_lite.data.sources import EmojiConcept
+
+    meta = {k: EmojiConcept(k, f"thing {k}", cat, "sub-thing", [], ["tag"], "?") for k, cat in concepts.items()}
+
+    class Metadata:
+        def __init__(self, sources):
+            self.concepts = meta
+
+    class Styles:
+        STYLES = build.EmojiStyles.STYLES
+
+        def __init__(self, sources):
+            pass
+
+        def get(self, style, key):
+            if key not in meta or (style, key) in missing:
+                return None
+            return build.Drawing(f"{style}:{key}", style, key, style, lambda: None)
+
+        def complete(self, key):
+            return all(self.get(st, key) is not None for st in self.STYLES)
+
+    monkeypatch.setattr(build, "EmojiMetadata", Metadata)
+    monkeypatch.setattr(build, "EmojiStyles", Styles)
+    monkeypatch.setattr(build, "N_PROBE", 2)
+    monkeypatch.setattr(build, "N_EMOJI_DG", 2)
+    monkeypatch.setattr(build, "MAX_CLASSES", 2)
+
+
+def test_plan_emoji_keeps_the_novel_concepts_out_of_the_corpus(monkeypatch):
+    """The planner with fake sources: a novel concept gets its pool/test images (2 styles x 3 variants
+    each) and the captions of all its drawings as text only, never a corpus image; the other concepts
+    still reach the corpus."""
+    objects = {f"O{i}": "Objects" for i in range(6)}
+    people = {f"P{i}": "People & Body" for i in range(4)}
+    _fake_emoji(monkeypatch, objects | people)
+    monkeypatch.setattr(build, "NOVEL_B2N", {"emoji-novel-mixed": ("P0", "P1")})
+    plan = build.Plan()
+    build.plan_emoji(None, plan, {})
+    assert plan.classnames["emoji-novel-mixed"] == ["thing P0", "thing P1"]
+    novel_items = plan.datasets["emoji-novel-mixed"]
+    for key in ("P0", "P1"):
+        for split in ("pool", "test"):
+            mine = [(i.drawing.style, i.variant) for i in novel_items if i.concept == key and i.split == split]
+            assert len({st for st, _ in mine}) == 2 and sorted(v for _, v in mine) == [0, 0, 1, 1, 2, 2]
+    corpus_concepts = {i.concept for i in plan.corpus}
+    assert not {"P0", "P1"} & corpus_concepts
+    assert {"P2", "P3"} <= corpus_concepts  # the rest of the category is pretraining material
+    for key in ("P0", "P1"):
+        for style in build.EmojiStyles.STYLES:
+            assert build.STYLE_PHRASES[style].format(f"thing {key}") in plan.text_only
+    evaluated = {i.drawing.id for items in plan.datasets.values() for i in items}
+    assert not evaluated & {i.drawing.id for i in plan.corpus}
+
+
+@pytest.mark.parametrize("case", ["unknown", "incomplete", "taken"])
+def test_plan_emoji_names_each_unusable_novel_concept_and_why(monkeypatch, case):
+    objects = {f"O{i}": "Objects" for i in range(6)}
+    missing = (("noto", "P0"),) if case == "incomplete" else ()
+    _fake_emoji(monkeypatch, objects | {"P0": "People & Body"}, missing=missing)
+    probe_key = build._shuffled([k for k in objects], "emoji-split")[0]  # the planner's first probe concept
+    key = {"unknown": "ZZZZ", "incomplete": "P0", "taken": probe_key}[case]
+    monkeypatch.setattr(build, "NOVEL_B2N", {"emoji-novel-mixed": (key,)})
+    expected = {"unknown": "1 unknown to these emoji sources: \\['ZZZZ'\\]",
+                "incomplete": "1 without a drawing in every style",
+                "taken": f"1 already drawn for another dataset: "
+                         f"\\['{probe_key} \\(thing {probe_key}\\) by emoji-unseen'\\]"}[case]
+    with pytest.raises(SourceMissing, match=f"emoji-novel-mixed: of its emoji \\(NOVEL_B2N\\), {expected}"):
+        build.plan_emoji(Sources(npm="/nowhere"), build.Plan(), {})
 
 
 def test_novel_emoji_datasets_hold_their_listed_concepts_and_no_other_datasets():
-    """The two novel emoji B2N datasets are the concepts of ``build.NOVEL_B2N``, 50 each, drawn like the
-    other emoji B2N datasets (2 styles x 3 variants in the pool, 2 x 3 in the test, per class), and share
-    no concept with any other dataset (so pretraining, which skips every evaluated concept's images
-    except the B2N and DG ones' listed styles, never saw them; the built-corpus test checks that)."""
+    """The committed novel emoji B2N datasets hold the concepts of ``build.NOVEL_B2N`` (a staleness check of
+    the committed suite against the constant), drawn like the other emoji B2N datasets (per class 2
+    drawings x 3 variants in the pool, 2 others x 3 in the test), and share no concept with any other
+    dataset. That the corpus holds no image of them: test_plan_emoji_keeps_the_novel_concepts_out_of_the_corpus
+    (the planner) and the built-corpus test above (skipped unless data/corpus is built)."""
     rows = _manifest_rows()
     concepts_of: dict[str, set[str]] = {}
     for r in rows:
@@ -285,6 +362,16 @@ def test_novel_emoji_datasets_hold_their_listed_concepts_and_no_other_datasets()
         for label in range(50):
             mine = dataset.labels == label
             assert int((mine & (dataset.split == 0)).sum()) == 6 and int((mine & (dataset.split == 1)).sum()) == 6
+        by_split: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for r in rows:
+            if r["dataset"] == name:
+                by_split.setdefault((r["concept"], r["split"]), []).append((r["drawing"], r["variant"]))
+        for key in keys:
+            pool, test = by_split[(key, "pool")], by_split[(key, "test")]
+            for images in (pool, test):  # 2 drawings x variants 0, 1, 2
+                assert sorted(images) == sorted((d, str(v)) for d in {d for d, _ in images} for v in range(3))
+                assert len({d for d, _ in images}) == 2
+            assert not {d for d, _ in pool} & {d for d, _ in test}
         packages = {r["package"] for r in rows if r["dataset"] == name}
         assert len(packages) == len(build.B2N_EMOJI_STYLES)
 

@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", nargs="*", default=None)
     p.add_argument("--no-install", action="store_true", help="never run npm; fail with the install line")
     p.add_argument("--no-b2n-concept-images", action="store_true",
-                   help="experiment: no image of the emoji B2N concepts in the corpus (their captions stay, "
-                   "as text only); see data/pocket-clip/README.md")
+                   help="experiment: no image of the object-category emoji B2N concepts in the corpus (their "
+                   "captions stay, as text only); see data/pocket-clip/README.md")
     p.add_argument("--corpus-variants", type=int, default=CORPUS_VARIANTS,
                    help=f"renderings per corpus drawing: 1 = plain (the previous checkpoint's corpus); 3 = plus 2 on "
                    f"a random background, rotated and scaled, like the suite's images (default: {CORPUS_VARIANTS}, "
