@@ -3,9 +3,8 @@
 #
 # `metaprompt-lite bench` runs every method × dataset (or DG target) × seed on the shared engine and
 # appends one CSV row per run (resumable); `metaprompt-lite report` turns `results/*.csv` into
-# `results/README.md` and figures. The committed results come from one complete 3-seed run (resumed
-# once). Its wall time, printed below, overstates the cost: other jobs shared the CPU during many of
-# its runs (`results/FINDINGS.md`, Timing).
+# `results/README.md` and figures. The committed results come from one complete 3-seed run, the
+# second on this checkpoint: the first, slowed by other jobs, gave identical accuracies on every row.
 
 # %%
 import json
