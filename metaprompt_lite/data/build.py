@@ -263,15 +263,25 @@ def _emoji_captions(concept, style: str, glosses: dict[str, str]) -> tuple[str, 
     return tuple(dict.fromkeys(out))
 
 
+def add_concept_to_corpus(plan: Plan, key: str, concept, styles, glosses: dict[str, str],
+                          style_names: tuple[str, ...], images: bool = True) -> None:
+    """Pretraining material of one emoji concept: its drawing in each of ``style_names`` the sources
+    have, with its captions or, when ``images`` is False, the same captions as text only."""
+    for style in style_names:
+        drawing = styles.get(style, key)
+        if drawing is None:
+            continue
+        captions = _emoji_captions(concept, style, glosses)
+        if images:
+            plan.corpus.append(Item(drawing, 0, concept.name, key, style, "corpus", captions))
+        else:
+            plan.text_only += captions
+
+
 def add_b2n_concept_to_corpus(plan: Plan, key: str, concept, styles, glosses: dict[str, str]) -> None:
     """Pretraining material of one emoji B2N concept: its Fluent drawings (``B2N_CORPUS_STYLES``) with
     their captions or, when ``plan.b2n_concept_images`` is False, the same captions as text only."""
-    for style in B2N_CORPUS_STYLES:
-        captions = _emoji_captions(concept, style, glosses)
-        if plan.b2n_concept_images:
-            plan.corpus.append(Item(styles.get(style, key), 0, concept.name, key, style, "corpus", captions))
-        else:
-            plan.text_only += captions
+    add_concept_to_corpus(plan, key, concept, styles, glosses, B2N_CORPUS_STYLES, plan.b2n_concept_images)
 
 
 def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
@@ -280,12 +290,12 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
     complete = [k for k, c in meta.items() if c.category in OBJECT_CATEGORIES and styles.complete(k)]
     order = _shuffled(complete, "emoji-split")
     probe, dg, rest = order[:N_PROBE], order[N_PROBE:N_PROBE + N_EMOJI_DG], order[N_PROBE + N_EMOJI_DG:]
-    used = set(probe) | set(dg)
+    holder = {k: "emoji-unseen" for k in probe} | {k: "emoji-pacs" for k in dg}  # emoji key -> its dataset
     b2n: dict[str, list[str]] = {}
     for category, dataset in OBJECT_CATEGORIES.items():
         keys = [k for k in rest if meta[k].category == category][:MAX_CLASSES]
         b2n[dataset] = sorted(keys)
-        used |= set(keys)
+        holder |= {k: dataset for k in keys}
 
     def items(keys, dataset, assignments, variants, split_of):
         out = []
@@ -297,8 +307,6 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
         return out
 
     novel = {dataset: sorted(keys) for dataset, keys in NOVEL_B2N.items()}
-    holder = {k: "emoji-unseen" for k in probe} | {k: "emoji-pacs" for k in dg}
-    holder |= {k: dataset for dataset, keys in b2n.items() for k in keys}
     for dataset, keys in novel.items():
         unknown = [k for k in keys if k not in meta]
         incomplete = [k for k in keys if k in meta and any(styles.get(st, k) is None for st in B2N_EMOJI_STYLES)]
@@ -312,7 +320,6 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
                                 f"emoji sources differ from the ones the suite was built with: install the "
                                 f"versions of data/README.md with:\n  {npm_install_line(sources.npm)}")
         holder |= {k: dataset for k in keys}
-        used |= set(keys)
     for dataset, keys in {**b2n, **novel}.items():
         plan.classnames[dataset] = [meta[k].name for k in keys]
         plan.domains[dataset] = ["emoji"]
@@ -327,17 +334,14 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
             add_b2n_concept_to_corpus(plan, key, meta[key], styles, glosses)
     for keys in novel.values():  # never an image: the captions their drawings would have had, as text only
         for key in keys:
-            for style in EmojiStyles.STYLES:
-                if styles.get(style, key) is not None:
-                    plan.text_only += _emoji_captions(meta[key], style, glosses)
+            add_concept_to_corpus(plan, key, meta[key], styles, glosses, EmojiStyles.STYLES, images=False)
     dg = sorted(dg)
     pacs = (("fluent-3d", "photo"), ("noto", "art"), ("fluent-flat", "cartoon"), ("openmoji-line", "sketch"))
     plan.classnames["emoji-pacs"] = [meta[k].name for k in dg]
     plan.domains["emoji-pacs"] = [d for _, d in pacs]
     plan.datasets["emoji-pacs"] = items(dg, "emoji-pacs", pacs, DG_VARIANTS, lambda s: "test")
     for key in dg:
-        plan.corpus.append(Item(styles.get("twemoji", key), 0, meta[key].name, key, "twemoji", "corpus",
-                                _emoji_captions(meta[key], "twemoji", glosses)))
+        add_concept_to_corpus(plan, key, meta[key], styles, glosses, ("twemoji",))
     probe = sorted(probe)
     plan.classnames["emoji-unseen"] = [meta[k].name for k in probe]
     plan.domains["emoji-unseen"] = ["emoji"]
@@ -345,13 +349,8 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
                                           ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")], 1, lambda s: "test")
     # everything else (any category, any style present) is pretraining material
     for key, concept in meta.items():
-        if key in used or concept.category == "Flags":
-            continue
-        for style in EmojiStyles.STYLES:
-            drawing = styles.get(style, key)
-            if drawing is not None:
-                plan.corpus.append(Item(drawing, 0, concept.name, key, style, "corpus",
-                                        _emoji_captions(concept, style, glosses)))
+        if key not in holder and concept.category != "Flags":
+            add_concept_to_corpus(plan, key, concept, styles, glosses, EmojiStyles.STYLES)
     plan.emoji_styles = styles
 
 
