@@ -53,6 +53,9 @@ def test_whole_suite_loads_quickly_and_is_well_formed():
         assert len(set(ds.classnames)) == len(ds.classnames)
         assert all("{}" in t for t in ds.templates)
         assert ds.images.float().std() > 10, f"{name} looks blank"
+        # the committed store agrees with the builder: suite and templates as build.py writes them now
+        assert ds.suite == build.SUITES[name] and tuple(ds.templates) == build.TEMPLATES[name], name
+    assert list(build.SUITES) == list(datasets) and set(build.TEMPLATES) == set(datasets)
 
 
 @pytest.mark.parametrize("name", B2N_DATASETS)

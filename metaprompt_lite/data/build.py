@@ -59,6 +59,7 @@ import numpy as np
 from PIL import Image
 
 from metaprompt_lite.data import render
+from metaprompt_lite.data.store import B2N_DATASETS, DG_BENCHMARKS, PROBES
 from metaprompt_lite.data.sources import (
     CARD_RANK_NAMES,
     CARD_RANKS,
@@ -139,10 +140,8 @@ TEMPLATES = {
                  "the national flag of {}.", "an icon of the flag of {}."),
     "emoji-unseen": ("a photo of a {}.",) + GENERIC_TEMPLATES,
 }
-SUITES = {"emoji-objects": "b2n", "emoji-animals": "b2n", "emoji-food": "b2n", "emoji-places": "b2n",
-          "emoji-novel-objects": "b2n", "emoji-novel-mixed": "b2n",
-          "flags": "b2n", "cards": "b2n", "fashion": "b2n", "emoji-pacs": "dg", "flags-dg": "dg",
-          "emoji-unseen": "probe"}
+# The suite each dataset belongs to, in the store's order: the loader's lists are the one source.
+SUITES = {**dict.fromkeys(B2N_DATASETS, "b2n"), **dict.fromkeys(DG_BENCHMARKS, "dg"), **dict.fromkeys(PROBES, "probe")}
 STYLE_PHRASES = {
     "twemoji": "an emoji of {}", "noto": "a cartoon emoji of {}", "openmoji": "a flat drawing of {}",
     "openmoji-line": "a black line drawing of {}", "fluent": "a glossy emoji of {}",
