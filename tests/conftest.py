@@ -44,6 +44,14 @@ def backbone():
     return load_clip(TINY_MODEL)
 
 
+@pytest.fixture(scope="session")
+def pocket():
+    """The committed pocket CLIP (conv stem with BatchNorm): the backbone of every reported number."""
+    from metaprompt_lite.paths import POCKET_CHECKPOINT, data_dir
+
+    return load_clip("pocket-clip", data_dir() / POCKET_CHECKPOINT)
+
+
 @pytest.fixture
 def dataset():
     return synthetic_dataset()

@@ -17,20 +17,34 @@ def test_layerwise_text_without_prompts_equals_encode_text(backbone):
 
 
 def test_truncation_after_eot_is_exact_under_the_causal_mask(backbone):
-    """Padding after the last EOT cannot reach the pooled token: a padded long context gives the
-    same features as the short one."""
+    """Padding after the last EOT cannot reach the pooled token: garbage written there into open_clip's
+    own full-length forward (a hook on ``token_embedding``) leaves its features unchanged, and the
+    layer-wise encoder, which never runs those positions, agrees with it."""
+    model = backbone.model
     tokens = backbone.tokenizer(["a cat.", "a red dog."])
-    embeddings = backbone.model.token_embedding(tokens)
     eot = int(tokens.argmax(-1).max())
-    noisy = embeddings.clone()
-    noisy[:, eot + 1:] = torch.randn_like(noisy[:, eot + 1:]) * 10  # garbage after the last EOT
-    assert torch.equal(encode_text_layers(backbone.model, tokens, noisy),
-                       encode_text_layers(backbone.model, tokens, embeddings))
-    # and open_clip's full-length forward (which does read those positions) agrees
-    assert (encode_text_layers(backbone.model, tokens) - backbone.model.encode_text(tokens)).abs().max() < 1e-5
+    g = torch.Generator().manual_seed(0)
+
+    def garbage_after_eot(module, inputs, out):
+        out = out.clone()
+        out[:, eot + 1:] = torch.randn(out[:, eot + 1:].shape, generator=g) * 10
+        return out
+
+    clean = model.encode_text(tokens)
+    handle = model.token_embedding.register_forward_hook(garbage_after_eot)
+    try:
+        noisy = model.encode_text(tokens)
+        full_changed = model.token_embedding(tokens)[:, eot + 1:].abs().mean()  # the hook did write garbage
+    finally:
+        handle.remove()
+    assert full_changed > 1
+    torch.testing.assert_close(noisy, clean, rtol=0, atol=1e-6)
+    torch.testing.assert_close(encode_text_layers(model, tokens), noisy, rtol=1e-5, atol=1e-5)
 
 
-def test_layerwise_image_without_prompts_equals_encode_image(backbone):
+@pytest.mark.parametrize("which", ["backbone", "pocket"])
+def test_layerwise_image_without_prompts_equals_encode_image(which, request):
+    backbone = request.getfixturevalue(which)
     images = torch.randn(3, 3, backbone.image_size, backbone.image_size)
     assert torch.equal(encode_image_layers(backbone.model, images), backbone.model.encode_image(images))
 
@@ -65,7 +79,10 @@ def test_deep_text_prompts_match_hooked_open_clip(backbone):
     assert not torch.allclose(ours, model.encode_text(tokens))  # the prompts did something
 
 
-def test_deep_vision_prompts_match_hooked_open_clip(backbone):
+@pytest.mark.parametrize("which", ["backbone", "pocket"])
+def test_deep_vision_prompts_match_hooked_open_clip(which, request):
+    """Also on the pocket CLIP, whose conv stem replaces the patchify conv1."""
+    backbone = request.getfixturevalue(which)
     model, visual = backbone.model, backbone.model.visual
     g = torch.Generator().manual_seed(1)
     n_pro = 2
@@ -90,7 +107,7 @@ def test_deep_vision_prompts_match_hooked_open_clip(backbone):
         for h in handles:
             h.remove()
     ours = encode_image_layers(model, images, prompts)
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)  # truncation after EOT: other matmul shapes
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(ours, model.encode_image(images))
 
 
@@ -105,6 +122,16 @@ def test_preprocess_resizes_and_normalises(backbone):
     assert x.shape == (1, 3, backbone.image_size, backbone.image_size)
     expected = (1 - torch.tensor(backbone.mean)) / torch.tensor(backbone.std)
     torch.testing.assert_close(x[0, :, 0, 0], expected)
+
+
+def test_preprocess_takes_uint8_and_float_images_alike(backbone):
+    """Training feeds floats in [0, 1] (the augmentation's output), evaluation uint8: one scale."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=g)
+    torch.testing.assert_close(backbone.preprocess(images.float() / 255), backbone.preprocess(images))
+    same_size = torch.randint(0, 256, (1, 3, backbone.image_size, backbone.image_size), dtype=torch.uint8, generator=g)
+    expected = (same_size.float() / 255 - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(backbone.preprocess(same_size), expected)
 
 
 def test_unknown_model_name_is_a_clear_error():

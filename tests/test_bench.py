@@ -109,11 +109,12 @@ def test_cli_zeroshot_prints_a_table(capsys):
     assert "emoji-unseen" in out and "single" in out and "ensemble" in out
 
 
-def test_cli_rejects_unknown_suite():
+def test_cli_rejects_unknown_suite(capsys):
     from metaprompt_lite.cli import main
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(["zeroshot", "--suite", "imagenet"])
+    assert exit_info.value.code == 2 and "invalid choice: 'imagenet'" in capsys.readouterr().err
 
 
 def test_bench_meta_sums_wall_time_per_suite_over_resumed_invocations(tmp_path):

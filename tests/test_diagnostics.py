@@ -150,7 +150,7 @@ def test_pool_styles_takes_its_two_style_side_from_parts_5_and_6(diagnostics, mo
     assert out["mean_coop_base_gain_3_styles"] == 2.0
 
 
-def test_parts_run_only_the_chosen_measures_and_part_7_needs_5_and_6(diagnostics, monkeypatch, tmp_path):
+def test_parts_run_only_the_chosen_measures_and_part_7_needs_5_and_6(diagnostics, monkeypatch, tmp_path, capsys):
     import json
     import sys
 
@@ -167,5 +167,6 @@ def test_parts_run_only_the_chosen_measures_and_part_7_needs_5_and_6(diagnostics
     assert called == [5, 6] and report["parts"] == [5, 6]
     assert report["headroom"] == {"x": 1} and report["epoch_cap"] == {"y": 2} and "memorisation" not in report
     monkeypatch.setattr(sys, "argv", ["pocket_diagnostics.py", "--parts", "7", "6"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         diagnostics.main()
+    assert exit_info.value.code == 2 and "part 7 reuses the rows of parts 5 and 6" in capsys.readouterr().err

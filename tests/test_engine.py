@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -182,7 +183,77 @@ def test_run_resumes_from_its_checkpoint(backbone, dataset, tmp_path):
 
 def test_dg_run_and_unknown_target(backbone, dg_dataset):
     result = run_domain_generalization(_quick("metaprompt", dataset="syn", target="domain2"), dg_dataset, backbone)
-    assert 0 <= result["acc"] <= 100 and result["history"]
+    assert abs(result["acc"] * 24 / 100 - round(result["acc"] * 24 / 100)) < 1e-6  # a share of 6 x 4 target images
+    assert result["history"]
     assert any("query_loss" in h for h in result["history"])
     with pytest.raises(ValueError, match="unknown target domain 'domain9'"):
         run_domain_generalization(_quick("coop", target="domain9"), dg_dataset, backbone)
+
+
+def _row_of(dataset, images: torch.Tensor) -> list[int]:
+    """The dataset index of each image (the synthetic images are random noise, so each is unique)."""
+    flat = dataset.images.flatten(1)
+    rows = [int((flat == image.flatten()).all(1).nonzero().flatten()[0]) for image in images.cpu()]
+    assert len(set(rows)) == len(rows)
+    return rows
+
+
+def _spy(monkeypatch):
+    """Record what run.py hands to training (_fit) and to evaluation (evaluate)."""
+    from metaprompt_lite import run
+
+    seen = {"fit": [], "evaluate": []}
+    real_fit, real_evaluate = run._fit, run.evaluate
+
+    def fit(config, model, method, images, labels, domains, cross_domain):
+        seen["fit"].append((images.clone(), labels.clone(), None if domains is None else domains.clone(),
+                            list(model.classnames)))
+        return real_fit(config, model, method, images, labels, domains, cross_domain)
+
+    def evaluate(model, method, images, labels, classnames, *args, **kwargs):
+        seen["evaluate"].append((images.clone(), labels.clone(), list(classnames)))
+        return real_evaluate(model, method, images, labels, classnames, *args, **kwargs)
+
+    monkeypatch.setattr(run, "_fit", fit)
+    monkeypatch.setattr(run, "evaluate", evaluate)
+    return seen
+
+
+def test_base_to_new_trains_on_base_pool_shots_and_tests_on_the_test_split(backbone, dataset, monkeypatch):
+    """The CoCoOp protocol: training sees only train-pool (split 0) images of base classes, `shots` per
+    class, labelled among the base classes; base and new accuracy are measured on test-split images,
+    each among its own classes."""
+    from metaprompt_lite.engine import base_new_split
+
+    seen = _spy(monkeypatch)
+    run_base_to_new(replace(_quick("coop"), shots=3), dataset, backbone)
+    base, new = base_new_split(len(dataset.classnames))
+    (images, labels, domains, classnames), = seen["fit"]
+    assert classnames == [dataset.classnames[c] for c in base] and domains is None
+    rows = _row_of(dataset, images)
+    assert all(int(dataset.split[r]) == 0 for r in rows)
+    assert [base[int(label)] for label in labels] == [int(dataset.labels[r]) for r in rows]
+    assert sorted(labels.tolist()) == sorted(list(range(len(base))) * 3)  # 3 shots of each base class
+    for (images, labels, classnames), classes in zip(seen["evaluate"], (base, new)):
+        rows = _row_of(dataset, images)
+        assert classnames == [dataset.classnames[c] for c in classes]
+        assert all(int(dataset.split[r]) == 1 for r in rows)
+        assert [classes[int(label)] for label in labels] == [int(dataset.labels[r]) for r in rows]
+        assert sorted(rows) == [r for r in range(len(dataset.labels))
+                                if dataset.split[r] == 1 and int(dataset.labels[r]) in classes]
+
+
+def test_domain_generalization_never_trains_on_the_target_domain(backbone, dg_dataset, monkeypatch):
+    """DG: `shots` per class from each source domain (domain ids renumbered 0..n-1), none from the
+    target; the test is every image of the target domain."""
+    seen = _spy(monkeypatch)
+    run_domain_generalization(_quick("coop", dataset="syn", target="domain1"), dg_dataset, backbone)  # 2 shots
+    (images, labels, domains, _), = seen["fit"]
+    rows = _row_of(dg_dataset, images)
+    source_domains = [int(dg_dataset.domain[r]) for r in rows]
+    assert 1 not in source_domains and sorted(set(source_domains)) == [0, 2]
+    assert domains.tolist() == [{0: 0, 2: 1}[d] for d in source_domains]
+    assert labels.tolist() == [int(dg_dataset.labels[r]) for r in rows]
+    assert len(rows) == 2 * len(dg_dataset.classnames) * 2  # 2 shots x classes x 2 sources
+    (images, labels, classnames), = seen["evaluate"]
+    assert sorted(_row_of(dg_dataset, images)) == (dg_dataset.domain == 1).nonzero().flatten().tolist()

@@ -32,4 +32,7 @@ def test_pair_in_sync(script):
         f"{script.name} and {ipynb.name} differ: edit the .py, then `jupytext --sync {script}` "
         "and re-execute the notebook"
     )
-    assert all(c.get("outputs") is not None for c in stored.cells if c.cell_type == "code")
+    unexecuted = [i for i, c in enumerate(stored.cells) if c.cell_type == "code" and c.source.strip()
+                  and "NBVAL_SKIP" not in c.source and c.get("execution_count") is None]
+    assert not unexecuted, (f"{ipynb.name}: code cells {unexecuted} were never executed: "
+                            f"python scripts/execute_notebooks.py {script.with_suffix('')}")

@@ -120,3 +120,69 @@ def test_every_method_recipe_builds(backbone):
     for method in METHODS.values():
         model = PromptedCLIP(backbone, method.prompt, NAMES)
         assert model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape == (1, len(NAMES))
+
+
+def test_prompted_pocket_clip_in_train_mode_leaves_its_batchnorm_alone(pocket):
+    """The pocket CLIP's conv stem has BatchNorm: ``PromptedCLIP.train()`` must keep the frozen CLIP
+    in eval mode, or a training forward pass would update the stem's running statistics. A training
+    step moves the prompts and leaves every backbone tensor (buffers included) as it was."""
+    import copy
+
+    torch.manual_seed(0)
+    model = PromptedCLIP(pocket, CONFIGS["ivlp"], NAMES)
+    batchnorms = [m for m in model.clip.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batchnorms, "the pocket CLIP should have a BatchNorm conv stem"
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    backbone_hash = _hash(pocket.model)
+    model.train()
+    assert model.prompts.training and not model.clip.training and not any(m.training for m in batchnorms)
+    optimizer = torch.optim.SGD(model.prompts.parameters(), lr=0.1)
+    before = model.prompts.ctx.detach().clone()
+    F.cross_entropy(model(images), torch.tensor([0, 1, 2, 3])).backward()
+    optimizer.step()
+    assert not torch.equal(model.prompts.ctx, before)
+    assert _hash(pocket.model) == backbone_hash
+    # the check has teeth: a CLIP left in train mode does change the statistics
+    careless = copy.deepcopy(pocket.model).train()
+    careless.encode_image(pocket.preprocess(images))
+    assert _hash(careless) != backbone_hash
+
+
+def test_cocoop_text_features_are_those_of_each_image_own_context(backbone):
+    """CoCoOp batches B·C prompts image-major; row b must be the features of the classes under image
+    b's context ctx + π(x_b), computed here one image at a time as a non-conditional prompt."""
+    from metaprompt_lite.prompts import Prompts
+
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, CONFIGS["cocoop"], NAMES)
+    with torch.no_grad():  # the tiny meta-net's few ReLU units are often all off at init: switch them on
+        model.prompts.meta_net[0].bias.fill_(1.0)
+    images = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)
+    prompts = model.learner(model.frozen_image_features(images))
+    batched = model.text_features(prompts)
+    for b in range(3):
+        one = Prompts(text=[prompts.text[0][b]] + prompts.text[1:], vision=prompts.vision)
+        torch.testing.assert_close(batched[b], model.text_features(one), rtol=1e-5, atol=1e-5)
+    assert (batched[0] - batched[1]).abs().max() > 1e-4  # the images' contexts do differ
+
+
+@pytest.mark.parametrize("name", ["coop", "cocoop", "maple"])
+def test_set_classes_equals_a_model_built_on_the_new_classes(backbone, name):
+    """Evaluating new classes after ``set_classes`` must be the same as building the model on them
+    with the same prompt state: token buffers, frozen (template-ensemble) text and logits."""
+    torch.manual_seed(0)
+    templates = ["a photo of a {}.", "a drawing of a {}."]
+    model = PromptedCLIP(backbone, CONFIGS[name], NAMES, templates)
+    with torch.no_grad():
+        for p in model.prompts.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # a trained-looking prompt state
+    new = ["zebra", "tram", "ace of spades"]
+    model.set_classes(new)
+    fresh = PromptedCLIP(backbone, CONFIGS[name], new, templates)
+    fresh.prompts.load_state_dict(model.prompts.state_dict())
+    images = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
+    torch.testing.assert_close(model.frozen_text_features(), fresh.frozen_text_features())
+    assert torch.equal(model.tokenized, fresh.tokenized)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), fresh(images))
+    assert model(images).shape == (2, len(new))

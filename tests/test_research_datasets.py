@@ -173,11 +173,17 @@ def test_research_dataset_runs_through_the_engine(tmp_path, backbone):
     b2n = load_research_dataset("EuroSAT", tmp_path, size=32)
     result = run_base_to_new(RunConfig(method="coop", dataset="EuroSAT", shots=2, optim=optim, progress=False),
                              b2n, backbone)
-    assert 0 <= result["base"] <= 100 and 0 <= result["new"] <= 100 and len(result["history"]) == 1
+    assert len(result["history"]) == 1
+    from metaprompt_lite.engine import base_new_split
+
+    for name, classes in zip(("base", "new"), base_new_split(len(b2n.classnames))):
+        n = int(((b2n.split == 1) & torch.isin(b2n.labels, torch.tensor(classes))).sum())
+        assert n > 0 and abs(result[name] * n / 100 - round(result[name] * n / 100)) < 1e-6  # a share of n images
     dg = load_research_dataset("VLCS", tmp_path, size=32)
     result = run_domain_generalization(RunConfig(method="metaprompt", dataset="VLCS", target="LabelMe", shots=1,
                                                  optim=optim, progress=False), dg, backbone)
-    assert 0 <= result["acc"] <= 100
+    n = int((dg.domain == dg.domains.index("LabelMe")).sum())
+    assert n > 0 and abs(result["acc"] * n / 100 - round(result["acc"] * n / 100)) < 1e-6
 
 
 def test_split_sizes_constant_is_the_coop_format():

@@ -153,7 +153,9 @@ def test_full_research_run_one_step(vit_b16, research_b2n):
                        optim=OptimConfig(lr=0.002, batch_size=BATCH, epochs=1, max_steps=1), progress=False)
     result = run_base_to_new(config, research_b2n, vit_b16)
     assert len(result["history"]) == 1
-    assert all(0 <= result[k] <= 100 for k in ("base", "new", "hm"))
+    from metaprompt_lite.engine import harmonic_mean
+
+    assert result["hm"] == pytest.approx(harmonic_mean(result["base"], result["new"]))
 
 
 def test_openai_weights_offline_give_a_clear_error(monkeypatch):
