@@ -125,8 +125,8 @@ def test_plan_clipart_adds_corpus_only_items_and_keeps_the_probe_concept_out(tmp
     assert {i.domain for i in plan.corpus} == {"tuxpaint", "openclipart"}
     assert all(i.concept == f"clipart-{i.classname}" for i in plan.corpus)
     assert not plan.datasets  # never in the suite
-    images = build.produce(plan.corpus, progress=False)
-    assert images.shape == (3, 3, 64, 64) and (images < 255).any()
+    images, empty = build.produce(plan.corpus, progress=False)
+    assert images.shape == (3, 3, 64, 64) and (images < 255).any() and empty == []
     with pytest.raises(SourceMissing, match="probe"):
         build.plan_clipart(sources, build.Plan(), {})
     with pytest.raises(SourceMissing, match="apt-get install -y --no-install-recommends tuxpaint-stamps-default openclipart-svg$"):

@@ -417,3 +417,27 @@ def test_data_build_cli_passes_the_corpus_experiments_choices(tmp_path, monkeypa
     n = len(seen)
     assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--clipart"]) == 2  # needs --corpus
     assert len(seen) == n
+
+
+def test_drawings_that_render_empty_are_named_and_refused_for_evaluation(tmp_path, capsys):
+    """A render error leaves the image white and a transparent render shows only the background: the
+    build names such drawings (the corpus keeps their images, as in the committed checkpoint's corpus;
+    data/README.md) and refuses to write them into an evaluation dataset."""
+    def drawing(name, load):
+        return build.Drawing(f"pkg:{name}", "pkg", name, "style", load)
+
+    def broken():
+        raise ValueError("cairo says no")
+
+    good = drawing("good", lambda: render.render_svg(SVG))
+    items = [build.Item(d, v, d.file, d.file, "style", "test", (d.file,))
+             for d in (good, drawing("broken", broken), drawing("clear", lambda: Image.new("RGBA", (64, 64))))
+             for v in (0, 1)]
+    images, empty = build.produce(items, progress=False)
+    assert empty == ["pkg:broken", "pkg:clear"]
+    assert (images[2:4] == 255).all() and (images[0] < 255).any()
+    assert "cannot render pkg:broken: cairo says no" in capsys.readouterr().err
+    plan = build.Plan(datasets={"cards": items}, classnames={"cards": ["good", "broken", "clear"]},
+                      domains={"cards": ["style"]})
+    with pytest.raises(RuntimeError, match=r"cards: 2 evaluation drawings rendered empty: \['pkg:broken', 'pkg:clear'\]"):
+        build.write_dataset(tmp_path, "cards", plan, Sources(npm=tmp_path), progress=False)

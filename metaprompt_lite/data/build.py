@@ -537,8 +537,10 @@ def plan_fashion(sources: Sources, plan: Plan) -> None:
 
 
 # --------------------------------------------------------------------------- producing images
-def produce(items: list[Item], progress: bool = True, desc: str = "render") -> np.ndarray:
-    """Render every item (each drawing once), uint8 [N, 3, SIZE, SIZE], in item order."""
+def produce(items: list[Item], progress: bool = True, desc: str = "render") -> tuple[np.ndarray, list[str]]:
+    """Render every item (each drawing once), uint8 [N, 3, SIZE, SIZE], in item order, and the ids of the
+    drawings that came out empty: a render error (the item is left white) or nothing visible (a
+    transparent image: the item shows only its variant's background)."""
     from tqdm import tqdm
 
     unique = list(dict.fromkeys(item.drawing for item in items))
@@ -551,7 +553,9 @@ def produce(items: list[Item], progress: bool = True, desc: str = "render") -> n
         seed = render.seed_of(item.drawing.id, item.variant)
         maker = render.photo_variant if item.drawing.photo else render.variant
         out[i] = maker(image, seed, plain=item.variant == 0) if image is not None else 255
-    return out
+    empty = sorted(d.id for d, image in rendered.items()
+                   if image is None or ("A" in image.getbands() and image.getchannel("A").getbbox() is None))
+    return out, empty
 
 
 def _safe_load(drawing: Drawing) -> Image.Image | None:
@@ -579,7 +583,10 @@ MANIFEST_COLUMNS = ("dataset", "index", "split", "label", "classname", "concept"
 def write_dataset(out: Path, name: str, plan: Plan, sources: Sources, progress: bool) -> tuple[dict, list[dict]]:
     """Render one dataset into ``<name>.png`` (atlas) + ``<name>.json``; returns (checksums, manifest rows)."""
     items = plan.datasets[name]
-    images = produce(items, progress, desc=name)
+    images, empty = produce(items, progress, desc=name)
+    if empty:
+        raise RuntimeError(f"{name}: {len(empty)} evaluation drawings rendered empty: {empty[:5]}; an evaluation "
+                           "image must show its drawing (check the source package and cairosvg/librsvg versions)")
     classnames = plan.classnames[name]
     domains = plan.domains[name]
     png = _png_bytes(render.atlas(images))
@@ -620,7 +627,7 @@ def write_corpus(out: Path, plan: Plan, suite_drawings: set[str], extra_text: li
         raise AssertionError(f"evaluation drawings in the pretraining corpus: {sorted(leaked)[:5]}")
     out.mkdir(parents=True, exist_ok=True)
     items = expand_variants(plan.corpus, variants)
-    images = produce(items, progress, desc="corpus")
+    images, empty = produce(items, progress, desc="corpus")
     np.save(out / "images.npy", images)
     concepts = sorted({i.concept for i in items})
     concept_index = {c: k for k, c in enumerate(concepts)}
@@ -637,7 +644,8 @@ def write_corpus(out: Path, plan: Plan, suite_drawings: set[str], extra_text: li
     (out / "corpus.json").write_text(json.dumps(meta))
     sentences = sorted({c for i in plan.corpus for c in i.captions} | set(extra_text))
     (out / "text.txt").write_text("\n".join(sentences) + "\n")
-    return {"images": len(images), "concepts": len(concepts), "sentences": len(sentences)}
+    # the empty drawings' images stay in the corpus, as in the committed checkpoint's (data/README.md)
+    return {"images": len(images), "concepts": len(concepts), "sentences": len(sentences), "empty_drawings": empty}
 
 
 def text_corpus_extras(plan: Plan, glosses: dict[str, str], limit: int = 30000) -> list[str]:

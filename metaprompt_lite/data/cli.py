@@ -90,7 +90,11 @@ def _build(args) -> int:
                    clipart=args.clipart)
     print(f"built {len(report['datasets'])} datasets into {store} in {time.perf_counter() - t0:.0f} s")
     if "corpus" in report:
+        empty = report["corpus"].pop("empty_drawings")
         print(f"corpus: {report['corpus']} in {corpus}")
+        if empty:
+            print(f"warning: {len(empty)} corpus drawings rendered empty (their images are blank or background "
+                  f"only, kept so the corpus stays the committed checkpoint's): {', '.join(empty)}", file=sys.stderr)
     for name, reason in report["missing"].items():
         print(f"INCOMPLETE {name}: {reason}", file=sys.stderr)
     return 1 if report["missing"] else 0
