@@ -49,8 +49,12 @@ def prompt_gradient(model: PromptedCLIP, method: MethodConfig, images: torch.Ten
 
 def gradient_alignment(model: PromptedCLIP, method: MethodConfig, images: torch.Tensor, labels: torch.Tensor,
                        groups: int = 2, seed: int = 0) -> float:
-    """cos(g_S, g_Q) for a random split of the classes present into ``groups`` (mean over pairs)."""
+    """cos(g_S, g_Q) for a random split of the classes present into ``groups`` (mean over pairs).
+    Each group needs at least 2 classes: the CE over a single class is constant, its gradient zero."""
     present = labels.unique()
+    if len(present) < 2 * groups:
+        raise ValueError(f"{len(present)} classes present cannot make {groups} groups of at least 2 classes "
+                         f"(a one-class group has a zero gradient): use more classes or fewer groups")
     order = present[torch.randperm(len(present), generator=make_generator(seed))]
     parts = [order[i::groups].sort().values for i in range(groups)]
     grads = []
