@@ -76,8 +76,9 @@ def _short(caption: str) -> str:
 
 
 def sample_task(concepts: torch.Tensor, styles: torch.Tensor, pairs: int, generator: torch.Generator):
-    """Two index sets of ``pairs`` images with distinct concepts each: support from one style,
-    query from another (cross-domain meta-tasks)."""
+    """Two index sets of images with distinct concepts each: support from one style, query from
+    another (cross-domain meta-tasks). Each holds ``pairs`` images, or fewer when its style has fewer
+    concepts (the pocket corpus has one style with 10 concepts; its tasks are smaller)."""
     style_ids = styles.unique()
     if len(style_ids) < 2:
         raise ValueError("GRAM's meta-tasks need image–text pairs from at least two styles")

@@ -16,7 +16,8 @@ Instead of adding R to the loss, ProMetaR *modulates* its gradient, per prompt l
 and meta-learns the modulation net (:class:`GradientModulator`) with a MAML episode per batch:
 one class of the batch is the query, the rest the support; an inner step with the modulated
 gradient (lr 5e-4) adapts the prompts on the support; the query loss, made "virtual" by manifold
-mixup of query and support image features (λ ~ Beta(0.5, 0.5), mixed labels), is
+mixup of query and support image features (the encoder's raw outputs, normalised after mixing, as in
+the official code; λ ~ Beta(0.5, 0.5), mixed labels), is
 back-propagated — second order by default — into the prompts and the modulation net.
 The official code uses learn2learn; here ``higher`` gives the functional prompt module.
 """
@@ -162,7 +163,8 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
         grads = modulator(g_ce, g_reg)  # keeps the graph into the modulation net
         fast = [p - config.adapt_lr * grads[n] for n, p in zip(names, theta)]
         prompts = fmodel(params=fast)
-        features = model.image_features(batch.images, prompts)
+        # as the official code: mix the image encoder's raw outputs, then normalise
+        features = model.image_features(batch.images, prompts, normalize=False)
         mixed = lam[:, None] * features[query] + (1 - lam[:, None]) * features[mix]
         logits = clip_logits(F.normalize(mixed, dim=-1), model.text_features(prompts), scale)
         query_loss = (lam * F.cross_entropy(logits, batch.labels[query], reduction="none")

@@ -267,11 +267,14 @@ class PromptedCLIP(nn.Module):
                                       [first] + prompts.text[1:])
         return F.normalize(features.view(batch, classes, -1), dim=-1)
 
-    def image_features(self, images: torch.Tensor, prompts: Prompts | None = None) -> torch.Tensor:
-        """Prompted f̃_I (frozen f_I when there are no vision prompts), normalised [B, E]."""
+    def image_features(self, images: torch.Tensor, prompts: Prompts | None = None,
+                       normalize: bool = True) -> torch.Tensor:
+        """Prompted f̃_I (frozen f_I when there are no vision prompts), [B, E]: normalised, or the
+        encoder's raw output with ``normalize=False`` (ProMetaR mixes those)."""
         pixels = self.backbone.preprocess(images)
         layer_prompts = prompts.vision if prompts is not None else []
-        return F.normalize(encode_image_layers(self.clip, pixels, layer_prompts), dim=-1)
+        features = encode_image_layers(self.clip, pixels, layer_prompts)
+        return F.normalize(features, dim=-1) if normalize else features
 
     @torch.no_grad()
     def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
