@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from metaprompt_lite.engine import base_new_split, few_shot_indices, select_classes
 from metaprompt_lite.research import (
@@ -104,8 +106,36 @@ def test_lazy_images_index_like_a_tensor(tmp_path):
     assert images[torch.tensor([], dtype=torch.long)].shape == (0, 3, 32, 32)
     with pytest.raises(IndexError):
         images[torch.tensor([6])]
-    # resize shorter side + centre crop: a 50x20 image becomes 80x32 and keeps its centre columns
     assert full.float().std() > 0
+
+
+@pytest.mark.parametrize("size_wh", [(50, 20), (20, 50), (33, 33)])
+def test_load_image_is_torchvision_resize_then_centre_crop(tmp_path, size_wh):
+    """CLIP's test transform: a 50x20 image becomes 80x32 and keeps its centre columns (here the green
+    band); equal to torchvision's Resize(32, bicubic) + CenterCrop(32) on the same file."""
+    from torchvision import transforms
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from metaprompt_lite.research.images import load_image
+
+    width, height = size_wh
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    long_side = max(width, height)
+    bands = [slice(0, long_side * 3 // 10), slice(long_side * 3 // 10, long_side * 7 // 10), slice(long_side * 7 // 10, None)]
+    for channel, band in enumerate(bands):  # red, green, blue thirds along the long side
+        if width >= height:
+            pixels[:, band, channel] = 255
+        else:
+            pixels[band, :, channel] = 255
+    path = tmp_path / "bands.png"
+    Image.fromarray(pixels).save(path)
+    ours = load_image(path, 32)
+    reference = transforms.Compose([transforms.Resize(32, interpolation=transforms.InterpolationMode.BICUBIC),
+                                    transforms.CenterCrop(32)])(Image.open(path).convert("RGB"))
+    assert torch.equal(ours, pil_to_tensor(reference))
+    if width != height:  # the crop keeps the green middle: no pure red or blue column survives
+        centre = ours[:, 12:20, 12:20].float().mean((1, 2))
+        assert centre[1] > 200 and centre[0] < 30 and centre[2] < 30
 
 
 def test_classname_cleanups():
