@@ -207,7 +207,7 @@ def test_research_dataset_runs_through_the_engine(tmp_path, backbone):
     from metaprompt_lite.engine import base_new_split
 
     for name, classes in zip(("base", "new"), base_new_split(len(b2n.classnames))):
-        n = int(((b2n.split == 1) & torch.isin(b2n.labels, torch.tensor(classes))).sum())
+        n = int(((b2n.split == 1) & torch.isin(b2n.labels, torch.as_tensor(classes))).sum())
         assert n > 0 and abs(result[name] * n / 100 - round(result[name] * n / 100)) < 1e-6  # a share of n images
     dg = load_research_dataset("VLCS", tmp_path, size=32)
     result = run_domain_generalization(RunConfig(method="metaprompt", dataset="VLCS", target="LabelMe", shots=1,
