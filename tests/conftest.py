@@ -38,6 +38,11 @@ def synthetic_dataset(n_classes: int = 6, per_class: int = 8, size: int = 32, n_
     )
 
 
+def is_share_of(accuracy: float, n: int) -> bool:
+    """``accuracy`` (%) is a whole number of correct images out of ``n``: a real accuracy over n images."""
+    return n > 0 and abs(accuracy * n / 100 - round(accuracy * n / 100)) < 1e-6
+
+
 @pytest.fixture(scope="session")
 def backbone():
     torch.manual_seed(0)

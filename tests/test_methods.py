@@ -9,6 +9,7 @@ import hashlib
 import pytest
 import torch
 
+from conftest import is_share_of
 from metaprompt_lite.engine import OptimConfig
 from metaprompt_lite.gram import GradientRegulator, GramConfig, load_gram, meta_train, save_artifact
 from metaprompt_lite.methods import METHODS, get_method
@@ -66,7 +67,7 @@ def test_each_method_trains_two_steps_and_changes_only_its_prompts(backbone, dat
     state = seen["state"]
     assert state.step == 2 and len(result["history"]) == 2
     # accuracies are shares of the 12 base / 12 new test images (3 classes x 4 test images each)
-    assert all(abs(result[k] * 12 / 100 - round(result[k] * 12 / 100)) < 1e-6 for k in ("base", "new"))
+    assert is_share_of(result["base"], 12) and is_share_of(result["new"], 12)
     after = state.model.prompts.state_dict()
     changed = {k for k in after if not torch.equal(after[k], seen["before"][k])}
     assert changed == set(after), f"{name}: prompts that did not move: {set(after) - changed}"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import is_share_of
 from metaprompt_lite.engine import base_new_split, few_shot_indices, select_classes
 from metaprompt_lite.research import (
     RESEARCH_B2N,
@@ -208,12 +209,12 @@ def test_research_dataset_runs_through_the_engine(tmp_path, backbone):
 
     for name, classes in zip(("base", "new"), base_new_split(len(b2n.classnames))):
         n = int(((b2n.split == 1) & torch.isin(b2n.labels, torch.as_tensor(classes))).sum())
-        assert n > 0 and abs(result[name] * n / 100 - round(result[name] * n / 100)) < 1e-6  # a share of n images
+        assert is_share_of(result[name], n)
     dg = load_research_dataset("VLCS", tmp_path, size=32)
     result = run_domain_generalization(RunConfig(method="metaprompt", dataset="VLCS", target="LabelMe", shots=1,
                                                  optim=optim, progress=False), dg, backbone)
     n = int((dg.domain == dg.domains.index("LabelMe")).sum())
-    assert n > 0 and abs(result["acc"] * n / 100 - round(result["acc"] * n / 100)) < 1e-6
+    assert is_share_of(result["acc"], n)
 
 
 def test_split_sizes_constant_is_the_coop_format():

@@ -26,7 +26,6 @@ import torch
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from metaprompt_lite.backbone import encode_image_layers
 from metaprompt_lite.engine import Batch, OptimConfig
 from metaprompt_lite.methods import get_method, start_training
 from metaprompt_lite.prompts import PromptedCLIP, Prompts
@@ -354,7 +353,7 @@ def _prometar_reference(model, batch, theta0, weights0, config, lr, modulator_lr
         g = _modulate(weights, layers, g_ce, g_reg)
         fast = {n: theta[n] - config.adapt_lr * g[n] for n in theta}
         prompts = _prompts(fast)
-        raw = encode_image_layers(model.clip, model.backbone.preprocess(x), prompts.vision)  # unnormalised
+        raw = model.image_features(x, prompts, normalize=False)  # the encoder's raw outputs
         mixed = F.normalize(lam[:, None] * raw[query] + (1 - lam[:, None]) * raw[mix], dim=-1)
         logits = s * mixed @ model.text_features(prompts).t()
         per_image = (lam * F.cross_entropy(logits, y[query], reduction="none")
