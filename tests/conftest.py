@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from types import SimpleNamespace
 
 import pytest
@@ -36,6 +37,15 @@ def synthetic_dataset(n_classes: int = 6, per_class: int = 8, size: int = 32, n_
         images=torch.stack(images), labels=torch.tensor(labels), domain=torch.tensor(domain),
         split=torch.tensor(split), source=torch.arange(n),
     )
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names and values): equal hashes = untouched weights and buffers."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def is_share_of(accuracy: float, n: int) -> bool:

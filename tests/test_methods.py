@@ -4,25 +4,17 @@ against their equations."""
 from __future__ import annotations
 
 import copy
-import hashlib
 
 import pytest
 import torch
 
-from conftest import is_share_of
+from conftest import is_share_of, state_hash
 from metaprompt_lite.engine import OptimConfig
 from metaprompt_lite.gram import GradientRegulator, GramConfig, load_gram, meta_train, save_artifact
 from metaprompt_lite.methods import METHODS, get_method
 from metaprompt_lite.prometar import GradientModulator
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, run_base_to_new
-
-
-def _hash(module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode() + v.cpu().numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +52,7 @@ def test_each_method_trains_two_steps_and_changes_only_its_prompts(backbone, dat
         return state
 
     monkeypatch.setattr(run_module, "_fit", spy)
-    backbone_hash = _hash(backbone.model)
+    backbone_hash = state_hash(backbone.model)
     config = RunConfig(method=name, shots=2, progress=False, gram_artifact=gram_artifacts.get(name),
                        optim=OptimConfig(lr=0.01, batch_size=4, max_steps=2, warmup_epochs=0))
     result = run_base_to_new(config, dataset, backbone)
@@ -71,7 +63,7 @@ def test_each_method_trains_two_steps_and_changes_only_its_prompts(backbone, dat
     after = state.model.prompts.state_dict()
     changed = {k for k in after if not torch.equal(after[k], seen["before"][k])}
     assert changed == set(after), f"{name}: prompts that did not move: {set(after) - changed}"
-    assert _hash(backbone.model) == backbone_hash
+    assert state_hash(backbone.model) == backbone_hash
     if name == "prometar":
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.extras["modulator"].parameters())
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import state_hash
 from metaprompt_lite.methods import METHODS
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
 
@@ -31,20 +30,12 @@ EXPECTED_PARAMS = {
 }
 
 
-def _hash(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_shapes_gradients_and_frozen_backbone(backbone, name):
     torch.manual_seed(0)
     model = PromptedCLIP(backbone, CONFIGS[name], NAMES)
     images = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)
-    backbone_hash = _hash(backbone.model)
+    backbone_hash = state_hash(backbone.model)
     learnable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert learnable == {f"prompts.{n}" for n in EXPECTED_PARAMS[name]}
 
@@ -63,7 +54,7 @@ def test_shapes_gradients_and_frozen_backbone(backbone, name):
     assert grads == {f"prompts.{n}" for n in EXPECTED_PARAMS[name]}
     optimizer.step()
     assert all(not torch.equal(before[n], p) for n, p in model.prompts.named_parameters())
-    assert _hash(backbone.model) == backbone_hash
+    assert state_hash(backbone.model) == backbone_hash
 
 
 def test_coop_with_word_init_reproduces_the_hand_prompt(backbone):
@@ -133,7 +124,7 @@ def test_prompted_pocket_clip_in_train_mode_leaves_its_batchnorm_alone(pocket):
     batchnorms = [m for m in model.clip.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert batchnorms, "the pocket CLIP should have a BatchNorm conv stem"
     images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
-    backbone_hash = _hash(pocket.model)
+    backbone_hash = state_hash(pocket.model)
     model.train()
     assert model.prompts.training and not model.clip.training and not any(m.training for m in batchnorms)
     optimizer = torch.optim.SGD(model.prompts.parameters(), lr=0.1)
@@ -141,11 +132,11 @@ def test_prompted_pocket_clip_in_train_mode_leaves_its_batchnorm_alone(pocket):
     F.cross_entropy(model(images), torch.tensor([0, 1, 2, 3])).backward()
     optimizer.step()
     assert not torch.equal(model.prompts.ctx, before)
-    assert _hash(pocket.model) == backbone_hash
+    assert state_hash(pocket.model) == backbone_hash
     # the check has teeth: a CLIP left in train mode does change the statistics
     careless = copy.deepcopy(pocket.model).train()
     careless.encode_image(pocket.preprocess(images))
-    assert _hash(careless) != backbone_hash
+    assert state_hash(careless) != backbone_hash
 
 
 def test_cocoop_text_features_are_those_of_each_image_own_context(backbone):
