@@ -112,7 +112,10 @@ assert card["zeroshot"]["probe_50way"] > 5 * 2.0  # far above chance, but below 
 # and captions were kept out of pretraining — the pocket CLIP reaches about 21%: ten
 # times chance but well short of the 50% the project set as a bar. Concepts it has seen, in styles
 # it has not (the base-to-new test images), fare better (36–45% on 100-way emoji, where chance is
-# 1%; 81% on Fashion-MNIST). The model card discusses why and what would close the gap.
+# 1%; 81% on Fashion-MNIST). The model card discusses why. Not even a network pretrained on
+# ImageNet, given the same image–text pairs, gets much further (21–29%,
+# `benchmarks/pretrained_image_teacher.py`): what the corpus's ~1,800 named concepts teach about
+# mapping images to names sets the limit, not the image tower.
 
 # %% [markdown]
 # ## Switching to the research tier
