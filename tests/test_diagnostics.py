@@ -157,7 +157,9 @@ def test_parts_run_only_the_chosen_measures_and_part_7_needs_5_and_6(diagnostics
     called = []
     monkeypatch.setattr(diagnostics, "load_clip", lambda model, pretrained: None)
     monkeypatch.setattr(diagnostics, "headroom", lambda backbone, features: called.append(5) or {"x": 1})
-    monkeypatch.setattr(diagnostics, "epoch_cap", lambda backbone, model, pretrained: called.append(6) or {"y": 2})
+    epochs_asked = []
+    monkeypatch.setattr(diagnostics, "epoch_cap", lambda backbone, model, pretrained, epochs:
+                        called.append(6) or epochs_asked.append(epochs) or {"y": 2})
     for name in ("memorisation", "text_or_image", "coop_gain", "other_explanations", "pool_styles"):
         monkeypatch.setattr(diagnostics, name, lambda *a, **k: pytest.fail("a part that was not asked for ran"))
     out = tmp_path / "d.json"
@@ -166,7 +168,14 @@ def test_parts_run_only_the_chosen_measures_and_part_7_needs_5_and_6(diagnostics
     report = json.loads(out.read_text())
     assert called == [5, 6] and report["parts"] == [5, 6]
     assert report["headroom"] == {"x": 1} and report["epoch_cap"] == {"y": 2} and "memorisation" not in report
+    monkeypatch.setattr(sys, "argv", ["pocket_diagnostics.py", "--parts", "6", "--coop-epochs", "25", "3"])
+    diagnostics.main()
+    assert epochs_asked == [(2, diagnostics.POOL_STYLES_EPOCHS), (25, 3)]
     monkeypatch.setattr(sys, "argv", ["pocket_diagnostics.py", "--parts", "7", "6"])
     with pytest.raises(SystemExit) as exit_info:
         diagnostics.main()
     assert exit_info.value.code == 2 and "part 7 reuses the rows of parts 5 and 6" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["pocket_diagnostics.py", "--parts", "5", "6", "7", "--coop-epochs", "25"])
+    with pytest.raises(SystemExit) as exit_info:
+        diagnostics.main()
+    assert exit_info.value.code == 2 and f"add {diagnostics.POOL_STYLES_EPOCHS} to --coop-epochs" in capsys.readouterr().err
