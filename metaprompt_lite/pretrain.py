@@ -284,16 +284,22 @@ def image_phase_loss(features: torch.Tensor, scale: torch.Tensor, caption_featur
     return loss
 
 
+def caption_table(captions: Sequence[Sequence[str]]) -> tuple[list[str], list[torch.Tensor]]:
+    """(the distinct captions, sorted; per image, the indices of its captions in that list): each
+    caption is encoded once, and each step draws one of an image's captions by index."""
+    unique = sorted({c for caps in captions for c in caps})
+    index = {c: i for i, c in enumerate(unique)}
+    return unique, [torch.tensor([index[c] for c in caps]) for caps in captions]
+
+
 def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: PretrainConfig,
                       state_path: Path) -> dict[str, float]:
     """Phase 3: the image tower (and logit scale) learns against the locked text tower. Resumable."""
     if config.regress_weight < 0:  # before the caption encoding, not after
         raise ValueError(f"regress_weight must be ≥ 0 (0 = off), got {config.regress_weight}")
     model = backbone.model
-    unique = sorted({c for caps in corpus.captions for c in caps})
-    caption_index = {c: i for i, c in enumerate(unique)}
+    unique, per_image = caption_table(corpus.captions)
     caption_features = encode_texts(backbone, unique)  # [U, E]
-    per_image = [torch.tensor([caption_index[c] for c in caps]) for caps in corpus.captions]
     concept_features = F.normalize(torch.stack([
         encode_texts(backbone, [t.format(name) for t in CONCEPT_TEMPLATES]).mean(0)
         for name in corpus.concept_names]), dim=-1)  # [K, E]

@@ -7,7 +7,7 @@ Image features are computed once per dataset and shared by every evaluation here
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -17,13 +17,22 @@ from metaprompt_lite.engine import accuracy, base_new_split, harmonic_mean, sele
 
 
 @torch.no_grad()
-def text_classifier(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-    """[C, E] normalised template-ensemble text features."""
+def template_ensemble(encode: Callable[[list[str]], torch.Tensor], classnames: Sequence[str],
+                      templates: Sequence[str]) -> torch.Tensor:
+    """[C, E] normalised mean over ``templates`` of the normalised ``encode`` features of the filled-in
+    class names (CLIP's ensemble), for any sentence encoder."""
     total = 0
     for template in templates:
-        tokens = backbone.tokenizer([template.format(c.replace("_", " ")) for c in classnames])
-        total = total + F.normalize(backbone.model.encode_text(tokens.to(backbone.device)), dim=-1)
+        total = total + F.normalize(encode([template.format(c.replace("_", " ")) for c in classnames]), dim=-1)
     return F.normalize(total, dim=-1).cpu()
+
+
+def text_classifier(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """[C, E] normalised template-ensemble text features of the backbone's text tower."""
+    def encode(sentences: list[str]) -> torch.Tensor:
+        return backbone.model.encode_text(backbone.tokenizer(sentences).to(backbone.device))
+
+    return template_ensemble(encode, classnames, templates)
 
 
 @torch.no_grad()
@@ -38,20 +47,32 @@ def _acc(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor)
     return accuracy(features @ classifier.t(), labels)
 
 
+def base_new_scores(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> dict:
+    """{all, base, new, hm} accuracy of normalised image ``features`` against a [C, E] ``classifier``
+    (base and new each scored among their own classes, the CoCoOp protocol)."""
+    base, new = base_new_split(len(classifier))
+    row = {"all": _acc(features, labels, classifier)}
+    for name, classes in (("base", base), ("new", new)):
+        index, relabelled = select_classes(labels, classes)
+        row[name] = _acc(features[index], relabelled, classifier[classes])
+    row["hm"] = harmonic_mean(row["base"], row["new"])
+    return row
+
+
+def domain_scores(features: torch.Tensor, dataset, classifier: torch.Tensor) -> dict[str, float]:
+    """{domain: accuracy} of normalised ``features`` of all of ``dataset``'s images."""
+    return {domain: _acc(features[dataset.domain == d], dataset.labels[dataset.domain == d], classifier)
+            for d, domain in enumerate(dataset.domains)}
+
+
 def zero_shot_base_to_new(backbone: Backbone, dataset) -> list[dict]:
     """Rows (dataset, templates, all, base, new, hm) on the test pool, single and ensemble."""
     test = (dataset.split == 1).nonzero().flatten()
     features, labels = image_features(backbone, dataset.images[test]), dataset.labels[test]
-    base, new = base_new_split(len(dataset.classnames))
     rows = []
     for kind, templates in (("single", dataset.templates[:1]), ("ensemble", dataset.templates)):
         classifier = text_classifier(backbone, dataset.classnames, templates)
-        row = {"dataset": dataset.name, "templates": kind, "all": _acc(features, labels, classifier)}
-        for name, classes in (("base", base), ("new", new)):
-            index, relabelled = select_classes(labels, classes)
-            row[name] = _acc(features[index], relabelled, classifier[classes])
-        row["hm"] = harmonic_mean(row["base"], row["new"])
-        rows.append(row)
+        rows.append({"dataset": dataset.name, "templates": kind, **base_new_scores(features, labels, classifier)})
     return rows
 
 
@@ -61,10 +82,8 @@ def zero_shot_domains(backbone: Backbone, dataset) -> list[dict]:
     rows = []
     for kind, templates in (("single", dataset.templates[:1]), ("ensemble", dataset.templates)):
         classifier = text_classifier(backbone, dataset.classnames, templates)
-        for d, domain in enumerate(dataset.domains):
-            index = (dataset.domain == d).nonzero().flatten()
-            rows.append({"benchmark": dataset.name, "target": domain, "templates": kind,
-                         "acc": _acc(features[index], dataset.labels[index], classifier)})
+        rows += [{"benchmark": dataset.name, "target": domain, "templates": kind, "acc": acc}
+                 for domain, acc in domain_scores(features, dataset, classifier).items()]
     return rows
 
 
