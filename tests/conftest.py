@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +13,7 @@ import torch
 
 from metaprompt_lite.backbone import TINY_MODEL, load_clip
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 CLASSNAMES = ["red square", "green circle", "blue triangle", "yellow star", "black cross", "white moon"]
 
 
@@ -37,6 +41,16 @@ def synthetic_dataset(n_classes: int = 6, per_class: int = 8, size: int = 32, n_
         images=torch.stack(images), labels=torch.tensor(labels), domain=torch.tensor(domain),
         split=torch.tensor(split), source=torch.arange(n),
     )
+
+
+def import_benchmark(name: str):
+    """A script of benchmarks/ as a module; the folder is on sys.path while it loads (the scripts import
+    their siblings by bare name, at the top)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def state_hash(module: torch.nn.Module) -> str:

@@ -3,23 +3,16 @@ linear probe, part 6's summary and part 7's pool of three styles, and the shared
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import import_benchmark
 from metaprompt_lite.data import load_dataset, split_by_source
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pocket_diagnostics.py"
 
 
 @pytest.fixture(scope="module")
 def diagnostics():
-    spec = importlib.util.spec_from_file_location("pocket_diagnostics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_benchmark("pocket_diagnostics")
 
 
 def test_pixelate_keeps_flat_images_and_leaves_at_most_size_levels_per_row(diagnostics):

@@ -5,23 +5,16 @@ documented, the head learns a text alignment with the pocket image phase's loss 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
+from conftest import import_benchmark
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import pretrained_image_teacher
-        yield pretrained_image_teacher
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_benchmark("pretrained_image_teacher")
 
 
 def test_a_missing_teacher_names_the_wheels_to_install(script, monkeypatch):

@@ -4,28 +4,20 @@ its names."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from conftest import import_benchmark
 from metaprompt_lite.pretrain import ImageTextCorpus, PretrainConfig
 
 PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def scripts():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import image_recipes
-        import probe_difficulty
-        yield SimpleNamespace(recipes=image_recipes, difficulty=probe_difficulty)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return SimpleNamespace(recipes=import_benchmark("image_recipes"), difficulty=import_benchmark("probe_difficulty"))
 
 
 def test_a_variant_names_pretrain_config_fields(scripts):
