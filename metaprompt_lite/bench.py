@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
+import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import torch
 from tqdm import tqdm
 
 from metaprompt_lite.backbone import load_clip
@@ -44,7 +47,11 @@ class BenchConfig:
     out_dir: str = "results"
     device: str = "cpu"
     progress: bool = True
-    loader: object = field(default=None, repr=False)  # name -> dataset (default: the offline suite)
+    # name -> dataset (default: the offline suite); with workers > 1 it must be picklable
+    # (a module-level function), since each worker process loads its own datasets
+    loader: object = field(default=None, repr=False)
+    workers: int = 0  # worker processes, one intra-op thread each; 0 = one per core (at most the groups)
+    max_steps: int | None = None  # cap every run's steps (quick slices and tests), None = the presets'
 
 
 def _done(path: Path, key_columns: Sequence[str]) -> set[tuple[str, ...]]:
@@ -74,52 +81,188 @@ def _save_curve(out_dir: Path, name: str, history: list[dict]) -> None:
         path.write_text(json.dumps(history))
 
 
+@dataclass(frozen=True)
+class Group:
+    """The rows that share one training set: every method on one dataset (or DG target) and seed.
+    A worker runs a group's methods one after the other, so the augmented batches and their frozen
+    features are computed once for all of them (exact: the backbone is frozen)."""
+
+    dataset: str
+    target: str | None
+    seed: int
+    methods: tuple[str, ...]
+
+
+def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done: set[tuple[str, ...]]) -> list[Group]:
+    """The missing rows, grouped by (dataset, target, seed), in the benchmark's fixed order."""
+    groups = []
+    for name, targets in targets_of.items():
+        for target in targets:
+            for seed in config.seeds:
+                methods = tuple(m for m in _methods(config) if _key(m, name, target, seed) not in done)
+                if methods:
+                    groups.append(Group(name, target, seed, methods))
+    return groups
+
+
+def _methods(config: BenchConfig) -> list[str]:
+    return list(config.methods) or list(B2N_METHODS if config.suite == "b2n" else DG_METHODS)
+
+
+def _key(method: str, name: str, target: str | None, seed: int) -> tuple[str, ...]:
+    return (method, name, str(seed)) if target is None else (method, name, target, str(seed))
+
+
+def run_group(config: BenchConfig, group: Group, dataset, backbone, cache: dict):
+    """Yield (row, curve name, history) for each method of ``group``, in order."""
+    for key in [k for k in cache if k[0] == "batches"]:  # the previous group's batches
+        del cache[key]
+    for method in group.methods:
+        method_config, optim, shots = preset(method, config.tier)
+        if config.max_steps is not None:
+            optim = replace(optim, max_steps=config.max_steps)
+        run = RunConfig(method=method, dataset=group.dataset, target=group.target, model=config.model,
+                        pretrained=config.pretrained, seed=group.seed, shots=shots, device=config.device,
+                        optim=optim, progress=False)
+        t0 = time.perf_counter()
+        if group.target is None:
+            result = run_base_to_new(run, dataset, backbone, cache)
+            row = {"method": method, "dataset": group.dataset, "seed": group.seed, **result}
+            curve = f"{method}-{group.dataset}-s{group.seed}"
+        else:
+            result = run_domain_generalization(run, dataset, backbone, cache)
+            row = {"method": method, "benchmark": group.dataset, "target": group.target, "seed": group.seed, **result}
+            curve = f"{method}-{group.dataset}-{group.target}-s{group.seed}"
+        row["train_s"] = time.perf_counter() - t0 if not result["history"] else result["train_s"]
+        yield row, curve, result.pop("history")
+
+
+def _loader(config: BenchConfig):
+    if config.loader is not None:
+        return config.loader
+    from metaprompt_lite.data import load_dataset
+
+    return load_dataset
+
+
+def _backbone(config: BenchConfig):
+    """The frozen backbone; random weights (``pretrained`` None) are drawn from seed 0, so that every
+    worker process builds the same model."""
+    if config.pretrained is not None:
+        return load_clip(config.model, config.pretrained, config.device)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return load_clip(config.model, None, config.device)
+
+
+# --------------------------------------------------------------------------- worker processes
+_worker: dict = {}  # per worker process: its config, backbone, datasets and caches
+
+
+def _start_worker(config: BenchConfig, rows) -> None:
+    torch.set_num_threads(1)
+    _worker.update(config=config, rows=rows, backbone=_backbone(config), datasets={}, cache={})
+
+
+def _work(group: Group) -> int:
+    """Run one group in a worker; each finished row goes to the parent at once (so an interrupted
+    benchmark keeps every finished row)."""
+    config, datasets = _worker["config"], _worker["datasets"]
+    if group.dataset not in datasets:
+        datasets[group.dataset] = _loader(config)(group.dataset)
+    for item in run_group(config, group, datasets[group.dataset], _worker["backbone"], _worker["cache"]):
+        _worker["rows"].put(item)
+    return len(group.methods)
+
+
+def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: dict) -> Iterator[tuple]:
+    """Every row of ``groups``: in this process for one worker, else from a pool of processes."""
+    if workers <= 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the same arithmetic as a worker: rows do not depend on `workers`
+        try:
+            backbone = _backbone(config)
+            cache: dict = {}
+            for group in groups:
+                yield from run_group(config, group, datasets[group.dataset], backbone, cache)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
+    rows = context.Queue()
+    pool = context.Pool(workers, initializer=_start_worker, initargs=(config, rows))
+    try:
+        results = [pool.apply_async(_work, (group,)) for group in groups]
+        pool.close()
+        for _ in range(sum(len(g.methods) for g in groups)):
+            while True:
+                try:
+                    yield rows.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    for result in results:
+                        if result.ready() and not result.successful():
+                            result.get()  # re-raises the worker's exception here
+                    if all(result.ready() for result in results) and rows.empty():
+                        raise RuntimeError("a benchmark worker ended without sending its rows")
+    finally:
+        pool.terminate()  # on an error or Ctrl-C: stop the other runs at once
+        pool.join()
+
+
 def bench(config: BenchConfig) -> Path:
-    """Run every missing (method, dataset/target, seed) of the suite; returns the CSV path."""
+    """Run every missing (method, dataset/target, seed) of the suite; returns the CSV path.
+
+    Rows run in ``config.workers`` processes with one thread each (independent small runs use two
+    cores better than one run with two threads on tiny matrices). A row is the same, bit for bit,
+    whichever worker runs it and however many there are; the CSV is rewritten in the benchmark's
+    fixed order at the end."""
     if config.suite not in ("b2n", "dg"):
         raise ValueError(f"unknown suite {config.suite!r}: use 'b2n' or 'dg'")
     if config.loader is None:
-        from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
+        from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS
 
-        loader = load_dataset
         all_datasets = B2N_DATASETS if config.suite == "b2n" else DG_BENCHMARKS
     else:
-        loader, all_datasets = config.loader, ()
-    datasets = list(config.datasets) or list(all_datasets)
-    methods = list(config.methods) or list(B2N_METHODS if config.suite == "b2n" else DG_METHODS)
-    for m in methods:
+        all_datasets = ()
+    names = list(config.datasets) or list(all_datasets)
+    for m in _methods(config):
         preset(m, config.tier)  # unknown method / tier: fail before any work
     out_dir = Path(config.out_dir)
     path = out_dir / f"{config.suite}.csv"
     columns = B2N_COLUMNS if config.suite == "b2n" else DG_COLUMNS
     done = _done(path, columns[:3] if config.suite == "b2n" else columns[:4])
-    backbone = load_clip(config.model, config.pretrained, config.device)
-    cache: dict = {}
-    loaded = {name: loader(name) for name in datasets}
-    jobs = []
-    for name in datasets:
-        targets = [None] if config.suite == "b2n" else list(loaded[name].domains)
-        for target in targets:
-            for method in methods:
-                for seed in config.seeds:
-                    key = (method, name, str(seed)) if target is None else (method, name, target, str(seed))
-                    if key not in done:
-                        jobs.append((name, target, method, seed))
-    for name, target, method, seed in tqdm(jobs, desc=f"bench {config.suite}", disable=not config.progress):
-        method_config, optim, shots = preset(method, config.tier)
-        run = RunConfig(method=method, dataset=name, target=target, model=config.model,
-                        pretrained=config.pretrained, seed=seed, shots=shots, device=config.device,
-                        optim=optim, progress=False)
-        t0 = time.perf_counter()
-        if target is None:
-            result = run_base_to_new(run, loaded[name], backbone, cache)
-            row = {"method": method, "dataset": name, "seed": seed, **result}
-            curve = f"{method}-{name}-s{seed}"
-        else:
-            result = run_domain_generalization(run, loaded[name], backbone, cache)
-            row = {"method": method, "benchmark": name, "target": target, "seed": seed, **result}
-            curve = f"{method}-{name}-{target}-s{seed}"
-        row["train_s"] = time.perf_counter() - t0 if not result["history"] else result["train_s"]
-        append_row(path, row, columns)
-        _save_curve(out_dir, curve, result["history"])
+    datasets = {name: _loader(config)(name) for name in names}
+    targets_of = {name: [None] if config.suite == "b2n" else list(datasets[name].domains) for name in names}
+    groups = plan(config, targets_of, done)
+    workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
+    workers = max(1, min(workers, len(groups)))
+    total = sum(len(g.methods) for g in groups)
+    with tqdm(total=total, desc=f"bench {config.suite} ({workers} worker{'s' * (workers > 1)})",
+              disable=not config.progress) as bar:
+        for row, curve, history in _results(config, groups, workers, datasets):
+            append_row(path, row, columns)
+            _save_curve(out_dir, curve, history)
+            bar.update(1)
+    if groups:
+        _sort_rows(path, columns, [(m, n, t, s) for n, ts in targets_of.items() for t in ts
+                                   for m in _methods(config) for s in config.seeds])
     return path
+
+
+def _sort_rows(path: Path, columns: Sequence[str], order: list[tuple]) -> None:
+    """Rewrite ``path`` with its rows in the benchmark's fixed order (rows outside it keep their
+    place at the end), atomically."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    rank = {_key(m, n, t, s): i for i, (m, n, t, s) in enumerate(order)}
+    key_columns = columns[:3] if "dataset" in columns else columns[:4]
+    rows.sort(key=lambda r: rank.get(tuple(r[c] for c in key_columns), len(rank)))
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

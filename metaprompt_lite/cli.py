@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import replace
 
-from metaprompt_lite.engine import OptimConfig, config_table
+from metaprompt_lite.engine import config_table
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,11 +30,15 @@ def _train_parser(sub) -> None:
     p.add_argument("--dataset", required=True, help="a dataset of `metaprompt-lite data list`")
     p.add_argument("--target", default=None, help="DG benchmarks: the held-out domain")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--shots", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
+                   help="the preset (as `bench` runs it) that the options below override")
+    p.add_argument("--shots", type=int, default=None, help="default: the preset's")
+    p.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    p.add_argument("--lr", type=float, default=None, help="default: the preset's")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads (default 1, as a benchmark worker: the same numbers as its row)")
     p.add_argument("--meta-order", type=int, choices=(1, 2), default=None)
     p.add_argument("--official-quirks", action="store_true")
     p.add_argument("--out-dir", default="runs", help="checkpoints (resumable); '' to disable")
@@ -46,7 +50,12 @@ def _run_train(args) -> int:
     from metaprompt_lite.data import load_dataset
     from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
 
-    optim = OptimConfig()
+    import torch
+
+    from metaprompt_lite.methods import preset
+
+    _, optim, shots = preset(args.method, args.tier)
+    torch.set_num_threads(args.threads)
     for field_name, value in (("epochs", args.epochs), ("lr", args.lr),
                               ("batch_size", args.batch_size), ("max_steps", args.max_steps)):
         if value is not None:
@@ -58,10 +67,13 @@ def _run_train(args) -> int:
         overrides["official_quirks"] = True
     config = RunConfig(method=args.method, dataset=args.dataset, target=args.target,
                        model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
-                       shots=args.shots, device=args.device, optim=optim,
+                       shots=args.shots or shots, device=args.device, optim=optim,
                        method_overrides=overrides, out_dir=args.out_dir or None)
     config.resolved_method()  # fail fast on an unknown method or bad override
     dataset = load_dataset(args.dataset)
+    print(f"preset: {args.method} on the {args.tier} tier" + (" with overrides" if any(
+        v is not None for v in (args.shots, args.epochs, args.lr, args.batch_size, args.max_steps)) else ""),
+        file=sys.stderr)
     print("RunConfig\n" + config_table(config), file=sys.stderr)
     if dataset.suite == "dg":
         if args.target is None:
@@ -136,6 +148,9 @@ def _bench_parser(sub) -> None:
                    help="research tier: folder of the papers' datasets (CoOp/DomainBed layouts, see "
                    "docs/research_tier.md); default: the offline suite")
     p.add_argument("--no-report", action="store_true", help="do not write results/README.md and figures")
+    p.add_argument("--workers", type=int, default=0,
+                   help="worker processes, one thread each (default: one per CPU core; 1 on a GPU)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap every run's steps (a quick slice)")
     _add_model_arguments(p)
 
 
@@ -161,7 +176,8 @@ def _run_bench(args) -> int:
             datasets = datasets or (RESEARCH_B2N if suite == "b2n" else RESEARCH_DG)
         config = BenchConfig(suite=suite, methods=args.methods or (), datasets=datasets, loader=loader,
                              seeds=tuple(args.seeds), model=args.model, pretrained=_pretrained(args.pretrained),
-                             tier=args.tier, out_dir=args.out_dir, device=args.device)
+                             tier=args.tier, out_dir=args.out_dir, device=args.device,
+                             workers=args.workers, max_steps=args.max_steps)
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
         bench(config)
         walls[suite] = time.perf_counter() - t_suite

@@ -12,7 +12,7 @@ scheduler, generator and step (so a resumed run continues bit for bit).
 from __future__ import annotations
 
 import contextlib
-
+import hashlib
 import math
 import os
 import random
@@ -41,6 +41,13 @@ def seed_everything(seed: int) -> None:
 
 def make_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
+
+
+def keyed_generator(*key: object) -> torch.Generator:
+    """A generator seeded by a hash of ``key``: a pure function of the key, independent of every
+    other stream (e.g. ``keyed_generator("augment", seed, step)``)."""
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    return make_generator(int.from_bytes(digest[:8], "little") >> 1)
 
 
 # --------------------------------------------------------------------------- splits and sampling
@@ -172,6 +179,14 @@ class Batch:
     images: torch.Tensor  # float [B, 3, H, W] in [0, 1] (augmented) or uint8
     labels: torch.Tensor  # [B], 0..n_classes-1 of the training classes
     domains: torch.Tensor  # [B] domain index (all zero when there is one domain)
+    frozen: torch.Tensor | None = None  # frozen f_I(images), normalised: filled on first use
+
+    def frozen_image(self, model: nn.Module) -> torch.Tensor:
+        """Frozen f_I of the batch ([B, E], normalised), computed once. The backbone is frozen, so
+        every method that trains on this batch (see ``batch_cache`` in :func:`train`) shares it."""
+        if self.frozen is None:
+            self.frozen = model.frozen_image_features(self.images)
+        return self.frozen
 
 
 @dataclass
@@ -226,6 +241,20 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=make_generator(seed * 1_000_003 + epoch))
 
 
+def training_batch(images: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor, seed: int,
+                   step: int, batch_size: int, flip: bool = False, min_scale: float = 0.5) -> Batch:
+    """The augmented batch of ``step``: a pure function of (data, seed, step, batch size,
+    augmentation). Its examples come from :func:`epoch_order`, its crops from a generator keyed by
+    (seed, step) (not the run's generator, which episodes draw from), so every method with the same
+    data, seed and batch size trains on the same batches, and a batch can be computed once for all."""
+    n = len(images)
+    per_epoch = n // batch_size  # the last incomplete batch is dropped, as CoOp's loader does
+    epoch, position = divmod(step, per_epoch)
+    index = epoch_order(n, seed, epoch)[position * batch_size : (position + 1) * batch_size]
+    crops = augment(images[index], keyed_generator("augment", seed, step), flip=flip, min_scale=min_scale)
+    return Batch(crops, labels[index], domains[index])
+
+
 StepFn = Callable[[TrainState, Batch], dict[str, float]]
 
 
@@ -260,11 +289,15 @@ def train(
     flip: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    min_scale: float = 0.5,
+    batch_cache: dict | None = None,
 ) -> TrainState:
     """Run ``step_fn`` on shuffled, augmented batches until ``total_steps`` (resuming from
-    ``state.step``). The order of epoch e depends only on (seed, e), and the generator driving
-    augmentation and episodes is saved in checkpoints, so "2 steps + save + load + 2 steps" equals
-    "4 steps" bit for bit.
+    ``state.step``). Each batch is a pure function of (data, seed, step) (:func:`training_batch`),
+    and the generator driving episodes is saved in checkpoints, so "2 steps + save + load + 2 steps"
+    equals "4 steps" bit for bit.
+    ``batch_cache``: a dict shared by the runs of *one* training set and seed (the benchmark runs
+    every method on it): the augmented batches and their frozen features are computed once for all.
     ``stop_after`` stops early after that many steps in this call (to test interruption)."""
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -278,10 +311,13 @@ def train(
     bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not progress, leave=False)
     state.model.train()
     while state.step < total_steps and (stop_after is None or done_here < stop_after):
-        epoch, position = divmod(state.step, per_epoch)
-        order = epoch_order(n, state.seed, epoch)
-        index = order[position * batch_size : (position + 1) * batch_size]
-        batch = Batch(augment(images[index], state.generator, flip=flip), labels[index], domains[index])
+        epoch = state.step // per_epoch
+        key = (state.seed, state.step, batch_size, n, flip, min_scale)
+        batch = None if batch_cache is None else batch_cache.get(key)
+        if batch is None:
+            batch = training_batch(images, labels, domains, state.seed, state.step, batch_size, flip, min_scale)
+            if batch_cache is not None:
+                batch_cache[key] = batch
         t0 = time.perf_counter()
         with _autocast(state.model):
             losses = step_fn(state, batch)

@@ -98,9 +98,20 @@ def compute_logits(
 
 
 # --------------------------------------------------------------------------- step functions
+def uses_frozen_image(method: MethodConfig) -> bool:
+    """Whether the method's logits need the frozen f_I of the batch: the asymmetric loss, CoCoOp's
+    meta-net, and every method without vision prompts (its image encoder *is* the frozen one)."""
+    return method.loss == "asymmetric" or method.prompt.conditional or method.prompt.n_vision == 0
+
+
+def _batch_logits(state: TrainState, batch: Batch, method: MethodConfig) -> Outputs:
+    frozen = batch.frozen_image(state.model) if uses_frozen_image(method) else None
+    return compute_logits(state.model, method, batch.images, frozen_image=frozen)
+
+
 def supervised_step(state: TrainState, batch: Batch, method: MethodConfig) -> dict[str, float]:
     """One optimizer step on CE (CoOp, CoCoOp, IVLP, MaPLe) or the asymmetric loss."""
-    out = compute_logits(state.model, method, batch.images)
+    out = _batch_logits(state, batch, method)
     if method.loss == "asymmetric":
         loss = asymmetric_contrastive_loss(out.logits_i, out.logits_t, batch.labels, method.loss_terms)
     else:
@@ -123,7 +134,7 @@ def metaprompt_step(
        g_i = meta-gradient of episode i;   θ ← θ − lr · META_STEP · Σ_i g_i
     """
     model = state.model
-    frozen_image = model.frozen_image_features(batch.images)
+    frozen_image = batch.frozen_image(model)
     losses = {"loss": _asymmetric_update(state, batch, method, frozen_image)}
     n_classes = model.n_classes
     scale = model.logit_scale
@@ -182,7 +193,7 @@ def regulated_step(state: TrainState, batch: Batch, method: MethodConfig) -> dic
     """GRAM downstream: the supervised step with every gradient passed through the meta-learned
     regulator r before the optimizer sees it."""
     regulator = state.extras["regulator"]
-    out = compute_logits(state.model, method, batch.images)
+    out = _batch_logits(state, batch, method)
     loss = cross_entropy(out.logits, batch.labels)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -123,7 +123,7 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
     modulation net on a (support, virtual query) episode."""
     model, learner = state.model, state.model.prompts
     scale = model.logit_scale
-    frozen_image = model.frozen_image_features(batch.images)
+    frozen_image = batch.frozen_image(model)
     params = dict(learner.named_parameters())
 
     # 1. regular update with the modulated gradient g = g_ce + γ ⊙ g_reg

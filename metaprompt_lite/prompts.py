@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone, encode_image_layers, encode_text_layers
+from metaprompt_lite.backbone import Backbone, encode_image_layers, encode_text_layers, encode_text_shared_prefix
 from metaprompt_lite.losses import clip_logits
 
 PROMPT_INIT_STD = 0.02  # N(0, 0.02) init of CoOp/VPT/MaPLe/MetaPrompt prompt vectors
@@ -182,6 +182,9 @@ class PromptedCLIP(nn.Module):
                     f"{config.n_ctx}; make them equal or set ctx_init=None"
                 )
         self.prompts = PromptLearner(config, backbone, ctx_init_embeddings=init)
+        # run the positions every class shares ([SOS] + context) once per prompt set: the same
+        # features up to float rounding, at a fraction of the cost (False: the plain per-class pass)
+        self.share_prefix = True
         self.set_classes(classnames, templates)
 
     def train(self, mode: bool = True) -> "PromptedCLIP":
@@ -229,7 +232,14 @@ class PromptedCLIP(nn.Module):
 
     @torch.no_grad()
     def _template_features(self, names: Sequence[str]) -> torch.Tensor:
-        """Frozen f_T: mean over templates of normalised features, renormalised ([C, E])."""
+        """Frozen f_T: mean over templates of normalised features, renormalised ([C, E]); computed
+        once per class list and templates on a backbone (its weights are frozen)."""
+        key = ("frozen_text", tuple(names), tuple(self.templates))
+        if key not in self.backbone.memo:
+            self.backbone.memo[key] = self._encode_templates(names)
+        return self.backbone.memo[key]
+
+    def _encode_templates(self, names: Sequence[str]) -> torch.Tensor:
         total = 0
         for template in self.templates:
             tokens = self.backbone.tokenizer([template.format(n) for n in names])
@@ -257,6 +267,10 @@ class PromptedCLIP(nn.Module):
         prefix, suffix, tokens = self.token_prefix[ids], self.token_suffix[ids], self.tokenized[ids]
         placeholder = prefix.new_zeros(prefix.shape[0], self.config.n_ctx, prefix.shape[-1])
         embeddings = torch.cat([prefix, placeholder, suffix], dim=1)  # [C, L, D]
+        if self.share_prefix:  # the class-independent first positions once, not once per class
+            features = encode_text_shared_prefix(self.clip, tokens, embeddings, prompts.text)
+            if features is not None:
+                return F.normalize(features, dim=-1)
         if not prompts.conditional:
             features = encode_text_layers(self.clip, tokens, embeddings, prompts.text)
             return F.normalize(features, dim=-1)

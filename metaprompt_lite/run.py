@@ -63,7 +63,7 @@ class RunConfig:
 
 
 def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, labels, domains,
-         cross_domain: bool) -> TrainState:
+         cross_domain: bool, batch_cache: dict | None = None) -> TrainState:
     extras = {}
     if method.gram:
         from metaprompt_lite.gram import artifact_path, load_gram
@@ -78,12 +78,21 @@ def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, l
             state.load_state_dict(load_checkpoint(path))
     return train(state, step, images, labels, domains, config.optim,
                  total, checkpoint_path=path, checkpoint_every=config.checkpoint_every,
-                 flip=config.flip, progress=config.progress)
+                 flip=config.flip, progress=config.progress, batch_cache=batch_cache)
+
+
+def batch_cache(cache: dict | None, dataset, target: str | None, seed: int, train_index: torch.Tensor) -> dict | None:
+    """The part of a run cache that holds one training set's augmented batches (shared by every
+    method trained on it with this seed; see :func:`metaprompt_lite.engine.train`)."""
+    if cache is None:
+        return None
+    key = ("batches", dataset.name, id(dataset.images), target, seed, train_index.numel(), int(train_index.sum()))
+    return cache.setdefault(key, {})
 
 
 def frozen_features(backbone: Backbone, dataset, index: torch.Tensor, cache: dict | None) -> torch.Tensor:
     """Frozen f_I of ``dataset.images[index]``, memoised in ``cache`` (exact: the backbone is frozen)."""
-    key = (id(backbone), backbone.name, backbone.pretrained, dataset.name, index.numel(),
+    key = (id(backbone), backbone.name, backbone.pretrained, dataset.name, id(dataset.images), index.numel(),
            int(index.sum()) if index.numel() else 0)
     if cache is not None and key in cache:
         return cache[key]
@@ -129,7 +138,8 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
     state = None
     if method.trainable:
         state = _fit(config, model, method, dataset.images[train_index], pool_labels[shots],
-                     None, cross_domain=False)
+                     None, cross_domain=False,
+                     batch_cache=batch_cache(cache, dataset, None, config.seed, train_index))
     train_s = time.perf_counter() - t0
     result = {}
     for split_name, classes in (("base", base), ("new", new)):
@@ -175,7 +185,8 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
     state = None
     if method.trainable:
         state = _fit(config, model, method, dataset.images[train_index], dataset.labels[train_index],
-                     domains, cross_domain=True)
+                     domains, cross_domain=True,
+                     batch_cache=batch_cache(cache, dataset, config.target, config.seed, train_index))
     train_s = time.perf_counter() - t0
     test = (dataset.domain == target).nonzero().flatten()
     acc = evaluate(model, method, dataset.images[test], dataset.labels[test], list(dataset.classnames),

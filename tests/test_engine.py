@@ -206,10 +206,10 @@ def _spy(monkeypatch):
     seen = {"fit": [], "evaluate": []}
     real_fit, real_evaluate = run._fit, run.evaluate
 
-    def fit(config, model, method, images, labels, domains, cross_domain):
+    def fit(config, model, method, images, labels, domains, cross_domain, **kwargs):
         seen["fit"].append((images.clone(), labels.clone(), None if domains is None else domains.clone(),
                             list(model.classnames)))
-        return real_fit(config, model, method, images, labels, domains, cross_domain)
+        return real_fit(config, model, method, images, labels, domains, cross_domain, **kwargs)
 
     def evaluate(model, method, images, labels, classnames, *args, **kwargs):
         seen["evaluate"].append((images.clone(), labels.clone(), list(classnames)))

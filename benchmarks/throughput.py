@@ -1,0 +1,103 @@
+"""Training throughput of the benchmark, old engine against new, side by side in one run.
+
+Run:  python benchmarks/throughput.py [--old 826c10d] [--json benchmarks/throughput.json]
+
+The slice: 3 base-to-new datasets (emoji-food, flags, cards) x {coop, cocoop, maple, metaprompt,
+prometar} x seed 1, plus one DG benchmark (emoji-pacs, all 4 targets) x {coop, cocoop, maple,
+metaprompt} x seed 1, each with its pocket preset. Each side runs ``bench`` on the slice in a fresh
+process: the old side from a ``git archive`` of ``--old`` (the engine before the throughput work: one
+process, torch's default threads), the new side from this checkout (worker processes, one thread
+each). Both read the same ``data/``. Throughput is training steps (the rows' curves) per second of
+the slice's wall time, evaluation included; the ratio new / old is the figure. The accuracies of the
+two sides are printed too: they differ because the new engine draws each step's crops from a
+generator keyed by (seed, step) instead of the run's shared generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+B2N = ("emoji-food", "flags", "cards")
+B2N_METHODS = ("coop", "cocoop", "maple", "metaprompt", "prometar")
+DG = ("emoji-pacs",)
+DG_METHODS = ("coop", "cocoop", "maple", "metaprompt")
+OLD_ENGINE = "826c10d"  # the last commit before the throughput work
+
+
+def run_side(out_dir: Path, workers: int | None) -> dict:
+    """Run the slice with whichever ``metaprompt_lite`` is importable; returns wall times, steps and
+    accuracies (called in a child process)."""
+    from metaprompt_lite.bench import BenchConfig, bench
+    from metaprompt_lite.paths import default_model
+
+    model, pretrained = default_model()
+    extra = {} if workers is None else {"workers": workers}
+    result = {"wall_s": {}, "steps": 0, "rows": {}}
+    for suite, datasets, methods in (("b2n", B2N, B2N_METHODS), ("dg", DG, DG_METHODS)):
+        t0 = time.perf_counter()
+        path = bench(BenchConfig(suite=suite, methods=methods, datasets=datasets, seeds=(1,), model=model,
+                                 pretrained=pretrained, out_dir=str(out_dir), progress=False, **extra))
+        result["wall_s"][suite] = time.perf_counter() - t0
+        lines = path.read_text().splitlines()
+        header = lines[0].split(",")
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            key = "/".join(row[c] for c in header[: 3 if suite == "b2n" else 4])
+            result["rows"][key] = float(row["hm" if suite == "b2n" else "acc"])
+    for curve in (out_dir / "curves").glob("*.json"):
+        result["steps"] += len(json.loads(curve.read_text()))
+    return result
+
+
+def _side(name: str, pythonpath: Path, workers: int | None) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import throughput; "
+                f"print(json.dumps(throughput.run_side(__import__('pathlib').Path({out!r}), {workers!r})))")
+        env = {**os.environ, "PYTHONPATH": str(pythonpath), "METAPROMPT_LITE_DATA": str(ROOT / "data")}
+        print(f"{name}: running the slice ...", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"error: the {name} side failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--old", default=OLD_ENGINE, help="git revision of the old engine")
+    parser.add_argument("--workers", type=int, default=0, help="the new side's workers (0 = one per core)")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as old_tree:
+        archive = subprocess.run(["git", "archive", args.old, "metaprompt_lite"], cwd=ROOT, capture_output=True)
+        if archive.returncode != 0:
+            raise SystemExit(f"error: cannot read revision {args.old!r}: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", old_tree], input=archive.stdout, check=True)
+        old = _side(f"old ({args.old})", Path(old_tree), None)
+    new = _side("new", ROOT, args.workers)
+    print(f"{'side':6s} {'b2n s':>8s} {'dg s':>8s} {'steps':>6s} {'steps/s':>8s}")
+    for name, side in (("old", old), ("new", new)):
+        wall = sum(side["wall_s"].values())
+        side["steps_per_s"] = side["steps"] / wall
+        print(f"{name:6s} {side['wall_s']['b2n']:8.1f} {side['wall_s']['dg']:8.1f} {side['steps']:6d} "
+              f"{side['steps_per_s']:8.2f}")
+    ratio = new["steps_per_s"] / old["steps_per_s"]
+    print(f"throughput ratio new / old: {ratio:.2f}x  (cpu cores: {os.cpu_count()})")
+    shared = sorted(set(old["rows"]) & set(new["rows"]))
+    diffs = [new["rows"][k] - old["rows"][k] for k in shared]
+    print(f"accuracy (HM for b2n, target accuracy for dg), new - old over {len(shared)} rows: "
+          f"mean {sum(diffs) / len(diffs):+.2f}, largest |diff| {max(map(abs, diffs)):.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"old": args.old, "cpu_cores": os.cpu_count(), "ratio": ratio,
+                                               "old_side": old, "new_side": new}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

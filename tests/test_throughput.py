@@ -1,0 +1,180 @@
+"""The benchmark's speed-ups change no result: the shared-prefix text pass equals the per-class pass,
+a batch is a pure function of (data, seed, step), cached batches and frozen features equal fresh
+ones, and the rows are the same with one worker process or two."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import state_hash, synthetic_dataset
+from metaprompt_lite.backbone import common_prefix_length, encode_text_layers, encode_text_shared_prefix
+from metaprompt_lite.engine import Batch, OptimConfig, keyed_generator, train, training_batch
+from metaprompt_lite.methods import get_method, start_training
+from metaprompt_lite.prompts import PLACEHOLDER, PromptConfig, PromptedCLIP
+
+NAMES = ["cat", "dog", "red apple", "queen of hearts", "hot dog"]
+
+
+def _perturbed(backbone, config: PromptConfig, names=NAMES) -> PromptedCLIP:
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, config, names)
+    with torch.no_grad():
+        for p in model.prompts.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # prompts away from their init: every position matters
+    return model
+
+
+def _text_and_grads(model: PromptedCLIP, share: bool, image_features=None):
+    model.share_prefix = share
+    prompts = model.learner(image_features)
+    features = model.text_features(prompts)
+    weights = torch.linspace(-1, 1, features.numel()).view_as(features)
+    params = [p for p in model.prompts.parameters()]
+    grads = torch.autograd.grad((features * weights).sum(), params, allow_unused=True)
+    return features.detach(), [g for g in grads if g is not None]
+
+
+@pytest.mark.parametrize("config", [
+    PromptConfig(n_ctx=4, ctx_init="a photo of a"),  # CoOp
+    PromptConfig(n_ctx=2, ctx_init=None, text_depth=-1),  # deep text prompts (MetaPrompt, IVLP)
+    PromptConfig(n_ctx=4, text_depth=3, n_vision=4, vision_depth=2, coupled=True),  # MaPLe
+], ids=["shallow", "deep", "coupled"])
+def test_shared_prefix_text_pass_equals_the_per_class_pass(backbone, config):
+    model = _perturbed(backbone, config)
+    full, full_grads = _text_and_grads(model, share=False)
+    shared, shared_grads = _text_and_grads(model, share=True)
+    assert full.shape == shared.shape == (len(NAMES), backbone.embed_dim)
+    torch.testing.assert_close(shared, full, rtol=0, atol=2e-6)
+    for a, b in zip(shared_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_prefix_runs_one_prefix_per_image_for_cocoop(backbone):
+    model = _perturbed(backbone, PromptConfig(n_ctx=4, conditional=True))
+    image_features = torch.randn(3, backbone.embed_dim)
+    full, full_grads = _text_and_grads(model, False, image_features)
+    shared, shared_grads = _text_and_grads(model, True, image_features)
+    assert shared.shape == (3, len(NAMES), backbone.embed_dim)
+    torch.testing.assert_close(shared, full, rtol=0, atol=2e-6)
+    for a, b in zip(shared_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_prefix_covers_fixed_words_after_the_context(backbone):
+    """[SOS] X X of a {name}: the shared positions run to the end of "of a", and the result still
+    equals the per-class pass."""
+    model = backbone.model
+    tokens = backbone.tokenizer([f"{PLACEHOLDER} {PLACEHOLDER} of a {n}." for n in NAMES])
+    assert common_prefix_length(tokens) == 5  # SOS, X, X, of, a
+    torch.manual_seed(1)
+    embeddings = model.token_embedding(tokens)
+    prompts = [torch.randn(2, backbone.text_width) * 0.1 for _ in range(backbone.text_layers)]
+    expected = encode_text_layers(model, tokens, embeddings, prompts)
+    got = encode_text_shared_prefix(model, tokens, embeddings, prompts)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+
+
+def test_shared_prefix_declines_when_the_context_is_not_shared(backbone):
+    """Prompts placed where the classes' tokens already differ cannot be shared: the caller gets None
+    and runs the per-class pass."""
+    tokens = backbone.tokenizer(["cat is here", "dog is here"])
+    assert common_prefix_length(tokens) == 1  # only SOS
+    embeddings = backbone.model.token_embedding(tokens)
+    assert encode_text_shared_prefix(backbone.model, tokens, embeddings, [torch.zeros(2, backbone.text_width)]) is None
+
+
+def test_common_prefix_stops_before_the_first_eot(backbone):
+    tokens = backbone.tokenizer(["a photo of a cat.", "a photo of a cat."])  # identical rows
+    assert common_prefix_length(tokens) == int(tokens[0].argmax())
+
+
+def test_a_batch_is_a_pure_function_of_seed_and_step(dataset):
+    images, labels, domains = dataset.images[:24], dataset.labels[:24], torch.zeros(24, dtype=torch.long)
+    a = training_batch(images, labels, domains, seed=3, step=5, batch_size=8)
+    torch.rand(100)  # the global stream does not matter
+    b = training_batch(images, labels, domains, seed=3, step=5, batch_size=8)
+    c = training_batch(images, labels, domains, seed=3, step=6, batch_size=8)
+    d = training_batch(images, labels, domains, seed=4, step=5, batch_size=8)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.images, c.images) and not torch.equal(a.images, d.images)
+    # keyed generators are independent of each other and of the key's spelling order
+    assert not torch.equal(torch.rand(4, generator=keyed_generator("augment", 3, 5)),
+                           torch.rand(4, generator=keyed_generator("augment", 5, 3)))
+
+
+def _run(backbone, dataset, name: str, cache: dict | None, seed: int = 2):
+    index = (dataset.labels < 3).nonzero().flatten()
+    method = get_method(name)
+    model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:3])
+    torch.manual_seed(0)
+    optim = OptimConfig(lr=0.01, batch_size=4, warmup_epochs=0)
+    state, step = start_training(model, method, optim, 5, 0, seed)
+    seen = []
+
+    def recording(state, batch: Batch):
+        seen.append(batch.images.clone())
+        return step(state, batch)
+
+    train(state, recording, dataset.images[index], dataset.labels[index], None, optim, 5, progress=False,
+          batch_cache=cache)
+    return state, seen
+
+
+def test_episodes_do_not_change_the_batches(backbone, dataset):
+    """MetaPrompt draws episode splits from the run's generator; the batches are CoOp's all the same."""
+    _, coop = _run(backbone, dataset, "coop", None)
+    _, metaprompt = _run(backbone, dataset, "metaprompt", None)
+    assert all(torch.equal(a, b) for a, b in zip(coop, metaprompt, strict=True))
+
+
+@pytest.mark.parametrize("name", ["coop", "cocoop", "metaprompt", "prometar"])
+def test_a_shared_batch_cache_changes_nothing(backbone, dataset, name):
+    """Batches and frozen features filled in by another method's run give the same training, bit for
+    bit, as a run that computes its own."""
+    alone, _ = _run(backbone, dataset, name, None)
+    cache: dict = {}
+    _run(backbone, dataset, "coop", cache)  # fills the cache (with frozen features)
+    assert cache and all(batch.frozen is not None for batch in cache.values())
+    shared, _ = _run(backbone, dataset, name, cache)
+    assert state_hash(shared.model.prompts) == state_hash(alone.model.prompts)
+    assert [h["loss"] for h in shared.history] == [h["loss"] for h in alone.history]
+
+
+def test_frozen_text_features_are_computed_once_per_class_list(backbone):
+    model = PromptedCLIP(backbone, PromptConfig(), NAMES, ["a photo of a {}.", "art of the {}."])
+    first = model.frozen_text
+    again = PromptedCLIP(backbone, PromptConfig(), NAMES, ["a photo of a {}.", "art of the {}."])
+    assert again.frozen_text is first  # served from the backbone's memo
+    torch.testing.assert_close(model._encode_templates([n for n in NAMES]), first, rtol=0, atol=0)
+
+
+def _loader(name):
+    """Module-level, so that worker processes can unpickle it."""
+    dataset = synthetic_dataset(seed={"syn-a": 0, "syn-b": 1}[name])
+    dataset.name = name
+    return dataset
+
+
+def test_rows_do_not_depend_on_the_number_of_workers(tmp_path):
+    from metaprompt_lite.bench import BenchConfig, bench
+
+    rows, curves = {}, {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        path = bench(BenchConfig(suite="b2n", methods=("zsclip", "coop", "metaprompt", "prometar"),
+                                 datasets=["syn-a", "syn-b"], seeds=(1, 2), model="tiny-clip", out_dir=str(out),
+                                 progress=False, loader=_loader, workers=workers, max_steps=3))
+        rows[workers] = [{k: v for k, v in r.items() if k != "train_s"} for r in csv.DictReader(path.open())]
+        curves[workers] = {p.name: [{k: v for k, v in h.items() if k != "step_s"} for h in json.loads(p.read_text())]
+                           for p in (out / "curves").glob("*.json")}
+    assert len(rows[1]) == 4 * 2 * 2
+    assert [(r["dataset"], r["method"], r["seed"]) for r in rows[1]] == [
+        (d, m, s) for d in ("syn-a", "syn-b") for m in ("zsclip", "coop", "metaprompt", "prometar") for s in "12"]
+    assert rows[1] == rows[2]  # same rows, same order, same digits
+    assert curves[1] == curves[2] and len(curves[1]) == 3 * 2 * 2
