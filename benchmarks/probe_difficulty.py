@@ -1,7 +1,7 @@
 """How hard is the unseen-concept probe? Hold two more concept sets out of pretraining and measure them alike.
 
-The prototype figure behind the 50 % bar (shared/DATA_SOURCES.md: "unseen concepts 50-way 41–46 %
-(327-way 25–27 %)", trained on Twemoji + OpenMoji) held out 327 emoji; how it chose them is not
+The prototype figure behind the 50 % bar (data/README.md: unseen concepts 50-way 41–46 %
+(327-way 25–27 %), trained on Twemoji + OpenMoji) held out 327 emoji; how it chose them is not
 recorded, and we assume at random over all emoji. The committed probe (``emoji-unseen``) holds out 50
 *object-like* emoji (Objects, Animals & Nature, Food & Drink, Travel & Places) shown in five styles.
 This script trains the image phase at a short budget (the recipe of ``benchmarks/image_recipes.py``:
