@@ -18,7 +18,7 @@ query a batch from another style; with L(θ; pairs) = CE(s · f̃_I(x) · f̃_T(
 Downstream, the learner starts from θ₀ and every optimizer step uses r(∇L) in place of ∇L.
 *Unverified against code* (none is public): the regulator's form, step sizes and task sampler;
 r(g) = g ⊙ 2σ(a ⊙ g/rms(g) + b) with a = b = 0 at the start (identity) is a per-dimension
-sigmoid gate, the choice shared/METHODS.md calls faithful.
+sigmoid gate, the choice ``docs/methods.md`` calls faithful.
 """
 
 from __future__ import annotations

@@ -278,7 +278,7 @@ def get_method(name: str, **overrides) -> MethodConfig:
 
 # --------------------------------------------------------------------------- presets
 # (method, tier) -> the OptimConfig and shots of a run. "paper": the papers' settings for ViT-B/16
-# on a GPU (shared/METHODS.md). "pocket": the embedded tier, tuned on a validation split of the
+# on a GPU (docs/methods.md). "pocket": the embedded tier, tuned on a validation split of the
 # *base* classes only (see ``benchmarks/tune_pocket.py`` and results/README.md for how).
 PAPER_SHOTS = 16
 _PAPER = {

@@ -14,7 +14,7 @@ import pandas as pd
 
 from metaprompt_lite.engine import harmonic_mean
 
-# shared/METHODS.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
+# docs/methods.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
 PAPER_B2N = {
     "zsclip": (69.34, 74.22, 71.70), "coop": (82.69, 63.22, 71.66), "cocoop": (80.47, 71.69, 75.83),
     "maple": (82.28, 75.14, 78.55), "metaprompt": (83.38, 76.09, 79.57), "prometar": (84.39, 76.93, 80.49),
@@ -86,7 +86,7 @@ def markdown(results_dir: Path) -> str:
             paper = PAPER_B2N.get(m, ("—", "—", "—"))
             lines.append(f"| {m} | {_pm(r.base, r.base_std)} | {_pm(r.new, r.new_std)} | "
                          f"{_pm(r.hm, r.hm_std)} | {int(r.seeds)} | {paper[0]} | {paper[1]} | {paper[2]} |")
-        lines += ["", "Paper columns: 11-dataset averages with ViT-B/16 (shared/METHODS.md); ours: the "
+        lines += ["", "Paper columns: 11-dataset averages with ViT-B/16 (docs/methods.md); ours: the "
                   "offline suite with the pocket CLIP. Compare the *pattern*, not the level.", ""]
         per = b2n_per_dataset(frame)
         lines += ["## Base-to-new, per dataset (HM, mean ± std over seeds)", ""]

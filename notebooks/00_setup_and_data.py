@@ -114,7 +114,7 @@ assert card["zeroshot"]["probe_50way"] > 5 * 2.0  # far above chance, but below 
 # it has not (the base-to-new test images), fare better (36–45% on 100-way emoji, where chance is
 # 1%; 81% on Fashion-MNIST). The model card discusses why. Not even a network pretrained on
 # ImageNet, given the same image–text pairs, gets much further (21–29%,
-# `benchmarks/pretrained_image_teacher.py`): what the corpus's ~1,800 named concepts teach about
+# `experiments/imagenet-teacher/pretrained_image_teacher.py`): what the corpus's ~1,800 named concepts teach about
 # mapping images to names sets the limit, not the image tower.
 
 # %% [markdown]

@@ -123,7 +123,7 @@ assert (cp["new"] < zs["new"]).sum() >= 4
 # is there; the papers' large base gain is not, at the benchmark's 2 epochs.
 #
 # ## Where the base gain does appear: concepts the pocket CLIP never saw
-# Two things hold it back, both measured by `benchmarks/pocket_diagnostics.py`. The benchmark's 2
+# Two things hold it back, both measured by `experiments/pocket-diagnostics/pocket_diagnostics.py`. The benchmark's 2
 # epochs are few steps (36 for the 50 base classes of a 100-class emoji dataset, 18 on the novel
 # datasets; chosen for cost). And on seven of the nine datasets the pocket CLIP was pretrained on the
 # classes' own drawings (in other styles) paired with their names, so the zero-shot text embeddings

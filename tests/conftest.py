@@ -13,7 +13,7 @@ import torch
 
 from metaprompt_lite.backbone import TINY_MODEL, load_clip
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["red square", "green circle", "blue triangle", "yellow star", "black cross", "white moon"]
 
 
@@ -43,14 +43,20 @@ def synthetic_dataset(n_classes: int = 6, per_class: int = 8, size: int = 32, n_
     )
 
 
-def import_benchmark(name: str):
-    """A script of benchmarks/ as a module; the folder is on sys.path while it loads (the scripts import
-    their siblings by bare name, at the top)."""
-    sys.path.insert(0, str(BENCHMARKS))
+def import_script(path: str):
+    """A script of the repository (``path`` relative to its root, e.g.
+    ``experiments/image-recipes/image_recipes.py``) as a module named after the file, imported as
+    ``python <path>`` would run it: its folder is on sys.path while it loads, so the bare-name imports
+    at its top resolve. Imported once per session, so a script and the scripts importing it share
+    one module."""
+    script = ROOT / path
+    if not script.is_file():
+        raise FileNotFoundError(f"no script {path} in {ROOT}")
+    sys.path.insert(0, str(script.parent))
     try:
-        return importlib.import_module(name)
+        return importlib.import_module(script.stem)
     finally:
-        sys.path.remove(str(BENCHMARKS))
+        sys.path.remove(str(script.parent))
 
 
 def state_hash(module: torch.nn.Module) -> str:

@@ -53,7 +53,7 @@ def test_the_filter_drops_held_out_concepts_by_name_and_head_noun_but_b2n_names_
 
 
 def test_the_filter_catches_singulars_plurals_look_alikes_and_folder_names():
-    """Leaks the first --clipart build let through (data/pocket-clip/experiments/clipart/): a grape
+    """Leaks the first --clipart build let through (experiments/clipart/): a grape
     for "grapes", a padlock for "locked", a piano for "musical keyboard", a house in a folder name."""
     terms = clipart.excluded_terms(["grapes", "blueberries", "locked", "musical keyboard", "house", "elephant"], [])
     assert clipart.mentions("a bunch of grape", terms) and clipart.mentions("a blueberry", terms)

@@ -1,4 +1,4 @@
-"""The pieces behind `benchmarks/pocket_diagnostics.py`: part 4's image transforms and style split, part 5's
+"""The pieces behind `experiments/pocket-diagnostics/pocket_diagnostics.py`: part 4's image transforms and style split, part 5's
 linear probe, part 6's summary and part 7's pool of three styles, and the shared feature cache."""
 
 from __future__ import annotations
@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import import_benchmark
+from conftest import import_script
 from metaprompt_lite.data import load_dataset, split_by_source
 
 
 @pytest.fixture(scope="module")
 def diagnostics():
-    return import_benchmark("pocket_diagnostics")
+    return import_script("experiments/pocket-diagnostics/pocket_diagnostics.py")
 
 
 def test_pixelate_keeps_flat_images_and_leaves_at_most_size_levels_per_row(diagnostics):

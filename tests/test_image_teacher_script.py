@@ -1,4 +1,4 @@
-"""The helpers of `benchmarks/pretrained_image_teacher.py` (ImageNet features + a head vs the probe bar):
+"""The helpers of `experiments/imagenet-teacher/pretrained_image_teacher.py` (ImageNet features + a head vs the probe bar):
 the teacher's missing wheels are named, pooled features are resized, normalised and averaged as
 documented, the head learns a text alignment with the pocket image phase's loss and is seeded."""
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import import_benchmark
+from conftest import import_script
 
 @pytest.fixture(scope="module")
 def script():
-    return import_benchmark("pretrained_image_teacher")
+    return import_script("experiments/imagenet-teacher/pretrained_image_teacher.py")
 
 
 def test_a_missing_teacher_names_the_wheels_to_install(script, monkeypatch):

@@ -103,7 +103,7 @@ def test_multiple_inner_steps_and_adapt_subset(setup):
 
 
 def _transcription(model, episodes, loss, lr, second_order):
-    """METHODS.md, written out: for each group, one inner SGD step on the support, the query
+    """docs/methods.md, written out: for each group, one inner SGD step on the support, the query
     gradient, restore; then ctx -= lr · META_STEP · Σ g_i."""
     start = {n: p.detach().clone() for n, p in model.prompts.named_parameters()}
     total = {n: torch.zeros_like(p) for n, p in start.items()}

@@ -1,6 +1,6 @@
-"""The helpers of the image-phase experiments (`benchmarks/image_recipes.py`, `benchmarks/probe_difficulty.py`):
-variants parse into PretrainConfig fields, held-out concepts leave the corpus entirely and the rest keeps
-its names."""
+"""The helpers of the image-phase experiments (`experiments/image-recipes/image_recipes.py`,
+`experiments/probe-difficulty/probe_difficulty.py`): variants parse into PretrainConfig fields,
+held-out concepts leave the corpus entirely and the rest keeps its names."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import import_benchmark
+from conftest import import_script
 from metaprompt_lite.pretrain import ImageTextCorpus, PretrainConfig
 
 PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")
@@ -17,7 +17,8 @@ PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")
 
 @pytest.fixture(scope="module")
 def scripts():
-    return SimpleNamespace(recipes=import_benchmark("image_recipes"), difficulty=import_benchmark("probe_difficulty"))
+    return SimpleNamespace(recipes=import_script("experiments/image-recipes/image_recipes.py"),
+                           difficulty=import_script("experiments/probe-difficulty/probe_difficulty.py"))
 
 
 def test_a_variant_names_pretrain_config_fields(scripts):

@@ -1,8 +1,8 @@
 """The three meta-learning training steps against hand-written references (tiny CLIP, CPU).
 
 Each test runs the real step (``make_step`` / ``meta_train``) on a deep copy of a model and compares
-the resulting parameters with a transcription of its equation in ``shared/METHODS.md`` (and the
-module docstrings where METHODS.md leaves a choice open), computed here with ``torch.autograd.grad``
+the resulting parameters with a transcription of its equation in ``docs/methods.md`` (and the
+module docstrings where methods.md leaves a choice open), computed here with ``torch.autograd.grad``
 (``create_graph=True`` for the second-order parts) and plain tensor arithmetic for the optimisers.
 The references only borrow the model's *encoders* (``text_features`` / ``image_features`` with
 explicitly assembled :class:`Prompts`), never the step, episode, loss or optimiser code under test.
@@ -31,8 +31,8 @@ from metaprompt_lite.methods import get_method, start_training
 from metaprompt_lite.prompts import PromptedCLIP, Prompts
 
 TOL = dict(rtol=1e-5, atol=1e-6)
-META_STEP = 0.2  # METHODS.md, MetaPrompt: ctx_t -= lr_now · META_STEP · Σ_i g_i
-MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4  # METHODS.md, MetaPrompt "Optimization" (SGD)
+META_STEP = 0.2  # docs/methods.md, MetaPrompt: ctx_t -= lr_now · META_STEP · Σ_i g_i
+MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4  # docs/methods.md, MetaPrompt's optimiser (SGD)
 
 
 # --------------------------------------------------------------------------- reference helpers
@@ -97,7 +97,7 @@ LR, WARMUP_LR, SEED = 0.5, 0.2, 11  # the step runs in the warm-up: state.lr = 0
 
 
 def _metaprompt_reference(model, batch, theta0, lr, cross_domain, meta_order=1, official=False, seed=SEED):
-    """METHODS.md, MetaPrompt, "Alternate episodic training, every batch", transcribed.
+    """docs/methods.md, MetaPrompt's alternate episodic training (every batch), transcribed.
 
     1. In-domain update: one SGD step (momentum, weight decay) on the asymmetric contrastive loss
        CE(½(logits_i + logits_t)) + CE(logits_i) + CE(logits_t), logits_i = s·f̃_I(x)·f_T(c)ᵀ,
@@ -112,7 +112,7 @@ def _metaprompt_reference(model, batch, theta0, lr, cross_domain, meta_order=1, 
        CE(logits_i), vision prompts adapt, text prompts frozen.
        Then θ_adapt ← θ_adapt − lr · META_STEP · Σ_i g_i.
        ``official``: the inner step is a step of the training optimizer (its momentum continues
-       from step 1, weight decay applies) and nothing is restored (METHODS.md "Quirks").
+       from step 1, weight decay applies) and nothing is restored (docs/methods.md, the official code's quirks).
     Returns (θ after step 1, θ after the whole step)."""
     x, y = batch.images, batch.labels
     s = model.clip.logit_scale.exp()
@@ -213,7 +213,7 @@ def test_metaprompt_cross_class_step_equals_transcription(backbone, dataset, var
     (the warm-up lr here, not the base lr). Vision prompts move only in the in-domain step.
     ``second_order``: g_i differentiates through the inner step ("second-order variant");
     ``official_quirks``: the inner step is the training optimizer's step and nothing is restored
-    (METHODS.md, "Quirks of the official code")."""
+    (docs/methods.md, the official code's quirks)."""
     model = _metaprompt_model(backbone, dataset.classnames[:5])
     index = torch.cat([(dataset.labels == c).nonzero().flatten()[:2] for c in range(5)])
     images = dataset.images[index][torch.tensor([0, 2, 4, 6, 8, 1, 5, 9])]
@@ -281,7 +281,7 @@ def _layer_order(params: dict[str, torch.Tensor]) -> list[tuple[str, int | None]
 
 
 def _modulate(weights: list[tuple[torch.Tensor, torch.Tensor]], layers, g_ce, g_reg):
-    """METHODS.md, ProMetaR "Meta-regularization": per prompt layer l,
+    """docs/methods.md, ProMetaR's meta-regularization: per prompt layer l,
     γ_l = σ(W₂ W₁ [g_ce,l ; g_reg,l]) (two bias-free linears, γ repeated ×8 over consecutive
     entries), g_l = g_ce,l + γ_l ⊙ g_reg,l."""
     parts: dict[str, list[torch.Tensor]] = {}
@@ -296,7 +296,7 @@ def _modulate(weights: list[tuple[torch.Tensor, torch.Tensor]], layers, g_ce, g_
 
 def _regularised_grads(model, params, images, frozen_image, labels, config, create_graph):
     """∇CE for every prompt, and ∇R with R = R_text = 50·mean|f̃_T − f_T| for the text prompts and
-    R = R_image = 20·mean|f̃_I − f_I| for the vision prompts (METHODS.md, ProMetaR "Regularizer")."""
+    R = R_image = 20·mean|f̃_I − f_I| for the vision prompts (docs/methods.md, ProMetaR's regularizer)."""
     s = model.clip.logit_scale.exp()
     prompts = _prompts(params)
     image, text = model.image_features(images, prompts), model.text_features(prompts)
@@ -310,7 +310,7 @@ def _regularised_grads(model, params, images, frozen_image, labels, config, crea
 
 
 def _prometar_reference(model, batch, theta0, weights0, config, lr, modulator_lr, seed, beta_seed):
-    """METHODS.md, ProMetaR, transcribed for one batch:
+    """docs/methods.md, ProMetaR, transcribed for one batch:
     1. modulated update: g = g_ce + γ ⊙ g_reg (γ from the modulation net), one SGD step of the prompts;
     2. meta-update: one class of the batch (drawn with the run's generator) is the query, the other
        images the support; inner adapted step θ' = θ − α·(g_ce + γ ⊙ g_reg) on the support (α =
@@ -483,7 +483,7 @@ def test_prometar_split_grads_routes_the_regularisers_by_modality():
 
 # =========================================================================== 3. GRAM
 def _regulate(grad, scale, shift):
-    """gram.py's regulator (METHODS.md: "a per-dimension sigmoid gate on the gradient"):
+    """gram.py's regulator (docs/methods.md: a per-dimension sigmoid gate on the gradient):
     r(g) = g ⊙ 2σ(a ⊙ g/rms(g) + b), rms over the whole parameter tensor."""
     return grad * 2 * torch.sigmoid(scale * grad / grad.pow(2).mean().sqrt() + shift)
 
@@ -562,8 +562,8 @@ GRAM_CAPTIONS = ["a red square drawing", "a green circle drawing", "a blue trian
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_gram_meta_step_equals_manual_create_graph(backbone, dataset, monkeypatch, first_order):
-    """GRAM meta-training (METHODS.md: "the inner loop tunes the prompt with the regulated gradient,
-    the outer loop updates the init and the regulator (second order)"; gram.py's equations):
+    """GRAM meta-training (docs/methods.md: the inner loop tunes the prompt with the regulated gradient,
+    the outer loop updates the init and the regulator, second order; gram.py's equations):
     one ``meta_train`` step equals, for the task it sampled,
         θ' = θ − α · r(∇_θ L(θ; support)),  r(g) = g ⊙ 2σ(a ⊙ g/rms(g) + b),  a = b = 0 at start,
         L(θ; pairs) = CE(s · f̃_I(x) · f̃_T(captions)ᵀ, diag),

@@ -7,7 +7,7 @@ accuracies then follow from plane geometry (angles written next to each vector),
 under test. The last tests run the real ``tiny-clip`` and compare with a reference computed
 directly from ``open_clip``'s ``encode_text`` / ``encode_image``.
 
-The rules checked (shared/METHODS.md, "Shared protocol" and "Zero-shot CLIP"):
+The rules checked (docs/methods.md: the evaluation protocol and zero-shot CLIP):
   - base = first ceil(n/2) sorted class ids, new = the rest; base accuracy on base test images
     among base classes only, new accuracy on new test images among new classes only (CoCoOp);
     HM = 2·b·n/(b+n); only the test pool (split 1) is evaluated.
@@ -111,7 +111,7 @@ ENS_TEXT = {
     "a sketch of a sea lion.": at(60, BASE_PLANE, norm=3.0), "a sketch of a cat.": at(90, BASE_PLANE),
     "a sketch of a dog.": at(0, NEW_PLANE), "a sketch of a owl.": at(30, NEW_PLANE),
 }
-# The ensemble by METHODS.md: normalise per template, average, renormalise -> the bisectors.
+# The ensemble by docs/methods.md: normalise per template, average, renormalise -> the bisectors.
 ENS_EXPECTED_CLASSIFIER = torch.stack([at(30, BASE_PLANE), at(90, BASE_PLANE), at(0, NEW_PLANE), at(60, NEW_PLANE)])
 # Decision boundaries between the two classes of a plane (angle of the image feature):
 #   base plane: T0 only 45°, correct ensemble 60°, ensemble without per-template normalisation
@@ -144,7 +144,7 @@ def ensemble_dataset(**overrides) -> SimpleNamespace:
 
 
 def test_text_classifier_is_the_renormalised_mean_of_normalised_template_features():
-    """The ensemble classifier must be normalise-per-template -> mean -> renormalise (METHODS.md): on
+    """The ensemble classifier must be normalise-per-template -> mean -> renormalise (docs/methods.md): on
     the hand table that is the bisector of the two templates' directions for every class, whatever
     the templates' lengths (T1's class 0 has length 3). A plain mean of raw features would put
     class 0 at 46.1° instead of 30°; a missing renormalisation gives norms ≠ 1."""

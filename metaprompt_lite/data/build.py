@@ -21,7 +21,7 @@ identity of a concept or image, so the build is byte-identical on every run):
   pair the names with the look (EuroSAT, DTD). The hold-out is per emoji, not per look: 15 of
   emoji-novel-mixed's concepts have a gender or person variant in the corpus (man police officer ↔
   police officer, person biking ↔ man biking), and its clock faces have other clock faces there
-  (data/README.md). The measurements behind them: ``data/pocket-clip/experiments/probe-difficulty/``.
+  (data/README.md). The measurements behind them: ``experiments/probe-difficulty/``.
 * **Flags**: 40 countries for ``flags-dg`` (rectangle = flag-icons, circle = circle-flags,
   pixel = famfamfam, emoji = OpenMoji; pretraining: Twemoji only), 100 for B2N ``flags``
   (per class, 2 of Twemoji / OpenMoji / circle-flags / famfamfam to the pool, the other 2 to the
@@ -37,7 +37,7 @@ the corpus (checked at the end of the build and by the tests). Each corpus drawi
 and, by default (``corpus_variants=3``, ``--corpus-variants``), as 2 seeded variants the way the suite
 renders its own (background, rotation, scale, shift; photos: a crop), with the same captions;
 ``--corpus-variants 1`` gives the plain-only corpus of the previous checkpoint (the comparison is in
-``data/pocket-clip/experiments/corpus-variants/``).
+``experiments/corpus-variants/``).
 """
 
 from __future__ import annotations
@@ -90,13 +90,13 @@ POOL_VARIANTS, TEST_VARIANTS, DG_VARIANTS = 3, 3, 4
 # renderings per corpus drawing: plain + 2 seeded variants (the committed checkpoint's corpus). The
 # suite shows most of its images on a coloured background, rotated and scaled, which plain drawings
 # never teach: on a plain-only corpus (`--corpus-variants 1`, the previous checkpoint's) zero-shot on
-# those was a third of that on plain ones (data/pocket-clip/experiments/corpus-variants/)
+# those was a third of that on plain ones (experiments/corpus-variants/)
 CORPUS_VARIANTS = 3
 B2N_EMOJI_STYLES = ("fluent-3d", "noto", "openmoji", "twemoji")  # 2 per class to the pool, 2 to the test
 B2N_CORPUS_STYLES = ("fluent", "fluent-flat", "fluent-hc")  # the B2N concepts' pretraining drawings
 B2N_FLAG_STYLES = ("circle-flags", "famfamfam", "openmoji", "twemoji")
 
-# The novel emoji B2N datasets' concepts (emoji keys), drawn by ``benchmarks/probe_difficulty.py``
+# The novel emoji B2N datasets' concepts (emoji keys), drawn by ``experiments/probe-difficulty/probe_difficulty.py``
 # (``choose_holdouts``, seed 0) from the corpus as built before these datasets existed (commit 8b41c58;
 # the current corpus no longer holds them, so re-running it draws others): among the emoji the other
 # datasets leave with a plain drawing in Twemoji, Noto, OpenMoji, Fluent and Fluent 3D, 50 object-like
@@ -671,7 +671,7 @@ def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list
     ``b2n_concept_images=False`` keeps every image of the object-category emoji B2N concepts out of the corpus
     (their captions stay, as text only); ``corpus_variants`` renderings per corpus drawing
     (:func:`expand_variants`); ``clipart=True`` adds the Tux Paint / Openclipart images
-    (:func:`plan_clipart`, an experiment: ``data/pocket-clip/experiments/clipart/``). The suite is
+    (:func:`plan_clipart`, an experiment: ``experiments/clipart/``). The suite is
     the same either way."""
     t0 = time.perf_counter()
     plan = Plan(b2n_concept_images=b2n_concept_images)

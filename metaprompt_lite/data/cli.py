@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--clipart", action="store_true",
                    help="experiment: add Tux Paint stamps and Openclipart drawings (names no suite dataset "
                    "evaluates) to the corpus; needs apt packages tuxpaint-stamps-default openclipart-svg; see "
-                   "data/pocket-clip/experiments/clipart/")
+                   "experiments/clipart/")
     p = sub.add_parser("sheet", help="save a contact sheet (PNG) per dataset")
     p.add_argument("--out", default="figures/data")
 

@@ -116,7 +116,7 @@ def head_nouns(name: str) -> list[str]:
 
 
 # Look-alikes of probe / emoji-pacs classes under other names, found by reviewing the kept images of
-# the first --clipart build (data/pocket-clip/experiments/clipart/). A hand-made list: synonyms not on
+# the first --clipart build (experiments/clipart/). A hand-made list: synonyms not on
 # it can still pass the filter.
 LOOK_ALIKES = {
     "locked": ("lock", "padlock"), "musical keyboard": ("piano", "keyboard"),

@@ -2,7 +2,7 @@
 
 Every source is located on disk (never downloaded at run time by this module), versioned from its
 own package metadata and tagged with its licence, so the manifest can say, per image, which
-package@version and which file it came from. ``shared/DATA_SOURCES.md`` lists what was verified.
+package@version and which file it came from. ``data/README.md`` lists each package, version and licence.
 
 Emoji concepts are keyed by their Unicode code-point sequence in upper-case hex joined by ``-``,
 without the variation selector ``FE0F`` (so ``2764-FE0F`` and ``2764`` are the same concept).

@@ -1,6 +1,6 @@
 """Fabricate a miniature copy of a research dataset in its official on-disk layout.
 
-Used by the tests (``tests/test_research_*.py``) and ``benchmarks/research_step.py``: a few small
+Used by the tests (``tests/test_research_datasets.py``, ``tests/test_research_step.py``): a few small
 generated JPEGs per class, a split file in CoOp's exact format, folder trees as CoOp / DomainBed
 lay them out. The raw class names exercise the papers' clean-ups (``american_bulldog``,
 ``airplanes``, ``AnnualCrop``, ``Alarm_Clock``), so a loader that forgot one fails a test.

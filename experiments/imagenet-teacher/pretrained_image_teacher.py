@@ -31,7 +31,7 @@ images take ~10 min (cached in ``--work``), MiniLM's sentence embeddings ~3 min 
 per 1,000 steps.
 
 Run from the repository root (the corpus must be built: ``metaprompt-lite data build --corpus data/corpus``):
-  python benchmarks/pretrained_image_teacher.py [--work /tmp/image-teacher]
+  python experiments/imagenet-teacher/pretrained_image_teacher.py [--work /tmp/image-teacher]
 Writes ``<work>/results.json``.
 """
 

@@ -1,10 +1,10 @@
 """How hard is the unseen-concept probe? Hold two more concept sets out of pretraining and measure them alike.
 
-The prototype figure behind the 50 % bar (shared/DATA_SOURCES.md: "unseen concepts 50-way 41–46 %
-(327-way 25–27 %)", trained on Twemoji + OpenMoji) held out 327 emoji; how it chose them is not
+The prototype figure behind the 50 % bar (data/README.md: unseen concepts 50-way 41–46 %
+(327-way 25–27 %), trained on Twemoji + OpenMoji) held out 327 emoji; how it chose them is not
 recorded, and we assume at random over all emoji. The committed probe (``emoji-unseen``) holds out 50
 *object-like* emoji (Objects, Animals & Nature, Food & Drink, Travel & Places) shown in five styles.
-This script trains the image phase at a short budget (the recipe of ``benchmarks/image_recipes.py``:
+This script trains the image phase at a short budget (the recipe of ``experiments/image-recipes/image_recipes.py``:
 the committed text tower, a fresh image tower, seed 0, warm-up min(300, steps // 10)) on the corpus
 minus two further sets of 50 emoji, removed in memory (every image of theirs and their rows of the
 concept cross-entropy), both drawn from the corpus's emoji that have a plain drawing in all five
@@ -37,7 +37,7 @@ does the papers' starting picture (base up, new down) appear on concepts the ima
 as it does not on the suite's B2N datasets whose concepts pretraining paired with their names?
 
 Run from the repository root:
-  python benchmarks/probe_difficulty.py --sources <npm prefix of the sources> [--steps 1000]
+  python experiments/probe-difficulty/probe_difficulty.py --sources <npm prefix of the sources> [--steps 1000]
 (~13 min for 1,000 steps on 2 cores, ~60 min for 5,000). ``--sources`` is where ``metaprompt-lite data
 build`` installed the npm packages (its ``--sources``; default ``$METAPROMPT_SOURCES`` or
 ~/.cache/metaprompt-lite/sources); the emoji names and categories come from there. Writes
@@ -49,14 +49,21 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import torch
 
-from image_recipes import CHECKPOINT, evaluate, fresh_image_phase, short_budget_config
-from pocket_diagnostics import PROBE_POOL, FeatureCache, gains_by_epochs, headroom_rows
+# the two experiments this one builds on: their scripts, imported by bare name from their folders
+EXPERIMENTS = Path(__file__).resolve().parents[1]
+for _folder in (EXPERIMENTS / "image-recipes", EXPERIMENTS / "pocket-diagnostics"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
+
+from image_recipes import CHECKPOINT, evaluate, fresh_image_phase, short_budget_config  # noqa: E402
+from pocket_diagnostics import PROBE_POOL, FeatureCache, gains_by_epochs, headroom_rows  # noqa: E402
 from metaprompt_lite.data import load_dataset, split_by_source
 from metaprompt_lite.data.store import ImageDataset
 from metaprompt_lite.data.build import OBJECT_CATEGORIES

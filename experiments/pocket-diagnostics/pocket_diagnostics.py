@@ -1,6 +1,6 @@
 """Why the pocket CLIP misses two bars of its issue, measured on the committed checkpoint (~20 min).
 
-    python benchmarks/pocket_diagnostics.py [--out data/pocket-clip/diagnostics.json] [--parts 5 6]
+    python experiments/pocket-diagnostics/pocket_diagnostics.py [--out experiments/pocket-diagnostics/diagnostics.json] [--parts 5 6]
 
 1. **Memorisation.** For each emoji B2N dataset, the same 100-way zero-shot classifier (its
    single template) on the pretraining drawings of its concepts (3 Fluent drawings each, plain) and on

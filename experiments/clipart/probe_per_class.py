@@ -1,7 +1,7 @@
 """Probe accuracy (emoji-unseen, 50-way, single template) of the committed checkpoint and another one:
 overall, per source style and the classes one gets more images of right than the other.
 
-    python data/pocket-clip/experiments/clipart/probe_per_class.py <checkpoint.safetensors> > probe_per_class.txt
+    python experiments/clipart/probe_per_class.py <checkpoint.safetensors> > probe_per_class.txt
 """
 import sys, torch
 from metaprompt_lite.backbone import load_clip

@@ -1,7 +1,7 @@
 """Compare a text phase run from step 0 with the committed checkpoint's text tower.
 
     metaprompt-lite pretrain --work-dir /tmp/pt0 --out /tmp/pt0/pocket-clip.safetensors --image-steps 0
-    python data/pocket-clip/experiments/text-from-step-0/compare_text.py /tmp/pt0/text.pt
+    python experiments/text-from-step-0/compare_text.py /tmp/pt0/text.pt
 
 Prints, over the text tower's tensors (everything but ``visual.*`` and ``logit_scale``), how many are equal
 to the committed ones after the same fp16 cast, the largest absolute difference and the relative L2

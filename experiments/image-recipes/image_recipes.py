@@ -6,7 +6,7 @@ only the image phase's options differ. Each variant trains ``--steps`` steps (re
 lives in ``<work>/<name>/image.pt``), then this prints the 50-way probe (single template, ensemble,
 per style) and the B2N zero-shot base/new/HM means, and writes ``<work>/results.json``.
 
-Run:  python benchmarks/image_recipes.py --steps 1000 --variant base --variant soft05:soft_label_tau=0.05
+Run:  python experiments/image-recipes/image_recipes.py --steps 1000 --variant base --variant soft05:soft_label_tau=0.05
 A variant is ``name`` or ``name:field=value,field=value`` over :class:`PretrainConfig` fields; the
 warm-up is min(300, steps // 10) steps. A folder belongs to one config: re-running a name with other
 fields or steps stops with an error instead of resuming a different run. About 0.6 s per step on
