@@ -3,15 +3,16 @@
 Explained in ``notebooks/09_benchmark_reproduction``. ``metaprompt-lite bench`` calls
 :func:`bench`; ``metaprompt-lite report`` turns the CSVs into tables and figures.
 
-Resumability: a row is appended (and flushed to disk) as soon as its run finishes, and rows
-already in the CSV are skipped, so a killed benchmark loses at most the run in progress.
+Resumability: a row is appended as one complete line (and forced to disk) as soon as its run
+finishes, and rows already in the CSV are skipped, so a killed benchmark loses at most the run in
+progress; the CSV is validated on start and a line cut by a crash is dropped with a warning
+(:mod:`metaprompt_lite.results_table`).
 Frozen image features of the evaluation images are computed once per dataset and shared by
 every method and seed (exact, since the backbone is frozen).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -21,7 +22,9 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from metaprompt_lite import results_table
 from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.faults import fault_point
 from metaprompt_lite.methods import preset
 from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
 
@@ -45,33 +48,30 @@ class BenchConfig:
     device: str = "cpu"
     progress: bool = True
     loader: object = field(default=None, repr=False)  # name -> dataset (default: the offline suite)
+    checkpoint_dir: str | None = None  # run checkpoints here: a killed run resumes mid-training
 
 
-def _done(path: Path, key_columns: Sequence[str]) -> set[tuple[str, ...]]:
-    if not path.is_file():
-        return set()
-    with path.open(newline="") as f:
-        return {tuple(row[c] for c in key_columns) for row in csv.DictReader(f)}
+def _done(path: Path, key_columns: Sequence[str], columns: Sequence[str] | None = None) -> set[tuple[str, ...]]:
+    """The run keys already in the results file, after validating it and dropping a cut last line
+    (:func:`metaprompt_lite.results_table.prepare_resume`). ``columns`` default: the suite's whose
+    key ``key_columns`` is."""
+    if columns is None:
+        columns = B2N_COLUMNS if tuple(key_columns) == B2N_COLUMNS[:3] else DG_COLUMNS
+    return results_table.prepare_resume(path, columns, key_columns)
 
 
 def append_row(path: Path, row: dict, columns: Sequence[str]) -> None:
-    """Append one row (header first if the file is new) and force it to disk."""
-    new = not path.is_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        if new:
-            writer.writeheader()
-        writer.writerow({c: (f"{row[c]:.4f}" if isinstance(row[c], float) else row[c]) for c in columns})
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one row (header first if the file is new) as one complete line, forced to disk."""
+    results_table.append_row(path, row, columns)
 
 
 def _save_curve(out_dir: Path, name: str, history: list[dict]) -> None:
     if history:
         path = out_dir / "curves" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(history))
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(history))
+        os.replace(tmp, path)  # a killed write leaves the old curve or none, never half of one
 
 
 def bench(config: BenchConfig) -> Path:
@@ -109,7 +109,7 @@ def bench(config: BenchConfig) -> Path:
         method_config, optim, shots = preset(method, config.tier)
         run = RunConfig(method=method, dataset=name, target=target, model=config.model,
                         pretrained=config.pretrained, seed=seed, shots=shots, device=config.device,
-                        optim=optim, progress=False)
+                        optim=optim, progress=False, out_dir=config.checkpoint_dir)
         t0 = time.perf_counter()
         if target is None:
             result = run_base_to_new(run, loaded[name], backbone, cache)
@@ -120,6 +120,8 @@ def bench(config: BenchConfig) -> Path:
             row = {"method": method, "benchmark": name, "target": target, "seed": seed, **result}
             curve = f"{method}-{name}-{target}-s{seed}"
         row["train_s"] = time.perf_counter() - t0 if not result["history"] else result["train_s"]
+        fault_point("mid-row")
+        _save_curve(out_dir, curve, result["history"])  # before the row: a row on disk has its curve
         append_row(path, row, columns)
-        _save_curve(out_dir, curve, result["history"])
+        fault_point("after-append")
     return path

@@ -97,7 +97,7 @@ def test_report_on_a_fixed_csv(tmp_path):
     assert "82.69" in text  # the paper's CoOp base beside ours
     for figure in ("base_vs_new.png", "hm_per_dataset.png", "dg_targets.png"):
         assert (tmp_path / figure).stat().st_size > 1000
-    with pytest.raises(FileNotFoundError, match="run `metaprompt-lite bench` first"):
+    with pytest.raises(FileNotFoundError, match="— run `metaprompt-lite bench` first"):
         report(tmp_path / "empty")
 
 
