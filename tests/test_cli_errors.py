@@ -277,5 +277,5 @@ def test_a_crafted_gram_artifact_is_refused_without_running_its_code(clone, caps
                     "`metaprompt-lite gram` meta-trains them again (it needs the corpus: `metaprompt-lite data build "
                     "--corpus`)")
     assert not marker.exists()
-    torch.load(path, weights_only=False)  # the payload is live: an unsafe load runs it, and the test would see it
+    pickle.loads(pickle.dumps(Payload(marker)))  # the payload is live: a plain unpickling runs it, and we would see it
     assert marker.exists()
