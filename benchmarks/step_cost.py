@@ -87,9 +87,10 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="one process per method: peak memory too")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process of --memory: one variant, JSON out
     args = parser.parse_args()
-    model_name, pretrained = default_model()
     if args.model:
         model_name, pretrained = args.model, None if args.pretrained in (None, "none") else args.pretrained
+    else:
+        model_name, pretrained = default_model()
     variants = [v for v in VARIANTS if args.only in (None, v[0])]
     if not variants:
         parser.error(f"unknown variant {args.only!r}; choose from {[v[0] for v in VARIANTS]}")

@@ -34,8 +34,8 @@ from torch.nn import functional as F
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_MODEL = "tiny-clip"  # random init, CPU, seconds: for tests
 OFFLINE_DEFAULT_HINT = (
-    "On an offline machine use the embedded tier: the pocket CLIP committed in data/ "
-    "(see README, 'Embedded tier'), or TINY_MODEL='tiny-clip' with pretrained=None for tests."
+    "on an offline machine use the embedded tier: the pocket CLIP committed in data/ "
+    "(see README, 'Embedded tier'), or `--model tiny-clip --pretrained none` for tests"
 )
 
 _registered = False
@@ -124,6 +124,38 @@ def _quiet_root_logger(enabled: bool):
         root.setLevel(level)
 
 
+def _checkpoint_fix(model_name: str, tags: Sequence[str]) -> str:
+    """What to do about a missing or unreadable checkpoint, in the command line's own spelling."""
+    if model_name == "pocket-clip":
+        return ("restore it with `git checkout data/pocket-clip`, rebuild it with `metaprompt-lite pretrain`, "
+                "or pass `--pretrained none` for random weights")
+    return (f"pass an existing checkpoint file, an open_clip tag ({', '.join(tags) or 'none for this model'}) "
+            "or `--pretrained none` for random weights")
+
+
+def _load_weights(model: nn.Module, model_name: str, path: str, tags: Sequence[str]) -> None:
+    """open_clip's strict checkpoint load (safetensors, or ``torch.load`` with ``weights_only=True``),
+    its failures as one-line errors naming the file."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        open_clip.load_checkpoint(model, path, strict=True)
+    except RuntimeError as error:
+        if "state_dict" in str(error):  # read fine, but other tensors than the model's
+            raise ValueError(f"checkpoint {path} does not fit model {model_name} (other tensor names or "
+                             f"shapes) — pass the --model it was trained as") from error
+        raise ValueError(f"checkpoint {path} is cut short or not a checkpoint — "
+                         + _checkpoint_fix(model_name, tags)) from error
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"checkpoint {path} holds pickled code or is not a checkpoint, refused without running "
+                         "it — " + _checkpoint_fix(model_name, tags)) from error
+    except (SafetensorError, EOFError, KeyError, ValueError, StopIteration) as error:
+        raise ValueError(f"checkpoint {path} is cut short or not a checkpoint — "
+                         + _checkpoint_fix(model_name, tags)) from error
+
+
 def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
@@ -143,10 +175,10 @@ def load_clip(
     if model_name not in available:
         close = [m for m in available if model_name.lower().replace("/", "-") in m.lower()][:10]
         raise ValueError(
-            f"Unknown model name {model_name!r}. "
-            + (f"Did you mean one of {close}? " if close else "")
+            f"unknown model name {model_name!r} — "
+            + (f"did you mean one of {close}? " if close else "")
             + f"Available: {TINY_MODEL!r}, 'pocket-clip' and open_clip's built-ins "
-            "(open_clip.list_models(), e.g. 'ViT-B-16')."
+            "(open_clip.list_models(), e.g. 'ViT-B-16')"
         )
     if pretrained is not None:
         pretrained = str(pretrained)
@@ -155,14 +187,13 @@ def load_clip(
             if _looks_like_path(pretrained) or not tags:
                 if not os.path.isfile(pretrained):
                     raise FileNotFoundError(
-                        f"Checkpoint file {pretrained!r} for model {model_name!r} does not exist. "
-                        "Pass an existing file, an open_clip tag "
-                        f"({tags or 'none for this model'}), or pretrained=None for random weights."
+                        f"checkpoint file {pretrained} for model {model_name} does not exist — "
+                        + _checkpoint_fix(model_name, tags)
                     )
             else:
                 raise ValueError(
                     f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of "
-                    f"{model_name!r}; its tags are {tags}."
+                    f"{model_name!r} — use one of its tags {tags}, a checkpoint file, or `--pretrained none`"
                 )
     is_file = pretrained is not None and os.path.isfile(pretrained)
     try:
@@ -173,7 +204,7 @@ def load_clip(
     except RuntimeError as error:
         if pretrained is not None and not is_file:
             raise RuntimeError(
-                f"Could not download the {model_name!r} weights {pretrained!r} (no internet?). "
+                f"could not download the {model_name} weights {pretrained!r} (no internet?) — "
                 + OFFLINE_DEFAULT_HINT
             ) from error
         raise
@@ -181,7 +212,7 @@ def load_clip(
         attach_conv_stem(model, CONV_STEMS[model_name])
         model.to(device)
     if is_file:
-        open_clip.load_checkpoint(model, pretrained, strict=True)
+        _load_weights(model, model_name, pretrained, open_clip.list_pretrained_tags_by_model(model_name))
     if not isinstance(model, open_clip.CLIP):
         raise TypeError(
             f"{model_name!r} builds a {type(model).__name__}; the prompt learners need open_clip's "

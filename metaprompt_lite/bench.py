@@ -3,18 +3,20 @@
 Explained in ``notebooks/09_benchmark_reproduction``. ``metaprompt-lite bench`` calls
 :func:`bench`; ``metaprompt-lite report`` turns the CSVs into tables and figures.
 
-Resumability: a row is appended (and flushed to disk) as soon as its run finishes, and rows
-already in the CSV are skipped, so a killed benchmark loses at most the run in progress.
+Resumability: a row is appended as one complete line (and forced to disk) as soon as its run
+finishes, and rows already in the CSV are skipped, so a killed benchmark loses at most the run in
+progress; the CSV is validated on start and a line cut by a crash is dropped with a warning
+(:mod:`metaprompt_lite.results_table`).
 Frozen image features of the evaluation images are computed once per dataset and shared by
 every method and seed (exact, since the backbone is frozen).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing
 import os
+import pickle
 import queue
 import time
 from dataclasses import dataclass, field, replace
@@ -24,7 +26,9 @@ from typing import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
+from metaprompt_lite import results_table
 from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.faults import fault_point
 from metaprompt_lite.methods import preset
 from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
 
@@ -52,33 +56,30 @@ class BenchConfig:
     loader: object = field(default=None, repr=False)
     workers: int = 0  # worker processes, one intra-op thread each; 0 = one per core (at most the groups)
     max_steps: int | None = None  # cap every run's steps (quick slices and tests), None = the presets'
+    checkpoint_dir: str | None = None  # run checkpoints here: a killed run resumes mid-training
 
 
-def _done(path: Path, key_columns: Sequence[str]) -> set[tuple[str, ...]]:
-    if not path.is_file():
-        return set()
-    with path.open(newline="") as f:
-        return {tuple(row[c] for c in key_columns) for row in csv.DictReader(f)}
+def _done(path: Path, key_columns: Sequence[str], columns: Sequence[str] | None = None) -> set[tuple[str, ...]]:
+    """The run keys already in the results file, after validating it and dropping a cut last line
+    (:func:`metaprompt_lite.results_table.prepare_resume`). ``columns`` default: the suite's whose
+    key ``key_columns`` is."""
+    if columns is None:
+        columns = B2N_COLUMNS if tuple(key_columns) == B2N_COLUMNS[:3] else DG_COLUMNS
+    return results_table.prepare_resume(path, columns, key_columns)
 
 
 def append_row(path: Path, row: dict, columns: Sequence[str]) -> None:
-    """Append one row (header first if the file is new) and force it to disk."""
-    new = not path.is_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        if new:
-            writer.writeheader()
-        writer.writerow({c: (f"{row[c]:.4f}" if isinstance(row[c], float) else row[c]) for c in columns})
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one row (header first if the file is new) as one complete line, forced to disk."""
+    results_table.append_row(path, row, columns)
 
 
 def _save_curve(out_dir: Path, name: str, history: list[dict]) -> None:
     if history:
         path = out_dir / "curves" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(history))
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(history))
+        os.replace(tmp, path)  # a killed write leaves the old curve or none, never half of one
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def run_group(config: BenchConfig, group: Group, dataset, backbone, cache: dict)
             optim = replace(optim, max_steps=config.max_steps)
         run = RunConfig(method=method, dataset=group.dataset, target=group.target, model=config.model,
                         pretrained=config.pretrained, seed=group.seed, shots=shots, device=config.device,
-                        optim=optim, progress=False)
+                        optim=optim, progress=False, out_dir=config.checkpoint_dir)
         t0 = time.perf_counter()
         if group.target is None:
             result = run_base_to_new(run, dataset, backbone, cache)
@@ -188,6 +189,11 @@ def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: d
         finally:
             torch.set_num_threads(threads)
         return
+    try:
+        pickle.dumps(config)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise ValueError(f"the benchmark's loader cannot be sent to worker processes ({error}) — make it a "
+                         "module-level function, or run with workers=1 (--workers 1)") from None
     context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
     rows = context.Queue()
     pool = context.Pool(workers, initializer=_start_worker, initargs=(config, rows))
@@ -241,8 +247,10 @@ def bench(config: BenchConfig) -> Path:
     with tqdm(total=total, desc=f"bench {config.suite} ({workers} worker{'s' * (workers > 1)})",
               disable=not config.progress) as bar:
         for row, curve, history in _results(config, groups, workers, datasets):
+            fault_point("mid-row")
+            _save_curve(out_dir, curve, history)  # before the row: a row on disk has its curve
             append_row(path, row, columns)
-            _save_curve(out_dir, curve, history)
+            fault_point("after-append")
             bar.update(1)
     if groups:
         _sort_rows(path, columns, [(m, n, t, s) for n, ts in targets_of.items() for t in ts
@@ -252,17 +260,15 @@ def bench(config: BenchConfig) -> Path:
 
 def _sort_rows(path: Path, columns: Sequence[str], order: list[tuple]) -> None:
     """Rewrite ``path`` with its rows in the benchmark's fixed order (rows outside it keep their
-    place at the end), atomically."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    rank = {_key(m, n, t, s): i for i, (m, n, t, s) in enumerate(order)}
+    place at the end), atomically (temporary file, then ``os.replace``)."""
     key_columns = columns[:3] if "dataset" in columns else columns[:4]
+    rows = results_table.read_table(path, columns, key_columns).rows
+    rank = {_key(m, n, t, s): i for i, (m, n, t, s) in enumerate(order)}
     rows.sort(key=lambda r: rank.get(tuple(r[c] for c in key_columns), len(rank)))
-    tmp = path.with_suffix(".csv.tmp")
+    tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
+        f.write(",".join(columns) + results_table.LINE_END)
+        f.writelines(results_table.format_row(row, columns) for row in rows)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -1,23 +1,64 @@
-"""``metaprompt-lite``: the command line. Each sub-command is a thin wrapper over package functions."""
+"""``metaprompt-lite``: the command line. Each sub-command is a thin wrapper over package functions.
+
+Errors a user can cause (a bad name, path or value, a damaged file, Ctrl-C) end in one line on
+stderr, ``error: what is wrong — what to do``, and exit code 2; ``--debug`` (or
+``METAPROMPT_LITE_DEBUG=1``) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 
 from metaprompt_lite.engine import config_table
 
+DEBUG_ENV = "METAPROMPT_LITE_DEBUG"
+SEED_LIMIT = 2**32  # numpy's and the generators' seed range: 0 <= seed < 2**32
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: … — see `… --help```) instead of usage + message."""
+
+    def error(self, message: str):
+        hint = "" if " — " in message else f" — see `{self.prog} --help`"
+        self.exit(2, f"error: {message}{hint}\n")
+
+
+def _seed(text: str) -> int:
+    """A seed from the command line: an integer with 0 <= seed < 2**32."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer — use 0 <= seed < 2**32") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range — use 0 <= seed < 2**32 (4294967296)")
+    return value
+
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from metaprompt_lite.paths import default_model
+    from metaprompt_lite.paths import POCKET_CHECKPOINT, POCKET_MODEL
 
-    model, pretrained = default_model()
-    parser.add_argument("--model", default=model, help=f"open_clip model name (default: {model})")
-    parser.add_argument("--pretrained", default=pretrained,
-                        help="open_clip tag (e.g. openai) or checkpoint path; 'none' = random weights")
+    parser.add_argument("--model", default=POCKET_MODEL, help=f"open_clip model name (default: {POCKET_MODEL})")
+    parser.add_argument("--pretrained", default=None,
+                        help="open_clip tag (e.g. openai) or checkpoint path; 'none' = random weights "
+                        f"(default for {POCKET_MODEL}: data/{POCKET_CHECKPOINT})")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+
+
+def _resolve_pretrained(args) -> None:
+    """Fill in the default checkpoint: the committed pocket CLIP, or an error naming it and the fix
+    (never a silent fall back to random weights); another model needs an explicit ``--pretrained``."""
+    from metaprompt_lite.paths import POCKET_MODEL, default_model
+
+    if args.pretrained is not None:
+        return
+    if args.model != POCKET_MODEL:
+        raise ValueError(f"--model {args.model} needs --pretrained — give an open_clip tag (e.g. openai), a "
+                         "checkpoint file, or none for random weights")
+    args.pretrained = default_model()[1]
 
 
 def _pretrained(value: str | None) -> str | None:
@@ -29,7 +70,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--method", default="coop")
     p.add_argument("--dataset", required=True, help="a dataset of `metaprompt-lite data list`")
     p.add_argument("--target", default=None, help="DG benchmarks: the held-out domain")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=_seed, default=1)
     p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
                    help="the preset (as `bench` runs it) that the options below override")
     p.add_argument("--shots", type=int, default=None, help="default: the preset's")
@@ -77,7 +118,8 @@ def _run_train(args) -> int:
     print("RunConfig\n" + config_table(config), file=sys.stderr)
     if dataset.suite == "dg":
         if args.target is None:
-            raise SystemExit(f"--target is required for the DG benchmark {args.dataset}: one of {list(dataset.domains)}")
+            raise ValueError(f"--target is required for the DG benchmark {args.dataset} — use one of "
+                             f"{', '.join(dataset.domains)}")
         result = run_domain_generalization(config, dataset)
     else:
         result = run_base_to_new(config, dataset)
@@ -96,7 +138,8 @@ def _pretrain_parser(sub) -> None:
         p.add_argument("--" + name.replace("_", "-"), default=getattr(defaults, name))
     p.add_argument("--text-from", default=None, metavar="CHECKPOINT",
                    help="experiments: take this checkpoint's text tower instead of distilling one")
-    for name in ("seed", "text_steps", "text_batch", "image_steps", "image_batch", "checkpoint_every"):
+    p.add_argument("--seed", type=_seed, default=defaults.seed)
+    for name in ("text_steps", "text_batch", "image_steps", "image_batch", "checkpoint_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("text_lr", "image_lr", "concept_weight", "soft_label_tau", "regress_weight"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
@@ -140,7 +183,7 @@ def _bench_parser(sub) -> None:
     p.add_argument("--suite", choices=("b2n", "dg", "all"), default="all")
     p.add_argument("--methods", nargs="*", default=None, help="default: every method of the suite")
     p.add_argument("--datasets", nargs="*", default=None, help="default: every dataset of the suite")
-    p.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    p.add_argument("--seeds", nargs="*", type=_seed, default=[1, 2, 3])
     p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
                    help="hyper-parameter presets: pocket (embedded) or paper (ViT-B/16, GPU)")
     p.add_argument("--out-dir", default="results")
@@ -151,6 +194,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="worker processes, one thread each (default: one per CPU core; 1 on a GPU)")
     p.add_argument("--max-steps", type=int, default=None, help="cap every run's steps (a quick slice)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="keep each run's checkpoints here, so that a killed run resumes mid-training (default: none)")
     _add_model_arguments(p)
 
 
@@ -161,7 +206,7 @@ def _run_bench(args) -> int:
     from metaprompt_lite.report import report, summary_text
 
     suites = ("b2n", "dg") if args.suite == "all" else (args.suite,)
-    print(f"backbone: {args.model} ({args.pretrained or 'random weights: build/commit the pocket CLIP'})",
+    print(f"backbone: {args.model} ({_pretrained(args.pretrained) or 'random weights: --pretrained none'})",
           file=sys.stderr)
     t0, walls = time.perf_counter(), {}
     for suite in suites:
@@ -177,8 +222,9 @@ def _run_bench(args) -> int:
         config = BenchConfig(suite=suite, methods=args.methods or (), datasets=datasets, loader=loader,
                              seeds=tuple(args.seeds), model=args.model, pretrained=_pretrained(args.pretrained),
                              tier=args.tier, out_dir=args.out_dir, device=args.device,
-                             workers=args.workers, max_steps=args.max_steps)
+                             workers=args.workers, max_steps=args.max_steps, checkpoint_dir=args.checkpoint_dir)
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
+        args.results_file = os.path.join(args.out_dir, f"{suite}.csv")  # named if interrupted
         bench(config)
         walls[suite] = time.perf_counter() - t_suite
         _record_bench_meta(args, {suite: walls[suite]})  # now: a later suite may be interrupted
@@ -193,7 +239,6 @@ def _portable_path(path: str | None) -> str | None:
     """A checkpoint under the data directory as ``data/...`` (the committed results must not name
     this machine's clone), or as ``$METAPROMPT_LITE_DATA/...`` when that variable moved the data
     directory elsewhere; any other path or tag unchanged."""
-    import os
     from pathlib import Path
 
     from metaprompt_lite.paths import data_dir
@@ -210,7 +255,6 @@ def _portable_path(path: str | None) -> str | None:
 def _record_bench_meta(args, walls: dict[str, float]) -> None:
     """results/bench_meta.json: what ran, on what, how long. Wall times are summed per suite over
     resumed invocations (an invocation killed before it ends adds nothing: add it by hand)."""
-    import os
     import platform
     from pathlib import Path
 
@@ -232,7 +276,7 @@ def _gram_parser(sub) -> None:
     p.add_argument("--methods", nargs="*", default=["gram-coop", "gram-ivlp"])
     p.add_argument("--corpus", default="data/corpus")
     p.add_argument("--meta-steps", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     _add_model_arguments(p)
 
 
@@ -252,11 +296,13 @@ def _report_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="metaprompt-lite",
         description="Prompt learning for CLIP (CoOp, CoCoOp, IVLP, MaPLe, MetaPrompt, ProMetaR, GRAM), "
         "offline on CPU or with real open_clip weights.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data = sub.add_parser("data", help="list or build the offline benchmark suite")
     from metaprompt_lite.data import cli as data_cli
@@ -271,12 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _dispatch(args) -> int:
     if args.command == "data":
         from metaprompt_lite.data import cli as data_cli
 
         return data_cli.run(args)
+    if hasattr(args, "pretrained"):
+        _resolve_pretrained(args)
     if args.command == "train":
         return _run_train(args)
     if args.command == "pretrain":
@@ -294,6 +341,57 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_text(args.out_dir))
         return 0
     raise AssertionError(args.command)  # argparse rejects unknown commands before this
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What a user can cause: bad names and values (ValueError, incl. damaged results files and
+    checkpoints), paths (OSError), a damaged suite store, a non-finite loss."""
+    from metaprompt_lite.data.store import StoreError
+
+    return (ValueError, OSError, StoreError, FloatingPointError)
+
+
+def one_line(error: BaseException) -> str:
+    """``what is wrong — what to do`` on one line, from an expected error."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"cannot use {error.filename} ({error.strerror}) — check the path"
+    message = " ".join(str(error).split()) or type(error).__name__
+    if " — " not in message:
+        message += " — check the command's arguments (`metaprompt-lite COMMAND --help`); --debug shows the traceback"
+    return message
+
+
+def _interrupted(args) -> str:
+    """The Ctrl-C line: what was kept and how to go on."""
+    results = getattr(args, "results_file", None)
+    if results:
+        from metaprompt_lite.results_table import count_rows
+
+        return f"interrupted: {count_rows(results)} rows kept in {results}; run the same command to resume"
+    if args.command == "train" and args.out_dir:
+        return f"interrupted: the run's last checkpoint is kept in {args.out_dir}; run the same command to resume"
+    if args.command == "pretrain":
+        return f"interrupted: the last checkpoints are kept in {args.work_dir}; run the same command to resume"
+    return "interrupted: nothing was written; run the same command to start again"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``metaprompt-lite`` entry point: run a command; an expected error or Ctrl-C becomes one
+    line on stderr and exit code 2 (the traceback with ``--debug`` or ``METAPROMPT_LITE_DEBUG=1``)."""
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(_interrupted(args), file=sys.stderr)
+        return 2
+    except _expected_errors() as error:
+        if debug:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

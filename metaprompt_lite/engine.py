@@ -15,7 +15,9 @@ import contextlib
 import hashlib
 import math
 import os
+import pickle
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from metaprompt_lite import faults
 from metaprompt_lite.meta import relabel
 
 
@@ -157,20 +160,43 @@ def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = False
 
 
 # --------------------------------------------------------------------------- checkpoints
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be loaded (cut short, not a checkpoint, or holding code): one-line message."""
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write atomically (temp file, then rename): an interrupted save never corrupts a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
+    if faults.armed("mid-checkpoint"):  # tests: the machine dies with the temp file half written
+        with open(tmp, "r+b") as f:
+            f.truncate(os.path.getsize(tmp) // 2)
+        faults.die()
     os.replace(tmp, path)
+    faults.fault_point("after-checkpoint")
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, fix: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`: tensors, numbers, strings and containers
+    only (``weights_only=True``: a pickled object that would run code on load is refused). Every
+    failure is a :class:`CheckpointError` (or ``FileNotFoundError``) naming the file; ``fix`` says what
+    to do (default: delete the file to start that run afresh)."""
     path = Path(path)
+    fix = fix or f"delete {path} to start that run afresh"
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train first, or drop --resume")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise FileNotFoundError(f"no checkpoint at {path} — {fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found:
+            raise CheckpointError(f"{path} holds pickled code ({found.group(1)}), refused without running it: a "
+                                  f"checkpoint holds tensors and plain values only — {fix}") from error
+        raise CheckpointError(f"{path} is cut short or not a checkpoint — {fix}") from error
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} is cut short or not a checkpoint — {fix}") from error
 
 
 # --------------------------------------------------------------------------- training loop

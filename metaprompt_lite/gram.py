@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from metaprompt_lite.engine import make_generator, save_checkpoint
+from metaprompt_lite.engine import load_checkpoint, make_generator, save_checkpoint
 from metaprompt_lite.losses import clip_logits
 from metaprompt_lite.meta import double_backward_attention
 from metaprompt_lite.prompts import PromptedCLIP, PromptLearner
@@ -156,12 +156,11 @@ def artifact_path(backbone_name: str, method_name: str) -> Path:
 def load_gram(model: PromptedCLIP, path: str | Path) -> GradientRegulator:
     """Start ``model``'s prompts from the meta-learned θ₀ and return the regulator r."""
     path = Path(path)
+    fix = ("`git checkout data/gram` restores the committed ones, `metaprompt-lite gram` meta-trains them "
+           "again (it needs the corpus: `metaprompt-lite data build --corpus`)")
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no GRAM meta-learned prompts at {path}. Meta-train them with `metaprompt-lite gram` "
-            "(it needs the pretraining corpus: `metaprompt-lite data build --corpus`)."
-        )
-    artifact = torch.load(path, map_location="cpu", weights_only=False)
+        raise FileNotFoundError(f"no GRAM meta-learned prompts at {path} — {fix}")
+    artifact = load_checkpoint(path, fix=fix)
     model.prompts.load_state_dict(artifact["init"])
     regulator = GradientRegulator(model.prompts)
     regulator.load_state_dict(artifact["regulator"])

@@ -272,7 +272,7 @@ METHODS: dict[str, MethodConfig] = {
 def get_method(name: str, **overrides) -> MethodConfig:
     """A method recipe by name, with field overrides (e.g. ``meta_order=2``)."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
+        raise ValueError(f"unknown method {name!r} — use one of {', '.join(sorted(METHODS))}")
     return replace(METHODS[name], **overrides)
 
 
@@ -313,5 +313,5 @@ def preset(name: str, tier: str = "pocket") -> tuple[MethodConfig, OptimConfig, 
     """(method recipe, optimisation, shots) of a method on a tier."""
     method = get_method(name)
     if tier not in TIERS:
-        raise ValueError(f"unknown tier {tier!r}; use one of {TIERS}")
+        raise ValueError(f"unknown tier {tier!r} — use one of {TIERS}")
     return method, PRESETS[(name, tier)], PAPER_SHOTS

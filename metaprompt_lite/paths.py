@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from metaprompt_lite.backbone import TINY_MODEL
-
 POCKET_MODEL = "pocket-clip"
 POCKET_CHECKPOINT = "pocket-clip/pocket-clip.safetensors"
 
@@ -24,10 +22,17 @@ def data_dir() -> Path:
     return beside if beside.is_dir() else Path.cwd() / "data"
 
 
-def default_model() -> tuple[str, str | None]:
-    """The embedded tier's backbone: the committed pocket CLIP when present, else the tiny random
-    model (printed as such by the commands that use it)."""
+class MissingCheckpoint(FileNotFoundError):
+    """The default checkpoint is not there: no silent fallback to random weights."""
+
+
+def default_model() -> tuple[str, str]:
+    """The embedded tier's backbone: the committed pocket CLIP. Its absence is an error naming the file
+    and the fix, never a silent fall back to random weights (those only on request: ``--pretrained
+    none``, or ``load_clip(TINY_MODEL)`` in tests)."""
     checkpoint = data_dir() / POCKET_CHECKPOINT
-    if checkpoint.is_file():
-        return POCKET_MODEL, str(checkpoint)
-    return TINY_MODEL, None
+    if not checkpoint.is_file():
+        raise MissingCheckpoint(
+            f"the pocket CLIP checkpoint {checkpoint} is missing — restore it with `git checkout data/pocket-clip`, "
+            "rebuild it with `metaprompt-lite pretrain`, or pass `--pretrained none` for random weights")
+    return POCKET_MODEL, str(checkpoint)

@@ -176,7 +176,7 @@ def teacher_targets(sentences: Sequence[str], work_dir: Path, progress: bool = T
     """MiniLM embeddings of ``sentences``, cached under ``work_dir`` by content hash."""
     path = work_dir / f"teacher-{_fingerprint(sentences)}.pt"
     if path.is_file():
-        return torch.load(path)
+        return load_checkpoint(path)
     from metaprompt_lite.teacher import MiniLMTeacher
 
     targets = MiniLMTeacher().encode(sentences, progress=progress)

@@ -3,6 +3,11 @@
 Explained in ``notebooks/09_benchmark_reproduction``. Averages follow the papers: per seed, the
 mean over datasets of base and new accuracy; HM = harmonic mean of the average base and new;
 mean ± std over seeds.
+
+The CSVs are validated first (:mod:`metaprompt_lite.results_table`): a damaged file is refused
+before anything is written. A partial method × dataset × seed grid is reported as partial, naming
+the missing runs, and every average over datasets (or DG targets) uses only the seeds that cover all
+of them: a method averaged over other datasets than its neighbours would make a wrong table.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from metaprompt_lite.engine import harmonic_mean
+from metaprompt_lite.results_table import ResultsError, describe_missing, missing_runs, read_table
 
 # docs/methods.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
 PAPER_B2N = {
@@ -32,9 +38,48 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.2f} ± {std:.2f}" if pd.notna(std) else f"{mean:.2f}"
 
 
+def _schema(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(columns, run-key columns) of ``b2n.csv`` or ``dg.csv``."""
+    from metaprompt_lite.bench import B2N_COLUMNS, DG_COLUMNS
+
+    return (B2N_COLUMNS, B2N_COLUMNS[:3]) if name == "b2n" else (DG_COLUMNS, DG_COLUMNS[:4])
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """``b2n.csv`` or ``dg.csv`` (by its name) as a frame, validated: a damaged file (including a line
+    cut by an interrupted write) raises :class:`ResultsError` with what to do."""
+    path = Path(path)
+    columns, key = _schema(path.stem)
+    table = read_table(path, columns, key)
+    if table.partial is not None:
+        raise ResultsError(f"{path} ends in a cut line {table.partial[:60]!r} (an interrupted write) — run the same "
+                           "`metaprompt-lite bench` command: it drops that line and runs its row again")
+    frame = pd.DataFrame(table.rows, columns=list(columns))
+    for column in columns:
+        if column == "seed":
+            frame[column] = frame[column].astype(int)
+        elif column not in ("method", "dataset", "benchmark", "target"):
+            frame[column] = frame[column].astype(float)
+    return frame
+
+
+def missing(frame: pd.DataFrame) -> list[tuple[str, ...]]:
+    """The runs the method × dataset (benchmark, target) × seed grid of ``frame`` lacks."""
+    key = ["method", "dataset", "seed"] if "dataset" in frame else ["method", "benchmark", "target", "seed"]
+    return missing_runs(frame[key].to_dict("records"), key)
+
+
+def _complete_seeds(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the (method, seed) pairs that cover every dataset of ``frame``."""
+    covered = frame.groupby(["method", "seed"])["dataset"].nunique()
+    keep = covered[covered == frame["dataset"].nunique()].index
+    return frame[frame.set_index(["method", "seed"]).index.isin(keep)]
+
+
 def b2n_average(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method: average base/new over datasets per seed, HM of those; mean and std over seeds."""
-    per_seed = frame.groupby(["method", "seed"])[["base", "new"]].mean().reset_index()
+    """Per method: average base/new over datasets per seed, HM of those; mean and std over seeds.
+    Only seeds with every dataset count (a method missing a dataset in a seed has no average for it)."""
+    per_seed = _complete_seeds(frame).groupby(["method", "seed"])[["base", "new"]].mean().reset_index()
     per_seed["hm"] = [harmonic_mean(b, n) for b, n in zip(per_seed["base"], per_seed["new"])]
     grouped = per_seed.groupby("method")[["base", "new", "hm"]]
     out = grouped.mean().join(grouped.std().add_suffix("_std"))
@@ -48,9 +93,13 @@ def b2n_per_dataset(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def dg_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per method and benchmark: accuracy per target (mean over seeds) and the mean over targets."""
+    """Per method and benchmark: accuracy per target (mean over seeds) and the mean over targets
+    (per seed, over seeds with every target of the benchmark)."""
     per_target = frame.groupby(["benchmark", "method", "target"])["acc"].mean().unstack("target")
-    per_seed_mean = frame.groupby(["benchmark", "method", "seed"])["acc"].mean()
+    per_seed = frame.groupby(["benchmark", "method", "seed"])["acc"]
+    targets = frame.groupby("benchmark")["target"].nunique()
+    complete = per_seed.count().values == targets.reindex(per_seed.count().index.get_level_values(0)).values
+    per_seed_mean = per_seed.mean()[complete]  # the mean over targets only where every target ran
     per_target["mean"] = per_seed_mean.groupby(["benchmark", "method"]).mean()
     per_target["mean_std"] = per_seed_mean.groupby(["benchmark", "method"]).std()
     return per_target
@@ -75,15 +124,26 @@ def markdown(results_dir: Path) -> str:
         if meta.get("note"):
             lines += [meta["note"], ""]
     b2n_path, dg_path = results_dir / "b2n.csv", results_dir / "dg.csv"
+    gaps = {name: missing(read_results(path)) for name, path in (("Base-to-new", b2n_path), ("DG", dg_path))
+            if path.is_file()}
+    if any(gaps.values()):
+        lines += ["**Partial results.** " + " ".join(
+            f"{name} lacks {len(runs)} run(s) of its method × dataset × seed grid: {describe_missing(runs)}."
+            for name, runs in gaps.items() if runs)
+            + " Averages over datasets (DG: over targets) use only the seeds that cover all of them; "
+            "— marks a method with no such seed. Run the same `metaprompt-lite bench` command to fill the grid.", ""]
     if b2n_path.is_file():
-        frame = pd.read_csv(b2n_path)
+        frame = read_results(b2n_path)
         avg = b2n_average(frame)
         lines += ["## Base-to-new, average over datasets", "",
                   "| method | base | new | HM | seeds | paper base | paper new | paper HM |",
                   "|---|---|---|---|---|---|---|---|"]
-        for m in _method_order(avg.index):
-            r = avg.loc[m]
+        for m in _method_order(frame["method"].unique()):
             paper = PAPER_B2N.get(m, ("—", "—", "—"))
+            if m not in avg.index:
+                lines.append(f"| {m} | — | — | — | 0 | {paper[0]} | {paper[1]} | {paper[2]} |")
+                continue
+            r = avg.loc[m]
             lines.append(f"| {m} | {_pm(r.base, r.base_std)} | {_pm(r.new, r.new_std)} | "
                          f"{_pm(r.hm, r.hm_std)} | {int(r.seeds)} | {paper[0]} | {paper[1]} | {paper[2]} |")
         lines += ["", "Paper columns: 11-dataset averages with ViT-B/16 (docs/methods.md); ours: the "
@@ -98,7 +158,7 @@ def markdown(results_dir: Path) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines += ["", "![base vs new](base_vs_new.png)", "", "![HM per dataset](hm_per_dataset.png)", ""]
     if dg_path.is_file():
-        table = dg_table(pd.read_csv(dg_path))
+        table = dg_table(read_results(dg_path))
         lines += ["## Domain generalisation (leave one domain out)", ""]
         for benchmark in table.index.get_level_values(0).unique():
             sub = table.loc[benchmark].dropna(axis=1, how="all")
@@ -107,8 +167,9 @@ def markdown(results_dir: Path) -> str:
                       "|---" * (len(targets) + 2) + "|"]
             for m in _method_order(sub.index):
                 r = sub.loc[m]
-                lines.append(f"| {m} | " + " | ".join(f"{r[t]:.2f}" for t in targets)
-                             + f" | {_pm(r['mean'], r['mean_std'])} |")
+                mean = _pm(r["mean"], r["mean_std"]) if pd.notna(r["mean"]) else "—"
+                lines.append(f"| {m} | " + " | ".join(f"{r[t]:.2f}" if pd.notna(r[t]) else "—" for t in targets)
+                             + f" | {mean} |")
             lines.append("")
         lines += ["Paper (mean over targets, ViT-B/16): " + "; ".join(
             f"{m}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for m, d in PAPER_DG.items()), "",
@@ -132,13 +193,15 @@ def figures(results_dir: Path) -> list[Path]:
     written = []
     b2n_path = results_dir / "b2n.csv"
     if b2n_path.is_file():
-        frame = pd.read_csv(b2n_path)
+        frame = read_results(b2n_path)
         order = _method_order(frame["method"].unique())
         avg = b2n_average(frame)
         fig, ax = plt.subplots(figsize=(6, 5))
         per = frame.groupby(["method", "dataset"])[["base", "new"]].mean().reset_index()
         sns.scatterplot(data=per, x="base", y="new", hue="method", hue_order=order, alpha=0.35, ax=ax, legend=False)
         for i, m in enumerate(order):
+            if m not in avg.index:  # no seed covers every dataset: no average to draw
+                continue
             r = avg.loc[m]
             ax.scatter(r.base, r.new, s=120, marker="*", color=sns.color_palette()[i % 10], edgecolor="k", label=m)
         lo = min(per["base"].min(), per["new"].min()) - 5
@@ -161,7 +224,7 @@ def figures(results_dir: Path) -> list[Path]:
         written.append(results_dir / "hm_per_dataset.png")
     dg_path = results_dir / "dg.csv"
     if dg_path.is_file():
-        frame = pd.read_csv(dg_path)
+        frame = read_results(dg_path)
         benchmarks = sorted(frame["benchmark"].unique())
         fig, axes = plt.subplots(1, len(benchmarks), figsize=(6 * len(benchmarks), 4.5), squeeze=False)
         for ax, b in zip(axes[0], benchmarks):
@@ -176,7 +239,7 @@ def figures(results_dir: Path) -> list[Path]:
         written.append(results_dir / "dg_targets.png")
     b2n_curves = sorted((results_dir / "curves").glob("*-s1.json"))
     if b2n_path.is_file() and b2n_curves:
-        frame = pd.read_csv(b2n_path)
+        frame = read_results(b2n_path)
         dataset = sorted(frame["dataset"].unique())[0]
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for method in _method_order(frame["method"].unique()):
@@ -194,12 +257,17 @@ def figures(results_dir: Path) -> list[Path]:
 
 
 def report(results_dir: str | Path = "results") -> Path:
+    """Write ``README.md`` and the figures into ``results_dir``; a damaged CSV writes nothing."""
     results_dir = Path(results_dir)
     if not (results_dir / "b2n.csv").is_file() and not (results_dir / "dg.csv").is_file():
-        raise FileNotFoundError(f"no b2n.csv or dg.csv in {results_dir}: run `metaprompt-lite bench` first")
+        raise FileNotFoundError(f"no b2n.csv or dg.csv in {results_dir} — run `metaprompt-lite bench` first")
+    for name in ("b2n.csv", "dg.csv"):
+        if (results_dir / name).is_file():
+            read_results(results_dir / name)  # refuse a damaged file before writing anything
     figures(results_dir)
+    text = markdown(results_dir)
     path = results_dir / "README.md"
-    path.write_text(markdown(results_dir))
+    path.write_text(text)
     return path
 
 
@@ -208,10 +276,10 @@ def summary_text(results_dir: str | Path = "results") -> str:
     results_dir = Path(results_dir)
     parts = []
     if (results_dir / "b2n.csv").is_file():
-        avg = b2n_average(pd.read_csv(results_dir / "b2n.csv")).round(2)
+        avg = b2n_average(read_results(results_dir / "b2n.csv")).round(2)
         parts.append("Base-to-new (average over datasets, mean over seeds)\n"
                      + avg.loc[_method_order(avg.index), ["base", "new", "hm", "hm_std", "seeds"]].to_string())
     if (results_dir / "dg.csv").is_file():
-        table = dg_table(pd.read_csv(results_dir / "dg.csv")).round(2)
+        table = dg_table(read_results(results_dir / "dg.csv")).round(2)
         parts.append("Domain generalisation (accuracy per target, mean over seeds)\n" + table.to_string())
     return "\n\n".join(parts) or f"no results in {results_dir}"

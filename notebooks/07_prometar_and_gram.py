@@ -74,7 +74,7 @@ assert all(k in logs[0] for k in ("loss", "reg", "query_loss"))
 
 # %%
 path = artifact_path(backbone.name, "gram-coop")
-artifact = torch.load(path, weights_only=False)
+artifact = torch.load(path, weights_only=True)  # tensors and plain values only
 meta = artifact["meta"]
 print({k: meta[k] for k in ("method", "model", "corpus_images", "config")})
 print("query loss, first 10 meta-steps:", [round(v, 2) for v in meta["query_loss_first"]])

@@ -135,7 +135,7 @@ def test_preprocess_takes_uint8_and_float_images_alike(backbone):
 
 
 def test_unknown_model_name_is_a_clear_error():
-    with pytest.raises(ValueError, match="Unknown model name 'ViT-Q-99'.*Available"):
+    with pytest.raises(ValueError, match="unknown model name 'ViT-Q-99' — .*Available"):
         load_clip("ViT-Q-99")
 
 

@@ -15,7 +15,7 @@ from metaprompt_lite.report import b2n_average, dg_table, report
 
 def _config(tmp_path, loader, suite="b2n", methods=("zsclip", "coop")):
     return BenchConfig(suite=suite, methods=methods, datasets=["syn"], seeds=(1, 2), model="tiny-clip",
-                       out_dir=str(tmp_path), progress=False, loader=loader)
+                       out_dir=str(tmp_path), progress=False, loader=loader, workers=1)
 
 
 def test_bench_resumes_without_recomputing(tmp_path, monkeypatch, dataset):
@@ -97,7 +97,7 @@ def test_report_on_a_fixed_csv(tmp_path):
     assert "82.69" in text  # the paper's CoOp base beside ours
     for figure in ("base_vs_new.png", "hm_per_dataset.png", "dg_targets.png"):
         assert (tmp_path / figure).stat().st_size > 1000
-    with pytest.raises(FileNotFoundError, match="run `metaprompt-lite bench` first"):
+    with pytest.raises(FileNotFoundError, match="— run `metaprompt-lite bench` first"):
         report(tmp_path / "empty")
 
 

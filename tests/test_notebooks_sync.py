@@ -36,3 +36,32 @@ def test_pair_in_sync(script):
                   and "NBVAL_SKIP" not in c.source and c.get("execution_count") is None]
     assert not unexecuted, (f"{ipynb.name}: code cells {unexecuted} were never executed: "
                             f"python scripts/execute_notebooks.py {script.with_suffix('')}")
+
+
+@pytest.mark.parametrize("newer", ["py", "ipynb"])
+def test_jupytext_sync_changes_nothing_in_a_clean_clone(tmp_path, newer):
+    """`jupytext --sync` on a fresh clone (either file of a pair may look newer) rewrites no byte:
+    the pairs carry no metadata that jupytext would add or drop."""
+    import os
+
+    from jupytext.cli import jupytext as jupytext_cli
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "jupytext.toml").write_bytes((root / "jupytext.toml").read_bytes())
+    copy = tmp_path / "notebooks"
+    copy.mkdir()
+    before = {}
+    for script in PAIRS:
+        for path in (script, script.with_suffix(".ipynb")):
+            before[path.name] = path.read_bytes()
+            (copy / path.name).write_bytes(before[path.name])
+            stamp = 2_000_000_000 if path.suffix == f".{newer}" else 1_000_000_000
+            os.utime(copy / path.name, (stamp, stamp))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        jupytext_cli(["--sync", "--quiet", *(f"notebooks/{p.name}" for p in PAIRS)])
+    finally:
+        os.chdir(cwd)
+    changed = [name for name, data in before.items() if (copy / name).read_bytes() != data]
+    assert not changed, f"jupytext --sync rewrote {changed}"

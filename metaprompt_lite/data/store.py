@@ -68,32 +68,34 @@ def list_datasets(suite: str | None = None) -> list[str]:
     if suite is None:
         return [*B2N_DATASETS, *DG_BENCHMARKS, *PROBES]
     if suite not in groups:
-        raise ValueError(f"unknown suite {suite!r}: use one of {sorted(groups)}")
+        raise ValueError(f"unknown suite {suite!r} — use one of {sorted(groups)}")
     return list(groups[suite])
 
 
 def _manifest(root: Path) -> dict:
     path = root / "MANIFEST.json"
     if not path.is_file():
-        raise StoreError(f"no suite store at {root} (MANIFEST.json missing); {BUILD_HINT}")
+        raise StoreError(f"no suite store at {root} (MANIFEST.json missing) — restore it with `git checkout data/suite` "
+                         f"or {BUILD_HINT}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise StoreError(f"{path} is corrupt ({error}); {BUILD_HINT}") from error
+        raise StoreError(f"{path} is corrupt (not JSON) — restore it with `git checkout data/suite` or {BUILD_HINT}") from error
 
 
 def _read_checked(root: Path, filename: str, manifest: dict) -> bytes:
     path = root / filename
     if not path.is_file():
-        raise StoreError(f"{path} is missing; {BUILD_HINT}")
+        raise StoreError(f"{path} is missing — restore it with `git checkout data/suite` or {BUILD_HINT}")
     data = path.read_bytes()
     expected = manifest["files"].get(filename)
     if expected is None:
-        raise StoreError(f"{filename} is not listed in {root / 'MANIFEST.json'}; {BUILD_HINT}")
+        raise StoreError(f"{filename} is not listed in {root / 'MANIFEST.json'} — {BUILD_HINT}")
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise StoreError(f"checksum mismatch for {path}: sha256 {actual[:12]}… but the manifest says "
-                         f"{expected[:12]}…; the file was changed or truncated; {BUILD_HINT}")
+                         f"{expected[:12]}… (the file was changed or cut short) — restore it with "
+                         f"`git checkout data/suite` or {BUILD_HINT}")
     return data
 
 
@@ -131,7 +133,7 @@ def split_by_source(dataset: ImageDataset, pool_sources: set[str] | tuple[str, .
 def load_dataset(name: str, root: str | Path | None = None) -> ImageDataset:
     """One dataset of the offline suite (verified against the manifest), cached per process."""
     if name not in list_datasets():
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+        raise ValueError(f"unknown dataset {name!r} — use one of {', '.join(list_datasets())}")
     return _load(name, str(store_dir(root)))
 
 
@@ -140,7 +142,7 @@ def _load(name: str, root_str: str) -> ImageDataset:
     root = Path(root_str)
     manifest = _manifest(root)
     if name not in manifest.get("datasets", []):
-        raise StoreError(f"dataset {name} is not in the store at {root} (incomplete build); {BUILD_HINT}")
+        raise StoreError(f"dataset {name} is not in the store at {root} (incomplete build) — {BUILD_HINT}")
     meta = json.loads(_read_checked(root, f"{name}.json", manifest))
     png = _read_checked(root, f"{name}.png", manifest)
     from metaprompt_lite.data.render import from_atlas

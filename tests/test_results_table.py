@@ -1,0 +1,144 @@
+"""Results files: whole-line appends, validation, repair of a cut last line, the grid check of report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from metaprompt_lite import results_table as rt
+from metaprompt_lite.bench import B2N_COLUMNS, DG_COLUMNS
+from metaprompt_lite.report import b2n_average, dg_table, markdown, read_results, report
+
+KEY = B2N_COLUMNS[:3]
+HEADER = "method,dataset,seed,base,new,hm,train_s\r\n"
+
+
+def _row(method, dataset, seed, base=50.0, new=40.0):
+    return {"method": method, "dataset": dataset, "seed": seed, "base": base, "new": new,
+            "hm": 2 * base * new / (base + new), "train_s": 1.5}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode())
+    return path
+
+
+def test_append_writes_header_once_and_whole_lines(tmp_path):
+    path = tmp_path / "b2n.csv"
+    rt.append_row(path, _row("coop", "flags", 1), B2N_COLUMNS)
+    rt.append_row(path, _row("coop", "flags", 2, 60.0, 30.0), B2N_COLUMNS)
+    assert path.read_bytes().decode() == (HEADER + "coop,flags,1,50.0000,40.0000,44.4444,1.5000\r\n"
+                                          "coop,flags,2,60.0000,30.0000,40.0000,1.5000\r\n")
+    assert rt.prepare_resume(path, B2N_COLUMNS, KEY) == {("coop", "flags", "1"), ("coop", "flags", "2")}
+    assert not list(tmp_path.glob("*.tmp"))
+    assert rt.count_rows(path) == 2 and rt.count_rows(tmp_path / "absent.csv") == 0
+
+
+def test_a_cut_last_line_is_dropped_on_resume_with_a_warning_naming_it(tmp_path):
+    path = _write(tmp_path / "b2n.csv", HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5\r\ncocoop,emoji-no")
+    warnings = []
+    assert rt.prepare_resume(path, B2N_COLUMNS, KEY, warn=warnings.append) == {("zsclip", "flags", "1")}
+    assert warnings == [f"warning: {path} ended in a cut line (an interrupted write); dropped it: 'cocoop,emoji-no'. "
+                        "Its run will be run again."]
+    assert path.read_bytes().decode() == HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5\r\n"
+    rt.append_row(path, _row("cocoop", "emoji-novel-objects", 1), B2N_COLUMNS)  # no glued line
+    assert [r["method"] for r in rt.read_table(path, B2N_COLUMNS, KEY).rows] == ["zsclip", "cocoop"]
+
+
+def test_append_refuses_to_glue_onto_a_cut_line(tmp_path):
+    text = HEADER + "cocoop,emoji-no"
+    path = _write(tmp_path / "b2n.csv", text)
+    with pytest.raises(rt.ResultsError, match="ends in a cut line — run the same `metaprompt-lite bench` command"):
+        rt.append_row(path, _row("zsclip", "fashion", 1), B2N_COLUMNS)
+    assert path.read_bytes().decode() == text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "{p} is empty — delete it and run `metaprompt-lite bench` again to write it afresh"),
+    ("method,dat", "{p} holds no complete line, only 'method,dat' — delete it and run `metaprompt-lite bench` "
+                   "again to write it afresh"),
+    ("method,benchmark,target,seed,acc,train_s\r\n",
+     "{p} has the header 'method,benchmark,target,seed,acc,train_s', expected "
+     "'method,dataset,seed,base,new,hm,train_s' — is it another suite's file? Move it away and run "
+     "`metaprompt-lite bench` again"),
+    (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5\r\n",
+     "{p} line 2 has 8 fields, expected 7: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5' — fix or delete that "
+     "line in {p} (`metaprompt-lite bench` re-runs missing rows)"),
+    (HEADER + "coop,flags,one,2.0,1.0,1.3,0.5\r\n",
+     "{p} line 2: seed 'one' is not a non-negative integer — fix or delete that line in {p} "
+     "(`metaprompt-lite bench` re-runs missing rows)"),
+    (HEADER + "coop,flags,1,2.0,nan,1.3,0.5\r\n",
+     "{p} line 2: new 'nan' is not a finite number — fix or delete that line in {p} "
+     "(`metaprompt-lite bench` re-runs missing rows)"),
+    (HEADER + ",flags,1,2.0,1.0,1.3,0.5\r\n",
+     "{p} line 2: empty method — fix or delete that line in {p} (`metaprompt-lite bench` re-runs missing rows)"),
+    (HEADER + "coop,flags,1,2.0,1.0,1.3,0.5\r\n\r\n", "{p} line 3 is blank — delete that line"),
+    (HEADER + "coop,flags,1,2.0,1.0,1.3,0.5\r\ncoop,flags,1,3.0,1.0,1.5,0.5\r\n",
+     "{p} line 3 repeats the run coop,flags,1 of line 2 — delete one of the two lines"),
+    ("\x89PNG\r\n", "{p} is not a text file (byte 0 is not UTF-8) — move it away and run `metaprompt-lite bench` "
+                    "again to write it afresh"),
+])
+def test_damaged_files_are_refused_in_one_line_and_left_alone(tmp_path, text, message):
+    path = tmp_path / "b2n.csv"
+    path.write_bytes(text.encode("latin-1") if text.startswith("\x89") else text.encode())
+    before = path.read_bytes()
+    with pytest.raises(rt.ResultsError) as error:
+        rt.prepare_resume(path, B2N_COLUMNS, KEY)
+    assert str(error.value) == message.format(p=path)
+    with pytest.raises(rt.ResultsError):
+        read_results(path)
+    assert path.read_bytes() == before
+
+
+def test_missing_runs_of_the_grid():
+    rows = [_row("coop", d, s) for d in ("a", "b") for s in (1, 2)] + [_row("maple", "a", 1), _row("maple", "b", 2)]
+    missing = rt.missing_runs(rows, KEY)
+    assert missing == [("maple", "a", "2"), ("maple", "b", "1")]
+    assert rt.describe_missing(missing) == "maple: a s2, b s1"
+    dg = [{"method": m, "benchmark": "pacs", "target": t, "seed": 1} for m in ("coop", "maple") for t in ("x", "y")]
+    assert rt.missing_runs(dg[:-1], DG_COLUMNS[:4]) == [("maple", "pacs", "y", "1")]
+
+
+def test_averages_use_only_seeds_that_cover_every_dataset():
+    """The phantom-average case: a method missing a dataset in a seed is not averaged over fewer datasets."""
+    frame = pd.DataFrame([_row("coop", "a", 1, 90.0, 40.0), _row("coop", "b", 1, 70.0, 60.0),
+                          _row("coop", "a", 2, 80.0, 50.0),  # seed 2 lacks b
+                          _row("maple", "a", 1, 10.0, 10.0)])  # no seed with both datasets
+    avg = b2n_average(frame)
+    assert avg.loc["coop", "base"] == pytest.approx(80.0) and avg.loc["coop", "new"] == pytest.approx(50.0)
+    assert avg.loc["coop", "seeds"] == 1 and "maple" not in avg.index
+    dg = pd.DataFrame([("m", "pacs", "x", 1, 50.0, 1.0), ("m", "pacs", "y", 1, 70.0, 1.0), ("m", "pacs", "x", 2, 90.0, 1.0)],
+                      columns=list(DG_COLUMNS))
+    table = dg_table(dg)
+    assert table.loc[("pacs", "m"), "x"] == pytest.approx(70.0)  # per target: every seed that ran it
+    assert table.loc[("pacs", "m"), "mean"] == pytest.approx(60.0)  # seed 2 lacks y: only seed 1's mean
+
+
+def test_report_marks_a_partial_grid_and_names_what_is_missing(tmp_path):
+    rows = [_row("coop", d, s, 60.0 + s, 40.0) for d in ("a", "b") for s in (1, 2)] + [_row("maple", "a", 1)]
+    for row in rows:
+        rt.append_row(tmp_path / "b2n.csv", row, B2N_COLUMNS)
+    text = report(tmp_path).read_text()
+    assert ("**Partial results.** Base-to-new lacks 3 run(s) of its method × dataset × seed grid: maple: a s2, "
+            "b s1, b s2. Averages over datasets (DG: over targets) use only the seeds that cover all of them; — marks "
+            "a method with no such seed. Run the same `metaprompt-lite bench` command to fill the grid.") in text
+    assert "| coop | 61.50 ± 0.71 | 40.00 ± 0.00 |" in text
+    assert "| maple | — | — | — | 0 |" in text
+    complete = tmp_path / "complete"
+    complete.mkdir()
+    for row in rows[:4]:
+        rt.append_row(complete / "b2n.csv", row, B2N_COLUMNS)
+    assert "Partial" not in markdown(complete)
+
+
+def test_report_writes_nothing_from_a_damaged_file(tmp_path):
+    _write(tmp_path / "b2n.csv", HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5\r\ncocoop,emoji-no")
+    (tmp_path / "README.md").write_text("the previous report")
+    with pytest.raises(rt.ResultsError) as error:
+        report(tmp_path)
+    assert str(error.value) == (f"{tmp_path / 'b2n.csv'} ends in a cut line 'cocoop,emoji-no' (an interrupted write) — "
+                                "run the same `metaprompt-lite bench` command: it drops that line and runs its row again")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "b2n.csv"]
+    assert (tmp_path / "README.md").read_text() == "the previous report"
