@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.methods import preset
-from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
+from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
 
 B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s")
 DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s")
 B2N_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "ivlp", "maple", "metaprompt", "prometar",
-               "gram-coop", "gram-ivlp")
+               "gram-coop", "gram-ivlp", "metaprompt-clean", "prometar-netlr", "prometar-base")
 DG_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "maple", "metaprompt")
 
 
@@ -88,7 +88,7 @@ def bench(config: BenchConfig) -> Path:
     datasets = list(config.datasets) or list(all_datasets)
     methods = list(config.methods) or list(B2N_METHODS if config.suite == "b2n" else DG_METHODS)
     for m in methods:
-        preset(m, config.tier)  # unknown method / tier: fail before any work
+        preset(m, config.tier, config.suite)  # unknown method / tier: fail before any work
     out_dir = Path(config.out_dir)
     path = out_dir / f"{config.suite}.csv"
     columns = B2N_COLUMNS if config.suite == "b2n" else DG_COLUMNS
@@ -106,10 +106,8 @@ def bench(config: BenchConfig) -> Path:
                     if key not in done:
                         jobs.append((name, target, method, seed))
     for name, target, method, seed in tqdm(jobs, desc=f"bench {config.suite}", disable=not config.progress):
-        method_config, optim, shots = preset(method, config.tier)
-        run = RunConfig(method=method, dataset=name, target=target, model=config.model,
-                        pretrained=config.pretrained, seed=seed, shots=shots, device=config.device,
-                        optim=optim, progress=False)
+        run = preset_run(method, config.tier, config.suite, dataset=name, target=target, model=config.model,
+                         pretrained=config.pretrained, seed=seed, device=config.device, progress=False)
         t0 = time.perf_counter()
         if target is None:
             result = run_base_to_new(run, loaded[name], backbone, cache)

@@ -36,7 +36,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--meta-order", type=int, choices=(1, 2), default=None)
-    p.add_argument("--official-quirks", action="store_true")
+    p.add_argument("--meta-update", choices=("official", "clean"), default=None,
+                   help="MetaPrompt's domain-split update: official (the default of `metaprompt`) or clean")
     p.add_argument("--out-dir", default="runs", help="checkpoints (resumable); '' to disable")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_model_arguments(p)
@@ -54,8 +55,8 @@ def _run_train(args) -> int:
     overrides = {}
     if args.meta_order is not None:
         overrides["meta_order"] = args.meta_order
-    if args.official_quirks:
-        overrides["official_quirks"] = True
+    if args.meta_update is not None:
+        overrides["meta_update"] = args.meta_update
     config = RunConfig(method=args.method, dataset=args.dataset, target=args.target,
                        model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
                        shots=args.shots, device=args.device, optim=optim,

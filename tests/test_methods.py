@@ -78,8 +78,9 @@ def test_unknown_method_and_bad_overrides():
         get_method("nope")
     with pytest.raises(ValueError, match="meta_order must be 1 or 2"):
         get_method("metaprompt", meta_order=3)
-    with pytest.raises(ValueError, match="official_quirks"):
-        get_method("metaprompt", meta_order=2, official_quirks=True)
+    with pytest.raises(ValueError, match="the official update is first order"):
+        get_method("metaprompt", meta_order=2)  # metaprompt runs the official update
+    assert get_method("metaprompt-clean", meta_order=2).meta_update == "clean"
 
 
 def test_prometar_modulated_gradient_equals_its_equation(backbone):
