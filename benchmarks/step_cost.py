@@ -42,7 +42,7 @@ from metaprompt_lite.paths import default_model
 from metaprompt_lite.prompts import PromptedCLIP
 
 VARIANTS = (("coop", "coop", {}), ("ivlp", "ivlp", {}), ("metaprompt-1st", "metaprompt", {}),
-            ("metaprompt-2nd", "metaprompt", {"meta_order": 2}), ("prometar", "prometar", {}))
+            ("metaprompt-2nd", "metaprompt-clean", {"meta_order": 2}), ("prometar", "prometar", {}))
 
 
 def step_ms(backbone, dataset, name: str, overrides: dict, batch_size: int, steps: int, warmup: int = 2) -> float:

@@ -31,7 +31,7 @@ from metaprompt_lite.engine import (
     train,
 )
 from metaprompt_lite.meta import relabel
-from metaprompt_lite.methods import MethodConfig, compute_logits, prompt_templates, start_training
+from metaprompt_lite.methods import MethodConfig, compute_logits, prompted_clip, start_training
 from metaprompt_lite.prompts import PromptedCLIP
 
 
@@ -89,8 +89,8 @@ def alignment_curve(backbone: Backbone, dataset, method: MethodConfig, optim, ev
     pool_index, pool_labels = select_classes(dataset.labels[pool], base)
     shots_index = few_shot_indices(pool_labels, shots, seed)
     images, labels = dataset.images[pool[pool_index[shots_index]]], pool_labels[shots_index]
-    templates = prompt_templates(method, dataset.templates)
-    model = PromptedCLIP(backbone, method.prompt, [names[i] for i in base], templates)
+    model = prompted_clip(backbone, method, [names[i] for i in base], dataset.templates, dataset.name)
+    templates = model.templates
     total, warmup = steps_for(len(images), optim)
     state, step = start_training(model, method, optim, total, warmup, seed)
 

@@ -30,12 +30,12 @@ from metaprompt_lite import results_table
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.faults import fault_point
 from metaprompt_lite.methods import preset
-from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
+from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
 
 B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s")
 DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s")
 B2N_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "ivlp", "maple", "metaprompt", "prometar",
-               "gram-coop", "gram-ivlp")
+               "gram-coop", "gram-ivlp", "metaprompt-clean", "prometar-netlr", "prometar-base")
 DG_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "maple", "metaprompt")
 
 
@@ -119,12 +119,11 @@ def run_group(config: BenchConfig, group: Group, dataset, backbone, cache: dict)
     for key in [k for k in cache if k[0] == "batches"]:  # the previous group's batches
         del cache[key]
     for method in group.methods:
-        method_config, optim, shots = preset(method, config.tier)
+        run = preset_run(method, config.tier, config.suite, dataset=group.dataset, target=group.target,
+                         model=config.model, pretrained=config.pretrained, seed=group.seed, device=config.device,
+                         progress=False, out_dir=config.checkpoint_dir)
         if config.max_steps is not None:
-            optim = replace(optim, max_steps=config.max_steps)
-        run = RunConfig(method=method, dataset=group.dataset, target=group.target, model=config.model,
-                        pretrained=config.pretrained, seed=group.seed, shots=shots, device=config.device,
-                        optim=optim, progress=False, out_dir=config.checkpoint_dir)
+            run = replace(run, optim=replace(run.optim, max_steps=config.max_steps))
         t0 = time.perf_counter()
         if group.target is None:
             result = run_base_to_new(run, dataset, backbone, cache)
@@ -233,7 +232,7 @@ def bench(config: BenchConfig) -> Path:
         all_datasets = ()
     names = list(config.datasets) or list(all_datasets)
     for m in _methods(config):
-        preset(m, config.tier)  # unknown method / tier: fail before any work
+        preset(m, config.tier, config.suite)  # unknown method / tier: fail before any work
     out_dir = Path(config.out_dir)
     path = out_dir / f"{config.suite}.csv"
     columns = B2N_COLUMNS if config.suite == "b2n" else DG_COLUMNS

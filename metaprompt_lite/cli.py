@@ -81,41 +81,43 @@ def _train_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads (default 1, as a benchmark worker: the same numbers as its row)")
     p.add_argument("--meta-order", type=int, choices=(1, 2), default=None)
-    p.add_argument("--official-quirks", action="store_true")
+    p.add_argument("--meta-update", choices=("official", "clean"), default=None,
+                   help="MetaPrompt's domain-split update: official (the default of `metaprompt`) or clean")
     p.add_argument("--out-dir", default="runs", help="checkpoints (resumable); '' to disable")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_model_arguments(p)
 
 
 def _run_train(args) -> int:
-    from metaprompt_lite.data import load_dataset
-    from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
-
     import torch
 
-    from metaprompt_lite.methods import preset
+    from metaprompt_lite.data import load_dataset
+    from metaprompt_lite.methods import get_method
+    from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
 
-    _, optim, shots = preset(args.method, args.tier)
-    torch.set_num_threads(args.threads)
+    get_method(args.method)  # fail fast on an unknown method
+    dataset = load_dataset(args.dataset)
+    config = preset_run(args.method, args.tier, dataset.suite, dataset=args.dataset, target=args.target,
+                        model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
+                        device=args.device, out_dir=args.out_dir or None)
+    optim = config.optim
     for field_name, value in (("epochs", args.epochs), ("lr", args.lr),
                               ("batch_size", args.batch_size), ("max_steps", args.max_steps)):
         if value is not None:
             optim = replace(optim, **{field_name: value})
-    overrides = {}
+    overrides = dict(config.method_overrides)
     if args.meta_order is not None:
         overrides["meta_order"] = args.meta_order
-    if args.official_quirks:
-        overrides["official_quirks"] = True
-    config = RunConfig(method=args.method, dataset=args.dataset, target=args.target,
-                       model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
-                       shots=args.shots or shots, device=args.device, optim=optim,
-                       method_overrides=overrides, out_dir=args.out_dir or None)
-    config.resolved_method()  # fail fast on an unknown method or bad override
-    dataset = load_dataset(args.dataset)
-    print(f"preset: {args.method} on the {args.tier} tier" + (" with overrides" if any(
-        v is not None for v in (args.shots, args.epochs, args.lr, args.batch_size, args.max_steps)) else ""),
-        file=sys.stderr)
+    if args.meta_update is not None:
+        overrides["meta_update"] = args.meta_update
+    config = replace(config, optim=optim, shots=args.shots or config.shots, method_overrides=overrides)
+    config.resolved_method()  # fail fast on a bad override
+    changed = [name for name in ("shots", "epochs", "lr", "batch_size", "max_steps", "meta_order", "meta_update")
+               if getattr(args, name) is not None]
+    print(f"preset: {args.method} on the {args.tier} tier, {dataset.suite} suite (as `bench` runs it)"
+          + (f", overridden: {', '.join(changed)}" if changed else ""), file=sys.stderr)
     print("RunConfig\n" + config_table(config), file=sys.stderr)
+    torch.set_num_threads(args.threads)  # one thread, as a benchmark worker: the same arithmetic as its row
     if dataset.suite == "dg":
         if args.target is None:
             raise ValueError(f"--target is required for the DG benchmark {args.dataset} — use one of "

@@ -99,9 +99,17 @@ def harmonic_mean(base: float, new: float) -> float:
 
 
 # --------------------------------------------------------------------------- configuration
+SCHEDULES = ("epoch", "step", "constant")
+
+
 @dataclass
 class OptimConfig:
-    """SGD + constant warm-up + cosine, as CoOp/MetaPrompt train."""
+    """SGD + constant warm-up + cosine, as CoOp/MetaPrompt train.
+
+    ``schedule``: ``"epoch"`` is Dassl's (the official code of every method here): the warm-up epochs
+    at ``warmup_lr``, then a cosine over ``epochs`` stepped once per epoch; ``"step"`` is a cosine
+    stepped every batch down to 0 after the warm-up steps (the pocket presets'); ``"constant"`` keeps
+    ``lr`` (see :func:`build_scheduler`)."""
 
     lr: float = 0.0015
     momentum: float = 0.9
@@ -111,6 +119,11 @@ class OptimConfig:
     epochs: int = 8
     batch_size: int = 16
     max_steps: int | None = None  # cap on total steps (tests, quick runs)
+    schedule: str = "epoch"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: use one of {SCHEDULES}")
 
 
 def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:
@@ -119,20 +132,54 @@ def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:
     )
 
 
+def cosine_decay(t: float, span: float) -> float:
+    """½ · (1 + cos(π · t / span)), from 1 at t = 0 to 0 at t = span (held at 0 beyond): the one
+    cosine of every schedule here (the engine's and ``pretrain``'s)."""
+    return 0.5 * (1 + math.cos(math.pi * min(t, span) / span))
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, config: OptimConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """lr(step) = warmup_lr for the warm-up steps, then cosine from lr to 0 over the rest:
+    """The learning rate of every step, by ``config.schedule``:
+
+    ``"epoch"`` (Dassl's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR(T_max=MAX_EPOCH)``,
+    stepped at the end of each epoch; the warm-up epochs count within ``epochs``). With
+    e = the step's epoch (``total_steps`` split into ``epochs`` equal epochs) and W = warm-up epochs:
+
+        lr_e = warmup_lr                                        e < W
+        lr_e = ½ · lr · (1 + cos(π · (e − W) / epochs))         e ≥ W
+
+    so the last epoch of an 8-epoch run with one warm-up epoch trains at ½(1 + cos(6π/8)) ≈ 0.15 · lr,
+    never 0. ``warmup_steps`` is not used.
+
+    ``"step"``: warmup_lr for the warm-up steps, then a cosine stepped every batch down to 0:
 
         lr_t = ½ · lr · (1 + cos(π · (t − W) / (T − W)))
+
+    ``"constant"``: lr at every step.
     """
     warmup_factor = config.warmup_lr / config.lr
-    decay_steps = max(1, total_steps - warmup_steps)
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return warmup_factor
-        return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, decay_steps) / decay_steps))
+    if config.schedule == "constant":
+        def factor(step: int) -> float:
+            return 1.0
+    elif config.schedule == "epoch":
+        epochs = max(1, config.epochs)
+        per_epoch = max(1, total_steps // epochs)
+
+        def factor(step: int) -> float:
+            epoch = step // per_epoch
+            if epoch < config.warmup_epochs:
+                return warmup_factor
+            return cosine_decay(epoch - config.warmup_epochs, epochs)
+    else:
+        decay_steps = max(1, total_steps - warmup_steps)
+
+        def factor(step: int) -> float:
+            if step < warmup_steps:
+                return warmup_factor
+            return cosine_decay(step - warmup_steps, decay_steps)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

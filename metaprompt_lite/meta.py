@@ -14,7 +14,10 @@ query loss with respect to the prompts *before* adaptation is the meta-gradient:
 :func:`meta_gradients` computes either with ``higher.innerloop_ctx`` on the small prompt module
 only (the frozen CLIP is a closure of the loss functions). :func:`episodic_meta_update` applies
 MetaPrompt's rule ``θ ← θ − lr · META_STEP · Σ_i g_i`` over the episodes of a batch, and
-:func:`official_quirks_meta_update` reproduces what the official code actually does (see there).
+:func:`official_quirks_meta_update` runs it as the official code does (the benchmark's ``metaprompt``:
+the training optimizer's step as the inner step, its momentum kept, the official restore; see there)
+and :func:`episodic_meta_update` is the clean update (plain SGD on a ``higher`` copy, exact restore:
+``metaprompt-clean``).
 """
 
 from __future__ import annotations
@@ -155,7 +158,7 @@ def episodic_meta_update(
     adapt: Sequence[str] | None = None,
     inner_steps: int = 1,
 ) -> torch.Tensor:
-    """MetaPrompt's domain-split update, without the official code's side effects.
+    """MetaPrompt's domain-split update, without the official code's side effects (``metaprompt-clean``).
 
     For each episode i (from the same starting θ):  g_i = meta-gradient (one inner SGD step at the
     current scheduled ``lr``); then  θ ← θ − lr · meta_step · Σ_i g_i.  Returns the mean query loss.
@@ -187,32 +190,60 @@ def official_quirks_meta_update(
     query_loss: Callable[[nn.Module, Episode], torch.Tensor],
     lr: float,
     meta_step: float = META_STEP,
+    adapt: Sequence[str] | None = None,
 ) -> torch.Tensor:
-    """What the official MetaPrompt code does, reproduced for comparison (``official_quirks``).
+    """MetaPrompt's domain-split update exactly as its official code runs it (the benchmark's
+    ``metaprompt``; Vill-Lab/2024-TIP-MetaPrompt, ``trainers/meta.py``, ``Meta_B2N.forward_backward``
+    and ``Meta_DG.forward_backward``, on torch 1.10 and Dassl).
 
-    Two side effects differ from :func:`episodic_meta_update`:
-    1. the inner step is a step of the *training optimizer* (SGD with momentum and weight decay),
-       so it also advances the momentum buffers;
-    2. the "restore" after each episode assigns ``param.data`` to a saved reference that aliases
-       the parameter itself, so nothing is restored: episode i+1 starts from episode i's adapted
-       prompts, and the inner steps stay in the final prompts (they drift).
-    Query gradients are first order, taken at the adapted prompts, and applied as
-    ``θ ← θ − lr · meta_step · Σ_i g_i``.
+    The adapted prompts θ (``adapt``: text for cross-class, vision for cross-domain) are saved once
+    (``deepcopy``) before the episodes; the other modality is frozen (``requires_grad_(False)``). Per
+    episode i:
+
+    1. inner step = one step of the *training optimizer* on the support loss: zero the gradients
+       (to zero tensors, not None, as torch 1.10's ``zero_grad`` did), back-propagate, SGD step
+       with momentum μ and weight decay λ on every prompt that has a gradient tensor:
+       b ← μ·b + (g + λ·θ),  θ ← θ − lr·b. The support gradient stays in the momentum buffer b
+       and keeps moving θ over the following steps (about lr·g/(1−μ) = 10·lr·g in all, against the
+       meta term's 0.2·lr·g). The frozen modality's gradient is a zero tensor, so it still moves by
+       its momentum and weight decay.
+    2. query loss at the adapted θ; g_i = ∇_θ L_q (first order).
+    3. "restore" ``p.data = saved``: after the *first* episode this does restore θ, and from then on
+       p shares its storage with the saved copy, so the later episodes' inner steps are kept (their
+       restore is a no-op).
+
+    Finally θ ← θ − lr · meta_step · Σ_i g_i (in place, not through the optimizer). Returns the mean
+    query loss. ``adapt`` None: every parameter adapts (nothing frozen).
     """
     params = dict(learner.named_parameters())
+    adapted = list(params) if adapt is None else [n for n in params if n in adapt]
+    if adapt is not None and len(adapted) != len(set(adapt)):
+        raise ValueError(f"unknown parameter names in adapt={list(adapt)}; the learner has {list(params)}")
+    frozen = [p for n, p in params.items() if n not in adapted and p.requires_grad]
+    saved = {n: params[n].detach().clone() for n in adapted}
     total: dict[str, torch.Tensor] = {}
     losses = []
-    for episode in episodes:
-        # (the official "saved" copy aliases the parameters: no copy is taken, nothing restored)
-        optimizer.zero_grad(set_to_none=True)
-        support_loss(learner, episode).backward()
-        optimizer.step()
-        loss = query_loss(learner, episode)
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        for name, g in zip(params, grads):
-            if g is not None:
-                total[name] = total[name] + g if name in total else g
-        losses.append(loss.detach())
-    optimizer.zero_grad(set_to_none=True)
+    restored = False
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for episode in episodes:
+            optimizer.zero_grad(set_to_none=False)
+            support_loss(learner, episode).backward()
+            optimizer.step()
+            loss = query_loss(learner, episode)
+            grads = torch.autograd.grad(loss, [params[n] for n in adapted], allow_unused=True)
+            for name, g in zip(adapted, grads):
+                if g is not None:
+                    total[name] = total[name] + g if name in total else g
+            losses.append(loss.detach())
+            if not restored:  # the first restore copies the saved θ back; then p aliases the copy
+                with torch.no_grad():
+                    for name in adapted:
+                        params[name].copy_(saved[name])
+                restored = True
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     apply_update(learner, total, lr * meta_step)
     return torch.stack(losses).mean() if losses else torch.zeros(())

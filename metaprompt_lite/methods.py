@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from metaprompt_lite.engine import Batch, OptimConfig, TrainState, build_optimizer, build_scheduler, make_generator
 from metaprompt_lite.losses import asymmetric_contrastive_loss, asymmetric_logits, clip_logits, cross_entropy
@@ -30,6 +31,7 @@ from metaprompt_lite.prometar import ProMetaRConfig
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP, Prompts
 
 TEXT_PARAMS = ("ctx", "deep_ctx")
+TEMPLATE_CHOICES = ("single", "ensemble", "metaprompt", "imagenet60")
 VISION_PARAMS = ("vision_ctx",)
 
 
@@ -43,11 +45,17 @@ class MethodConfig:
     loss_terms: tuple[str, ...] = ("fused", "image", "text")  # asymmetric loss terms (ablations)
     episodic: bool = False  # MetaPrompt's alternate episodic (domain-split) update every batch
     meta_order: int = 1  # 1: first order (official) | 2: second order through the inner step
-    official_quirks: bool = False  # reproduce the official code's optimizer/aliasing side effects
+    # "official": the inner step is the training optimizer's, with the official restore
+    # (meta.official_quirks_meta_update) | "clean": plain SGD on a higher copy, exact restore
+    meta_update: str = "clean"
     meta_step: float = META_STEP
     n_groups: int = N_GROUPS
     trainable: bool = True  # False: zero-shot CLIP
-    templates: str = "single"  # frozen text f_T from the dataset's "single" hand template or "ensemble"
+    # frozen text f_T: "single" (the dataset's hand template) | "ensemble" (all its templates) |
+    # "metaprompt" (the hand template without its final period; ImageNet: its 8 templates) |
+    # "imagenet60" (CLIP's 60 ImageNet templates ProMetaR uses for every dataset); see prompt_templates
+    templates: str = "single"
+    frozen_mean: str = "normalized"  # f_T averages "normalized" features (CLIP) or "raw" ones (ProMetaR)
     prometar: ProMetaRConfig | None = None  # ProMetaR meta-regularisation (on its IVLP learner)
     gram: bool = False  # GRAM: meta-learned init + gradient regulator (from data/gram/)
 
@@ -56,10 +64,15 @@ class MethodConfig:
             raise ValueError(f"unknown loss {self.loss!r}: use 'ce' or 'asymmetric'")
         if self.meta_order not in (1, 2):
             raise ValueError(f"meta_order must be 1 or 2, got {self.meta_order}")
-        if self.templates not in ("single", "ensemble"):
-            raise ValueError(f"templates must be 'single' or 'ensemble', got {self.templates!r}")
-        if self.official_quirks and self.meta_order != 1:
-            raise ValueError("official_quirks reproduces the first-order official code: meta_order=1")
+        if self.meta_update not in ("official", "clean"):
+            raise ValueError(f"meta_update must be 'official' or 'clean', got {self.meta_update!r}")
+        if self.templates not in TEMPLATE_CHOICES:
+            raise ValueError(f"templates must be one of {TEMPLATE_CHOICES}, got {self.templates!r}")
+        if self.frozen_mean not in ("normalized", "raw"):
+            raise ValueError(f"frozen_mean must be 'normalized' or 'raw', got {self.frozen_mean!r}")
+        if self.meta_update == "official" and self.meta_order != 1:
+            raise ValueError("the official update is first order: use meta_order=1, or metaprompt-clean "
+                             "(meta_update='clean') for the second-order variant")
 
 
 # --------------------------------------------------------------------------- logits
@@ -132,6 +145,9 @@ def metaprompt_step(
        cross-class:  text prompts adapt; support/query losses CE(logits_t) on their own classes
        cross-domain: vision prompts adapt; support/query losses CE(logits_i) on all classes
        g_i = meta-gradient of episode i;   θ ← θ − lr · META_STEP · Σ_i g_i
+       ``meta_update="official"``: inner steps by the training optimizer, official restore
+       (:func:`~metaprompt_lite.meta.official_quirks_meta_update`); ``"clean"``: plain SGD on a
+       ``higher`` copy, exact restore (:func:`~metaprompt_lite.meta.episodic_meta_update`).
     """
     model = state.model
     frozen_image = batch.frozen_image(model)
@@ -164,11 +180,15 @@ def metaprompt_step(
     def query_loss(module, e: Episode) -> torch.Tensor:
         return episode_loss(module, e.query, e.query_classes)
 
+    if method.meta_update == "official" and not cross_domain:
+        # the official cross-class loop skips a query group of fewer than 2 classes
+        episodes = [e for e in episodes if len(e.query_classes) >= 2]
     if not episodes or not adapt:
         return losses
-    if method.official_quirks:
+    if method.meta_update == "official":
         query = official_quirks_meta_update(
-            model.prompts, state.optimizer, episodes, support_loss, query_loss, state.lr, method.meta_step
+            model.prompts, state.optimizer, episodes, support_loss, query_loss, state.lr, method.meta_step,
+            adapt=adapt,
         )
     else:
         query = episodic_meta_update(
@@ -206,17 +226,22 @@ def regulated_step(state: TrainState, batch: Batch, method: MethodConfig) -> dic
 
 
 def make_step(method: MethodConfig, state: TrainState, cross_domain: bool, total_steps: int,
+              optim: OptimConfig | None = None, warmup_steps: int = 0,
               ) -> Callable[[TrainState, Batch], dict[str, float]]:
     """The engine's step for this method. Method-specific state (ProMetaR's modulation net, GRAM's
-    regulator) goes into ``state.extras`` so checkpoints carry it."""
+    regulator) goes into ``state.extras`` so checkpoints carry it. ``optim``/``warmup_steps``: the
+    prompts' optimisation, whose schedule ProMetaR's modulation net follows when its config asks."""
     if method.prometar is not None:
         from metaprompt_lite.prometar import GradientModulator, prometar_step
 
         modulator = GradientModulator(state.model.prompts).to(state.model.backbone.device)
-        optim = OptimConfig(lr=method.prometar.modulator_lr, momentum=0.9, weight_decay=5e-4,
-                            warmup_epochs=0, warmup_lr=method.prometar.modulator_lr)
-        optimizer = build_optimizer(modulator.parameters(), optim)
-        scheduler = build_scheduler(optimizer, total_steps, 0, optim)
+        net = method.prometar
+        if net.modulator_schedule == "constant":  # official: the scheduler is never stepped
+            net_optim = OptimConfig(lr=net.modulator_lr, schedule="constant")
+        else:  # the yaml's OPTIM_VNET: the prompts' schedule, with the net's own lr and warm-up lr
+            net_optim = replace(optim or OptimConfig(), lr=net.modulator_lr, warmup_lr=net.modulator_warmup_lr)
+        optimizer = build_optimizer(modulator.parameters(), net_optim)
+        scheduler = build_scheduler(optimizer, total_steps, warmup_steps, net_optim)
         state.extras.update(modulator=modulator, modulator_optimizer=optimizer, modulator_scheduler=scheduler)
 
         def step(state: TrainState, batch: Batch) -> dict[str, float]:
@@ -242,18 +267,59 @@ def start_training(model: PromptedCLIP, method: MethodConfig, optim: OptimConfig
     optimizer = build_optimizer(model.prompts.parameters(), optim)
     state = TrainState(model, optimizer, build_scheduler(optimizer, total_steps, warmup_steps, optim),
                        make_generator(seed), seed=seed, extras=dict(extras or {}))
-    return state, make_step(method, state, cross_domain, total_steps)
+    return state, make_step(method, state, cross_domain, total_steps, optim, warmup_steps)
 
 
-def prompt_templates(method: MethodConfig, templates) -> list[str]:
-    """The dataset templates a method prompts with: all of them for an ensemble, else the first."""
+# CLIP's ImageNet prompt templates (Radford et al. 2021, openai/CLIP notebooks/
+# Prompt_Engineering_for_ImageNet.ipynb), as open_clip ships them: ProMetaR's frozen text target
+# averages the first 60 of the 80 (mlvlab/ProMetaR, trainers/imagenet_templates.py, lines 3-64: the
+# same 60, with "a photo of a {}." moved to the front).
+IMAGENET60_TEMPLATES = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES[:60])
+
+
+def prompt_templates(method: MethodConfig, templates, dataset: str = "") -> list[str]:
+    """The templates of a method's frozen text f_T, from the dataset's ``templates`` (first = its hand
+    template) and its name:
+
+    ``single``      the hand template
+    ``ensemble``    all of the dataset's templates
+    ``metaprompt``  MetaPrompt's official f_T (``trainers/meta.py``, ``CustomCLIP``): the hand template
+                    without its final period; on ImageNet its 8 templates (CLIP's 7 selected ones and
+                    "a photo of a {}"), also without periods
+    ``imagenet60``  ProMetaR's: CLIP's 60 ImageNet templates, whatever the dataset
+    """
+    if method.templates == "imagenet60":
+        return list(IMAGENET60_TEMPLATES)
+    if method.templates == "metaprompt":
+        chosen = templates if dataset == "ImageNet" else templates[:1]
+        return [t[:-1] if t.endswith(".") else t for t in chosen]
     return list(templates) if method.templates == "ensemble" else list(templates[:1])
 
 
-# --------------------------------------------------------------------------- presets
+def prompted_clip(backbone, method: MethodConfig, classnames, templates, dataset: str = "") -> PromptedCLIP:
+    """The method's :class:`PromptedCLIP` on ``classnames``, its frozen text built from the dataset's
+    ``templates`` as the method's official code builds it (:func:`prompt_templates`, ``frozen_mean``)."""
+    return PromptedCLIP(backbone, method.prompt, list(classnames), prompt_templates(method, templates, dataset),
+                        frozen_mean=method.frozen_mean)
+
+
+# --------------------------------------------------------------------------- methods
+# The official recipes (docs/methods.md gives each setting's file and line):
 _COOP = PromptConfig(n_ctx=4, ctx_init="a photo of a", text_depth=1)
-_IVLP = PromptConfig(n_ctx=4, ctx_init="a photo of a", text_depth=9, n_vision=4, vision_depth=9)
+# IVLP (muzairkhattak/multimodal-prompt-learning, configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml):
+# 2 text + 2 vision tokens on all 12 layers, "a photo" learned and "of a" fixed
+_IVLP = PromptConfig(n_ctx=2, ctx_init="a photo of a", text_depth=-1, n_vision=2, vision_depth=-1)
+# ProMetaR's base learner (mlvlab/ProMetaR, configs/trainers/ProMetaR/vit_b16_c2_ep10_batch4_4+4ctx.yaml):
+# 4 + 4 tokens, depth 9; also the learner GRAM-IVLP wraps here
+_PROMETAR_BASE = PromptConfig(n_ctx=4, ctx_init="a photo of a", text_depth=9, n_vision=4, vision_depth=9)
+# MaPLe (configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml): n_ctx 2 from "a photo of a", depth 9
+_MAPLE = PromptConfig(n_ctx=2, ctx_init="a photo of a", text_depth=9, n_vision=2, vision_depth=9, coupled=True)
 _METAPROMPT_B2N = PromptConfig(n_ctx=2, ctx_init=None, text_depth=-1, n_vision=2, vision_depth=-1)
+_METAPROMPT_DG = replace(_METAPROMPT_B2N, n_ctx=4, n_vision=4)  # Meta_DG: N_CTX = N_PRO = 4
+_METAPROMPT = MethodConfig("metaprompt", _METAPROMPT_B2N, loss="asymmetric", episodic=True,
+                           meta_update="official", templates="metaprompt")
+_PROMETAR = MethodConfig("prometar", _PROMETAR_BASE, prometar=ProMetaRConfig(), templates="imagenet60",
+                         frozen_mean="raw")
 
 METHODS: dict[str, MethodConfig] = {
     "zsclip": MethodConfig("zsclip", trainable=False),
@@ -261,11 +327,16 @@ METHODS: dict[str, MethodConfig] = {
     "coop": MethodConfig("coop", _COOP),
     "cocoop": MethodConfig("cocoop", replace(_COOP, conditional=True)),
     "ivlp": MethodConfig("ivlp", _IVLP),
-    "maple": MethodConfig("maple", replace(_IVLP, coupled=True, ctx_init="a photo of a")),
-    "metaprompt": MethodConfig("metaprompt", _METAPROMPT_B2N, loss="asymmetric", episodic=True),
-    "prometar": MethodConfig("prometar", _IVLP, prometar=ProMetaRConfig(), templates="ensemble"),
+    "maple": MethodConfig("maple", _MAPLE),
+    "metaprompt": _METAPROMPT,
+    "prometar": _PROMETAR,
     "gram-coop": MethodConfig("gram-coop", _COOP, gram=True),
-    "gram-ivlp": MethodConfig("gram-ivlp", _IVLP, gram=True),
+    "gram-ivlp": MethodConfig("gram-ivlp", _PROMETAR_BASE, gram=True),
+    # ablations: the clean variants beside what produced the papers' numbers
+    "metaprompt-clean": replace(_METAPROMPT, name="metaprompt-clean", meta_update="clean"),
+    "prometar-netlr": replace(_PROMETAR, name="prometar-netlr",
+                              prometar=ProMetaRConfig(modulator_lr=2.5e-4, modulator_schedule="prompts")),
+    "prometar-base": MethodConfig("prometar-base", _PROMETAR_BASE),
 }
 
 
@@ -277,41 +348,83 @@ def get_method(name: str, **overrides) -> MethodConfig:
 
 
 # --------------------------------------------------------------------------- presets
-# (method, tier) -> the OptimConfig and shots of a run. "paper": the papers' settings for ViT-B/16
-# on a GPU (docs/methods.md). "pocket": the embedded tier, tuned on a validation split of the
-# *base* classes only (see ``benchmarks/tune_pocket.py`` and results/README.md for how).
+# (method, tier, suite) -> the method recipe, OptimConfig and shots of a run.
+# "paper": the official configs for ViT-B/16 on a GPU (docs/methods.md: file and line of each value),
+# all on Dassl's schedule (1 warm-up epoch at 1e-5, cosine over the epochs, stepped per epoch).
+# "pocket": the embedded tier, tuned on a validation split of the *base* classes only (see
+# ``benchmarks/tune_pocket.py`` and results/README.md for how).
 PAPER_SHOTS = 16
+DG_SHOTS = 5  # the papers' DG table (MetaPrompt's README): 5 shots per class per source domain
 _PAPER = {
     "coop": OptimConfig(lr=0.002, epochs=10, batch_size=32),
     "cocoop": OptimConfig(lr=0.002, epochs=10, batch_size=1),
-    "ivlp": OptimConfig(lr=0.0025, epochs=10, batch_size=4),
+    "ivlp": OptimConfig(lr=0.0035, epochs=5, batch_size=4),
     "maple": OptimConfig(lr=0.0035, epochs=5, batch_size=4),
     "metaprompt": OptimConfig(lr=0.0015, epochs=8, batch_size=16),
     "prometar": OptimConfig(lr=0.0025, epochs=10, batch_size=4),
     "gram-coop": OptimConfig(lr=0.002, epochs=10, batch_size=32),
     "gram-ivlp": OptimConfig(lr=0.0025, epochs=10, batch_size=4),
 }
+_PAPER.update({"metaprompt-clean": _PAPER["metaprompt"], "prometar-netlr": _PAPER["prometar"],
+               "prometar-base": _PAPER["prometar"]})
+# DG configs where a method has its own: MetaPrompt's Meta_DG (4+4 tokens, batch 32, 6 epochs) and
+# MaPLe's cross-dataset config (lr 0.0026, 2 epochs, prompt depth 3); the rest keep their B2N recipe.
+_PAPER_DG = {
+    "metaprompt": OptimConfig(lr=0.0015, epochs=6, batch_size=32),
+    "maple": OptimConfig(lr=0.0026, epochs=2, batch_size=4),
+}
+_DG_PROMPTS = {"metaprompt": _METAPROMPT_DG, "metaprompt-clean": _METAPROMPT_DG,
+               "maple": replace(_MAPLE, text_depth=3, vision_depth=3)}
+_PAPER_DG["metaprompt-clean"] = _PAPER_DG["metaprompt"]
 # Pocket presets: lr from `benchmarks/tune_pocket.py` (grid lr {0.002, 0.008} x epochs {2, 5}, scored by
 # HM on pseudo-base/pseudo-new splits of the *base* classes' train pool of emoji-food, flags and cards;
 # results/tuning.csv; run on suite v1 with a 1-epoch warm-up; ProMetaR re-tuned on v2 after its lr_ratio fix,
-# same choice). The validation preferred 5 epochs for every method, but the issue's 30-minute
-# budget for the full 3-seed benchmark on 2 CPU cores allows 2 (CoCoOp, whose text pass runs once per
-# image, 1), without the warm-up epoch: epochs are capped for cost, not chosen on accuracy.
+# same choice). The validation preferred 5 epochs for every method, but the 30-minute budget for the
+# full 3-seed benchmark on 2 CPU cores allows 2 (CoCoOp, whose text pass runs once per image, 1),
+# without the warm-up epoch: epochs are capped for cost, not chosen on accuracy.
+# Named pocket choices (docs/methods.md, "Pocket tier"): batch 16 and 1-2 epochs (cost); the "step"
+# schedule (a per-batch cosine to 0, no warm-up: the one the lrs were tuned with; a warm-up epoch
+# would be half of a 2-epoch run); the augmentation of POCKET_AUGMENTATION. The 2+2-token IVLP and
+# the ablations inherit the tuned lr of the learner they share (IVLP: ProMetaR's base learner's).
 _POCKET_LR = {"coop": 0.008, "cocoop": 0.008, "ivlp": 0.002, "maple": 0.008, "metaprompt": 0.002,
-              "prometar": 0.002, "gram-coop": 0.008, "gram-ivlp": 0.008}
-_POCKET = {name: OptimConfig(lr=_POCKET_LR[name], epochs=1 if name == "cocoop" else 2, warmup_epochs=0, batch_size=16)
+              "prometar": 0.002, "gram-coop": 0.008, "gram-ivlp": 0.008, "metaprompt-clean": 0.002,
+              "prometar-netlr": 0.002, "prometar-base": 0.002}
+_POCKET = {name: OptimConfig(lr=_POCKET_LR[name], epochs=1 if name == "cocoop" else 2, warmup_epochs=0,
+                             batch_size=16, schedule="step")
            for name in _PAPER}
+# Pocket DG: MetaPrompt's Meta_DG prompt size, batch and epochs run as they are (90 steps on
+# emoji-pacs, whose 4 images per class and domain all train at 5 shots as at 16); its lr and schedule stay the pocket ones.
+_POCKET_DG = {name: replace(_POCKET[name], batch_size=32, epochs=6) for name in ("metaprompt", "metaprompt-clean")}
 PRESETS: dict[tuple[str, str], OptimConfig] = {
     **{(name, "paper"): optim for name, optim in _PAPER.items()},
     **{(name, "pocket"): optim for name, optim in _POCKET.items()},
     **{(name, tier): OptimConfig() for name in ("zsclip", "zsclip-ens") for tier in ("paper", "pocket")},
 }
+DG_PRESETS: dict[tuple[str, str], OptimConfig] = {
+    **{(name, "paper"): optim for name, optim in _PAPER_DG.items()},
+    **{(name, "pocket"): optim for name, optim in _POCKET_DG.items()},
+}
 TIERS = ("pocket", "paper")
+# Augmentation of a training batch (random resized crop + horizontal flip), per tier. Paper: every
+# official config's RandomResizedCrop scale (0.08, 1) (Dassl's INPUT.RRCROP_SCALE default) and
+# random_flip. Pocket (named choices): crops keep >= half the area (a 64-px drawing cropped to 8 % is
+# a few pixels of one stroke) and no flips (a mirrored flag, card or text is another class or none).
+AUGMENTATION: dict[str, dict] = {"paper": {"flip": True, "min_scale": 0.08},
+                                 "pocket": {"flip": False, "min_scale": 0.5}}
+SUITES = ("b2n", "dg")
 
 
-def preset(name: str, tier: str = "pocket") -> tuple[MethodConfig, OptimConfig, int]:
-    """(method recipe, optimisation, shots) of a method on a tier."""
+def preset(name: str, tier: str = "pocket", suite: str = "b2n") -> tuple[MethodConfig, OptimConfig, int]:
+    """(method recipe, optimisation, shots) of a method on a tier, for base-to-new (``suite="b2n"``,
+    16 shots) or domain generalisation (``"dg"``: the method's DG config where it has one, 5 shots per
+    class per source domain)."""
     method = get_method(name)
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r} — use one of {TIERS}")
-    return method, PRESETS[(name, tier)], PAPER_SHOTS
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r} — use one of {SUITES}")
+    if suite == "b2n":
+        return method, PRESETS[(name, tier)], PAPER_SHOTS
+    if name in _DG_PROMPTS and (tier == "paper" or name.startswith("metaprompt")):
+        method = replace(method, prompt=_DG_PROMPTS[name])
+    return method, DG_PRESETS.get((name, tier), PRESETS[(name, tier)]), DG_SHOTS

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from metaprompt_lite.backbone import Backbone, load_clip
-from metaprompt_lite.engine import augment, epoch_order, load_checkpoint, make_generator, save_checkpoint
+from metaprompt_lite.engine import augment, cosine_decay, epoch_order, load_checkpoint, make_generator, save_checkpoint
 
 CONCEPT_TEMPLATES = ("a photo of a {}.", "an emoji of {}.", "a drawing of a {}.", "{}")
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -129,7 +129,7 @@ def load_corpus(corpus_dir: str | Path) -> tuple[ImageTextCorpus, list[str]]:
 def _cosine_warmup(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return cosine_decay(step - warmup, max(1, total - warmup))
 
 
 def _fingerprint(items: Sequence[str]) -> str:

@@ -44,13 +44,23 @@ DIM_RATE = 8  # hidden width and γ resolution: one γ per 8 consecutive prompt 
 @dataclass(frozen=True)
 class ProMetaRConfig:
     adapt_lr: float = 5e-4  # inner (task-adaptation) step size
-    modulator_lr: float = 2.5e-4  # SGD of the modulation net (cosine, like the prompts)
+    # SGD of the modulation net. Official: a constant 1e-6. The yaml's OPTIM_VNET asks for lr 2.5e-4 on a
+    # cosine after a warm-up epoch at 1e-6, but trainers/prometar.py builds that scheduler without
+    # registering or stepping it, so the warm-up lr 1e-6 stays for the whole run (the ablation
+    # ``prometar-netlr`` runs the yaml's: modulator_lr=2.5e-4, modulator_schedule="prompts").
+    modulator_lr: float = 1e-6
+    modulator_schedule: str = "constant"  # "constant" | "prompts" (the prompts' schedule, own lr)
+    modulator_warmup_lr: float = 1e-6  # OPTIM_VNET.WARMUP_CONS_LR, used by the "prompts" schedule
     lr_ratio: float = 5e-4  # scale of the query loss: the official code's LR_RATIO (train.py default)
     first_order: bool = False  # official default: second order
     mixup_alpha: float = 0.5
     mixup_beta: float = 0.5
     text_weight: float = TEXT_REG_WEIGHT
     image_weight: float = IMAGE_REG_WEIGHT
+
+    def __post_init__(self) -> None:
+        if self.modulator_schedule not in ("constant", "prompts"):
+            raise ValueError(f"modulator_schedule must be 'constant' or 'prompts', got {self.modulator_schedule!r}")
 
 
 def prompt_layers(learner: PromptLearner) -> list[tuple[str, int | None, str]]:

@@ -10,24 +10,29 @@ Two modules with one job each:
   ("hand-template") text features, and encodes text and images with a given set of prompts.
 
 Token sequences follow CoOp: ``[SOS] ctx_1 .. ctx_n  classname . [EOS]``. The class names are
-tokenised once with ``n_ctx`` placeholder words; their embeddings are frozen buffers
-(``token_prefix`` = SOS, ``token_suffix`` = class name, period, EOS and padding), and the
-``ctx`` positions are replaced by the learnable vectors (layer 0), then again before every deeper
-layer for deep prompts (:func:`metaprompt_lite.backbone.encode_text_layers`).
+tokenised once behind the context words (``ctx_init``, or ``n_ctx`` placeholder words); their
+embeddings are frozen buffers (``token_prefix`` = SOS, ``token_suffix`` = everything after the n_ctx
+context positions: class name, period, EOS and padding), and the ``ctx`` positions are replaced by
+the learnable vectors (layer 0), then again before every deeper layer for deep prompts
+(:func:`metaprompt_lite.backbone.encode_text_layers`). When ``ctx_init`` has more tokens than
+``n_ctx`` (MaPLe and IVLP: n_ctx = 2 from "a photo of a"), only its first n_ctx tokens are learned
+and the rest stay fixed words in the suffix, as in their official code:
+``[SOS] ctx_1 ctx_2 of a classname . [EOS]``.
 
 Method recipes as :class:`PromptConfig` instances live in ``metaprompt_lite.methods``:
 
 ==========  ==============================================================================
 CoOp        n_ctx=4 ("a photo of a"), text_depth=1
 CoCoOp      CoOp + ``conditional``: meta-net π(f_I(x)) added to every ctx vector (per image)
-IVLP        text_depth = vision_depth = 9, n_ctx = n_vision = 4, independent prompts
-MaPLe       ``coupled``: vision prompt of layer i = Linear_i(text prompt of layer i)
+IVLP        n_ctx = n_vision = 2 ("a photo" learned, "of a" fixed), every layer, independent prompts
+MaPLe       ``coupled``: vision prompt of layer i = Linear_i(text prompt of layer i); n_ctx = 2, depth 9
 MetaPrompt  n_ctx = n_vision = 2, depth = all layers, N(0, 0.02) init, independent prompts
 ==========  ==============================================================================
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -49,7 +54,9 @@ class PromptConfig:
     ``-1`` means "every layer of the backbone", and a larger depth is capped at the layer count."""
 
     n_ctx: int = 4
-    ctx_init: str | None = "a photo of a"  # word initialisation (its token count must equal n_ctx)
+    # word initialisation: its first n_ctx tokens initialise ctx, any further tokens stay fixed words
+    # between the context and the class name (it needs at least n_ctx tokens)
+    ctx_init: str | None = "a photo of a"
     text_depth: int = 1
     n_vision: int = 0  # VPT's n_pro
     vision_depth: int = 0
@@ -87,7 +94,8 @@ class PromptLearner(nn.Module):
       ``ctx``         [n_ctx, d_txt]                 text context of layer 0 (CoOp)
       ``deep_ctx``    [text_depth-1, n_ctx, d_txt]   replacements at layers 1.. (IVLP/MaPLe/MetaPrompt)
       ``vision_ctx``  [vision_depth, n_vision, d_img] visual prompts, independent (VPT/IVLP/MetaPrompt)
-      ``coupling``    vision_depth × Linear(d_txt, d_img) (MaPLe: p^v_i = W_i p^t_i + b_i)
+      ``coupling``    vision_depth × Linear(d_txt, d_img) (MaPLe: p^v_i = W_i p^t_i + b_i); as in
+                      MaPLe's code, layers 1.. start as copies of one freshly initialised layer
       ``meta_net``    Linear(E, E/16) → ReLU → Linear(E/16, d_txt) (CoCoOp: ctx_m(x) = ctx_m + π(x))
     """
 
@@ -126,7 +134,10 @@ class PromptLearner(nn.Module):
                 torch.randn(self.vision_depth, config.n_vision, d_img) * PROMPT_INIT_STD
             )
         if config.coupled and self.vision_depth > 0:
-            self.coupling = nn.ModuleList(nn.Linear(d_txt, d_img) for _ in range(self.vision_depth))
+            deep = nn.Linear(d_txt, d_img)  # MaPLe's _get_clones: the deep projections start equal
+            self.coupling = nn.ModuleList(
+                [nn.Linear(d_txt, d_img)] + [copy.deepcopy(deep) for _ in range(self.vision_depth - 1)]
+            )
         if config.conditional:
             hidden = max(1, d_emb // META_NET_REDUCTION)
             self.meta_net = nn.Sequential(
@@ -155,7 +166,9 @@ class PromptedCLIP(nn.Module):
 
     - prompted text  f̃_T(classes)  :meth:`text_features`
     - prompted image f̃_I(x)        :meth:`image_features`
-    - frozen text    f_T(classes)   :attr:`frozen_text` (hand template(s), ensemble-averaged)
+    - frozen text    f_T(classes)   :attr:`frozen_text` (hand template(s), ensemble-averaged:
+      ``frozen_mean="normalized"`` averages normalised features (CLIP's ensemble), ``"raw"`` averages
+      the raw features (ProMetaR's target); either way the mean is normalised)
     - frozen image   f_I(x)         :meth:`frozen_image_features`
 
     All features are L2-normalised. ``class_ids`` selects a subset of the current classes (the
@@ -168,19 +181,24 @@ class PromptedCLIP(nn.Module):
         config: PromptConfig,
         classnames: Sequence[str],
         templates: Sequence[str] = ("a photo of a {}.",),
+        frozen_mean: str = "normalized",
     ) -> None:
         super().__init__()
+        if frozen_mean not in ("normalized", "raw"):
+            raise ValueError(f"frozen_mean must be 'normalized' or 'raw', got {frozen_mean!r}")
         self.backbone = backbone
         self.clip = backbone.model  # registered so .to(device) moves it; frozen by load_clip
         self.config = config
+        self.frozen_mean = frozen_mean
         init = None
         if config.ctx_init:
             init = self._word_embeddings(config.ctx_init)
-            if init.shape[0] != config.n_ctx:
+            if init.shape[0] < config.n_ctx:
                 raise ValueError(
                     f"ctx_init {config.ctx_init!r} has {init.shape[0]} tokens but n_ctx="
-                    f"{config.n_ctx}; make them equal or set ctx_init=None"
+                    f"{config.n_ctx}; give at least n_ctx tokens or set ctx_init=None"
                 )
+            init = init[: config.n_ctx]
         self.prompts = PromptLearner(config, backbone, ctx_init_embeddings=init)
         # run the positions every class shares ([SOS] + context) once per prompt set: the same
         # features up to float rounding, at a fraction of the cost (False: the plain per-class pass)
@@ -219,7 +237,9 @@ class PromptedCLIP(nn.Module):
         self.classnames = classnames
         device = self.backbone.device
         n_ctx = self.config.n_ctx
-        context = " ".join([PLACEHOLDER] * n_ctx)
+        # the context words: ctx_init (its tokens beyond n_ctx stay as fixed words), or placeholders;
+        # positions 1..n_ctx are replaced by the learned vectors either way
+        context = self.config.ctx_init or " ".join([PLACEHOLDER] * n_ctx)
         names = [name.replace("_", " ") for name in classnames]
         tokens = self.backbone.tokenizer([f"{context} {name}." for name in names]).to(device)
         if int(tokens.argmax(-1).max()) >= tokens.shape[1] - 1:
@@ -232,9 +252,10 @@ class PromptedCLIP(nn.Module):
 
     @torch.no_grad()
     def _template_features(self, names: Sequence[str]) -> torch.Tensor:
-        """Frozen f_T: mean over templates of normalised features, renormalised ([C, E]); computed
-        once per class list and templates on a backbone (its weights are frozen)."""
-        key = ("frozen_text", tuple(names), tuple(self.templates))
+        """Frozen f_T ([C, E]): normalize(Σ_t normalize(f(t, c))) for ``frozen_mean="normalized"``,
+        normalize(Σ_t f(t, c)) for ``"raw"`` (the sum's direction is the mean's); computed once per
+        class list, templates and mean on a backbone (its weights are frozen)."""
+        key = ("frozen_text", tuple(names), tuple(self.templates), self.frozen_mean)
         if key not in self.backbone.memo:
             self.backbone.memo[key] = self._encode_templates(names)
         return self.backbone.memo[key]
@@ -243,7 +264,8 @@ class PromptedCLIP(nn.Module):
         total = 0
         for template in self.templates:
             tokens = self.backbone.tokenizer([template.format(n) for n in names])
-            total = total + F.normalize(self.clip.encode_text(tokens.to(self.backbone.device)), dim=-1)
+            features = self.clip.encode_text(tokens.to(self.backbone.device))
+            total = total + (features if self.frozen_mean == "raw" else F.normalize(features, dim=-1))
         return F.normalize(total, dim=-1)
 
     @property

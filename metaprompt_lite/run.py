@@ -29,7 +29,15 @@ from metaprompt_lite.engine import (
     steps_for,
     train,
 )
-from metaprompt_lite.methods import MethodConfig, compute_logits, get_method, prompt_templates, start_training
+from metaprompt_lite.methods import (
+    AUGMENTATION,
+    MethodConfig,
+    compute_logits,
+    get_method,
+    preset,
+    prompted_clip,
+    start_training,
+)
 from metaprompt_lite.prompts import PromptedCLIP
 
 
@@ -46,6 +54,7 @@ class RunConfig:
     shots: int = 16
     device: str = "cpu"
     flip: bool = False  # horizontal flips in augmentation (wrong for flags, cards, text)
+    min_scale: float = 0.5  # random resized crop: smallest area kept (paper tier 0.08, pocket 0.5)
     optim: OptimConfig = field(default_factory=OptimConfig)
     method_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"meta_order": 2}
     gram_artifact: str | None = None  # GRAM's meta-learned prompts; None = data/gram/<model>-<method>.pt
@@ -60,6 +69,17 @@ class RunConfig:
 
     def resolved_method(self) -> MethodConfig:
         return get_method(self.method, **self.method_overrides)
+
+
+def preset_run(method: str, tier: str = "pocket", suite: str = "b2n", **fields) -> RunConfig:
+    """The :class:`RunConfig` of a method's preset (:func:`~metaprompt_lite.methods.preset`) on a tier and
+    suite: its optimisation, shots, the tier's augmentation, and as ``method_overrides`` whatever the
+    preset changes in the method's recipe (MetaPrompt's 4+4 DG prompts). ``fields``: the rest."""
+    recipe, optim, shots = preset(method, tier, suite)
+    default = get_method(method)
+    overrides = {k: getattr(recipe, k) for k in recipe.__dataclass_fields__ if getattr(recipe, k) != getattr(default, k)}
+    return RunConfig(method=method, optim=optim, shots=shots, method_overrides=overrides,
+                     **{**AUGMENTATION[tier], **fields})
 
 
 def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, labels, domains,
@@ -78,7 +98,7 @@ def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, l
             state.load_state_dict(load_checkpoint(path))
     return train(state, step, images, labels, domains, config.optim,
                  total, checkpoint_path=path, checkpoint_every=config.checkpoint_every,
-                 flip=config.flip, progress=config.progress, batch_cache=batch_cache)
+                 flip=config.flip, min_scale=config.min_scale, progress=config.progress, batch_cache=batch_cache)
 
 
 def batch_cache(cache: dict | None, dataset, target: str | None, seed: int, train_index: torch.Tensor) -> dict | None:
@@ -133,7 +153,7 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
     pool_index, pool_labels = select_classes(dataset.labels[pool], base)
     shots = few_shot_indices(pool_labels, config.shots, config.seed)
     train_index = pool[pool_index[shots]]
-    model = PromptedCLIP(backbone, method.prompt, [names[i] for i in base], prompt_templates(method, dataset.templates))
+    model = prompted_clip(backbone, method, [names[i] for i in base], dataset.templates, dataset.name)
     t0 = time.perf_counter()
     state = None
     if method.trainable:
@@ -180,7 +200,7 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
     train_index = source[shots]
     # domain ids of the sources, renumbered 0..n_sources-1
     _, domains = dataset.domain[train_index].unique(return_inverse=True)
-    model = PromptedCLIP(backbone, method.prompt, list(dataset.classnames), prompt_templates(method, dataset.templates))
+    model = prompted_clip(backbone, method, dataset.classnames, dataset.templates, dataset.name)
     t0 = time.perf_counter()
     state = None
     if method.trainable:

@@ -29,7 +29,7 @@ def test_bench_resumes_without_recomputing(tmp_path, monkeypatch, dataset):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(bench_module, "run_base_to_new", counting)
-    monkeypatch.setattr(bench_module, "preset", _fast_preset)
+    _use_fast_presets(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         bench(_config(tmp_path, lambda name: dataset))
     rows = list(csv.DictReader((tmp_path / "b2n.csv").open()))
@@ -43,15 +43,22 @@ def test_bench_resumes_without_recomputing(tmp_path, monkeypatch, dataset):
     assert len(list(csv.DictReader((tmp_path / "b2n.csv").open()))) == 4
 
 
-def _fast_preset(name, tier="pocket"):
+def _fast_preset(name, tier="pocket", suite="b2n"):
     from metaprompt_lite.engine import OptimConfig
     from metaprompt_lite.methods import get_method
 
     return get_method(name), OptimConfig(lr=0.01, batch_size=4, max_steps=2, warmup_epochs=0), 2
 
 
-def test_bench_dg_rows(tmp_path, monkeypatch, dg_dataset):
+def _use_fast_presets(monkeypatch):
+    import metaprompt_lite.run as run_module
+
     monkeypatch.setattr(bench_module, "preset", _fast_preset)
+    monkeypatch.setattr(run_module, "preset", _fast_preset)  # bench's runs come from run.preset_run
+
+
+def test_bench_dg_rows(tmp_path, monkeypatch, dg_dataset):
+    _use_fast_presets(monkeypatch)
     path = bench(_config(tmp_path, lambda name: dg_dataset, suite="dg", methods=("zsclip", "metaprompt")))
     frame = pd.read_csv(path)
     assert len(frame) == 2 * 3 * 2  # methods × targets × seeds

@@ -127,7 +127,7 @@ def test_unknown_dataset_and_method(clone, capsys):
         "emoji-novel-objects, emoji-novel-mixed, flags, cards, fashion, emoji-pacs, flags-dg, emoji-unseen")
     assert run_cli(["train", "--dataset", "flags", "--method", "nope", *TINY], capsys, work, data) == (
         "error: unknown method 'nope' — use one of cocoop, coop, gram-coop, gram-ivlp, ivlp, maple, metaprompt, "
-        "prometar, zsclip, zsclip-ens")
+        "metaprompt-clean, prometar, prometar-base, prometar-netlr, zsclip, zsclip-ens")
     assert run_cli(["bench", "--suite", "b2n", "--methods", "nope", *TINY], capsys, work, data,
                    only_line=False).startswith("error: unknown method 'nope' — use one of cocoop")
     assert run_cli(["bench", "--suite", "b2n", "--methods", "zsclip", "--datasets", "nope", *TINY], capsys, work,

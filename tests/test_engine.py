@@ -66,8 +66,62 @@ def test_metrics():
     assert harmonic_mean(0.0, 0.0) == 0.0
 
 
+def _dassl_lrs(base_lr, warmup_lr, max_epoch):
+    """Dassl's schedule for cosine + constant warm-up of 1 epoch (KaiyangZhou/Dassl.pytorch,
+    dassl/optim/lr_scheduler.py lines 10-54 and 128-141), re-enacted with torch's own schedulers:
+    a CosineAnnealingLR(T_max=MAX_EPOCH) that the warm-up wrapper steps only once the warm-up epoch
+    is over; ``update_lr()`` once per epoch. Returns the lr of each epoch."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([p], lr=base_lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(max_epoch))
+    for group in optimizer.param_groups:  # ConstantWarmupScheduler.__init__: lr = WARMUP_CONS_LR
+        group["lr"] = warmup_lr
+    lrs, last_epoch = [], 0
+    for _ in range(max_epoch):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if last_epoch >= 1:  # _BaseWarmupScheduler.step: the successor steps after the warm-up
+            cosine.step()
+        else:  # the warm-up ends: the successor's current lr (base_lr) is set
+            last_epoch += 1
+            for group, lr in zip(optimizer.param_groups, cosine.get_last_lr()):
+                group["lr"] = lr
+    return lrs
+
+
+def test_epoch_schedule_is_dassls():
+    """The paper presets' "epoch" schedule equals Dassl's per-epoch lr sequence (8 epochs, 3 steps
+    each): 1e-5 for the warm-up epoch, then the cosine at (e − 1)/8, last epoch ≈ 0.15 · lr."""
+    config = OptimConfig(lr=0.0015, warmup_lr=1e-5, epochs=8)
+    expected = _dassl_lrs(0.0015, 1e-5, 8)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([p], config)
+    sched = build_scheduler(opt, total_steps=24, warmup_steps=3, config=config)
+    lrs = []
+    for _ in range(24):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([lr for lr in expected for _ in range(3)], rel=1e-9)
+    assert lrs[-1] == pytest.approx(0.0015 * 0.5 * (1 + math.cos(6 * math.pi / 8)))  # ≈ 0.146 · lr
+    assert lrs[-1] > 0.14 * 0.0015
+
+
+def test_constant_schedule_and_unknown_schedule():
+    config = OptimConfig(lr=1e-6, schedule="constant")
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([p], config)
+    sched = build_scheduler(opt, total_steps=10, warmup_steps=2, config=config)
+    for _ in range(10):
+        assert opt.param_groups[0]["lr"] == 1e-6
+        opt.step()
+        sched.step()
+    with pytest.raises(ValueError, match="unknown schedule"):
+        OptimConfig(schedule="linear")
+
+
 def test_schedule_warmup_then_cosine():
-    config = OptimConfig(lr=0.1, warmup_lr=1e-5)
+    config = OptimConfig(lr=0.1, warmup_lr=1e-5, schedule="step")
     p = torch.nn.Parameter(torch.zeros(1))
     opt = build_optimizer([p], config)
     sched = build_scheduler(opt, total_steps=12, warmup_steps=2, config=config)

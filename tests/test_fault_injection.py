@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import metaprompt_lite.bench as bench_module
+import metaprompt_lite.run as run_module
 from metaprompt_lite import faults
 from metaprompt_lite.cli import main
 from metaprompt_lite.data import load_dataset
@@ -27,7 +28,7 @@ from metaprompt_lite.results_table import read_table
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
-def _fast_preset(name, tier="pocket"):
+def _fast_preset(name, tier="pocket", suite="b2n"):
     return get_method(name), OptimConfig(lr=0.01, batch_size=4, max_steps=2, warmup_epochs=0), 2
 
 
@@ -68,6 +69,7 @@ def _rows(path):
 
 def test_sigkill_at_five_points_then_resume_gives_the_uninterrupted_csv(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_module, "preset", _fast_preset)
+    monkeypatch.setattr(run_module, "preset", _fast_preset)  # bench's runs come from run.preset_run
     load_dataset("cards")  # cached before the forks: every child starts with it
     log = tmp_path / "log.txt"
     reference = tmp_path / "reference"

@@ -11,6 +11,7 @@ from torch.func import functional_call
 from metaprompt_lite.losses import clip_logits, cross_entropy
 from metaprompt_lite.meta import (
     META_STEP,
+    Episode,
     cross_class_episodes,
     cross_domain_episodes,
     double_backward_attention,
@@ -138,37 +139,119 @@ def test_episodic_update_equals_transcription(setup, second_order):
         torch.testing.assert_close(p.detach(), expected[n], rtol=0, atol=1e-6)
 
 
-def test_official_quirks_transcription(setup):
-    """The official code: inner step = the real optimizer (momentum, weight decay), no restore."""
-    model, labels, loss = setup
-    episodes = cross_class_episodes(labels, len(NAMES), torch.Generator().manual_seed(3))
-    twin = copy.deepcopy(model.prompts)
-    optimizer = torch.optim.SGD(model.prompts.parameters(), lr=INNER_LR, momentum=0.9, weight_decay=5e-4)
-    official_quirks_meta_update(model.prompts, optimizer, episodes,
-                                lambda m, e: loss(m, e.support, e.support_classes),
-                                lambda m, e: loss(m, e.query, e.query_classes), lr=INNER_LR)
-    # transcription with plain tensors: SGD with momentum/wd by hand
-    params = {n: p.detach().clone() for n, p in twin.named_parameters()}
-    momentum = {n: None for n in params}
-    total = {n: torch.zeros_like(p) for n, p in params.items()}
-    for e in episodes:
-        leaf = {n: p.clone().requires_grad_() for n, p in params.items()}
-        grads = torch.autograd.grad(loss(_as_module(model, leaf), e.support, e.support_classes),
-                                    list(leaf.values()), allow_unused=True)
-        for (n, p), g in zip(params.items(), grads):
-            if g is None:
-                continue
-            d = g + 5e-4 * p
-            momentum[n] = d if momentum[n] is None else 0.9 * momentum[n] + d
-            params[n] = p - INNER_LR * momentum[n]  # no restore: the aliasing bug
-        leaf = {n: p.clone().requires_grad_() for n, p in params.items()}
-        grads = torch.autograd.grad(loss(_as_module(model, leaf), e.query, e.query_classes),
-                                    list(leaf.values()), allow_unused=True)
-        for n, g in zip(leaf, grads):
-            if g is not None:
-                total[n] += g
-    for n, p in model.prompts.named_parameters():
-        torch.testing.assert_close(p.detach(), params[n] - INNER_LR * META_STEP * total[n], rtol=0, atol=1e-6)
+class _OfficialToy(torch.nn.Module):
+    """A toy prompt module with the two modalities of MetaPrompt: ``ctx`` (adapted by the episodes,
+    like the text prompts in B2N) and ``vision_ctx`` (frozen during the episodes)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.ctx = torch.nn.Parameter(torch.randn(2, 3))
+        self.vision_ctx = torch.nn.Parameter(torch.randn(2, 3))
+
+
+def _toy_loss(module, x, y):
+    """A loss of both modalities (the in-domain step moves both), CE over 3 classes."""
+    logits = x @ (module.ctx + 0.5 * module.vision_ctx.tanh())
+    return torch.nn.functional.cross_entropy(logits, y)
+
+
+def _official_loop(model, optimizer, data, episodes, lr, meta_step=META_STEP):
+    """A literal re-enactment of Vill-Lab/2024-TIP-MetaPrompt ``trainers/meta.py``,
+    ``Meta_B2N.forward_backward`` (lines 328-390), as torch 1.10 + Dassl run it: every
+    ``model_backward_and_update`` is Dassl's zero_grad() (zeroes, keeps the tensors) + backward + step
+    of the training optimizer; ``textual_prompt = deepcopy(ctx)``; ``ctx.data = textual_prompt``
+    after each episode; ``ctx.data -= lr * grad * meta_step`` at the end."""
+    x, y = data
+    optimizer.zero_grad(set_to_none=False)  # model_backward_and_update(loss): the in-domain step
+    _toy_loss(model, x, y).backward()
+    optimizer.step()
+    model.vision_ctx.requires_grad_(False)
+    textual_prompt = copy.deepcopy(model.ctx)
+    grad_l = []
+    for support, query in episodes:
+        optimizer.zero_grad(set_to_none=False)
+        _toy_loss(model, x[support], y[support]).backward()
+        optimizer.step()
+        loss = _toy_loss(model, x[query], y[query])
+        grad_l.append(torch.autograd.grad(loss, model.ctx, create_graph=False)[0])
+        model.ctx.data = textual_prompt
+    for grad in grad_l:
+        model.ctx.data -= lr * grad * meta_step
+    model.vision_ctx.requires_grad_(True)
+
+
+def test_official_update_equals_a_reenactment_of_the_official_loop():
+    """``official_quirks_meta_update`` against the official loop re-enacted on a toy module, over
+    three batches (so momentum carries across batches): equal to float precision after every batch.
+    Checked on the way: episode 0 is restored, episode 1's inner step is kept, the frozen modality
+    moves in the episodes by momentum and weight decay alone, and the clean update differs."""
+    lr = 0.3
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(6, 2, generator=generator), torch.randint(0, 3, (6,), generator=generator))
+               for _ in range(3)]
+    episodes = [(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])), (torch.tensor([3, 4, 5]), torch.tensor([0, 1, 2]))]
+    as_episodes = [Episode(s, q, torch.arange(3), torch.arange(3)) for s, q in episodes]
+    reference, ours = _OfficialToy(), _OfficialToy()
+    sgd = dict(lr=lr, momentum=0.9, weight_decay=5e-4)
+    ref_opt, our_opt = torch.optim.SGD(reference.parameters(), **sgd), torch.optim.SGD(ours.parameters(), **sgd)
+    for x, y in batches:
+        _official_loop(reference, ref_opt, (x, y), episodes, lr)
+        our_opt.zero_grad(set_to_none=True)  # the project's in-domain step (methods._asymmetric_update)
+        _toy_loss(ours, x, y).backward()
+        our_opt.step()
+        before = {n: p.detach().clone() for n, p in ours.named_parameters()}
+        official_quirks_meta_update(ours, our_opt, as_episodes,
+                                    lambda m, e: _toy_loss(m, x[e.support], y[e.support]),
+                                    lambda m, e: _toy_loss(m, x[e.query], y[e.query]), lr=lr, adapt=["ctx"])
+        for n, p in ours.named_parameters():
+            torch.testing.assert_close(p, getattr(reference, n), rtol=0, atol=1e-6)
+            assert p.requires_grad
+        for n in ("ctx", "vision_ctx"):
+            torch.testing.assert_close(our_opt.state[getattr(ours, n)]["momentum_buffer"],
+                                       ref_opt.state[getattr(reference, n)]["momentum_buffer"], rtol=0, atol=1e-6)
+    # the semantics, by hand on a fresh toy: episode 0 restored, episode 1 kept, frozen modality drifts
+    toy = _OfficialToy()
+    optimizer = torch.optim.SGD(toy.parameters(), **sgd)
+    x, y = batches[0]
+    optimizer.zero_grad(set_to_none=True)
+    _toy_loss(toy, x, y).backward()
+    optimizer.step()
+    theta = {n: p.detach().clone() for n, p in toy.named_parameters()}
+    buffers = {n: optimizer.state[p]["momentum_buffer"].clone() for n, p in toy.named_parameters()}
+    # hand-written torch SGD: b <- 0.9 b + (g + wd θ); θ <- θ - lr b
+    g0 = torch.autograd.grad(_toy_loss(toy, x[episodes[0][0]], y[episodes[0][0]]), toy.ctx)[0]
+    b_ctx = 0.9 * buffers["ctx"] + g0 + 5e-4 * theta["ctx"]
+    b_vis = 0.9 * buffers["vision_ctx"] + 5e-4 * theta["vision_ctx"]  # zero gradient: momentum + decay only
+    vis_after_0 = theta["vision_ctx"] - lr * b_vis
+    q0 = {"ctx": (theta["ctx"] - lr * b_ctx).requires_grad_(), "vision_ctx": vis_after_0}
+    gq0 = torch.autograd.grad(_toy_loss(_Params(q0), x[episodes[0][1]], y[episodes[0][1]]), q0["ctx"])[0]
+    start_1 = theta["ctx"]  # episode 0 restored
+    official_quirks_meta_update(toy, optimizer, as_episodes,
+                                lambda m, e: _toy_loss(m, x[e.support], y[e.support]),
+                                lambda m, e: _toy_loss(m, x[e.query], y[e.query]), lr=lr, adapt=["ctx"])
+    s1 = _Params({"ctx": start_1.clone().requires_grad_(), "vision_ctx": vis_after_0.clone()})
+    g1 = torch.autograd.grad(_toy_loss(s1, x[episodes[1][0]], y[episodes[1][0]]), s1.ctx)[0]
+    b_ctx = 0.9 * b_ctx + g1 + 5e-4 * start_1
+    b_vis = 0.9 * b_vis + 5e-4 * vis_after_0
+    kept = start_1 - lr * b_ctx  # episode 1's inner step is not undone
+    q1 = _Params({"ctx": kept.clone().requires_grad_(), "vision_ctx": vis_after_0 - lr * b_vis})
+    gq1 = torch.autograd.grad(_toy_loss(q1, x[episodes[1][1]], y[episodes[1][1]]), q1.ctx)[0]
+    torch.testing.assert_close(toy.ctx.detach(), kept - lr * META_STEP * (gq0 + gq1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(toy.vision_ctx.detach(), vis_after_0 - lr * b_vis, rtol=0, atol=1e-6)
+    # and the clean update (exact restore, no momentum) lands elsewhere
+    clean = _OfficialToy()
+    clean.load_state_dict({n: theta[n] for n in theta})
+    episodic_meta_update(clean, as_episodes, lambda m, e: _toy_loss(m, x[e.support], y[e.support]),
+                         lambda m, e: _toy_loss(m, x[e.query], y[e.query]), lr=lr, adapt=["ctx"])
+    assert (clean.ctx - toy.ctx).abs().max() > 1e-3
+
+
+class _Params:
+    """Attribute access to a dict of tensors (the toy loss reads ``.ctx`` and ``.vision_ctx``)."""
+
+    def __init__(self, params):
+        self.__dict__.update(params)
 
 
 def test_cross_class_split_relabels_and_never_leaks():

@@ -4,6 +4,7 @@ against their equations."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from conftest import is_share_of, state_hash
 from metaprompt_lite.engine import OptimConfig
 from metaprompt_lite.gram import GradientRegulator, GramConfig, load_gram, meta_train, save_artifact
-from metaprompt_lite.methods import METHODS, get_method
+from metaprompt_lite.methods import METHODS, get_method, preset, start_training
 from metaprompt_lite.prometar import GradientModulator
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, run_base_to_new
@@ -78,8 +79,9 @@ def test_unknown_method_and_bad_overrides():
         get_method("nope")
     with pytest.raises(ValueError, match="meta_order must be 1 or 2"):
         get_method("metaprompt", meta_order=3)
-    with pytest.raises(ValueError, match="official_quirks"):
-        get_method("metaprompt", meta_order=2, official_quirks=True)
+    with pytest.raises(ValueError, match="the official update is first order"):
+        get_method("metaprompt", meta_order=2)  # metaprompt runs the official update
+    assert get_method("metaprompt-clean", meta_order=2).meta_update == "clean"
 
 
 def test_prometar_modulated_gradient_equals_its_equation(backbone):
@@ -222,3 +224,51 @@ def test_metaprompt_asymmetric_logits_pair_each_prompted_encoder_with_the_other_
     assert all(g is None or not g.any() for g in grads[:2]) and grads[2].abs().sum() > 0
     grads = torch.autograd.grad(out.logits_t.sum(), [*text_params, model.prompts.vision_ctx], allow_unused=True)
     assert all(g.abs().sum() > 0 for g in grads[:2]) and (grads[2] is None or not grads[2].any())
+
+
+def test_presets_follow_the_official_configs_and_name_the_pocket_choices():
+    """Paper presets: the official configs on Dassl's per-epoch schedule; DG: Meta_DG (4 + 4 tokens,
+    batch 32, 6 epochs) and 5 shots per class per source domain; pocket: the named choices (per-step
+    schedule, batch 16, no flips, crops of at least half the area), MetaPrompt's DG run as Meta_DG."""
+    from metaprompt_lite.run import preset_run
+
+    method, optim, shots = preset("metaprompt", "paper", "dg")
+    assert (method.prompt.n_ctx, method.prompt.n_vision, optim.batch_size, optim.epochs, optim.lr, shots) == (
+        4, 4, 32, 6, 0.0015, 5)
+    assert optim.schedule == "epoch" and optim.warmup_epochs == 1 and optim.warmup_lr == 1e-5
+    method, optim, shots = preset("metaprompt", "paper")
+    assert (method.prompt.n_ctx, optim.batch_size, optim.epochs, shots) == (2, 16, 8, 16)
+    assert preset("ivlp", "paper")[0].prompt.n_ctx == 2 and preset("ivlp", "paper")[1].lr == 0.0035
+    assert preset("prometar-base", "paper")[0].prompt.n_ctx == 4
+    _, optim, shots = preset("coop", "pocket", "dg")
+    assert optim.schedule == "step" and optim.batch_size == 16 and shots == 5
+    method, optim, _ = preset("metaprompt", "pocket", "dg")
+    assert (method.prompt.n_ctx, optim.batch_size, optim.epochs, optim.schedule) == (4, 32, 6, "step")
+    paper = preset_run("metaprompt", "paper", "dg", dataset="PACS", target="sketch")
+    assert paper.flip and paper.min_scale == 0.08 and paper.shots == 5
+    assert paper.resolved_method().prompt.n_ctx == 4  # the DG prompts reach the run
+    pocket = preset_run("metaprompt", "pocket", "b2n")
+    assert not pocket.flip and pocket.min_scale == 0.5 and pocket.method_overrides == {}
+    with pytest.raises(ValueError, match="unknown suite"):
+        preset("coop", "paper", "fewshot")
+
+
+def test_prometar_modulator_lr_is_the_official_constant_and_the_ablation_the_yamls(backbone, dataset):
+    """prometar: the modulation net's SGD stays at 1e-6 (the official scheduler is never stepped);
+    prometar-netlr: 2.5e-4 on the prompts' schedule after a 1e-6 warm-up."""
+    lrs = {}
+    for name in ("prometar", "prometar-netlr"):
+        method = get_method(name)
+        model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:3])
+        optim = OptimConfig(lr=0.01, epochs=4, warmup_epochs=1, schedule="epoch")
+        state, _ = start_training(model, method, optim, total_steps=8, warmup_steps=2)
+        seen = []
+        for _ in range(8):
+            seen.append(state.extras["modulator_optimizer"].param_groups[0]["lr"])
+            state.extras["modulator_optimizer"].step()
+            state.extras["modulator_scheduler"].step()
+        lrs[name] = seen
+    assert lrs["prometar"] == [1e-6] * 8
+    assert lrs["prometar-netlr"][:2] == pytest.approx([1e-6, 1e-6])
+    assert lrs["prometar-netlr"][2] == pytest.approx(2.5e-4)
+    assert lrs["prometar-netlr"][-1] == pytest.approx(2.5e-4 * 0.5 * (1 + math.cos(2 * math.pi / 4)))

@@ -77,6 +77,83 @@ def test_frozen_text_is_the_template_ensemble(backbone):
     torch.testing.assert_close(model.frozen_text_features(torch.tensor([2])), model.frozen_text[2:3])
 
 
+def test_maple_learns_a_photo_and_keeps_of_a_as_fixed_suffix_words(backbone):
+    """MaPLe (and IVLP): n_ctx = 2 from "a photo of a": ctx starts as the embeddings of "a photo",
+    "of a" are frozen words of the suffix, and the initial prompt is exactly CLIP's
+    "a photo of a {name}." (multimodal-prompt-learning, trainers/maple.py lines 84-131)."""
+    for name in ("maple", "ivlp"):
+        model = PromptedCLIP(backbone, METHODS[name].prompt, NAMES)
+        assert model.prompts.ctx.shape[0] == 2
+        with torch.no_grad():
+            words = backbone.model.token_embedding(backbone.tokenizer(["a photo of a"]))[0]
+            torch.testing.assert_close(model.prompts.ctx, words[1:3])  # "a photo": learned
+            for c, n in enumerate(NAMES):  # the suffix starts with "of a", then the class name
+                tokens = backbone.tokenizer([f"of a {n}."])[0]
+                length = int(tokens.argmax()) - 1  # "of a {n}." without SOS/EOT
+                expected = backbone.model.token_embedding(tokens[None])[0, 1:1 + length]
+                torch.testing.assert_close(model.token_suffix[c, :length], expected)
+            # only the text positions 1..2 are learned: at init, the prompted text is the hand prompt
+            # (shallow text check: layer 0 only, so compare with one text layer of prompts)
+            reference = F.normalize(backbone.model.encode_text(backbone.tokenizer([f"a photo of a {n}." for n in NAMES])), dim=-1)
+            shallow = PromptedCLIP(backbone, PromptConfig(n_ctx=2, ctx_init="a photo of a"), NAMES)
+            torch.testing.assert_close(shallow.text_features(shallow.learner()), reference, rtol=0, atol=1e-6)
+        # and training moves "a photo" only: the gradient reaches ctx, the buffers hold "of a"
+        assert not any("suffix" in n for n, _ in model.named_parameters())
+
+
+def test_maple_deep_coupling_layers_start_as_copies_of_one_layer(backbone):
+    """MaPLe's compound_prompt_projections = _get_clones(one Linear): layers 1.. start equal (and are
+    separate parameters); layer 0's projection is its own."""
+    from types import SimpleNamespace
+
+    from metaprompt_lite.prompts import PromptLearner
+
+    torch.manual_seed(0)
+    widths = SimpleNamespace(text_width=8, vision_width=12, embed_dim=8, text_layers=12, vision_layers=12)
+    coupling = PromptLearner(METHODS["maple"].prompt, widths).coupling  # a 12-layer shape: depth 9
+    assert len(coupling) == 9
+    for layer in coupling[2:]:
+        torch.testing.assert_close(layer.weight, coupling[1].weight, rtol=0, atol=0)
+        assert layer.weight.data_ptr() != coupling[1].weight.data_ptr()
+    assert not torch.equal(coupling[0].weight, coupling[1].weight)
+
+
+def test_prometar_frozen_text_is_the_raw_mean_of_clips_60_imagenet_templates(backbone):
+    """ProMetaR's L1 target (mlvlab/ProMetaR, trainers/prometar.py lines 226-233 and 312-313): the mean
+    of the *raw* text features of CLIP's 60 ImageNet templates, normalised after averaging, whatever
+    the dataset's own templates."""
+    from metaprompt_lite.methods import get_method, prompted_clip
+
+    names = ["cat", "red apple"]
+    model = prompted_clip(backbone, get_method("prometar"), names, ["a photo of a {}, a type of pet."], "OxfordPets")
+    assert len(model.templates) == 60 == len(set(model.templates))
+    assert {"a photo of a {}.", "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
+            "a photo of the hard to see {}.", "a drawing of a {}."} <= set(model.templates)
+    with torch.no_grad():
+        raw = torch.stack([backbone.model.encode_text(backbone.tokenizer([t.format(n) for t in model.templates]))
+                           .mean(0) for n in names])
+        normalized_mean = torch.stack([F.normalize(backbone.model.encode_text(
+            backbone.tokenizer([t.format(n) for t in model.templates])), dim=-1).mean(0) for n in names])
+    torch.testing.assert_close(model.frozen_text_features(), F.normalize(raw, dim=-1), rtol=0, atol=1e-6)
+    # not the same as CLIP's ensemble of normalised features (the choice is visible)
+    assert (F.normalize(normalized_mean, dim=-1) - model.frozen_text_features()).abs().max() > 1e-5
+
+
+def test_metaprompt_frozen_text_drops_the_final_period(backbone):
+    """MetaPrompt's f_T (trainers/meta.py lines 189-219): the hand template without its final period;
+    on ImageNet its 8 templates, also without periods."""
+    from metaprompt_lite.methods import get_method, prompt_templates
+
+    method = get_method("metaprompt")
+    assert prompt_templates(method, ["a photo of a {}, a type of pet.", "x {}."], "OxfordPets") == [
+        "a photo of a {}, a type of pet"]
+    from metaprompt_lite.research.catalog import get_spec
+
+    imagenet = prompt_templates(method, get_spec("ImageNet").templates, "ImageNet")
+    assert len(imagenet) == 8 and "a photo of a {}" in imagenet and "itap of a {}" in imagenet
+    assert not any(t.endswith(".") for t in imagenet)
+
+
 def test_class_subset_and_new_classes(backbone):
     model = PromptedCLIP(backbone, CONFIGS["metaprompt"], NAMES)
     prompts = model.learner()
@@ -97,8 +174,10 @@ def test_maple_vision_prompts_are_projections_of_text_prompts(backbone):
 def test_bad_prompt_inputs(backbone):
     with pytest.raises(ValueError, match="class list is empty"):
         PromptedCLIP(backbone, CONFIGS["coop"], [])
-    with pytest.raises(ValueError, match="has 4 tokens but n_ctx=2"):
-        PromptedCLIP(backbone, PromptConfig(n_ctx=2, ctx_init="a photo of a"), NAMES)
+    with pytest.raises(ValueError, match="has 4 tokens but n_ctx=5"):
+        PromptedCLIP(backbone, PromptConfig(n_ctx=5, ctx_init="a photo of a"), NAMES)
+    with pytest.raises(ValueError, match="frozen_mean"):
+        PromptedCLIP(backbone, CONFIGS["coop"], NAMES, frozen_mean="median")
     with pytest.raises(ValueError, match="needs a '\\{\\}'"):
         PromptedCLIP(backbone, CONFIGS["coop"], NAMES, templates=["a photo"])
     with pytest.raises(ValueError, match="too long"):
