@@ -159,7 +159,7 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int, s
 def base_headroom(backbone, dataset, features: torch.Tensor) -> dict:
     """Base classes of one B2N dataset: zero-shot (single template) vs :func:`linear_probe` trained on
     their few-shot pool, both scored on their test images (``features``: the whole dataset's)."""
-    from metaprompt_lite.engine import base_new_split, select_classes
+    from metaprompt_lite.splits import base_new_split, select_classes
 
     base, _ = base_new_split(len(dataset.classnames))
     pool_index, pool_labels = select_classes(dataset.labels[dataset.split == 0], base)

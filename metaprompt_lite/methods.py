@@ -24,10 +24,10 @@ from metaprompt_lite.meta import (
     cross_domain_episodes,
     episodic_meta_update,
     official_quirks_meta_update,
-    relabel,
 )
 from metaprompt_lite.prometar import ProMetaRConfig
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP, Prompts
+from metaprompt_lite.splits import relabel
 
 TEXT_PARAMS = ("ctx", "deep_ctx")
 VISION_PARAMS = ("vision_ctx",)

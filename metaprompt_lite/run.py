@@ -20,17 +20,15 @@ from metaprompt_lite.engine import (
     OptimConfig,
     TrainState,
     accuracy,
-    base_new_split,
-    few_shot_indices,
     harmonic_mean,
     load_checkpoint,
     seed_everything,
-    select_classes,
     steps_for,
     train,
 )
 from metaprompt_lite.methods import MethodConfig, compute_logits, get_method, prompt_templates, start_training
 from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.splits import base_class_shots, base_new_split, few_shot_indices, select_classes
 
 
 @dataclass
@@ -119,16 +117,13 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
     backbone = backbone or load_clip(config.model, config.pretrained, config.device)
     base, new = base_new_split(len(dataset.classnames))
     names = list(dataset.classnames)
-    pool = (dataset.split == 0).nonzero().flatten()
     test = (dataset.split == 1).nonzero().flatten()
-    pool_index, pool_labels = select_classes(dataset.labels[pool], base)
-    shots = few_shot_indices(pool_labels, config.shots, config.seed)
-    train_index = pool[pool_index[shots]]
+    train_index, train_labels = base_class_shots(dataset, config.shots, config.seed)
     model = PromptedCLIP(backbone, method.prompt, [names[i] for i in base], prompt_templates(method, dataset.templates))
     t0 = time.perf_counter()
     state = None
     if method.trainable:
-        state = _fit(config, model, method, dataset.images[train_index], pool_labels[shots],
+        state = _fit(config, model, method, dataset.images[train_index], train_labels,
                      None, cross_domain=False)
     train_s = time.perf_counter() - t0
     result = {}

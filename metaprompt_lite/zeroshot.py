@@ -13,7 +13,8 @@ import torch
 from torch.nn import functional as F
 
 from metaprompt_lite.backbone import Backbone
-from metaprompt_lite.engine import accuracy, base_new_split, harmonic_mean, select_classes
+from metaprompt_lite.engine import accuracy, harmonic_mean
+from metaprompt_lite.splits import base_new_split, select_classes
 
 
 @torch.no_grad()

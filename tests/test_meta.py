@@ -17,9 +17,9 @@ from metaprompt_lite.meta import (
     episodic_meta_update,
     meta_gradients,
     official_quirks_meta_update,
-    relabel,
 )
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
+from metaprompt_lite.splits import relabel
 
 NAMES = ["cat", "dog", "red apple", "car", "tram"]
 INNER_LR = 0.3

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from metaprompt_lite.paths import data_dir
+from metaprompt_lite.splits import base_new_split
 
 B2N_DATASETS = ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places", "emoji-novel-objects",
                 "emoji-novel-mixed", "flags", "cards", "fashion")
@@ -155,8 +156,6 @@ def _load(name: str, root_str: str) -> ImageDataset:
 
 def summary(dataset: ImageDataset) -> dict:
     """The row ``metaprompt-lite data list`` prints for one dataset."""
-    from metaprompt_lite.engine import base_new_split
-
     base, new = base_new_split(len(dataset.classnames))
     test = dataset.split == 1 if dataset.suite != "dg" else torch.ones_like(dataset.split, dtype=torch.bool)
     per_class = torch.bincount(dataset.labels[test], minlength=len(dataset.classnames))
