@@ -65,7 +65,7 @@ POOL_STYLES_EPOCHS = 10  # part 7's CoOp budget, one of part 6's epoch counts (i
 
 
 def memorisation(backbone, corpus_dir: Path, features: FeatureCache) -> dict | None:
-    from metaprompt_lite.pretrain import load_corpus
+    from metaprompt_lite.data.corpus import load_corpus
 
     if not (corpus_dir / "corpus.json").is_file():
         print(f"(1) skipped: no corpus in {corpus_dir} (metaprompt-lite data build --corpus {corpus_dir})")

@@ -30,8 +30,9 @@ import open_clip
 import torch
 from torch import nn
 
+from metaprompt_lite.paths import TINY_MODEL
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-TINY_MODEL = "tiny-clip"  # random init, CPU, seconds: for tests
 OFFLINE_DEFAULT_HINT = (
     "On an offline machine use the embedded tier: the pocket CLIP committed in data/ "
     "(see README, 'Embedded tier'), or TINY_MODEL='tiny-clip' with pretrained=None for tests."

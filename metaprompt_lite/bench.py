@@ -22,14 +22,12 @@ from typing import Sequence
 from tqdm import tqdm
 
 from metaprompt_lite.backbone import load_clip
-from metaprompt_lite.methods import preset
+from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
+from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, preset
 from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
 
 B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s")
 DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s")
-B2N_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "ivlp", "maple", "metaprompt", "prometar",
-               "gram-coop", "gram-ivlp")
-DG_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "maple", "metaprompt")
 
 
 @dataclass
@@ -79,8 +77,6 @@ def bench(config: BenchConfig) -> Path:
     if config.suite not in ("b2n", "dg"):
         raise ValueError(f"unknown suite {config.suite!r}: use 'b2n' or 'dg'")
     if config.loader is None:
-        from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
-
         loader = load_dataset
         all_datasets = B2N_DATASETS if config.suite == "b2n" else DG_BENCHMARKS
     else:

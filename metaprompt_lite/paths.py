@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from metaprompt_lite.backbone import TINY_MODEL
-
+TINY_MODEL = "tiny-clip"  # random init, CPU, seconds: for tests
 POCKET_MODEL = "pocket-clip"
 POCKET_CHECKPOINT = "pocket-clip/pocket-clip.safetensors"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from metaprompt_lite.engine import harmonic_mean
+from metaprompt_lite.methods import B2N_METHODS
 
 # shared/METHODS.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
 PAPER_B2N = {
@@ -57,8 +58,6 @@ def dg_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _method_order(methods) -> list[str]:
-    from metaprompt_lite.bench import B2N_METHODS
-
     known = [m for m in B2N_METHODS if m in set(methods)]
     return known + sorted(set(methods) - set(known))
 

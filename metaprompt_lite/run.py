@@ -62,13 +62,9 @@ class RunConfig:
 
 def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, labels, domains,
          cross_domain: bool) -> TrainState:
-    extras = {}
-    if method.gram:
-        from metaprompt_lite.gram import artifact_path, load_gram
-
-        extras["regulator"] = load_gram(model, config.gram_artifact or artifact_path(config.model, config.method))
     total, warmup = steps_for(len(images), config.optim)
-    state, step = start_training(model, method, config.optim, total, warmup, config.seed, cross_domain, extras)
+    state, step = start_training(model, method, config.optim, total, warmup, config.seed, cross_domain,
+                                 gram_artifact=config.gram_artifact)
     path = None
     if config.out_dir is not None:
         path = Path(config.out_dir) / f"{config.method}-{config.dataset}-{config.target or 'b2n'}-s{config.seed}-{config.key()}.pt"
