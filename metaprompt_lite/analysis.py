@@ -24,6 +24,7 @@ from metaprompt_lite.backbone import Backbone
 from metaprompt_lite.engine import make_generator, seed_everything, steps_for, train
 from metaprompt_lite.methods import MethodConfig, compute_logits, prompt_templates, start_training
 from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.run import evaluate
 from metaprompt_lite.splits import base_class_shots, base_new_split, relabel, select_classes
 
 
@@ -71,8 +72,6 @@ def alignment_curve(backbone: Backbone, dataset, method: MethodConfig, optim, ev
     """Train ``method`` on the base classes of ``dataset`` and, every ``every`` steps (and at step
     0), record the mean gradient alignment over ``probes`` fixed class splits of the training set and
     base/new test accuracy."""
-    from metaprompt_lite.run import evaluate
-
     seed_everything(seed)
     base, new = base_new_split(len(dataset.classnames))
     names = list(dataset.classnames)

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from metaprompt_lite.backbone import Backbone, encode_image_layers, encode_text_layers
 from metaprompt_lite.losses import clip_logits
+from metaprompt_lite.zeroshot import text_classifier
 
 PROMPT_INIT_STD = 0.02  # N(0, 0.02) init of CoOp/VPT/MaPLe/MetaPrompt prompt vectors
 META_NET_REDUCTION = 16  # CoCoOp: hidden width = d_img / 16
@@ -227,14 +228,9 @@ class PromptedCLIP(nn.Module):
         self.register_buffer("token_suffix", embeddings[:, 1 + n_ctx :], persistent=False)  # name . EOS
         self.register_buffer("frozen_text", self._template_features(names), persistent=False)
 
-    @torch.no_grad()
     def _template_features(self, names: Sequence[str]) -> torch.Tensor:
-        """Frozen f_T: mean over templates of normalised features, renormalised ([C, E])."""
-        total = 0
-        for template in self.templates:
-            tokens = self.backbone.tokenizer([template.format(n) for n in names])
-            total = total + F.normalize(self.clip.encode_text(tokens.to(self.backbone.device)), dim=-1)
-        return F.normalize(total, dim=-1)
+        """Frozen f_T: zero-shot CLIP's template ensemble of the class names ([C, E], on the backbone's device)."""
+        return text_classifier(self.backbone, names, self.templates).to(self.backbone.device)
 
     @property
     def n_classes(self) -> int:
@@ -246,10 +242,9 @@ class PromptedCLIP(nn.Module):
         return self.clip.logit_scale.exp()
 
     # ----------------------------------------------------------------- encoders
-    def learner(self, image_features: torch.Tensor | None = None, prompts_module=None) -> Prompts:
-        """Run the prompt learner (or a functional copy of it from ``higher``)."""
-        module = self.prompts if prompts_module is None else prompts_module
-        return module(image_features=image_features)
+    def learner(self, image_features: torch.Tensor | None = None) -> Prompts:
+        """Run the prompt learner."""
+        return self.prompts(image_features=image_features)
 
     def text_features(self, prompts: Prompts, class_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Prompted f̃_T, normalised: [C, E], or [B, C, E] for conditional prompts."""

@@ -122,6 +122,7 @@ def markdown(results_dir: Path) -> str:
 
 def figures(results_dir: Path) -> list[Path]:
     """base_vs_new.png, hm_per_dataset.png, dg_targets.png, curves.png (those with data)."""
+    # here, not at the top: importing report (e.g. in a notebook) must not switch matplotlib's backend
     import matplotlib
 
     matplotlib.use("Agg")

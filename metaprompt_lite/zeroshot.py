@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from metaprompt_lite.backbone import Backbone
+from metaprompt_lite.data import list_datasets, load_dataset
 from metaprompt_lite.engine import accuracy, harmonic_mean
 from metaprompt_lite.splits import base_new_split, select_classes
 
@@ -97,8 +98,6 @@ def chance(dataset, subset: str = "all") -> float:
 def zero_shot_suite(backbone: Backbone, suite: str = "b2n", root=None) -> list[dict]:
     """Zero-shot rows for every dataset of a suite: ``b2n`` (all/base/new/hm), ``dg`` (per domain),
     ``probe`` (all classes: concepts held out of pocket-CLIP pretraining)."""
-    from metaprompt_lite.data import list_datasets, load_dataset
-
     rows = []
     for name in list_datasets(suite):
         dataset = load_dataset(name, root)

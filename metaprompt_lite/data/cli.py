@@ -7,10 +7,14 @@ import sys
 import time
 from pathlib import Path
 
+from metaprompt_lite.data import list_datasets, load_dataset, summary
+from metaprompt_lite.data.build import CORPUS_VARIANTS, build
+from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
+from metaprompt_lite.paths import data_dir
+from metaprompt_lite.zeroshot import format_rows
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from metaprompt_lite.data.build import CORPUS_VARIANTS
-
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = sub.add_parser("list", help="print every dataset: classes (base/new), train pool, test images, domains")
     p.add_argument("--suite", choices=("b2n", "dg", "probe"), default=None)
@@ -44,8 +48,7 @@ def run(args) -> int:
     if args.data_command == "build":
         return _build(args)
     if args.data_command == "sheet":
-        from metaprompt_lite.data import list_datasets, load_dataset
-        from metaprompt_lite.data.sheets import contact_sheet
+        from metaprompt_lite.data.sheets import contact_sheet  # here: pyplot only for this command
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -57,22 +60,11 @@ def run(args) -> int:
 
 
 def _list(suite: str | None) -> int:
-    from metaprompt_lite.data import list_datasets, load_dataset, summary
-
-    rows = [summary(load_dataset(name)) for name in list_datasets(suite)]
-    columns = ("dataset", "suite", "classes", "base", "new", "train_pool", "test", "test_per_class", "domains")
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in columns))
+    print(format_rows([summary(load_dataset(name)) for name in list_datasets(suite)]))
     return 0
 
 
 def _build(args) -> int:
-    from metaprompt_lite.data.build import build
-    from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
-    from metaprompt_lite.paths import data_dir
-
     prefix = Path(args.sources) if args.sources else default_sources_dir()
     if not args.no_install:
         try:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from metaprompt_lite.data.render import from_atlas
 from metaprompt_lite.paths import data_dir
 from metaprompt_lite.splits import base_new_split
 
@@ -144,8 +145,6 @@ def _load(name: str, root_str: str) -> ImageDataset:
         raise StoreError(f"dataset {name} is not in the store at {root} (incomplete build); {BUILD_HINT}")
     meta = json.loads(_read_checked(root, f"{name}.json", manifest))
     png = _read_checked(root, f"{name}.png", manifest)
-    from metaprompt_lite.data.render import from_atlas
-
     grid = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     images = torch.from_numpy(from_atlas(grid, meta["count"], meta["size"]))
     return ImageDataset(name=name, suite=meta["suite"], classnames=list(meta["classnames"]),
