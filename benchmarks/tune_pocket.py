@@ -24,10 +24,10 @@ import torch
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
 from metaprompt_lite.data.store import ImageDataset
-from metaprompt_lite.engine import base_new_split
 from metaprompt_lite.methods import preset
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.run import RunConfig, run_base_to_new
+from metaprompt_lite.splits import base_new_split
 
 GRID_LR = (0.002, 0.008)
 GRID_EPOCHS = (2, 5)

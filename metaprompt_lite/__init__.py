@@ -6,7 +6,8 @@ The package implements; the notebooks in ``notebooks/`` explain. Modules:
 - ``prompts``   prompt learners (text context, conditional context, deep vision prompts, coupling)
 - ``losses``    cross-entropy on CLIP logits, MetaPrompt's asymmetric contrastive loss, L1 consistency
 - ``meta``      episodic splits and the ``higher``-based meta-gradient step
-- ``engine``    config, seeding, few-shot sampling, base/new split, train/eval loops, checkpoints
+- ``splits``    base/new class split, few-shot draws, relabelling
+- ``engine``    config, seeding, metrics, the training loop, checkpoints
 - ``data``      the offline benchmark suite and the pretraining corpus
 """
 

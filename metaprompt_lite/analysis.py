@@ -21,18 +21,11 @@ import torch
 from torch.nn import functional as F
 
 from metaprompt_lite.backbone import Backbone
-from metaprompt_lite.engine import (
-    base_new_split,
-    few_shot_indices,
-    make_generator,
-    select_classes,
-    seed_everything,
-    steps_for,
-    train,
-)
-from metaprompt_lite.meta import relabel
+from metaprompt_lite.engine import make_generator, seed_everything, steps_for, train
 from metaprompt_lite.methods import MethodConfig, compute_logits, prompted_clip, start_training
 from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.run import evaluate
+from metaprompt_lite.splits import base_class_shots, base_new_split, relabel, select_classes
 
 
 def prompt_gradient(model: PromptedCLIP, method: MethodConfig, images: torch.Tensor, labels: torch.Tensor,
@@ -79,16 +72,12 @@ def alignment_curve(backbone: Backbone, dataset, method: MethodConfig, optim, ev
     """Train ``method`` on the base classes of ``dataset`` and, every ``every`` steps (and at step
     0), record the mean gradient alignment over ``probes`` fixed class splits of the training set and
     base/new test accuracy."""
-    from metaprompt_lite.run import evaluate
-
     seed_everything(seed)
     base, new = base_new_split(len(dataset.classnames))
     names = list(dataset.classnames)
-    pool = (dataset.split == 0).nonzero().flatten()
     test = (dataset.split == 1).nonzero().flatten()
-    pool_index, pool_labels = select_classes(dataset.labels[pool], base)
-    shots_index = few_shot_indices(pool_labels, shots, seed)
-    images, labels = dataset.images[pool[pool_index[shots_index]]], pool_labels[shots_index]
+    train_index, labels = base_class_shots(dataset, shots, seed)
+    images = dataset.images[train_index]
     model = prompted_clip(backbone, method, [names[i] for i in base], dataset.templates, dataset.name)
     templates = model.templates
     total, warmup = steps_for(len(images), optim)

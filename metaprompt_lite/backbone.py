@@ -31,8 +31,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from metaprompt_lite.paths import TINY_MODEL
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-TINY_MODEL = "tiny-clip"  # random init, CPU, seconds: for tests
 OFFLINE_DEFAULT_HINT = (
     "on an offline machine use the embedded tier: the pocket CLIP committed in data/ "
     "(see README, 'Embedded tier'), or `--model tiny-clip --pretrained none` for tests"

@@ -28,15 +28,13 @@ from tqdm import tqdm
 
 from metaprompt_lite import results_table
 from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.faults import fault_point
-from metaprompt_lite.methods import preset
+from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, preset
 from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
 
 B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s")
 DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s")
-B2N_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "ivlp", "maple", "metaprompt", "prometar",
-               "gram-coop", "gram-ivlp", "metaprompt-clean", "prometar-netlr", "prometar-base")
-DG_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "maple", "metaprompt")
 
 
 @dataclass
@@ -138,11 +136,7 @@ def run_group(config: BenchConfig, group: Group, dataset, backbone, cache: dict)
 
 
 def _loader(config: BenchConfig):
-    if config.loader is not None:
-        return config.loader
-    from metaprompt_lite.data import load_dataset
-
-    return load_dataset
+    return config.loader if config.loader is not None else load_dataset
 
 
 def _backbone(config: BenchConfig):
@@ -225,8 +219,6 @@ def bench(config: BenchConfig) -> Path:
     if config.suite not in ("b2n", "dg"):
         raise ValueError(f"unknown suite {config.suite!r}: use 'b2n' or 'dg'")
     if config.loader is None:
-        from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS
-
         all_datasets = B2N_DATASETS if config.suite == "b2n" else DG_BENCHMARKS
     else:
         all_datasets = ()

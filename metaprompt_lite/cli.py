@@ -151,7 +151,8 @@ def _pretrain_parser(sub) -> None:
 
 
 def _run_pretrain(args) -> int:
-    from metaprompt_lite.pretrain import PretrainConfig, load_corpus, pretrain
+    from metaprompt_lite.data.corpus import load_corpus
+    from metaprompt_lite.pretrain import PretrainConfig, pretrain
 
     fields = PretrainConfig.__dataclass_fields__
     config = PretrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -283,7 +284,8 @@ def _gram_parser(sub) -> None:
 
 
 def _run_gram(args) -> int:
-    from metaprompt_lite.gram import GramConfig, build_artifact
+    from metaprompt_lite.gram import GramConfig
+    from metaprompt_lite.gram_build import build_artifact
 
     config = GramConfig(meta_steps=args.meta_steps, seed=args.seed)
     print("GramConfig\n" + config_table(config), file=sys.stderr)

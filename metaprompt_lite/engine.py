@@ -1,4 +1,6 @@
-"""The shared engine: seeding, few-shot sampling, splits, metrics, optimisation, checkpoints, loops.
+"""The shared engine: seeding, metrics, optimisation, checkpoints, the training loop.
+
+(Class splits and few-shot draws: ``metaprompt_lite.splits``.)
 
 Explained in ``notebooks/02_text_prompts`` (training loop) and ``notebooks/06_metaprompt``.
 
@@ -21,7 +23,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,7 +32,6 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from metaprompt_lite import faults
-from metaprompt_lite.meta import relabel
 
 
 # --------------------------------------------------------------------------- seeding
@@ -51,40 +52,6 @@ def keyed_generator(*key: object) -> torch.Generator:
     other stream (e.g. ``keyed_generator("augment", seed, step)``)."""
     digest = hashlib.sha256(repr(key).encode()).digest()
     return make_generator(int.from_bytes(digest[:8], "little") >> 1)
-
-
-# --------------------------------------------------------------------------- splits and sampling
-def base_new_split(n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The papers' base-to-new rule: sorted class ids, base = first ceil(n/2), new = the rest."""
-    if n_classes < 2:
-        raise ValueError(f"a base-to-new split needs at least 2 classes, got {n_classes}")
-    m = math.ceil(n_classes / 2)
-    ids = torch.arange(n_classes)
-    return ids[:m], ids[m:]
-
-
-def select_classes(labels: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the examples whose label is in ``classes``, and their labels relabelled 0..len-1."""
-    index = torch.isin(labels, classes).nonzero().flatten()
-    return index, relabel(labels[index], classes)
-
-
-def few_shot_indices(
-    labels: torch.Tensor, shots: int, seed: int, groups: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Draw ``shots`` examples per class (per class *and* group, e.g. source domain, when ``groups``
-    is given) with the run's seed; a class with fewer examples gives all it has. Same seed, same
-    draw, for every method. Returns sorted indices."""
-    if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
-    generator = make_generator(seed)
-    keys = labels if groups is None else labels * (int(groups.max()) + 1) + groups
-    chosen = []
-    for key in keys.unique(sorted=True).tolist():
-        members = (keys == key).nonzero().flatten()
-        order = torch.randperm(len(members), generator=generator)
-        chosen.append(members[order[:shots]])
-    return torch.cat(chosen).sort().values
 
 
 # --------------------------------------------------------------------------- metrics
@@ -408,19 +375,6 @@ def train(
     if checkpoint_path is not None:
         save_checkpoint(checkpoint_path, state.state_dict())
     return state
-
-
-# --------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def predict_logits(
-    logits_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 256,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Concatenate ``logits_fn(batch)`` over ``images`` in chunks."""
-    chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc="eval", disable=not progress, leave=False):
-        chunks.append(logits_fn(images[start : start + batch_size]).float().cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
 
 def config_table(config: Any) -> str:

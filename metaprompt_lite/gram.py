@@ -23,11 +23,10 @@ sigmoid gate, the choice ``docs/methods.md`` calls faithful.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+import higher
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -36,6 +35,7 @@ from tqdm import tqdm
 from metaprompt_lite.engine import load_checkpoint, make_generator, save_checkpoint
 from metaprompt_lite.losses import clip_logits
 from metaprompt_lite.meta import double_backward_attention
+from metaprompt_lite.paths import data_dir
 from metaprompt_lite.prompts import PromptedCLIP, PromptLearner
 
 MAX_CAPTION_WORDS = 12  # captions become "class names" after the context: keep them short
@@ -109,8 +109,6 @@ def matching_loss(model: PromptedCLIP, module, images: torch.Tensor, captions: l
 def meta_train(model: PromptedCLIP, images: torch.Tensor, captions: list[str], concepts: torch.Tensor,
                styles: torch.Tensor, config: GramConfig, progress: bool = True) -> tuple[dict, dict, list[float]]:
     """Meta-learn (θ₀, r) on image–caption pairs. Returns (θ₀ state, regulator state, query losses)."""
-    import higher
-
     learner = model.prompts
     regulator = GradientRegulator(learner)
     optimizer = torch.optim.Adam(list(learner.parameters()) + list(regulator.parameters()), lr=config.outer_lr)
@@ -137,19 +135,12 @@ def meta_train(model: PromptedCLIP, images: torch.Tensor, captions: list[str], c
             {k: v.detach().clone() for k, v in regulator.state_dict().items()}, losses)
 
 
-def artifact_key(backbone_name: str, checkpoint_sha: str, prompt_config, config: GramConfig) -> str:
-    payload = json.dumps([backbone_name, checkpoint_sha, asdict(prompt_config), asdict(config)], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
 def save_artifact(path: Path, init: dict, regulator: dict, meta: dict) -> None:
     save_checkpoint(path, {"init": init, "regulator": regulator, "meta": meta})
 
 
 def artifact_path(backbone_name: str, method_name: str) -> Path:
     """Where the meta-learned (θ₀, r) of a GRAM method for a backbone is kept."""
-    from metaprompt_lite.paths import data_dir
-
     return data_dir() / "gram" / f"{backbone_name}-{method_name}.pt"
 
 
@@ -165,41 +156,3 @@ def load_gram(model: PromptedCLIP, path: str | Path) -> GradientRegulator:
     regulator = GradientRegulator(model.prompts)
     regulator.load_state_dict(artifact["regulator"])
     return regulator.to(model.backbone.device)
-
-
-def build_artifact(method_name: str, corpus_dir: str | Path, model_name: str, pretrained: str | None,
-                   config: GramConfig = GramConfig(), out: str | Path | None = None,
-                   progress: bool = True) -> Path:
-    """Meta-train GRAM's (θ₀, r) for ``method_name`` (``gram-coop`` / ``gram-ivlp``) on the
-    pretraining corpus (never on benchmark images: the corpus holds none, see data/README.md) and
-    save them where :func:`artifact_path` looks. Returns the path."""
-    import time
-
-    from metaprompt_lite.backbone import load_clip
-    from metaprompt_lite.methods import get_method
-    from metaprompt_lite.pretrain import load_corpus
-
-    method = get_method(method_name)
-    if not method.gram:
-        raise ValueError(f"{method_name!r} is not a GRAM method; use gram-coop or gram-ivlp")
-    corpus, _ = load_corpus(corpus_dir)
-    if len(corpus.styles) != len(corpus.images):
-        raise ValueError(f"{corpus_dir}/corpus.json has {len(corpus.styles)} per-image styles (GRAM's meta-training "
-                         f"domains) for {len(corpus.images)} images; rebuild the corpus with: "
-                         f"metaprompt-lite data build --corpus {corpus_dir}")
-    styles = torch.tensor(corpus.styles)
-    captions = [caps[0] for caps in corpus.captions]
-    torch.manual_seed(config.seed)
-    backbone = load_clip(model_name, pretrained)
-    model = PromptedCLIP(backbone, method.prompt, ["placeholder"], ["a photo of a {}."])
-    t0 = time.perf_counter()
-    init, regulator, losses = meta_train(model, corpus.images, captions, corpus.concepts, styles, config,
-                                         progress)
-    sha = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest() if pretrained and Path(pretrained).is_file() else ""
-    path = Path(out) if out else artifact_path(model_name, method_name)
-    save_artifact(path, init, regulator, {
-        "method": method_name, "model": model_name, "checkpoint_sha256": sha, "config": asdict(config),
-        "key": artifact_key(model_name, sha, method.prompt, config), "query_loss_first": losses[:10],
-        "query_loss_last": losses[-10:], "seconds": time.perf_counter() - t0,
-        "corpus_images": len(corpus.images)})
-    return path

@@ -32,7 +32,7 @@ def _check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(
             f"labels range over [{int(labels.min())}, {int(labels.max())}] but the logits have "
             f"{logits.shape[-1]} classes: relabel the batch to 0..{logits.shape[-1] - 1} "
-            "(metaprompt_lite.meta.relabel) or pass the matching class list"
+            "(metaprompt_lite.splits.relabel) or pass the matching class list"
         )
 
 

@@ -36,17 +36,6 @@ N_GROUPS = 2  # MetaPrompt B2N: classes of a batch split into N = 2 groups
 
 
 # --------------------------------------------------------------------------- episodes
-def relabel(labels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Map global class ids to their position in ``classes`` (so CE sees 0..len(classes)-1)."""
-    lookup = torch.full((int(max(int(labels.max()), int(classes.max())) + 1),), -1, dtype=torch.long)
-    lookup[classes.cpu()] = torch.arange(len(classes))
-    new = lookup[labels.cpu()]
-    if (new < 0).any():
-        missing = sorted(set(labels[new.to(labels.device) < 0].tolist()))
-        raise ValueError(f"labels {missing} are not among the episode's classes {classes.tolist()}")
-    return new.to(labels.device)
-
-
 @dataclass(frozen=True)
 class Episode:
     """Indices into a batch and the global class ids each side may see (sorted)."""

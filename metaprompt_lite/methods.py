@@ -10,12 +10,14 @@ the embedded-tier and paper hyper-parameters, all in this one place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from metaprompt_lite.engine import Batch, OptimConfig, TrainState, build_optimizer, build_scheduler, make_generator
+from metaprompt_lite.gram import artifact_path, load_gram
 from metaprompt_lite.losses import asymmetric_contrastive_loss, asymmetric_logits, clip_logits, cross_entropy
 from metaprompt_lite.meta import (
     META_STEP,
@@ -25,10 +27,10 @@ from metaprompt_lite.meta import (
     cross_domain_episodes,
     episodic_meta_update,
     official_quirks_meta_update,
-    relabel,
 )
-from metaprompt_lite.prometar import ProMetaRConfig
+from metaprompt_lite.prometar import GradientModulator, ProMetaRConfig, prometar_step
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP, Prompts
+from metaprompt_lite.splits import relabel
 
 TEXT_PARAMS = ("ctx", "deep_ctx")
 TEMPLATE_CHOICES = ("single", "ensemble", "metaprompt", "imagenet60")
@@ -227,13 +229,14 @@ def regulated_step(state: TrainState, batch: Batch, method: MethodConfig) -> dic
 
 def make_step(method: MethodConfig, state: TrainState, cross_domain: bool, total_steps: int,
               optim: OptimConfig | None = None, warmup_steps: int = 0,
-              ) -> Callable[[TrainState, Batch], dict[str, float]]:
+              gram_artifact: str | Path | None = None) -> Callable[[TrainState, Batch], dict[str, float]]:
     """The engine's step for this method. Method-specific state (ProMetaR's modulation net, GRAM's
     regulator) goes into ``state.extras`` so checkpoints carry it. ``optim``/``warmup_steps``: the
-    prompts' optimisation, whose schedule ProMetaR's modulation net follows when its config asks."""
+    prompts' optimisation, whose schedule ProMetaR's modulation net follows when its config asks. A
+    GRAM method without a regulator in ``state.extras`` starts its prompts from the meta-learned θ₀
+    and takes r from ``gram_artifact`` (default: :func:`metaprompt_lite.gram.artifact_path` of the
+    backbone and the method)."""
     if method.prometar is not None:
-        from metaprompt_lite.prometar import GradientModulator, prometar_step
-
         modulator = GradientModulator(state.model.prompts).to(state.model.backbone.device)
         net = method.prometar
         if net.modulator_schedule == "constant":  # official: the scheduler is never stepped
@@ -251,7 +254,8 @@ def make_step(method: MethodConfig, state: TrainState, cross_domain: bool, total
         return step
     if method.gram:
         if "regulator" not in state.extras:
-            raise ValueError("a GRAM method needs its meta-learned regulator in state.extras['regulator']")
+            path = gram_artifact or artifact_path(state.model.backbone.name, method.name)
+            state.extras["regulator"] = load_gram(state.model, path)
         return lambda state, batch: regulated_step(state, batch, method)
     if method.episodic:
         return lambda state, batch: metaprompt_step(state, batch, method, cross_domain)
@@ -260,14 +264,16 @@ def make_step(method: MethodConfig, state: TrainState, cross_domain: bool, total
 
 def start_training(model: PromptedCLIP, method: MethodConfig, optim: OptimConfig, total_steps: int,
                    warmup_steps: int = 0, seed: int = 0, cross_domain: bool = False,
-                   extras: dict | None = None) -> tuple[TrainState, Callable[[TrainState, Batch], dict[str, float]]]:
+                   extras: dict | None = None, gram_artifact: str | Path | None = None,
+                   ) -> tuple[TrainState, Callable[[TrainState, Batch], dict[str, float]]]:
     """What every training loop starts from, built one way for all of them (runs, analysis,
     benchmarks): the optimiser over the prompts, its schedule over ``total_steps``, the run's seeded
-    generator, and the method's step function (which may add its own state to ``state.extras``)."""
+    generator, and the method's step function (which may add its own state to ``state.extras``;
+    ``gram_artifact``: see :func:`make_step`)."""
     optimizer = build_optimizer(model.prompts.parameters(), optim)
     state = TrainState(model, optimizer, build_scheduler(optimizer, total_steps, warmup_steps, optim),
                        make_generator(seed), seed=seed, extras=dict(extras or {}))
-    return state, make_step(method, state, cross_domain, total_steps, optim, warmup_steps)
+    return state, make_step(method, state, cross_domain, total_steps, optim, warmup_steps, gram_artifact)
 
 
 # CLIP's ImageNet prompt templates (Radford et al. 2021, openai/CLIP notebooks/
@@ -338,6 +344,12 @@ METHODS: dict[str, MethodConfig] = {
                               prometar=ProMetaRConfig(modulator_lr=2.5e-4, modulator_schedule="prompts")),
     "prometar-base": MethodConfig("prometar-base", _PROMETAR_BASE),
 }
+
+
+# the benchmark's methods per suite, in the order tables list them
+B2N_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "ivlp", "maple", "metaprompt", "prometar",
+               "gram-coop", "gram-ivlp", "metaprompt-clean", "prometar-netlr", "prometar-base")
+DG_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "maple", "metaprompt")
 
 
 def get_method(name: str, **overrides) -> MethodConfig:

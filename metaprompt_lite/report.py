@@ -19,6 +19,7 @@ import pandas as pd
 
 from metaprompt_lite.engine import harmonic_mean
 from metaprompt_lite.results_table import ResultsError, describe_missing, missing_runs, read_table
+from metaprompt_lite.methods import B2N_METHODS
 
 # docs/methods.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
 PAPER_B2N = {
@@ -106,8 +107,6 @@ def dg_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _method_order(methods) -> list[str]:
-    from metaprompt_lite.bench import B2N_METHODS
-
     known = [m for m in B2N_METHODS if m in set(methods)]
     return known + sorted(set(methods) - set(known))
 
@@ -184,6 +183,7 @@ def markdown(results_dir: Path) -> str:
 
 def figures(results_dir: Path) -> list[Path]:
     """base_vs_new.png, hm_per_dataset.png, dg_targets.png, curves.png (those with data)."""
+    # here, not at the top: importing report (e.g. in a notebook) must not switch matplotlib's backend
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,12 +20,9 @@ from metaprompt_lite.engine import (
     OptimConfig,
     TrainState,
     accuracy,
-    base_new_split,
-    few_shot_indices,
     harmonic_mean,
     load_checkpoint,
     seed_everything,
-    select_classes,
     steps_for,
     train,
 )
@@ -39,6 +36,7 @@ from metaprompt_lite.methods import (
     start_training,
 )
 from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.splits import base_class_shots, base_new_split, few_shot_indices, select_classes
 
 
 @dataclass
@@ -84,13 +82,9 @@ def preset_run(method: str, tier: str = "pocket", suite: str = "b2n", **fields) 
 
 def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, labels, domains,
          cross_domain: bool, batch_cache: dict | None = None) -> TrainState:
-    extras = {}
-    if method.gram:
-        from metaprompt_lite.gram import artifact_path, load_gram
-
-        extras["regulator"] = load_gram(model, config.gram_artifact or artifact_path(config.model, config.method))
     total, warmup = steps_for(len(images), config.optim)
-    state, step = start_training(model, method, config.optim, total, warmup, config.seed, cross_domain, extras)
+    state, step = start_training(model, method, config.optim, total, warmup, config.seed, cross_domain,
+                                 gram_artifact=config.gram_artifact)
     path = None
     if config.out_dir is not None:
         path = Path(config.out_dir) / f"{config.method}-{config.dataset}-{config.target or 'b2n'}-s{config.seed}-{config.key()}.pt"
@@ -148,16 +142,13 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
     backbone = backbone or load_clip(config.model, config.pretrained, config.device)
     base, new = base_new_split(len(dataset.classnames))
     names = list(dataset.classnames)
-    pool = (dataset.split == 0).nonzero().flatten()
     test = (dataset.split == 1).nonzero().flatten()
-    pool_index, pool_labels = select_classes(dataset.labels[pool], base)
-    shots = few_shot_indices(pool_labels, config.shots, config.seed)
-    train_index = pool[pool_index[shots]]
+    train_index, train_labels = base_class_shots(dataset, config.shots, config.seed)
     model = prompted_clip(backbone, method, [names[i] for i in base], dataset.templates, dataset.name)
     t0 = time.perf_counter()
     state = None
     if method.trainable:
-        state = _fit(config, model, method, dataset.images[train_index], pool_labels[shots],
+        state = _fit(config, model, method, dataset.images[train_index], train_labels,
                      None, cross_domain=False,
                      batch_cache=batch_cache(cache, dataset, None, config.seed, train_index))
     train_s = time.perf_counter() - t0

@@ -17,11 +17,11 @@ import torch
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.engine import base_new_split
 from metaprompt_lite.methods import get_method, preset
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, run_base_to_new
+from metaprompt_lite.splits import base_new_split
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())

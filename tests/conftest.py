@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from metaprompt_lite.backbone import TINY_MODEL, load_clip
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.paths import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["red square", "green circle", "blue triangle", "yellow star", "black cross", "white moon"]

@@ -27,7 +27,7 @@ from metaprompt_lite.data.store import (
     store_dir,
     summary,
 )
-from metaprompt_lite.engine import base_new_split
+from metaprompt_lite.splits import base_new_split
 
 STORE = store_dir()
 SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10">

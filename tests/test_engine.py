@@ -14,20 +14,18 @@ from metaprompt_lite.engine import (
     TrainState,
     accuracy,
     augment,
-    base_new_split,
     build_optimizer,
     build_scheduler,
-    few_shot_indices,
     harmonic_mean,
     load_checkpoint,
     make_generator,
     save_checkpoint,
-    select_classes,
     train,
 )
 from metaprompt_lite.methods import get_method, make_step
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, base_new_gain, run_base_to_new, run_domain_generalization
+from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
 
 
 @pytest.mark.parametrize("n,base", [(2, 1), (5, 3), (10, 5), (11, 6), (101, 51)])
@@ -278,8 +276,6 @@ def test_base_to_new_trains_on_base_pool_shots_and_tests_on_the_test_split(backb
     """The CoCoOp protocol: training sees only train-pool (split 0) images of base classes, `shots` per
     class, labelled among the base classes; base and new accuracy are measured on test-split images,
     each among its own classes."""
-    from metaprompt_lite.engine import base_new_split
-
     seen = _spy(monkeypatch)
     run_base_to_new(replace(_quick("coop"), shots=3), dataset, backbone)
     base, new = base_new_split(len(dataset.classnames))

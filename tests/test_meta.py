@@ -18,9 +18,9 @@ from metaprompt_lite.meta import (
     episodic_meta_update,
     meta_gradients,
     official_quirks_meta_update,
-    relabel,
 )
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
+from metaprompt_lite.splits import relabel
 
 NAMES = ["cat", "dog", "red apple", "car", "tram"]
 INNER_LR = 0.3
@@ -200,7 +200,6 @@ def test_official_update_equals_a_reenactment_of_the_official_loop():
         our_opt.zero_grad(set_to_none=True)  # the project's in-domain step (methods._asymmetric_update)
         _toy_loss(ours, x, y).backward()
         our_opt.step()
-        before = {n: p.detach().clone() for n, p in ours.named_parameters()}
         official_quirks_meta_update(ours, our_opt, as_episodes,
                                     lambda m, e: _toy_loss(m, x[e.support], y[e.support]),
                                     lambda m, e: _toy_loss(m, x[e.query], y[e.query]), lr=lr, adapt=["ctx"])

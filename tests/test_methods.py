@@ -126,7 +126,8 @@ def test_gram_meta_training_reads_only_the_pretraining_corpus(tmp_path, monkeypa
 
     import metaprompt_lite.data.store as store
     from metaprompt_lite import gram
-    from metaprompt_lite.gram import GramConfig, build_artifact
+    from metaprompt_lite.gram import GramConfig
+    from metaprompt_lite.gram_build import build_artifact
 
     def forbidden(*args, **kwargs):
         raise AssertionError("GRAM meta-training opened the benchmark store")

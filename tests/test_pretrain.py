@@ -13,13 +13,15 @@ import torch
 from torch.nn import functional as F
 
 from metaprompt_lite import pretrain as P
-from metaprompt_lite.backbone import TINY_MODEL, load_clip
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.data import corpus as C
+from metaprompt_lite.paths import TINY_MODEL
 
 SENTENCES = [f"a photo of a {c} {o}." for c in ("red", "green", "blue", "small", "big") for o in ("cat", "car", "cup", "hat")]
 CAPTIONS = [["a red square.", "red"], ["a green circle."], ["a blue triangle.", "blue shape"], ["a yellow star."]]
 
 
-def _corpus(n_per_concept: int = 4) -> P.ImageTextCorpus:
+def _corpus(n_per_concept: int = 4) -> C.ImageTextCorpus:
     g = torch.Generator().manual_seed(0)
     palette = torch.tensor([[220, 20, 20], [20, 200, 40], [30, 40, 220], [230, 220, 20]], dtype=torch.float)
     images, captions, concepts = [], [], []
@@ -29,7 +31,7 @@ def _corpus(n_per_concept: int = 4) -> P.ImageTextCorpus:
             images.append((palette[c].view(3, 1, 1) + noise).clamp(0, 255).to(torch.uint8))
             captions.append(CAPTIONS[c])
             concepts.append(c)
-    return P.ImageTextCorpus(torch.stack(images), captions, torch.tensor(concepts),
+    return C.ImageTextCorpus(torch.stack(images), captions, torch.tensor(concepts),
                              ["red square", "green circle", "blue triangle", "yellow star"])
 
 
@@ -133,7 +135,7 @@ def test_full_pretrain_exports_a_loadable_checkpoint(tmp_path, monkeypatch):
 
 def test_corpus_loader_reads_the_build_format_and_explains_a_missing_corpus(tmp_path):
     with pytest.raises(FileNotFoundError, match="metaprompt-lite data build --corpus"):
-        P.load_corpus(tmp_path)
+        C.load_corpus(tmp_path)
     corpus = _corpus(1)
     np.save(tmp_path / "images.npy", corpus.images.numpy())
     (tmp_path / "corpus.json").write_text(json.dumps({"captions": corpus.captions, "concepts": corpus.concepts.tolist(),
@@ -142,14 +144,14 @@ def test_corpus_loader_reads_the_build_format_and_explains_a_missing_corpus(tmp_
                                                       "styles": [i % 2 for i in range(len(corpus.images))],
                                                       "style_names": ["twemoji", "noto"]}))
     (tmp_path / "text.txt").write_text("one sentence.\nanother sentence.\n")
-    loaded, text = P.load_corpus(tmp_path)
+    loaded, text = C.load_corpus(tmp_path)
     assert torch.equal(loaded.images, corpus.images) and loaded.captions == corpus.captions
     assert loaded.concept_ids == [f"id{c}" for c in range(len(corpus.concept_names))]
     assert [loaded.style_names[s] for s in loaded.styles[:3]] == ["twemoji", "noto", "twemoji"]
     assert text == ["one sentence.", "another sentence."]
     np.save(tmp_path / "images.npy", corpus.images.numpy()[:2])
     with pytest.raises(ValueError, match="Rebuild the corpus"):
-        P.load_corpus(tmp_path)
+        C.load_corpus(tmp_path)
 
 
 def test_minilm_teacher_is_a_real_sentence_encoder():
@@ -168,7 +170,7 @@ def test_pretrain_cli_builds_its_config_from_the_flags(tmp_path, monkeypatch):
     from metaprompt_lite.cli import main
 
     seen = []
-    monkeypatch.setattr(P, "load_corpus", lambda folder: (_corpus(), SENTENCES))
+    monkeypatch.setattr(C, "load_corpus", lambda folder: (_corpus(), SENTENCES))
     monkeypatch.setattr(P, "pretrain", lambda config, corpus, text: seen.append(config) or {})
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-steps", "7"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-bf16", "--concept-weight", "0"]) == 0

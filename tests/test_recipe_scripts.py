@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import import_script
-from metaprompt_lite.pretrain import ImageTextCorpus, PretrainConfig
+from metaprompt_lite.data.corpus import ImageTextCorpus
+from metaprompt_lite.pretrain import PretrainConfig
 
 PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")
 

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from conftest import is_share_of
-from metaprompt_lite.engine import base_new_split, few_shot_indices, select_classes
 from metaprompt_lite.research import (
     RESEARCH_B2N,
     RESEARCH_DG,
@@ -21,6 +20,7 @@ from metaprompt_lite.research import (
     load_research_dataset,
 )
 from metaprompt_lite.research.fetch import SOURCES, link_into_layout
+from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
 from metaprompt_lite.research.miniature import SPLIT_SIZES, make_miniature
 
 N_CLASSES = 5
@@ -47,7 +47,7 @@ def test_base_to_new_loader(tmp_path, name):
     assert int((data.split == 0).sum()) == n_train and int((data.split == 1).sum()) == n_test
     assert data.labels.dtype == torch.long and sorted(data.labels.unique().tolist()) == list(range(N_CLASSES))
     assert (data.domain == 0).all()
-    # base/new: the first ceil(n/2) labels are base, exactly as engine.base_new_split says
+    # base/new: the first ceil(n/2) labels are base, exactly as splits.base_new_split says
     base, new = base_new_split(len(data.classnames))
     assert len(base) == math.ceil(N_CLASSES / 2) and base.tolist() + new.tolist() == list(range(N_CLASSES))
     # few-shot draw on the base-class train pool, as run_base_to_new does
@@ -205,8 +205,6 @@ def test_research_dataset_runs_through_the_engine(tmp_path, backbone):
     result = run_base_to_new(RunConfig(method="coop", dataset="EuroSAT", shots=2, optim=optim, progress=False),
                              b2n, backbone)
     assert len(result["history"]) == 1
-    from metaprompt_lite.engine import base_new_split
-
     for name, classes in zip(("base", "new"), base_new_split(len(b2n.classnames))):
         n = int(((b2n.split == 1) & torch.isin(b2n.labels, torch.as_tensor(classes))).sum())
         assert is_share_of(result[name], n)

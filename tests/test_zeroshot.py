@@ -286,19 +286,17 @@ def test_zero_shot_suite_routes_suites_and_adds_chance_and_class_count(monkeypat
     the base-to-new rows plus ``chance`` (= 100/n over all classes) and ``classes``; dg rows are the
     per-domain rows. Checked with the hand-built backbone, so the numbers are those of the tests
     above."""
-    import metaprompt_lite.data as data
-
     datasets = {"ens": ensemble_dataset(name="ens"),
                 "ens-dg": ensemble_dataset(name="ens-dg", domain=[0, 1] * 5, domains=["a", "b"])}
     seen = []
     suites = {"b2n": ["ens"], "probe": ["ens"], "dg": ["ens-dg"]}
-    monkeypatch.setattr(data, "list_datasets", lambda suite: suites[suite])
+    monkeypatch.setattr(zeroshot, "list_datasets", lambda suite: suites[suite])
 
     def load(name, root=None):
         seen.append((name, root))
         return datasets[name]
 
-    monkeypatch.setattr(data, "load_dataset", load)
+    monkeypatch.setattr(zeroshot, "load_dataset", load)
     backbone = fake_backbone(ENS_TEXT)
     rows = zero_shot_suite(backbone, "b2n", root="/some/root")
     assert seen == [("ens", "/some/root")]

@@ -65,7 +65,7 @@ POOL_STYLES_EPOCHS = 10  # part 7's CoOp budget, one of part 6's epoch counts (i
 
 
 def memorisation(backbone, corpus_dir: Path, features: FeatureCache) -> dict | None:
-    from metaprompt_lite.pretrain import load_corpus
+    from metaprompt_lite.data.corpus import load_corpus
 
     if not (corpus_dir / "corpus.json").is_file():
         print(f"(1) skipped: no corpus in {corpus_dir} (metaprompt-lite data build --corpus {corpus_dir})")
@@ -159,7 +159,7 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int, s
 def base_headroom(backbone, dataset, features: torch.Tensor) -> dict:
     """Base classes of one B2N dataset: zero-shot (single template) vs :func:`linear_probe` trained on
     their few-shot pool, both scored on their test images (``features``: the whole dataset's)."""
-    from metaprompt_lite.engine import base_new_split, select_classes
+    from metaprompt_lite.splits import base_new_split, select_classes
 
     base, _ = base_new_split(len(dataset.classnames))
     pool_index, pool_labels = select_classes(dataset.labels[dataset.split == 0], base)

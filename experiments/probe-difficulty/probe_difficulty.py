@@ -68,9 +68,10 @@ from metaprompt_lite.data import load_dataset, split_by_source
 from metaprompt_lite.data.store import ImageDataset
 from metaprompt_lite.data.build import OBJECT_CATEGORIES
 from metaprompt_lite.data.sources import EmojiMetadata, Sources, default_sources_dir
+from metaprompt_lite.data.corpus import ImageTextCorpus, load_corpus
 from metaprompt_lite.engine import accuracy
 from metaprompt_lite.paths import data_dir
-from metaprompt_lite.pretrain import CONCEPT_TEMPLATES, ImageTextCorpus, load_corpus, train_image_tower
+from metaprompt_lite.pretrain import CONCEPT_TEMPLATES, train_image_tower
 from metaprompt_lite.zeroshot import image_features, text_classifier
 
 PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")

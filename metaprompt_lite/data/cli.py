@@ -58,13 +58,9 @@ def run(args) -> int:
 
 def _list(suite: str | None) -> int:
     from metaprompt_lite.data import list_datasets, load_dataset, summary
+    from metaprompt_lite.zeroshot import format_rows
 
-    rows = [summary(load_dataset(name)) for name in list_datasets(suite)]
-    columns = ("dataset", "suite", "classes", "base", "new", "train_pool", "test", "test_per_class", "domains")
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in columns))
+    print(format_rows([summary(load_dataset(name)) for name in list_datasets(suite)]))
     return 0
 
 

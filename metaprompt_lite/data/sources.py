@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 NPM_PACKAGES = {
     "openmoji": "17.0.0",
     "@iconify-json/twemoji": "1.2.5",
@@ -232,8 +234,6 @@ FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
 
 def read_idx(path: Path):
     """An IDX file (MNIST format, gzip) as a numpy array."""
-    import numpy as np
-
     with gzip.open(path, "rb") as f:
         data = f.read()
     dims = data[3]

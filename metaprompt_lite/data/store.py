@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from metaprompt_lite.data.render import from_atlas
 from metaprompt_lite.paths import data_dir
+from metaprompt_lite.splits import base_new_split
 
 B2N_DATASETS = ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places", "emoji-novel-objects",
                 "emoji-novel-mixed", "flags", "cards", "fashion")
@@ -145,8 +147,6 @@ def _load(name: str, root_str: str) -> ImageDataset:
         raise StoreError(f"dataset {name} is not in the store at {root} (incomplete build) — {BUILD_HINT}")
     meta = json.loads(_read_checked(root, f"{name}.json", manifest))
     png = _read_checked(root, f"{name}.png", manifest)
-    from metaprompt_lite.data.render import from_atlas
-
     grid = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     images = torch.from_numpy(from_atlas(grid, meta["count"], meta["size"]))
     return ImageDataset(name=name, suite=meta["suite"], classnames=list(meta["classnames"]),
@@ -157,8 +157,6 @@ def _load(name: str, root_str: str) -> ImageDataset:
 
 def summary(dataset: ImageDataset) -> dict:
     """The row ``metaprompt-lite data list`` prints for one dataset."""
-    from metaprompt_lite.engine import base_new_split
-
     base, new = base_new_split(len(dataset.classnames))
     test = dataset.split == 1 if dataset.suite != "dg" else torch.ones_like(dataset.split, dtype=torch.bool)
     per_class = torch.bincount(dataset.labels[test], minlength=len(dataset.classnames))

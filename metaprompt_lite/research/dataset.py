@@ -8,8 +8,8 @@ Explained in ``docs/research_tier.md``. ``metaprompt_lite.run`` (``run_base_to_n
     template), domains, images (indexable → uint8 [B, 3, S, S]), labels, domain, split
 
 so a :class:`ResearchDataset` goes through the one engine unchanged: base/new classes come from
-:func:`metaprompt_lite.engine.base_new_split` on the label order, and few-shot draws from
-:func:`metaprompt_lite.engine.few_shot_indices` on the train pool (``split == 0``), as on the
+:func:`metaprompt_lite.splits.base_new_split` on the label order, and few-shot draws from
+:func:`metaprompt_lite.splits.few_shot_indices` on the train pool (``split == 0``), as on the
 offline tier.
 """
 

@@ -1,0 +1,69 @@
+"""Class splits and few-shot draws: which classes are base or new, which images a run trains on.
+
+Explained in ``notebooks/02_text_prompts`` (base-to-new) and ``notebooks/06_metaprompt_end_to_end``.
+
+The papers' base-to-new protocol (CoCoOp): sort the class ids, the first ⌈n/2⌉ are *base* (train
+and test), the rest *new* (test only); a run trains on ``shots`` images per base class drawn with its
+seed from the train pool, and a class subset is always relabelled 0..k−1 so cross-entropy sees only
+its own columns. The same draw serves every method, so methods differ only in what they learn.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def relabel(labels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Map global class ids to their position in ``classes`` (so CE sees 0..len(classes)-1)."""
+    lookup = torch.full((int(max(int(labels.max()), int(classes.max())) + 1),), -1, dtype=torch.long)
+    lookup[classes.cpu()] = torch.arange(len(classes))
+    new = lookup[labels.cpu()]
+    if (new < 0).any():
+        missing = sorted(set(labels[new.to(labels.device) < 0].tolist()))
+        raise ValueError(f"labels {missing} are not among the episode's classes {classes.tolist()}")
+    return new.to(labels.device)
+
+
+def base_new_split(n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The papers' base-to-new rule: sorted class ids, base = first ceil(n/2), new = the rest."""
+    if n_classes < 2:
+        raise ValueError(f"a base-to-new split needs at least 2 classes, got {n_classes}")
+    m = math.ceil(n_classes / 2)
+    ids = torch.arange(n_classes)
+    return ids[:m], ids[m:]
+
+
+def select_classes(labels: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the examples whose label is in ``classes``, and their labels relabelled 0..len-1."""
+    index = torch.isin(labels, classes).nonzero().flatten()
+    return index, relabel(labels[index], classes)
+
+
+def few_shot_indices(
+    labels: torch.Tensor, shots: int, seed: int, groups: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Draw ``shots`` examples per class (per class *and* group, e.g. source domain, when ``groups``
+    is given) with the run's seed; a class with fewer examples gives all it has. Same seed, same
+    draw, for every method. Returns sorted indices."""
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    generator = torch.Generator().manual_seed(int(seed))
+    keys = labels if groups is None else labels * (int(groups.max()) + 1) + groups
+    chosen = []
+    for key in keys.unique(sorted=True).tolist():
+        members = (keys == key).nonzero().flatten()
+        order = torch.randperm(len(members), generator=generator)
+        chosen.append(members[order[:shots]])
+    return torch.cat(chosen).sort().values
+
+
+def base_class_shots(dataset, shots: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A base-to-new run's training set: indices into ``dataset`` of ``shots`` train-pool (``split == 0``)
+    images per base class, drawn with ``seed``, and their labels relabelled among the base classes."""
+    base, _ = base_new_split(len(dataset.classnames))
+    pool = (dataset.split == 0).nonzero().flatten()
+    pool_index, pool_labels = select_classes(dataset.labels[pool], base)
+    drawn = few_shot_indices(pool_labels, shots, seed)
+    return pool[pool_index[drawn]], pool_labels[drawn]

@@ -1,0 +1,121 @@
+"""Imports point one way: no cycles among the package's modules, and every import goes to the
+module's own layer or a lower one (the layer order below, lowest first). Read from the source with
+``ast`` (every import, at the top or inside a function), so nothing is imported to check it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "metaprompt_lite"
+
+# lowest first; a module may import from its own layer and the layers above it in this list.
+# "x.*" is every module of the subpackage x (and x itself).
+LAYERS = [
+    ("__init__", "paths", "faults", "results_table", "splits", "losses", "teacher", "data.*", "research.*"),  # no model, no training
+    ("backbone", "engine"),  # any open_clip CLIP; the training loop
+    ("zeroshot",),  # zero-shot CLIP: templates, ensembles, base/new scores
+    ("prompts",),  # prompt learners on a frozen CLIP
+    ("meta", "prometar", "gram"),  # meta-gradients; ProMetaR's and GRAM's pieces
+    ("methods",),  # every method as a recipe and its step
+    ("run", "analysis", "pretrain", "model_card", "gram_build"),  # one run; pocket-CLIP and GRAM jobs
+    ("bench", "report"),  # the benchmark and its tables
+    ("cli", "data.cli", "__main__"),  # the command line
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``module``; an exact name wins over a subpackage pattern (``data.cli`` vs ``data.*``)."""
+    for index, names in enumerate(LAYERS):
+        if module in names:
+            return index
+    for index, names in enumerate(LAYERS):
+        for name in names:
+            if name.endswith(".*") and (module == name[:-2] or module.startswith(name[:-1])):
+                return index
+    raise AssertionError(f"metaprompt_lite.{module} has no layer: add it to LAYERS in tests/test_layers.py")
+
+
+def imports(module: str) -> set[str]:
+    """The package modules ``module`` imports (``from metaprompt_lite.data import render`` names
+    ``data.render``; a name that is not a module names the package it comes from)."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                source = ".".join(["metaprompt_lite", *base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            targets = [f"{source}.{alias.name}" for alias in node.names] + [source]
+        else:
+            continue
+        for target in targets:
+            if target.startswith("metaprompt_lite."):
+                name = target.removeprefix("metaprompt_lite.")
+                if name in MODULES:
+                    found.add(name)
+            elif target == "metaprompt_lite" and isinstance(node, ast.ImportFrom):
+                found.update(alias.name for alias in node.names if alias.name in MODULES)
+    found.discard(module)
+    return found
+
+
+GRAPH = {module: imports(module) for module in MODULES}
+
+
+def test_every_module_has_a_layer():
+    for module in MODULES:
+        layer_of(module)
+
+
+def test_imports_point_down_the_layers():
+    upward = [f"{m} (layer {layer_of(m)}) imports {t} (layer {layer_of(t)})"
+              for m, targets in GRAPH.items() for t in sorted(targets) if layer_of(t) > layer_of(m)]
+    assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (a path that comes back to its start), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target, path + [target])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [start])):
+            return cycle
+    return None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(GRAPH)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_checks_see_a_cycle_and_an_upward_import():
+    """The checks themselves: a hand-made cycle is found, and the real graph has the edges the layers
+    forbid in the other direction (so an empty result above is not a parser that reads nothing)."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+    assert "splits" in GRAPH["run"] and "data.render" in GRAPH["data.store"] and "gram" in GRAPH["methods"]
+    assert layer_of("data.cli") > layer_of("methods") > layer_of("data.store")
