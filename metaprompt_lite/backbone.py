@@ -458,11 +458,15 @@ def encode_text_shared_prefix(
 
 def encode_image_layers(
     model: open_clip.CLIP,
-    images: torch.Tensor,
+    images: torch.Tensor | None,
     prompts: Sequence[torch.Tensor] = (),
+    stem: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Image features with ``n_pro`` prompt tokens appended to the patch sequence (VPT-deep).
 
+    ``stem``: ``visual.conv1(images)`` computed beforehand (it is frozen and no prompt enters before
+    it, so one stem output serves every prompted and frozen pass over the same images); then
+    ``images`` is not needed.
     ``prompts[0]`` [n_pro, D] or [B, n_pro, D] is appended after the positional embedding (so
     prompts carry no position, as in VPT/MaPLe) and before ``ln_pre``; ``prompts[i]`` replaces the
     last ``n_pro`` tokens entering layer i. The prompt tokens are dropped before pooling, so with
@@ -475,7 +479,7 @@ def encode_image_layers(
     if getattr(visual, "attn_pool", None) is not None:
         raise NotImplementedError("vision towers with attentional pooling are not supported")
     cast_dtype = model.transformer.get_cast_dtype()
-    x = visual.conv1(images.to(cast_dtype))  # [B, width, grid, grid]
+    x = visual.conv1(images.to(cast_dtype)) if stem is None else stem.to(cast_dtype)  # [B, width, grid, grid]
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [B, grid*grid, width]
     cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)

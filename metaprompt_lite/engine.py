@@ -220,12 +220,20 @@ class Batch:
     labels: torch.Tensor  # [B], 0..n_classes-1 of the training classes
     domains: torch.Tensor  # [B] domain index (all zero when there is one domain)
     frozen: torch.Tensor | None = None  # frozen f_I(images), normalised: filled on first use
+    stem: torch.Tensor | None = None  # the vision tower's frozen first layer on images: likewise
+
+    def image_stem(self, model: nn.Module) -> torch.Tensor:
+        """The batch's vision stem (``PromptedCLIP.image_stem``), computed once: prompts enter after
+        it, so the frozen and every prompted image pass start from it."""
+        if self.stem is None:
+            self.stem = model.image_stem(self.images)
+        return self.stem
 
     def frozen_image(self, model: nn.Module) -> torch.Tensor:
         """Frozen f_I of the batch ([B, E], normalised), computed once. The backbone is frozen, so
         every method that trains on this batch (see ``batch_cache`` in :func:`train`) shares it."""
         if self.frozen is None:
-            self.frozen = model.frozen_image_features(self.images)
+            self.frozen = model.frozen_image_features(self.images, stem=self.image_stem(model))
         return self.frozen
 
 

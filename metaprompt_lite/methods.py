@@ -88,8 +88,10 @@ class Outputs:
 def compute_logits(
     model: PromptedCLIP, method: MethodConfig, images: torch.Tensor,
     frozen_image: torch.Tensor | None = None, prompts: Prompts | None = None,
+    stem: torch.Tensor | None = None,
 ) -> Outputs:
-    """The method's logits over the model's current classes.
+    """The method's logits over the model's current classes. ``frozen_image`` (f_I) and ``stem`` (the
+    vision stem, :meth:`PromptedCLIP.image_stem`): the images' own, when computed already.
 
     ce:          s · f̃_I(x) · f̃_T(c)ᵀ
     asymmetric:  logits_i = s · f̃_I(x) · f_T(c)ᵀ,  logits_t = s · f_I(x) · f̃_T(c)ᵀ,  ½(sum) to predict
@@ -105,9 +107,10 @@ def compute_logits(
         prompts = model.learner(frozen_image if method.prompt.conditional else None)
     if method.loss == "ce":
         # without vision prompts the prompted image encoder *is* the frozen one: reuse its features
-        image = frozen_image if (frozen_image is not None and not prompts.vision) else model.image_features(images, prompts)
+        image = (frozen_image if (frozen_image is not None and not prompts.vision)
+                 else model.image_features(images, prompts, stem=stem))
         return Outputs(clip_logits(image, model.text_features(prompts), scale))
-    logits_i = clip_logits(model.image_features(images, prompts), model.frozen_text_features(), scale)
+    logits_i = clip_logits(model.image_features(images, prompts, stem=stem), model.frozen_text_features(), scale)
     logits_t = clip_logits(frozen_image, model.text_features(prompts), scale)
     return Outputs(asymmetric_logits(logits_i, logits_t), logits_i, logits_t)
 
@@ -121,7 +124,8 @@ def uses_frozen_image(method: MethodConfig) -> bool:
 
 def _batch_logits(state: TrainState, batch: Batch, method: MethodConfig) -> Outputs:
     frozen = batch.frozen_image(state.model) if uses_frozen_image(method) else None
-    return compute_logits(state.model, method, batch.images, frozen_image=frozen)
+    stem = batch.image_stem(state.model) if method.prompt.n_vision > 0 else None
+    return compute_logits(state.model, method, batch.images, frozen_image=frozen, stem=stem)
 
 
 def supervised_step(state: TrainState, batch: Batch, method: MethodConfig) -> dict[str, float]:
@@ -163,7 +167,8 @@ def metaprompt_step(
 
         def episode_loss(module, index: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
             prompts = module()
-            logits_i = clip_logits(model.image_features(batch.images[index], prompts), frozen_text, scale)
+            logits_i = clip_logits(model.image_features(batch.images[index], prompts, stem=batch.image_stem(model)[index]),
+                                   frozen_text, scale)
             return cross_entropy(logits_i, batch.labels[index])
     else:
         episodes = cross_class_episodes(batch.labels, n_classes, state.generator, method.n_groups)
@@ -203,7 +208,8 @@ def metaprompt_step(
 
 def _asymmetric_update(state: TrainState, batch: Batch, method: MethodConfig,
                        frozen_image: torch.Tensor) -> float:
-    out = compute_logits(state.model, method, batch.images, frozen_image=frozen_image)
+    out = compute_logits(state.model, method, batch.images, frozen_image=frozen_image,
+                         stem=batch.image_stem(state.model))
     loss = asymmetric_contrastive_loss(out.logits_i, out.logits_t, batch.labels, method.loss_terms)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -105,9 +105,10 @@ class GradientModulator(nn.Module):
         return {name: parts[0] if name == "ctx" else torch.stack(parts) for name, parts in out.items()}
 
 
-def _losses(model: PromptedCLIP, prompts, images: torch.Tensor, frozen_image: torch.Tensor, config: ProMetaRConfig):
+def _losses(model: PromptedCLIP, prompts, images: torch.Tensor, frozen_image: torch.Tensor, config: ProMetaRConfig,
+            stem: torch.Tensor | None = None):
     """Prompted image features, text features, and the two regularisers."""
-    image = model.image_features(images, prompts)
+    image = model.image_features(images, prompts, stem=stem)
     text = model.text_features(prompts)
     reg_text = feature_consistency_l1(text, model.frozen_text_features(), config.text_weight)
     reg_image = feature_consistency_l1(image, frozen_image, config.image_weight)
@@ -137,7 +138,8 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
     params = dict(learner.named_parameters())
 
     # 1. regular update with the modulated gradient g = g_ce + γ ⊙ g_reg
-    image, text, reg_text, reg_image = _losses(model, learner(), batch.images, frozen_image, config)
+    stem = batch.image_stem(model)
+    image, text, reg_text, reg_image = _losses(model, learner(), batch.images, frozen_image, config, stem)
     loss_ce = F.cross_entropy(clip_logits(image, text, scale), batch.labels)
     g_ce, g_reg = _split_grads(loss_ce, reg_text, reg_image, params, create_graph=False)
     with torch.no_grad():
@@ -163,7 +165,8 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
         theta = list(learner.parameters())
         names = [n for n, _ in learner.named_parameters()]
         prompts = fmodel(params=theta)
-        image, text, reg_text, reg_image = _losses(model, prompts, batch.images[support], frozen_image[support], config)
+        image, text, reg_text, reg_image = _losses(model, prompts, batch.images[support], frozen_image[support], config,
+                                                   stem[support])
         support_ce = F.cross_entropy(clip_logits(image, text, scale), batch.labels[support])
         g_ce, g_reg = _split_grads(support_ce, reg_text, reg_image, dict(zip(names, theta)),
                                    create_graph=not config.first_order)
@@ -174,7 +177,7 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
         fast = [p - config.adapt_lr * grads[n] for n, p in zip(names, theta)]
         prompts = fmodel(params=fast)
         # as the official code: mix the image encoder's raw outputs, then normalise
-        features = model.image_features(batch.images, prompts, normalize=False)
+        features = model.image_features(batch.images, prompts, normalize=False, stem=stem)
         mixed = lam[:, None] * features[query] + (1 - lam[:, None]) * features[mix]
         logits = clip_logits(F.normalize(mixed, dim=-1), model.text_features(prompts), scale)
         query_loss = (lam * F.cross_entropy(logits, batch.labels[query], reduction="none")

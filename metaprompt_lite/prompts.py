@@ -299,18 +299,29 @@ class PromptedCLIP(nn.Module):
         return F.normalize(features.view(batch, classes, -1), dim=-1)
 
     def image_features(self, images: torch.Tensor, prompts: Prompts | None = None,
-                       normalize: bool = True) -> torch.Tensor:
+                       normalize: bool = True, stem: torch.Tensor | None = None) -> torch.Tensor:
         """Prompted f̃_I (frozen f_I when there are no vision prompts), [B, E]: normalised, or the
-        encoder's raw output with ``normalize=False`` (ProMetaR mixes those)."""
-        pixels = self.backbone.preprocess(images)
+        encoder's raw output with ``normalize=False`` (ProMetaR mixes those). ``stem``: the images'
+        :meth:`image_stem`, when it was computed already."""
         layer_prompts = prompts.vision if prompts is not None else []
-        features = encode_image_layers(self.clip, pixels, layer_prompts)
+        if stem is None:
+            stem = self.image_stem(images)
+        features = encode_image_layers(self.clip, None, layer_prompts, stem=stem)
         return F.normalize(features, dim=-1) if normalize else features
 
     @torch.no_grad()
-    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen f_I, normalised [B, E] (no prompts, no gradient)."""
-        return F.normalize(self.clip.encode_image(self.backbone.preprocess(images)), dim=-1)
+    def image_stem(self, images: torch.Tensor) -> torch.Tensor:
+        """The vision tower's first layer on the preprocessed images, ``visual.conv1`` ([B, width,
+        grid, grid]). It is frozen and no prompt enters before it, so a batch's stem serves the
+        frozen and every prompted image pass of every method (the benchmark computes it once)."""
+        return self.clip.visual.conv1(self.backbone.preprocess(images).to(self.clip.transformer.get_cast_dtype()))
+
+    @torch.no_grad()
+    def frozen_image_features(self, images: torch.Tensor, stem: torch.Tensor | None = None) -> torch.Tensor:
+        """Frozen f_I, normalised [B, E] (no prompts, no gradient); from ``stem`` when given."""
+        if stem is None:
+            return F.normalize(self.clip.encode_image(self.backbone.preprocess(images)), dim=-1)
+        return F.normalize(encode_image_layers(self.clip, None, (), stem=stem), dim=-1)
 
     def frozen_text_features(self, class_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.frozen_text if class_ids is None else self.frozen_text[class_ids]

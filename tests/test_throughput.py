@@ -140,7 +140,7 @@ def test_a_shared_batch_cache_changes_nothing(backbone, dataset, name):
     alone, _ = _run(backbone, dataset, name, None)
     cache: dict = {}
     _run(backbone, dataset, "coop", cache)  # fills the cache (with frozen features)
-    assert cache and all(batch.frozen is not None for batch in cache.values())
+    assert cache and all(batch.frozen is not None and batch.stem is not None for batch in cache.values())
     shared, _ = _run(backbone, dataset, name, cache)
     assert state_hash(shared.model.prompts) == state_hash(alone.model.prompts)
     assert [h["loss"] for h in shared.history] == [h["loss"] for h in alone.history]
@@ -178,3 +178,23 @@ def test_rows_do_not_depend_on_the_number_of_workers(tmp_path):
         (d, m, s) for d in ("syn-a", "syn-b") for m in ("zsclip", "coop", "metaprompt", "prometar") for s in "12"]
     assert rows[1] == rows[2]  # same rows, same order, same digits
     assert curves[1] == curves[2] and len(curves[1]) == 3 * 2 * 2
+
+
+@pytest.mark.parametrize("which", ["backbone", "pocket"])
+def test_a_precomputed_stem_gives_the_same_image_features(which, request):
+    """The vision stem is frozen and comes before every prompt: a batch's stem computed once gives the
+    frozen and the prompted image features of a fresh pass (the pocket CLIP's stem is convolutional)."""
+    backbone = request.getfixturevalue(which)
+    model = _perturbed(backbone, PromptConfig(n_ctx=2, ctx_init=None, text_depth=-1, n_vision=2, vision_depth=-1))
+    torch.manual_seed(3)
+    images = torch.randint(0, 256, (5, 3, backbone.image_size, backbone.image_size), dtype=torch.uint8)
+    stem = model.image_stem(images)
+    assert stem.shape[:2] == (5, backbone.vision_width) and not stem.requires_grad
+    prompts = model.learner()
+    torch.testing.assert_close(model.image_features(images, prompts, stem=stem), model.image_features(images, prompts),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(model.frozen_image_features(images, stem=stem), model.frozen_image_features(images),
+                               rtol=0, atol=2e-6)
+    subset = torch.tensor([4, 1])  # episodes index the batch's stem
+    torch.testing.assert_close(model.image_features(images[subset], prompts, stem=stem[subset]),
+                               model.image_features(images[subset], prompts), rtol=0, atol=2e-6)
