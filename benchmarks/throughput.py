@@ -1,13 +1,14 @@
 """Training throughput of the benchmark, old engine against new, side by side in one run.
 
-Run:  python benchmarks/throughput.py [--old 826c10d] [--json benchmarks/throughput.json]
+Run:  python benchmarks/throughput.py [--old 826c10d] [--new 61a208f] [--json benchmarks/throughput.json]
 
 The slice: 3 base-to-new datasets (emoji-food, flags, cards) x {coop, cocoop, maple, metaprompt,
 prometar} x seed 1, plus one DG benchmark (emoji-pacs, all 4 targets) x {coop, cocoop, maple,
 metaprompt} x seed 1, each with its pocket preset. Each side runs ``bench`` on the slice in a fresh
 process: the old side from a ``git archive`` of ``--old`` (the engine before the throughput work: one
-process, torch's default threads), the new side from this checkout (worker processes, one thread
-each). Both read the same ``data/``. Throughput is training steps (the rows' curves) per second of
+process, torch's default threads), the new side from ``--new`` (default: this checkout; worker
+processes, one thread each). ``--new 61a208f`` is the new engine on the old recipes (the recipe changes
+that follow it, toward the official code, change the work per step). Both read the same ``data/``. Throughput is training steps (the rows' curves) per second of
 the slice's wall time, evaluation included; the ratio new / old is the figure. The accuracies of the
 two sides are printed too: they differ because the new engine draws each step's crops from a
 generator keyed by (seed, step) instead of the run's shared generator.
@@ -30,6 +31,7 @@ B2N_METHODS = ("coop", "cocoop", "maple", "metaprompt", "prometar")
 DG = ("emoji-pacs",)
 DG_METHODS = ("coop", "cocoop", "maple", "metaprompt")
 OLD_ENGINE = "826c10d"  # the last commit before the throughput work
+NEW_ENGINE_OLD_RECIPES = "61a208f"  # the new engine, before the recipes moved to the official code's
 
 
 def run_side(out_dir: Path, workers: int | None) -> dict:
@@ -69,19 +71,30 @@ def _side(name: str, pythonpath: Path, workers: int | None) -> dict:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _extract(revision: str, tree: Path) -> None:
+    """The package as it was at ``revision``, into ``tree``."""
+    archive = subprocess.run(["git", "archive", revision, "metaprompt_lite"], cwd=ROOT, capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"error: cannot read revision {revision!r}: {archive.stderr.decode().strip()} — "
+                         "run from a git clone of the project")
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old", default=OLD_ENGINE, help="git revision of the old engine")
+    parser.add_argument("--new", default=None,
+                        help=f"git revision of the new side (default: this checkout; {NEW_ENGINE_OLD_RECIPES}: "
+                        "the new engine on the old recipes)")
     parser.add_argument("--workers", type=int, default=0, help="the new side's workers (0 = one per core)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as old_tree:
-        archive = subprocess.run(["git", "archive", args.old, "metaprompt_lite"], cwd=ROOT, capture_output=True)
-        if archive.returncode != 0:
-            raise SystemExit(f"error: cannot read revision {args.old!r}: {archive.stderr.decode().strip()}")
-        subprocess.run(["tar", "-x", "-C", old_tree], input=archive.stdout, check=True)
+    with tempfile.TemporaryDirectory() as old_tree, tempfile.TemporaryDirectory() as new_tree:
+        _extract(args.old, Path(old_tree))
         old = _side(f"old ({args.old})", Path(old_tree), None)
-    new = _side("new", ROOT, args.workers)
+        if args.new is not None:
+            _extract(args.new, Path(new_tree))
+        new = _side(f"new ({args.new or 'this checkout'})", Path(new_tree) if args.new else ROOT, args.workers)
     print(f"{'side':6s} {'b2n s':>8s} {'dg s':>8s} {'steps':>6s} {'steps/s':>8s}")
     for name, side in (("old", old), ("new", new)):
         wall = sum(side["wall_s"].values())
@@ -95,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"accuracy (HM for b2n, target accuracy for dg), new - old over {len(shared)} rows: "
           f"mean {sum(diffs) / len(diffs):+.2f}, largest |diff| {max(map(abs, diffs)):.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"old": args.old, "cpu_cores": os.cpu_count(), "ratio": ratio,
+        Path(args.json).write_text(json.dumps({"old": args.old, "new": args.new, "cpu_cores": os.cpu_count(), "ratio": ratio,
                                                "old_side": old, "new_side": new}, indent=1))
 
 
