@@ -113,8 +113,9 @@ for first_order in (True, False):
 #   differentiable; the package's second-order meta-gradient equals a hand-written
 #   `create_graph=True` step to 1e-5.
 # - First order = the query gradient at θ'; the cosines above show how far it is from second order on this model.
-# - MetaPrompt's official code is first order and has an aliasing quirk (its "restore" restores nothing):
-#   `official_quirks=True` reproduces it, documented in `metaprompt_lite.meta.official_quirks_meta_update`.
+# - MetaPrompt's official code is first order, takes its inner step with the training optimizer (the
+#   support gradient stays in the momentum) and restores only the first episode: `metaprompt` runs that
+#   loop (`metaprompt_lite.meta.official_quirks_meta_update`), `metaprompt-clean` the exact update.
 #
 # ## Exercises
 # 1. Use two inner steps (`inner_steps=2`): does the first/second-order cosine drop?

@@ -15,6 +15,8 @@
 # Updates that help unseen classes (or domains) are rewarded; updates that only memorise are not.
 
 # %%
+from dataclasses import replace
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -24,9 +26,9 @@ from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
 from metaprompt_lite.engine import make_generator
 from metaprompt_lite.meta import cross_class_episodes, cross_domain_episodes
-from metaprompt_lite.methods import get_method, preset
+from metaprompt_lite.methods import get_method
 from metaprompt_lite.paths import data_dir, default_model
-from metaprompt_lite.run import RunConfig, run_base_to_new
+from metaprompt_lite.run import preset_run, run_base_to_new
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
@@ -67,16 +69,22 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## Training MetaPrompt (first and second order) on emoji-animals
-# Live, one seed. `meta_order=2` differentiates through the inner step with `higher`.
+# ## Training MetaPrompt on emoji-animals: the official loop, the clean update, and second order
+# Live, one seed, the benchmark's pocket preset. `metaprompt` runs the official code's loop: each
+# episode's inner step is a step of the training optimizer, so the support gradient stays in its
+# momentum and keeps moving the prompts, and only the first episode is restored (docs/methods.md).
+# `metaprompt-clean` takes the inner step on a `higher` copy and restores exactly; with
+# `meta_order=2` it differentiates through that step.
 
 # %%
 dataset = load_dataset("emoji-animals")
-_, optim, shots = preset("metaprompt")
 runs = {}
-for label, overrides in (("metaprompt (1st order)", {}), ("metaprompt (2nd order)", {"meta_order": 2})):
-    config = RunConfig(method="metaprompt", dataset=dataset.name, model=backbone.name, pretrained=backbone.pretrained,
-                       seed=1, shots=shots, optim=optim, method_overrides=overrides, progress=False)
+for label, name, overrides in (("metaprompt (official)", "metaprompt", {}),
+                               ("metaprompt-clean (1st)", "metaprompt-clean", {}),
+                               ("metaprompt-clean (2nd)", "metaprompt-clean", {"meta_order": 2})):
+    config = preset_run(name, "pocket", "b2n", dataset=dataset.name, model=backbone.name,
+                        pretrained=backbone.pretrained, seed=1, progress=False)
+    config = replace(config, method_overrides={**config.method_overrides, **overrides})
     runs[label] = run_base_to_new(config, dataset, backbone)
     r = runs[label]
     print(f"{label:24s} base {r['base']:5.1f}  new {r['new']:5.1f}  HM {r['hm']:5.1f}  ({r['train_s']:.0f} s)")
@@ -92,7 +100,7 @@ ax.set_ylabel("loss")
 ax.set_title("MetaPrompt on emoji-animals (base classes)")
 ax.legend(fontsize=7)
 plt.show()
-first = pd.DataFrame(runs["metaprompt (1st order)"]["history"])
+first = pd.DataFrame(runs["metaprompt (official)"]["history"])
 assert first["loss"].iloc[-5:].mean() < first["loss"].iloc[:5].mean()
 
 # %% [markdown]
@@ -105,7 +113,7 @@ per_seed = b2n.groupby(["method", "seed"])[["base", "new"]].mean()
 per_seed["hm"] = 2 * per_seed["base"] * per_seed["new"] / (per_seed["base"] + per_seed["new"])
 avg = per_seed.groupby("method").mean()
 methods = ["zsclip", "coop", "cocoop", "ivlp", "maple", "metaprompt"]
-print(avg.loc[methods].round(2))
+print(avg.loc[methods + ["metaprompt-clean"]].round(2))
 
 dg = pd.read_csv(results / "dg.csv")
 dg_mean = dg.groupby(["benchmark", "method"])["acc"].mean().unstack("benchmark")
@@ -124,30 +132,37 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The claims the benchmark checks (the issue's targets; see `results/README.md` for where they hold
-# and by how much they miss):
+# The papers' claims, checked on the committed run (`results/FINDINGS.md` says why each holds or not).
+# `metaprompt-clean` is the ablation: the same method with the exact inner step and restore instead
+# of the official loop. The official loop's inner steps go through the training optimizer, so each
+# support gradient also stays in the momentum buffer and keeps moving the prompts: in effect an extra
+# cross-entropy on class subsets, of about the main loss's weight. The gap between the two rows is
+# what that extra term does here.
 
 # %%
 best_baseline = avg.loc[["coop", "cocoop", "ivlp", "maple"], "hm"].max()
 gain = avg.loc["metaprompt", "hm"] - best_baseline
-print(f"MetaPrompt HM {avg.loc['metaprompt', 'hm']:.2f} vs best prompt baseline {best_baseline:.2f}: {gain:+.2f} "
-      f"(target +1.0: {'met' if gain >= 1.0 else 'missed'})")
-print(f"MetaPrompt new {avg.loc['metaprompt', 'new']:.2f} vs zero-shot new {avg.loc['zsclip', 'new']:.2f}")
-assert gain > 0  # MetaPrompt beats every prompt baseline on HM (the +1.0 target is printed, not asserted)
-assert avg.loc["metaprompt", "new"] > avg.loc[["ivlp", "maple"], "new"].max()  # less new-class loss than the deep-prompt baselines
+claims = {
+    "MetaPrompt HM >= best prompt baseline + 1.0": (gain, 1.0),
+    "MetaPrompt HM > zero-shot HM": (avg.loc["metaprompt", "hm"] - avg.loc["zsclip", "hm"], 0.0),
+    "MetaPrompt new > best deep-prompt baseline's new": (
+        avg.loc["metaprompt", "new"] - avg.loc[["ivlp", "maple"], "new"].max(), 0.0),
+    "official loop HM - clean update HM": (avg.loc["metaprompt", "hm"] - avg.loc["metaprompt-clean", "hm"], None),
+}
+for claim, (margin, bar) in claims.items():
+    verdict = "" if bar is None else ("holds" if margin > bar or (bar and margin >= bar) else "does not hold")
+    print(f"{claim:50s} {margin:+6.2f}  {verdict}")
 
 # %% [markdown]
 # ## Summary
 # - MetaPrompt = dual-modality prompts + asymmetric loss + an episodic meta-update per batch.
 # - Cross-class episodes never leak query classes into the support; cross-domain episodes never
 #   leak the query domain.
-# - On the offline suite (nine datasets) it has the best base accuracy of the six and beats every
-#   prompt baseline on HM, but only by +0.41 over CoOp (the target is +1.0; ProMetaR and both GRAM
-#   variants, notebook 07, are higher still). It loses less on new classes than the deep-prompt baselines it
-#   extends (47.8 vs IVLP 46.8 and MaPLe 45.6), more than CoOp (48.4), and stays below zero-shot
-#   (50.3) on new classes and on HM: it reduces the overfitting of deep prompts, it does not remove it.
+# - On the offline suite the table and the claims above, printed from `results/`, say where it stands
+#   against the baselines; `results/FINDINGS.md` gives the reasons where a paper's claim does not hold.
 #
 # ## Exercises
 # 1. Set `n_groups` to 2 and 8 (`method_overrides={"n_groups": ...}`): how do base and new move?
-# 2. Train with `official_quirks=True` and compare with the corrected update.
+# 2. Compare `metaprompt` and `metaprompt-clean` on another dataset: how much of the official loop's
+#    effect is the extra support step kept in the optimizer's momentum?
 # 3. Turn the meta-update off (`episodic=False`): how much of MetaPrompt's gain is the loss alone?

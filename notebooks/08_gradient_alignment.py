@@ -53,7 +53,7 @@ assert -1 <= value <= 1
 # %%
 curves = {}
 for label, name, overrides in (("CoOp", "coop", {}), ("MetaPrompt (1st)", "metaprompt", {}),
-                               ("MetaPrompt (2nd)", "metaprompt", {"meta_order": 2}),
+                               ("MetaPrompt (2nd)", "metaprompt-clean", {"meta_order": 2}),
                                ("ProMetaR", "prometar", {"prometar": replace(get_method("prometar").prometar, first_order=True)})):
     method = get_method(name, **overrides)
     _, optim, shots = preset(name)
