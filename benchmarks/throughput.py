@@ -42,7 +42,7 @@ def run_side(out_dir: Path, workers: int | None) -> dict:
 
     model, pretrained = default_model()
     extra = {} if workers is None else {"workers": workers}
-    result = {"wall_s": {}, "steps": 0, "rows": {}}
+    result = {"wall_s": {}, "steps": 0, "rows": {}, "train_s_by_method": {}}
     for suite, datasets, methods in (("b2n", B2N, B2N_METHODS), ("dg", DG, DG_METHODS)):
         t0 = time.perf_counter()
         path = bench(BenchConfig(suite=suite, methods=methods, datasets=datasets, seeds=(1,), model=model,
@@ -54,6 +54,8 @@ def run_side(out_dir: Path, workers: int | None) -> dict:
             row = dict(zip(header, line.split(",")))
             key = "/".join(row[c] for c in header[: 3 if suite == "b2n" else 4])
             result["rows"][key] = float(row["hm" if suite == "b2n" else "acc"])
+            by_method = result["train_s_by_method"]
+            by_method[f"{suite}/{row['method']}"] = by_method.get(f"{suite}/{row['method']}", 0.0) + float(row["train_s"])
     for curve in (out_dir / "curves").glob("*.json"):
         result["steps"] += len(json.loads(curve.read_text()))
     return result
@@ -61,13 +63,19 @@ def run_side(out_dir: Path, workers: int | None) -> dict:
 
 def _side(name: str, pythonpath: Path, workers: int | None) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import throughput; "
+        # run from the output folder, not the clone: `python -c` puts the working directory first on
+        # sys.path, and the clone's own metaprompt_lite/ would shadow the side's
+        code = (f"import json, sys; sys.path.insert(1, {str(ROOT / 'benchmarks')!r}); import throughput; "
+                "import metaprompt_lite; print('package:', metaprompt_lite.__file__, file=sys.stderr); "
                 f"print(json.dumps(throughput.run_side(__import__('pathlib').Path({out!r}), {workers!r})))")
         env = {**os.environ, "PYTHONPATH": str(pythonpath), "METAPROMPT_LITE_DATA": str(ROOT / "data")}
         print(f"{name}: running the slice ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-c", code], env=env, cwd=out, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"error: the {name} side failed:\n{done.stderr[-3000:]}")
+        package = next(line for line in done.stderr.splitlines() if line.startswith("package:"))
+        if not package.split()[1].startswith(str(pythonpath)):
+            raise SystemExit(f"error: the {name} side imported {package.split()[1]}, not the code under {pythonpath}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -101,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         side["steps_per_s"] = side["steps"] / wall
         print(f"{name:6s} {side['wall_s']['b2n']:8.1f} {side['wall_s']['dg']:8.1f} {side['steps']:6d} "
               f"{side['steps_per_s']:8.2f}")
+    print("training seconds per method (sum over the slice's rows; the new side's are per worker):")
+    for key in sorted(old["train_s_by_method"]):
+        print(f"  {key:16s} old {old['train_s_by_method'][key]:7.1f}  new {new['train_s_by_method'].get(key, float('nan')):7.1f}")
     ratio = new["steps_per_s"] / old["steps_per_s"]
     print(f"throughput ratio new / old: {ratio:.2f}x  (cpu cores: {os.cpu_count()})")
     shared = sorted(set(old["rows"]) & set(new["rows"]))

@@ -230,7 +230,8 @@ def test_metaprompt_asymmetric_logits_pair_each_prompted_encoder_with_the_other_
 def test_presets_follow_the_official_configs_and_name_the_pocket_choices():
     """Paper presets: the official configs on Dassl's per-epoch schedule; DG: Meta_DG (4 + 4 tokens,
     batch 32, 6 epochs) and 5 shots per class per source domain; pocket: the named choices (per-step
-    schedule, batch 16, no flips, crops of at least half the area), MetaPrompt's DG run as Meta_DG."""
+    schedule, batch 16, no flips, crops of at least half the area), MetaPrompt's DG run with Meta_DG's
+    prompts and batch, its epochs capped at 2 like every pocket preset."""
     from metaprompt_lite.run import preset_run
 
     method, optim, shots = preset("metaprompt", "paper", "dg")
@@ -244,7 +245,7 @@ def test_presets_follow_the_official_configs_and_name_the_pocket_choices():
     _, optim, shots = preset("coop", "pocket", "dg")
     assert optim.schedule == "step" and optim.batch_size == 16 and shots == 5
     method, optim, _ = preset("metaprompt", "pocket", "dg")
-    assert (method.prompt.n_ctx, optim.batch_size, optim.epochs, optim.schedule) == (4, 32, 6, "step")
+    assert (method.prompt.n_ctx, optim.batch_size, optim.epochs, optim.schedule) == (4, 32, 2, "step")
     paper = preset_run("metaprompt", "paper", "dg", dataset="PACS", target="sketch")
     assert paper.flip and paper.min_scale == 0.08 and paper.shots == 5
     assert paper.resolved_method().prompt.n_ctx == 4  # the DG prompts reach the run
