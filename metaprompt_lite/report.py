@@ -173,9 +173,8 @@ def markdown(results_dir: Path) -> str:
         lines += ["Paper (mean over targets, ViT-B/16): " + "; ".join(
             f"{m}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for m, d in PAPER_DG.items()), "",
             "![DG per target](dg_targets.png)", ""]
-    findings = results_dir / "FINDINGS.md"  # hand-written analysis of the committed run, kept by re-reports
-    if findings.is_file():
-        lines += [findings.read_text().strip(), ""]
+    if (results_dir / "FINDINGS.md").is_file():  # hand-written analysis of the committed run: linked, not pasted
+        lines += ["What holds and what does not, claim by claim, and why: [FINDINGS.md](FINDINGS.md).", ""]
     if (results_dir / "curves.png").is_file():
         lines += ["## Training curves", "", "![curves](curves.png)", ""]
     return "\n".join(lines)
