@@ -207,6 +207,8 @@ def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: d
     finally:
         pool.terminate()  # on an error or Ctrl-C: stop the other runs at once
         pool.join()
+        rows.close()
+        rows.join_thread()
 
 
 def bench(config: BenchConfig) -> Path:

@@ -172,16 +172,20 @@ def test_store_checksum_mismatch(clone, capsys):
         "(see data/README.md)")
 
 
+EMPTY_CSV = ("", "results/b2n.csv is empty — delete it and run `metaprompt-lite bench` again to write it afresh")
+GLUED_CSV = (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5\r\n",
+             "results/b2n.csv line 2 has 8 fields, expected 7: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5' — fix "
+             "or delete that line in results/b2n.csv (`metaprompt-lite bench` re-runs missing rows)")
+
+
 @pytest.mark.parametrize("text, message", [
     (HEADER + "zsclip,flags,1,2.0,1.0,1.3,0.5\r\ncocoop,emoji-no",
      "results/b2n.csv ends in a cut line 'cocoop,emoji-no' (an interrupted write) — run the same `metaprompt-lite "
      "bench` command: it drops that line and runs its row again"),
-    ("", "results/b2n.csv is empty — delete it and run `metaprompt-lite bench` again to write it afresh"),
+    EMPTY_CSV,
     ("garbage\r\n", "results/b2n.csv has the header 'garbage', expected 'method,dataset,seed,base,new,hm,train_s' — "
                     "is it another suite's file? Move it away and run `metaprompt-lite bench` again"),
-    (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5\r\n",
-     "results/b2n.csv line 2 has 8 fields, expected 7: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5' — fix or "
-     "delete that line in results/b2n.csv (`metaprompt-lite bench` re-runs missing rows)"),
+    GLUED_CSV,
 ])
 def test_report_refuses_a_damaged_csv_and_writes_nothing(clone, capsys, text, message):
     work, data = clone
@@ -192,10 +196,8 @@ def test_report_refuses_a_damaged_csv_and_writes_nothing(clone, capsys, text, me
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", "results/b2n.csv is empty — delete it and run `metaprompt-lite bench` again to write it afresh"),
-    (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5\r\n",
-     "results/b2n.csv line 2 has 8 fields, expected 7: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5' — fix or "
-     "delete that line in results/b2n.csv (`metaprompt-lite bench` re-runs missing rows)"),
+    EMPTY_CSV,
+    GLUED_CSV,
 ])
 def test_bench_refuses_a_damaged_csv_before_any_work(clone, capsys, text, message):
     work, data = clone

@@ -87,19 +87,24 @@ def _dassl_lrs(base_lr, warmup_lr, max_epoch):
     return lrs
 
 
+def _lr_sequence(config: OptimConfig, total_steps: int, warmup_steps: int) -> list[float]:
+    """The lr of each step of an optimizer driven by ``build_scheduler``."""
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], config)
+    sched = build_scheduler(opt, total_steps=total_steps, warmup_steps=warmup_steps, config=config)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
 def test_epoch_schedule_is_dassls():
     """The paper presets' "epoch" schedule equals Dassl's per-epoch lr sequence (8 epochs, 3 steps
     each): 1e-5 for the warm-up epoch, then the cosine at (e − 1)/8, last epoch ≈ 0.15 · lr."""
     config = OptimConfig(lr=0.0015, warmup_lr=1e-5, epochs=8)
     expected = _dassl_lrs(0.0015, 1e-5, 8)
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = build_optimizer([p], config)
-    sched = build_scheduler(opt, total_steps=24, warmup_steps=3, config=config)
-    lrs = []
-    for _ in range(24):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = _lr_sequence(config, total_steps=24, warmup_steps=3)
     assert lrs == pytest.approx([lr for lr in expected for _ in range(3)], rel=1e-9)
     assert lrs[-1] == pytest.approx(0.0015 * 0.5 * (1 + math.cos(6 * math.pi / 8)))  # ≈ 0.146 · lr
     assert lrs[-1] > 0.14 * 0.0015
@@ -107,27 +112,14 @@ def test_epoch_schedule_is_dassls():
 
 def test_constant_schedule_and_unknown_schedule():
     config = OptimConfig(lr=1e-6, schedule="constant")
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = build_optimizer([p], config)
-    sched = build_scheduler(opt, total_steps=10, warmup_steps=2, config=config)
-    for _ in range(10):
-        assert opt.param_groups[0]["lr"] == 1e-6
-        opt.step()
-        sched.step()
+    assert _lr_sequence(config, total_steps=10, warmup_steps=2) == [1e-6] * 10
     with pytest.raises(ValueError, match="unknown schedule"):
         OptimConfig(schedule="linear")
 
 
 def test_schedule_warmup_then_cosine():
     config = OptimConfig(lr=0.1, warmup_lr=1e-5, schedule="step")
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = build_optimizer([p], config)
-    sched = build_scheduler(opt, total_steps=12, warmup_steps=2, config=config)
-    lrs = []
-    for _ in range(12):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = _lr_sequence(config, total_steps=12, warmup_steps=2)
     assert lrs[:2] == pytest.approx([1e-5, 1e-5])
     assert lrs[2] == pytest.approx(0.1)
     assert lrs[7] == pytest.approx(0.05 * (1 + math.cos(math.pi * 5 / 10)))
