@@ -117,6 +117,6 @@ subprocess.run(["metaprompt-lite", "bench", "--tier", "paper", "--model", "ViT-B
 # - The checks above are the issue's targets; the ones marked ✗ are discussed in `results/README.md`.
 #
 # ## Exercises
-# 1. Add a method variant (e.g. MetaPrompt with `meta_order=2`) to the benchmark and compare.
+# 1. Add a method variant (e.g. `metaprompt-clean` with `meta_order=2`) to the benchmark and compare.
 # 2. Which dataset has the largest seed-to-seed standard deviation, and why?
 # 3. Run the DG benchmark with 1 shot per class and domain: does MetaPrompt's advantage grow?

@@ -40,6 +40,9 @@ def execute(path: Path) -> float:
             cell.metadata.pop("tags", None)
         cell.metadata.pop("execution", None)
     notebook.metadata.pop("kernelspec", None)
+    # jupytext.read records the text format it read; a clean clone's `jupytext --sync` would drop it
+    # again (and so rewrite the file): keep it out (tests/test_notebooks_sync.py)
+    notebook.metadata.get("jupytext", {}).pop("text_representation", None)
     nbformat.write(notebook, path)
     return elapsed
 
