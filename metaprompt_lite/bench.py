@@ -202,8 +202,12 @@ def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: d
                     for result in results:
                         if result.ready() and not result.successful():
                             result.get()  # re-raises the worker's exception here
-                    if all(result.ready() for result in results) and rows.empty():
-                        raise RuntimeError("a benchmark worker ended without sending its rows")
+                    if all(result.ready() for result in results):
+                        try:  # a finished task's last rows may still be in its queue's feeder thread
+                            yield rows.get(timeout=30.0)
+                            break
+                        except queue.Empty:
+                            raise RuntimeError("a benchmark worker ended without sending its rows") from None
     finally:
         pool.terminate()  # on an error or Ctrl-C: stop the other runs at once
         pool.join()
@@ -236,6 +240,8 @@ def bench(config: BenchConfig) -> Path:
     groups = plan(config, targets_of, done)
     workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
     workers = max(1, min(workers, len(groups)))
+    if workers > 1:
+        _backbone(config)  # a bad model, checkpoint or device fails here, in one line, not in every worker
     total = sum(len(g.methods) for g in groups)
     with tqdm(total=total, desc=f"bench {config.suite} ({workers} worker{'s' * (workers > 1)})",
               disable=not config.progress) as bar:
@@ -245,9 +251,12 @@ def bench(config: BenchConfig) -> Path:
             append_row(path, row, columns)
             fault_point("after-append")
             bar.update(1)
-    if groups:
+    if path.is_file():  # also after a run killed between its last row and this sort
+        # the suite's own method order first, so that a run of a few methods does not reshuffle the file
+        known = B2N_METHODS if config.suite == "b2n" else DG_METHODS
+        methods = list(dict.fromkeys([*known, *_methods(config)]))
         _sort_rows(path, columns, [(m, n, t, s) for n, ts in targets_of.items() for t in ts
-                                   for m in _methods(config) for s in config.seeds])
+                                   for m in methods for s in config.seeds])
     return path
 
 

@@ -95,12 +95,21 @@ def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, l
                  flip=config.flip, min_scale=config.min_scale, progress=config.progress, batch_cache=batch_cache)
 
 
-def batch_cache(cache: dict | None, dataset, target: str | None, seed: int, train_index: torch.Tensor) -> dict | None:
+# The batch cache holds every step's augmented images and stems: cheap for the embedded tier's 64 px
+# drawings (a few MB a group), gigabytes at 224 px over ten epochs, so larger images are not cached.
+BATCH_CACHE_MAX_PIXELS = 128 * 128
+
+
+def batch_cache(cache: dict | None, backbone: Backbone, dataset, target: str | None, seed: int,
+                train_index: torch.Tensor) -> dict | None:
     """The part of a run cache that holds one training set's augmented batches (shared by every
-    method trained on it with this seed; see :func:`metaprompt_lite.engine.train`)."""
-    if cache is None:
+    method trained on it with this seed and backbone; see :func:`metaprompt_lite.engine.train`).
+    None (no sharing) without a run cache or for images above ``BATCH_CACHE_MAX_PIXELS``."""
+    if cache is None or dataset.images.shape[-1] * dataset.images.shape[-2] > BATCH_CACHE_MAX_PIXELS:
         return None
-    key = ("batches", dataset.name, id(dataset.images), target, seed, train_index.numel(), int(train_index.sum()))
+    index = hashlib.sha256(train_index.numpy().tobytes()).hexdigest()
+    key = ("batches", id(backbone), backbone.name, backbone.pretrained, dataset.name, id(dataset.images), target,
+           seed, index)
     return cache.setdefault(key, {})
 
 
@@ -150,7 +159,7 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
     if method.trainable:
         state = _fit(config, model, method, dataset.images[train_index], train_labels,
                      None, cross_domain=False,
-                     batch_cache=batch_cache(cache, dataset, None, config.seed, train_index))
+                     batch_cache=batch_cache(cache, backbone, dataset, None, config.seed, train_index))
     train_s = time.perf_counter() - t0
     result = {}
     for split_name, classes in (("base", base), ("new", new)):
@@ -197,7 +206,7 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
     if method.trainable:
         state = _fit(config, model, method, dataset.images[train_index], dataset.labels[train_index],
                      domains, cross_domain=True,
-                     batch_cache=batch_cache(cache, dataset, config.target, config.seed, train_index))
+                     batch_cache=batch_cache(cache, backbone, dataset, config.target, config.seed, train_index))
     train_s = time.perf_counter() - t0
     test = (dataset.domain == target).nonzero().flatten()
     acc = evaluate(model, method, dataset.images[test], dataset.labels[test], list(dataset.classnames),

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from conftest import state_hash, synthetic_dataset
-from metaprompt_lite.backbone import common_prefix_length, encode_text_layers, encode_text_shared_prefix
+from metaprompt_lite.backbone import (
+    common_prefix_length,
+    encode_image_layers,
+    encode_text_layers,
+    encode_text_shared_prefix,
+)
 from metaprompt_lite.engine import Batch, OptimConfig, keyed_generator, train, training_batch
 from metaprompt_lite.methods import get_method, start_training
 from metaprompt_lite.prompts import PLACEHOLDER, PromptConfig, PromptedCLIP
@@ -30,10 +34,19 @@ def _perturbed(backbone, config: PromptConfig, names=NAMES) -> PromptedCLIP:
     return model
 
 
-def _text_and_grads(model: PromptedCLIP, share: bool, image_features=None):
+def _text_and_grads(model: PromptedCLIP, share: bool, image_features=None, monkeypatch=None):
     model.share_prefix = share
     prompts = model.learner(image_features)
+    if share:  # the shortcut must be taken, not fall back to the per-class pass
+        import metaprompt_lite.prompts as prompts_module
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the per-class text pass ran although the prefix is shared")
+
+        monkeypatch.setattr(prompts_module, "encode_text_layers", refuse)
     features = model.text_features(prompts)
+    if share:
+        monkeypatch.undo()
     weights = torch.linspace(-1, 1, features.numel()).view_as(features)
     params = [p for p in model.prompts.parameters()]
     grads = torch.autograd.grad((features * weights).sum(), params, allow_unused=True)
@@ -45,21 +58,21 @@ def _text_and_grads(model: PromptedCLIP, share: bool, image_features=None):
     PromptConfig(n_ctx=2, ctx_init=None, text_depth=-1),  # deep text prompts (MetaPrompt, IVLP)
     PromptConfig(n_ctx=4, text_depth=3, n_vision=4, vision_depth=2, coupled=True),  # MaPLe
 ], ids=["shallow", "deep", "coupled"])
-def test_shared_prefix_text_pass_equals_the_per_class_pass(backbone, config):
+def test_shared_prefix_text_pass_equals_the_per_class_pass(backbone, config, monkeypatch):
     model = _perturbed(backbone, config)
     full, full_grads = _text_and_grads(model, share=False)
-    shared, shared_grads = _text_and_grads(model, share=True)
+    shared, shared_grads = _text_and_grads(model, share=True, monkeypatch=monkeypatch)
     assert full.shape == shared.shape == (len(NAMES), backbone.embed_dim)
     torch.testing.assert_close(shared, full, rtol=0, atol=2e-6)
     for a, b in zip(shared_grads, full_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_shared_prefix_runs_one_prefix_per_image_for_cocoop(backbone):
+def test_shared_prefix_runs_one_prefix_per_image_for_cocoop(backbone, monkeypatch):
     model = _perturbed(backbone, PromptConfig(n_ctx=4, conditional=True))
     image_features = torch.randn(3, backbone.embed_dim)
     full, full_grads = _text_and_grads(model, False, image_features)
-    shared, shared_grads = _text_and_grads(model, True, image_features)
+    shared, shared_grads = _text_and_grads(model, True, image_features, monkeypatch)
     assert shared.shape == (3, len(NAMES), backbone.embed_dim)
     torch.testing.assert_close(shared, full, rtol=0, atol=2e-6)
     for a, b in zip(shared_grads, full_grads, strict=True):
@@ -111,8 +124,8 @@ def test_a_batch_is_a_pure_function_of_seed_and_step(dataset):
 def _run(backbone, dataset, name: str, cache: dict | None, seed: int = 2):
     index = (dataset.labels < 3).nonzero().flatten()
     method = get_method(name)
+    torch.manual_seed(0)  # the same initial prompts in every run
     model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:3])
-    torch.manual_seed(0)
     optim = OptimConfig(lr=0.01, batch_size=4, warmup_epochs=0)
     state, step = start_training(model, method, optim, 5, 0, seed)
     seen = []
@@ -144,6 +157,22 @@ def test_a_shared_batch_cache_changes_nothing(backbone, dataset, name):
     shared, _ = _run(backbone, dataset, name, cache)
     assert state_hash(shared.model.prompts) == state_hash(alone.model.prompts)
     assert [h["loss"] for h in shared.history] == [h["loss"] for h in alone.history]
+
+
+def test_a_batch_cache_keeps_batch_sizes_apart(backbone, dataset):
+    """Runs with another batch size share the cache dict but never each other's batches."""
+    cache: dict = {}
+    _run(backbone, dataset, "coop", cache)  # batch 4
+    index = (dataset.labels < 3).nonzero().flatten()
+    method = get_method("coop")
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:3])
+    optim = OptimConfig(lr=0.01, batch_size=3, warmup_epochs=0)
+    state, step = start_training(model, method, optim, 5, 0, 2)
+    sizes = []
+    train(state, lambda st, b: sizes.append(len(b.labels)) or step(st, b), dataset.images[index],
+          dataset.labels[index], None, optim, 5, progress=False, batch_cache=cache)
+    assert sizes == [3] * 5 and sorted({key[2] for key in cache}) == [3, 4]  # key: (seed, step, batch size, ...)
 
 
 def test_frozen_text_features_are_computed_once_per_class_list(backbone):
@@ -191,13 +220,14 @@ def test_a_precomputed_stem_gives_the_same_image_features(which, request):
     stem = model.image_stem(images)
     assert stem.shape[:2] == (5, backbone.vision_width) and not stem.requires_grad
     prompts = model.learner()
-    torch.testing.assert_close(model.image_features(images, prompts, stem=stem), model.image_features(images, prompts),
-                               rtol=0, atol=0)
+    pixels = backbone.preprocess(images)  # the reference: the encoder run from the pixels, its own stem inside
+    reference = F.normalize(encode_image_layers(backbone.model, pixels, prompts.vision), dim=-1)
+    torch.testing.assert_close(model.image_features(images, prompts, stem=stem), reference, rtol=0, atol=2e-6)
     torch.testing.assert_close(model.frozen_image_features(images, stem=stem), model.frozen_image_features(images),
                                rtol=0, atol=2e-6)
     subset = torch.tensor([4, 1])  # episodes index the batch's stem
-    torch.testing.assert_close(model.image_features(images[subset], prompts, stem=stem[subset]),
-                               model.image_features(images[subset], prompts), rtol=0, atol=2e-6)
+    torch.testing.assert_close(model.image_features(images[subset], prompts, stem=stem[subset]), reference[subset],
+                               rtol=0, atol=2e-6)
 
 
 def test_train_runs_the_bench_preset_and_gives_the_bench_row(tmp_path, capsys, pocket):
