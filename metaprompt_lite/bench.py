@@ -169,13 +169,13 @@ def _work(group: Group) -> int:
     return len(group.methods)
 
 
-def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: dict) -> Iterator[tuple]:
-    """Every row of ``groups``: in this process for one worker, else from a pool of processes."""
+def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: dict, backbone) -> Iterator[tuple]:
+    """Every row of ``groups``: in this process (on ``backbone``) for one worker, else from a pool of
+    processes, each loading its own backbone."""
     if workers <= 1:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the same arithmetic as a worker: rows do not depend on `workers`
         try:
-            backbone = _backbone(config)
             cache: dict = {}
             for group in groups:
                 yield from run_group(config, group, datasets[group.dataset], backbone, cache)
@@ -240,12 +240,12 @@ def bench(config: BenchConfig) -> Path:
     groups = plan(config, targets_of, done)
     workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
     workers = max(1, min(workers, len(groups)))
-    if workers > 1:
-        _backbone(config)  # a bad model, checkpoint or device fails here, in one line, not in every worker
+    # loaded here in any case: a bad model, checkpoint or device fails in one line before any worker starts
+    backbone = _backbone(config)
     total = sum(len(g.methods) for g in groups)
     with tqdm(total=total, desc=f"bench {config.suite} ({workers} worker{'s' * (workers > 1)})",
               disable=not config.progress) as bar:
-        for row, curve, history in _results(config, groups, workers, datasets):
+        for row, curve, history in _results(config, groups, workers, datasets, backbone):
             fault_point("mid-row")
             _save_curve(out_dir, curve, history)  # before the row: a row on disk has its curve
             append_row(path, row, columns)

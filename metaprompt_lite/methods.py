@@ -167,8 +167,8 @@ def metaprompt_step(
 
         def episode_loss(module, index: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
             prompts = module()
-            logits_i = clip_logits(model.image_features(batch.images[index], prompts, stem=batch.image_stem(model)[index]),
-                                   frozen_text, scale)
+            image = model.image_features(batch.images[index], prompts, stem=batch.image_stem(model)[index])
+            logits_i = clip_logits(image, frozen_text, scale)
             return cross_entropy(logits_i, batch.labels[index])
     else:
         episodes = cross_class_episodes(batch.labels, n_classes, state.generator, method.n_groups)
