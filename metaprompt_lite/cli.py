@@ -97,6 +97,9 @@ def _run_train(args) -> int:
 
     get_method(args.method)  # fail fast on an unknown method
     dataset = load_dataset(args.dataset)
+    if dataset.suite == "dg" and args.target is None:  # before any output: the error is the only line
+        raise ValueError(f"--target is required for the DG benchmark {args.dataset} — use one of "
+                         f"{', '.join(dataset.domains)}")
     config = preset_run(args.method, args.tier, dataset.suite, dataset=args.dataset, target=args.target,
                         model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
                         device=args.device, out_dir=args.out_dir or None)
@@ -119,9 +122,6 @@ def _run_train(args) -> int:
     print("RunConfig\n" + config_table(config), file=sys.stderr)
     torch.set_num_threads(args.threads)  # one thread, as a benchmark worker: the same arithmetic as its row
     if dataset.suite == "dg":
-        if args.target is None:
-            raise ValueError(f"--target is required for the DG benchmark {args.dataset} — use one of "
-                             f"{', '.join(dataset.domains)}")
         result = run_domain_generalization(config, dataset)
     else:
         result = run_base_to_new(config, dataset)
