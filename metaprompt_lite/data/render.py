@@ -151,3 +151,20 @@ def from_atlas(grid: np.ndarray, n: int, size: int = SIZE) -> np.ndarray:
     rows, columns = grid.shape[0] // size, grid.shape[1] // size
     tiles = grid.reshape(rows, size, columns, size, 3).transpose(0, 2, 4, 1, 3).reshape(rows * columns, 3, size, size)
     return np.ascontiguousarray(tiles[:n])
+
+
+PIXEL_GRID = 8  # the pixel-art look: 8x8 blocks of a 64-px image (see data/README.md)
+
+
+def pixelate(images: np.ndarray, grid: int = PIXEL_GRID) -> np.ndarray:
+    """The pixel-art look: uint8 [..., 3, S, S] -> the same shape, each (S/grid)² block replaced by its
+    mean colour (rounded), as a sprite drawn on a ``grid`` x ``grid`` canvas and shown enlarged with
+    nearest-neighbour scaling. Pretraining never shows it (data/README.md)."""
+    size = images.shape[-1]
+    if size % grid:
+        raise ValueError(f"image size {size} is not a multiple of the pixel grid {grid}")
+    block = size // grid
+    shape = images.shape[:-2] + (grid, block, grid, block)
+    means = images.reshape(shape).astype(np.float64).mean(axis=(-3, -1))
+    small = np.floor(means + 0.5).astype(np.uint8)
+    return small.repeat(block, axis=-2).repeat(block, axis=-1)
