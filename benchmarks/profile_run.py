@@ -1,6 +1,6 @@
 """Where one benchmark row's time goes, per method: a wall-clock profile of the real code path.
 
-Run:  python benchmarks/profile_run.py [--dataset emoji-food] [--dg emoji-pacs:sketch] [--threads 1]
+Run:  python benchmarks/profile_run.py [--dataset emoji-novel-places] [--dg emoji-pacs:sketch] [--threads 1]
       [--methods coop cocoop ...] [--json out.json]
 
 Each method runs one row exactly as ``metaprompt-lite bench`` does (pocket preset, seed 1), with timers
@@ -151,7 +151,7 @@ def _print(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="emoji-food", help="a base-to-new dataset")
+    parser.add_argument("--dataset", default="emoji-novel-places", help="a base-to-new dataset")
     parser.add_argument("--dg", default="emoji-pacs:sketch", help="a DG benchmark:target ('' to skip)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--threads", type=int, default=1)

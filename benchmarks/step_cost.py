@@ -3,7 +3,7 @@ ratios the methods issue sets as targets:
 
     first-order MetaPrompt ≤ 3.5 × an IVLP step;   second-order ≤ 2 × first-order.
 
-Run:  python benchmarks/step_cost.py [--dataset emoji-food] [--batch-size 16] [--steps 10]
+Run:  python benchmarks/step_cost.py [--dataset emoji-novel-places] [--batch-size 16] [--steps 10]
 Every method steps on the same batches (50 base classes, batch 16, like the pocket presets);
 the first 2 steps are warm-up and not timed; the median of the timed steps is reported.
 
@@ -72,7 +72,7 @@ def _peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="emoji-food")
+    parser.add_argument("--dataset", default="emoji-novel-places")
     parser.add_argument("--model", help="open_clip model name (default: the embedded pocket CLIP)")
     parser.add_argument("--pretrained", help="checkpoint path or tag; 'none' for random weights")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -7,7 +7,7 @@ the other drawings are the validation images. Each candidate (lr, epochs) of eac
 by the harmonic mean of pseudo-base and pseudo-new validation accuracy, averaged over the datasets
 given, one seed. The winners are what ``metaprompt_lite.methods._POCKET`` holds.
 
-Run:  python benchmarks/tune_pocket.py [--methods coop ...] [--datasets emoji-food flags]
+Run:  python benchmarks/tune_pocket.py [--methods coop ...] [--datasets emoji-novel-places flags-pixel]
 Prints a table per method and the chosen preset; writes results/tuning.csv.
 """
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="*", default=["coop", "cocoop", "ivlp", "maple", "metaprompt",
                                                           "prometar", "gram-coop", "gram-ivlp"])
-    parser.add_argument("--datasets", nargs="*", default=["emoji-food", "flags", "cards"])
+    parser.add_argument("--datasets", nargs="*", default=["emoji-novel-places", "flags-pixel", "cards"])
     parser.add_argument("--out", default="results/tuning.csv")
     args = parser.parse_args()
     backbone = load_clip(*default_model())

@@ -395,7 +395,8 @@ _DG_PROMPTS = {"metaprompt": _METAPROMPT_DG, "metaprompt-clean": _METAPROMPT_DG,
                "maple": replace(_MAPLE, text_depth=3, vision_depth=3)}
 _PAPER_DG["metaprompt-clean"] = _PAPER_DG["metaprompt"]
 # Pocket presets: lr from `benchmarks/tune_pocket.py` (grid lr {0.002, 0.008} x epochs {2, 5}, scored by
-# HM on pseudo-base/pseudo-new splits of the *base* classes' train pool of emoji-food, flags and cards;
+# HM on pseudo-base/pseudo-new splits of the *base* classes' train pool of the previous suite's emoji-food,
+# flags and cards (not re-tuned on suite v3: results/FINDINGS.md);
 # results/tuning.csv; run on suite v1 with a 1-epoch warm-up; ProMetaR re-tuned on v2 after its lr_ratio fix,
 # same choice). The validation preferred 5 epochs for every method, but the 30-minute budget for the
 # full 3-seed benchmark on 2 CPU cores allows 2 (CoCoOp, whose text pass runs once per image, 1),

@@ -44,7 +44,7 @@ class RunConfig:
     """Every knob of one run, printed at its start."""
 
     method: str = "coop"
-    dataset: str = "emoji-food"
+    dataset: str = "emoji-novel-places"
     target: str | None = None  # DG: the held-out domain
     model: str = "tiny-clip"
     pretrained: str | None = None

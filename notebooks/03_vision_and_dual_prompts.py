@@ -28,7 +28,7 @@ from metaprompt_lite.prompts import PromptedCLIP
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
-dataset = load_dataset("emoji-animals")
+dataset = load_dataset("emoji-novel-mixed")
 classes = dataset.classnames[:5]
 images = dataset.images[:4]
 grid = backbone.image_size // backbone.model.visual.patch_size[0]

@@ -28,7 +28,7 @@ from metaprompt_lite.splits import relabel
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
-dataset = load_dataset("emoji-food")
+dataset = load_dataset("emoji-novel-places")
 method = get_method("ivlp")  # deep text + vision prompts: the meta-gradient goes through both encoders
 model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:8], dataset.templates[:1])
 pool = (dataset.split == 0) & (dataset.labels < 8)

@@ -69,7 +69,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## Training MetaPrompt on emoji-animals: the official loop, the clean update, and second order
+# ## Training MetaPrompt on emoji-novel-mixed: the official loop, the clean update, and second order
 # Live, one seed, the benchmark's pocket preset. `metaprompt` runs the official code's loop: each
 # episode's inner step is a step of the training optimizer, so the support gradient stays in its
 # momentum and keeps moving the prompts, and only the first episode is restored (docs/methods.md).
@@ -77,7 +77,7 @@ plt.show()
 # `meta_order=2` it differentiates through that step.
 
 # %%
-dataset = load_dataset("emoji-animals")
+dataset = load_dataset("emoji-novel-mixed")
 runs = {}
 for label, name, overrides in (("metaprompt (official)", "metaprompt", {}),
                                ("metaprompt-clean (1st)", "metaprompt-clean", {}),
@@ -97,7 +97,7 @@ for label, r in runs.items():
     ax.plot(h["step"], h["query_loss"], ls="--", label=f"{label}: query loss")
 ax.set_xlabel("step")
 ax.set_ylabel("loss")
-ax.set_title("MetaPrompt on emoji-animals (base classes)")
+ax.set_title("MetaPrompt on emoji-novel-mixed (base classes)")
 ax.legend(fontsize=7)
 plt.show()
 first = pd.DataFrame(runs["metaprompt (official)"]["history"])

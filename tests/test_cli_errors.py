@@ -123,9 +123,10 @@ def test_explicit_missing_checkpoint_uses_the_cli_spelling(clone, capsys):
 def test_unknown_dataset_and_method(clone, capsys):
     work, data = clone
     assert run_cli(["train", "--dataset", "nope", *TINY], capsys, work, data) == (
-        "error: unknown dataset 'nope' — use one of emoji-objects, emoji-animals, emoji-food, emoji-places, "
-        "emoji-novel-objects, emoji-novel-mixed, flags, cards, fashion, emoji-pacs, flags-dg, emoji-unseen")
-    assert run_cli(["train", "--dataset", "flags", "--method", "nope", *TINY], capsys, work, data) == (
+        "error: unknown dataset 'nope' — use one of emoji-objects, cards, fashion, emoji-novel-objects, "
+        "emoji-novel-mixed, emoji-novel-animals, emoji-novel-food, emoji-novel-places, flags-pixel, emoji-pixel, "
+        "emoji-pacs, flags-dg, emoji-unseen")
+    assert run_cli(["train", "--dataset", "flags-pixel", "--method", "nope", *TINY], capsys, work, data) == (
         "error: unknown method 'nope' — use one of cocoop, coop, gram-coop, gram-ivlp, ivlp, maple, metaprompt, "
         "metaprompt-clean, prometar, prometar-base, prometar-netlr, zsclip, zsclip-ens")
     assert run_cli(["bench", "--suite", "b2n", "--methods", "nope", *TINY], capsys, work, data,
@@ -138,11 +139,11 @@ def test_unknown_dataset_and_method(clone, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--dataset", "flags", "--seed", "18446744073709551616"],
+    (["train", "--dataset", "flags-pixel", "--seed", "18446744073709551616"],
      "error: argument --seed: seed 18446744073709551616 is out of range — use 0 <= seed < 2**32 (4294967296)"),
     (["bench", "--seeds", "1", "-1"], "error: argument --seeds: seed -1 is out of range — use 0 <= seed < 2**32 "
                                       "(4294967296)"),
-    (["train", "--dataset", "flags", "--seed", "x"],
+    (["train", "--dataset", "flags-pixel", "--seed", "x"],
      "error: argument --seed: seed 'x' is not an integer — use 0 <= seed < 2**32"),
     (["zeroshot", "--suite", "imagenet"], "error: argument --suite: invalid choice: 'imagenet' (choose from {choices}) "
                                           "— see `metaprompt-lite zeroshot --help`"),
@@ -161,12 +162,12 @@ def test_bad_values_are_one_line_usage_errors(clone, capsys, argv, message):
 
 def test_store_checksum_mismatch(clone, capsys):
     work, data = clone
-    path = data / "suite" / "flags.json"
+    path = data / "suite" / "flags-pixel.json"
     original = path.resolve().read_bytes()
     damage(path, original + b" ")
     expected = hashlib.sha256(original).hexdigest()[:12]
     actual = hashlib.sha256(original + b" ").hexdigest()[:12]
-    assert run_cli(["train", "--dataset", "flags", *TINY], capsys, work, data) == (
+    assert run_cli(["train", "--dataset", "flags-pixel", *TINY], capsys, work, data) == (
         f"error: checksum mismatch for {path}: sha256 {actual}… but the manifest says {expected}… (the file was changed "
         "or cut short) — restore it with `git checkout data/suite` or rebuild it with `metaprompt-lite data build` "
         "(see data/README.md)")
@@ -203,7 +204,7 @@ def test_bench_refuses_a_damaged_csv_before_any_work(clone, capsys, text, messag
     work, data = clone
     (work / "results").mkdir()
     (work / "results" / "b2n.csv").write_bytes(text.encode())
-    line = run_cli(["bench", "--suite", "b2n", "--methods", "zsclip", "--datasets", "flags", "--seeds", "1",
+    line = run_cli(["bench", "--suite", "b2n", "--methods", "zsclip", "--datasets", "flags-pixel", "--seeds", "1",
                     "--no-report", *TINY], capsys, work, data, only_line=False)
     assert line == "error: " + message
 

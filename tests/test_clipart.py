@@ -114,7 +114,7 @@ def test_plan_clipart_adds_corpus_only_items_and_keeps_the_probe_concept_out(tmp
     sources = _fake_sources(tmp_path)
     glass = build.Item(build.Drawing("pkg:glass", "pkg", "glass", "style", lambda: None), 0, "glass", "1F95B",
                        "noto", "corpus", ("glass",))
-    plan = build.Plan(classnames={"emoji-unseen": ["cow"], "emoji-pacs": ["swan"], "emoji-food": ["red apple"]},
+    plan = build.Plan(classnames={"emoji-unseen": ["cow"], "emoji-pacs": ["swan"], "emoji-objects": ["red apple"]},
                       corpus=[glass])
     build.plan_clipart(sources, plan, {})
     plan.corpus.remove(glass)

@@ -96,12 +96,12 @@ def test_manifest_lists_every_image_with_source_version_and_licence():
 def test_checksum_mismatch_and_missing_store_are_clear_errors(tmp_path):
     copy = tmp_path / "suite"
     shutil.copytree(STORE, copy)
-    with open(copy / "flags.json", "ab") as handle:
+    with open(copy / "flags-pixel.json", "ab") as handle:
         handle.write(b" ")
     with pytest.raises(StoreError, match="checksum mismatch.*metaprompt-lite data build"):
-        load_dataset("flags", copy)
+        load_dataset("flags-pixel", copy)
     with pytest.raises(StoreError, match="MANIFEST.json missing"):
-        load_dataset("flags", tmp_path / "nowhere")
+        load_dataset("flags-pixel", tmp_path / "nowhere")
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*emoji-objects"):
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="unknown suite"):
@@ -129,7 +129,7 @@ def test_flags_without_the_emoji_sources_are_skipped_with_the_reason(tmp_path):
                       wordnet=nowhere, fashion=nowhere, tuxpaint=nowhere, openclipart=nowhere)
     report = build(tmp_path / "store", None, sources, progress=False)
     assert report["datasets"] == []
-    for name in ("flags", "flags-dg"):
+    for name in ("flags-pixel", "flags-dg"):
         assert "need the emoji sources" in report["missing"][name] and "npm install" in report["missing"][name]
     assert {"emoji-objects", "emoji-unseen", "cards", "fashion"} <= set(report["missing"])
 
@@ -203,7 +203,7 @@ def test_corpus_variants_hold_each_drawing_plain_and_as_random_variants(tmp_path
 
 def test_text_corpus_extras_hold_text_only_captions_and_class_names_but_not_the_probe():
     plan = build.Plan(text_only=["a glossy emoji of teapot", "teapot, kettle"],
-                      classnames={"emoji-food": ["bagel"], "emoji-unseen": ["secret thing"]})
+                      classnames={"emoji-novel-food": ["bagel"], "emoji-unseen": ["secret thing"]})
     extras = build.text_corpus_extras(plan, {"teapot": "a pot for tea"}, limit=3)
     assert extras[:2] == ["a glossy emoji of teapot", "teapot, kettle"]
     assert "a photo of bagel, a type of food." in extras

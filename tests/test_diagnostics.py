@@ -36,7 +36,7 @@ def test_grey_low_contrast_is_grey_and_squeezed_around_mid_grey(diagnostics):
     assert int(out.min()) >= 96 and int(out.max()) <= 198
 
 
-@pytest.mark.parametrize("name", ["emoji-objects", "emoji-food"])
+@pytest.mark.parametrize("name", ["emoji-objects", "emoji-novel-food"])
 def test_fixed_split_has_every_class_on_both_sides_with_the_pool_styles_only_in_the_pool(diagnostics, name):
     dataset = load_dataset(name)
     view = split_by_source(dataset, set(diagnostics.FIXED_POOL))
@@ -73,14 +73,14 @@ def test_linear_probe_separates_separable_features_and_is_repeatable(diagnostics
 
 
 def test_manifest_rows_follow_the_dataset_images(diagnostics):
-    dataset = load_dataset("emoji-food")
-    rows = diagnostics._manifest("emoji-food")
+    dataset = load_dataset("emoji-novel-food")
+    rows = diagnostics._manifest("emoji-novel-food")
     assert [row["drawing"] for row in rows] == dataset.drawing
     assert [int(row["label"]) for row in rows] == dataset.labels.tolist()
     assert {row["variant"] for row in rows} == {"0", "1", "2"}
 
 
-@pytest.mark.parametrize("name", ["emoji-objects", "emoji-places"])
+@pytest.mark.parametrize("name", ["emoji-objects", "emoji-novel-places"])
 def test_pool_of_three_styles_moves_exactly_one_test_style_per_class(diagnostics, name):
     dataset = load_dataset(name)
     three = diagnostics.pool_of_three_styles(dataset)
@@ -111,12 +111,12 @@ def test_feature_cache_embeds_each_image_tensor_once(diagnostics, monkeypatch):
         return images.float().flatten(1)[:, :4]
 
     monkeypatch.setattr(diagnostics, "image_features", fake_features)
-    dataset = load_dataset("emoji-food")
+    dataset = load_dataset("emoji-novel-food")
     cache = diagnostics.FeatureCache(backbone=None)
     first = cache(dataset)
     assert cache(diagnostics.pool_of_three_styles(dataset)) is first  # a re-split copy shares the images
     assert len(calls) == 1
-    other = load_dataset("flags")
+    other = load_dataset("flags-pixel")
     assert cache(other).shape[0] == len(other) and len(calls) == 2
 
 
@@ -129,7 +129,7 @@ def test_mean_gains_counts_rises_and_falls(diagnostics):
 
 def test_pool_styles_takes_its_two_style_side_from_parts_5_and_6(diagnostics, monkeypatch):
     """Part 7 computes only the 3-style side; the 2-style side is the rows it is given."""
-    names = ("emoji-objects", "emoji-animals", "emoji-food", "emoji-places")
+    names = ("emoji-objects", "emoji-novel-animals", "emoji-novel-food", "emoji-novel-places")
     monkeypatch.setattr(diagnostics, "base_headroom", lambda backbone, dataset, features: {"zs_base": 40.0,
                                                                                           "linear_probe_base": 46.0})
     monkeypatch.setattr(diagnostics, "_gains", lambda backbone, model, pretrained, datasets, optim, seeds: {
