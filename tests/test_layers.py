@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "metaprompt_lite"
 LAYERS = [
     ("__init__", "paths", "faults", "results_table", "splits", "losses", "teacher", "data.*", "research.*"),  # no model, no training
     ("backbone", "engine"),  # any open_clip CLIP; the training loop
-    ("zeroshot",),  # zero-shot CLIP: templates, ensembles, base/new scores
+    ("zeroshot", "headroom"),  # zero-shot CLIP: templates, ensembles, base/new scores; linear-probe headroom
     ("prompts",),  # prompt learners on a frozen CLIP
     ("meta", "prometar", "gram"),  # meta-gradients; ProMetaR's and GRAM's pieces
     ("methods",),  # every method as a recipe and its step
