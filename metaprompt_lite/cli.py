@@ -65,6 +65,13 @@ def _pretrained(value: str | None) -> str | None:
     return None if value in (None, "", "none", "None") else value
 
 
+def _load_backbone(args):
+    """The backbone of ``--model``/``--pretrained``/``--device`` (after :func:`_resolve_pretrained`)."""
+    from metaprompt_lite.backbone import load_clip
+
+    return load_clip(args.model, _pretrained(args.pretrained), args.device)
+
+
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate one method on one dataset (one seed)")
     p.add_argument("--method", default="coop")
@@ -171,10 +178,9 @@ def _zeroshot_parser(sub) -> None:
 
 
 def _run_zeroshot(args) -> int:
-    from metaprompt_lite.backbone import load_clip
     from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
 
-    backbone = load_clip(args.model, _pretrained(args.pretrained), args.device)
+    backbone = _load_backbone(args)
     print(f"backbone: {args.model} ({backbone.pretrained or 'random weights'})", file=sys.stderr)
     rows = zero_shot_suite(backbone, args.suite)
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
@@ -311,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="list or build the offline benchmark suite")
     from metaprompt_lite.data import cli as data_cli
 
-    data_cli.add_arguments(data)
+    data_cli.add_arguments(data, _add_model_arguments)
     _train_parser(sub)
     _pretrain_parser(sub)
     _zeroshot_parser(sub)
@@ -322,12 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args) -> int:
+    if hasattr(args, "pretrained"):
+        _resolve_pretrained(args)
     if args.command == "data":
         from metaprompt_lite.data import cli as data_cli
 
-        return data_cli.run(args)
-    if hasattr(args, "pretrained"):
-        _resolve_pretrained(args)
+        return data_cli.run(args, _load_backbone)
     if args.command == "train":
         return _run_train(args)
     if args.command == "pretrain":

