@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from metaprompt_lite.backbone import Backbone
 from metaprompt_lite.engine import accuracy
 from metaprompt_lite.splits import base_new_split, select_classes
-from metaprompt_lite.zeroshot import image_features, text_classifier
+from metaprompt_lite.zeroshot import base_new_scores, image_features, text_classifier
 
 
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, n_classes: int,
@@ -46,26 +46,25 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, n_cla
 
 
 def base_headroom(backbone: Backbone, dataset, look: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
-    """{dataset, zeroshot, probe, headroom, chance} on the base classes of a B2N ``dataset``.
+    """{dataset, zeroshot, probe, headroom, chance, zeroshot_new} of a B2N ``dataset``.
 
-    The probe trains on every train-pool image of the base classes and is scored on their test
-    images; zero-shot uses the single hand template on the same test images. ``look`` (uint8 images
-    -> uint8 images) measures the dataset under a transformed look instead."""
+    Zero-shot (single hand template) on the test images, base and new each among their own classes
+    (:func:`zeroshot.base_new_scores`); the probe trains on every train-pool image of the base classes
+    and is scored on their test images. ``look`` (uint8 images -> uint8 images) measures the dataset
+    under a transformed look instead."""
+    features = image_features(backbone, dataset.images if look is None else look(dataset.images))
+    test = dataset.split == 1
+    classifier = text_classifier(backbone, dataset.classnames, dataset.templates[:1])
+    zeroshot = base_new_scores(features[test], dataset.labels[test], classifier)
     base, _ = base_new_split(len(dataset.classnames))
     index, labels = select_classes(dataset.labels, base)
-    images = dataset.images[index]
-    if look is not None:
-        images = look(images)
-    features = image_features(backbone, images)
-    train, test = dataset.split[index] == 0, dataset.split[index] == 1
-    if not train.any() or not test.any():
+    train = dataset.split[index] == 0
+    if not train.any() or train.all():
         raise ValueError(f"{dataset.name} needs train-pool and test images of its base classes for a probe")
-    classifier = text_classifier(backbone, [dataset.classnames[i] for i in base], dataset.templates[:1])
-    zeroshot = accuracy(features[test] @ classifier.t(), labels[test])
-    weight, bias = linear_probe(features[train], labels[train], len(base))
-    probe = accuracy(features[test] @ weight + bias, labels[test])
-    return {"dataset": dataset.name, "zeroshot": zeroshot, "probe": probe, "headroom": probe - zeroshot,
-            "chance": 100.0 / len(base)}
+    weight, bias = linear_probe(features[index][train], labels[train], len(base))
+    probe = accuracy(features[index][~train] @ weight + bias, labels[~train])
+    return {"dataset": dataset.name, "zeroshot": zeroshot["base"], "probe": probe, "headroom": probe - zeroshot["base"],
+            "chance": 100.0 / len(base), "zeroshot_new": zeroshot["new"]}
 
 
 def headroom_rows(backbone: Backbone, datasets) -> list[dict]:
@@ -74,12 +73,7 @@ def headroom_rows(backbone: Backbone, datasets) -> list[dict]:
     rows = []
     for dataset in datasets:
         row = base_headroom(backbone, dataset)
-        test = (dataset.split == 1).nonzero().flatten()
-        classifier = text_classifier(backbone, dataset.classnames, dataset.templates[:1])
-        _, new = base_new_split(len(dataset.classnames))
-        index, labels = select_classes(dataset.labels[test], new)
-        features = image_features(backbone, dataset.images[test[index]])
-        new_acc = accuracy(features @ classifier[new].t(), labels)
-        rows.append({**row, "zeroshot_new": new_acc, "x_chance_base": row["zeroshot"] / row["chance"],
-                     "x_chance_new": new_acc * len(new) / 100.0})
+        n_new = len(dataset.classnames) - len(base_new_split(len(dataset.classnames))[0])
+        rows.append({**row, "x_chance_base": row["zeroshot"] / row["chance"],
+                     "x_chance_new": row["zeroshot_new"] * n_new / 100.0})
     return rows
