@@ -338,18 +338,18 @@ def plan_emoji(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
                                 f"versions of data/README.md with:\n  {npm_install_line(sources.npm)}")
         holder |= {k: dataset for k in keys}
         novel[dataset] = keys
-    for dataset in sorted({**familiar, **novel}, key=list(SUITES).index):
-        keys = {**familiar, **novel}[dataset]
+    chosen = {**familiar, **novel}
+    for dataset in sorted(chosen, key=list(SUITES).index):
+        keys = chosen[dataset]
         look = "pixel" if dataset == "emoji-pixel" else "plain"
+        domain = "pixel" if look == "pixel" else "emoji"
         plan.classnames[dataset] = [meta[k].name for k in keys]
-        plan.domains[dataset] = [look if look != "plain" else "emoji"]
+        plan.domains[dataset] = [domain]
         pool, test = [], []
         for key in keys:
             pool_styles, test_styles = split_styles(B2N_EMOJI_STYLES, key, 2)
-            pool += items([key], dataset, [(st, plan.domains[dataset][0]) for st in pool_styles], POOL_VARIANTS,
-                          lambda s: "pool", look)
-            test += items([key], dataset, [(st, plan.domains[dataset][0]) for st in test_styles], TEST_VARIANTS,
-                          lambda s: "test", look)
+            pool += items([key], dataset, [(st, domain) for st in pool_styles], POOL_VARIANTS, lambda s: "pool", look)
+            test += items([key], dataset, [(st, domain) for st in test_styles], TEST_VARIANTS, lambda s: "test", look)
         plan.datasets[dataset] = pool + test
     for keys in familiar.values():
         for key in keys:
