@@ -234,8 +234,8 @@ def test_a_b2n_concept_enters_the_corpus_as_fluent_drawings_or_as_text_only(with
 
 def test_a_built_corpus_holds_no_evaluation_image():
     """When the pretraining corpus is built (``data/corpus``, not committed), check it against the
-    manifest of the committed suite: no source drawing and no probe or novel B2N concept may appear in
-    it; the object-category B2N emoji concepts only as Fluent drawings (or, built with
+    manifest of the committed suite: no source drawing, no probe or unseen-concept B2N concept and no
+    pixel art may appear in it; the familiar B2N emoji concepts only as Fluent drawings (or, built with
     --no-b2n-concept-images, not at all)."""
     corpus = STORE.parent / "corpus" / "corpus.json"
     if not corpus.is_file():
@@ -246,8 +246,8 @@ def test_a_built_corpus_holds_no_evaluation_image():
     probe = {r["concept"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
     assert not probe & set(meta["concept_ids"])
     b2n_emoji = {r["concept"] for r in _manifest_rows()
-                 if r["dataset"] in build.OBJECT_CATEGORIES.values()}
-    assert len(b2n_emoji) == 400
+                 if r["dataset"] in (*build.FAMILIAR_EMOJI.values(), "emoji-pixel")}
+    assert len(b2n_emoji) == 200
     b2n_styles = {meta["style_names"][s] for c, s in zip(meta["concepts"], meta["styles"])
                   if meta["concept_ids"][c] in b2n_emoji}
     if meta.get("b2n_concept_images", True):  # only as Fluent drawings, never in a pool/test style
@@ -265,8 +265,11 @@ def test_a_built_corpus_holds_no_evaluation_image():
     names = {r["classname"] for r in _manifest_rows() if r["concept"] in b2n_emoji}
     assert all(f"a photo of a {n}." in text for n in names)
     # the novel emoji B2N concepts: no image at all, in any style, but their captions and names as text
-    novel = {r["concept"] for r in _manifest_rows() if r["dataset"] in build.NOVEL_B2N}
-    assert len(novel) == 100 and not novel & set(meta["concept_ids"])
+    unseen = (*build.NOVEL_B2N, *build.NOVEL_CATEGORIES.values())
+    novel = {r["concept"] for r in _manifest_rows() if r["dataset"] in unseen}
+    assert len(novel) == 250 and not novel & set(meta["concept_ids"])
+    # the pixel look: no famfamfam pixel flag of any country
+    assert not any(d.startswith("famfamfam-flag-png:") for d in meta["drawings"])
     novel_names = {r["classname"] for r in _manifest_rows() if r["concept"] in novel}
     # the captions their drawings would have had (the class-name sentences are added for every dataset anyway)
     assert all(build.STYLE_PHRASES[st].format(n) in text for n in novel_names for st in build.B2N_EMOJI_STYLES)

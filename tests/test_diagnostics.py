@@ -127,22 +127,6 @@ def test_mean_gains_counts_rises_and_falls(diagnostics):
     assert summary == {"mean_base_gain": 4.0, "mean_new_gain": -4.5, "base_up": 1, "new_down": 1, "datasets": 2}
 
 
-def test_pool_styles_takes_its_two_style_side_from_parts_5_and_6(diagnostics, monkeypatch):
-    """Part 7 computes only the 3-style side; the 2-style side is the rows it is given."""
-    names = ("emoji-objects", "emoji-novel-animals", "emoji-novel-food", "emoji-novel-places")
-    monkeypatch.setattr(diagnostics, "base_headroom", lambda backbone, dataset, features: {"zs_base": 40.0,
-                                                                                          "linear_probe_base": 46.0})
-    monkeypatch.setattr(diagnostics, "_gains", lambda backbone, model, pretrained, datasets, optim, seeds: {
-        name: {"zs_base": 40.0, "coop_base": 42.0 + i} for i, name in enumerate(datasets)})
-    headroom = {n: {"zs_base": 50.0, "linear_probe_base": 45.0} for n in names}
-    coop = {n: {"zs_base": 50.0, "coop_base": 51.0} for n in names}
-    out = diagnostics.pool_styles(None, "m", None, lambda dataset: None, headroom, coop, epochs=10, seeds=(1,))
-    for name in names:
-        assert out["datasets"][name]["pool_2_styles"] == {**headroom[name], "coop": coop[name]}
-        assert out["datasets"][name]["pool_3_styles"]["linear_probe_base"] == 46.0
-    assert out["mean_coop_base_gain_3_styles"] == 2.0
-
-
 def test_parts_run_only_the_chosen_measures_and_part_7_needs_5_and_6(diagnostics, monkeypatch, tmp_path, capsys):
     import json
     import sys

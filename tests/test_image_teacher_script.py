@@ -87,6 +87,6 @@ def test_an_unknown_text_side_is_refused(script, tmp_path):
 def test_zero_shot_scores_the_test_split_of_b2n_and_every_dg_image(script):
     from metaprompt_lite.data import load_dataset
 
-    b2n, dg = load_dataset("flags"), load_dataset("flags-dg")
-    assert torch.equal(script.evaluation_images("flags", "b2n"), b2n.images[b2n.split == 1])
+    b2n, dg = load_dataset("flags-pixel"), load_dataset("flags-dg")
+    assert torch.equal(script.evaluation_images("flags-pixel", "b2n"), b2n.images[b2n.split == 1])
     assert torch.equal(script.evaluation_images("flags-dg", "dg"), dg.images)

@@ -66,7 +66,7 @@ from image_recipes import CHECKPOINT, evaluate, fresh_image_phase, short_budget_
 from pocket_diagnostics import PROBE_POOL, FeatureCache, gains_by_epochs, headroom_rows  # noqa: E402
 from metaprompt_lite.data import load_dataset, split_by_source
 from metaprompt_lite.data.store import ImageDataset
-from metaprompt_lite.data.build import OBJECT_CATEGORIES
+from metaprompt_lite.data.build import EMOJI_CATEGORIES
 from metaprompt_lite.data.sources import EmojiMetadata, Sources, default_sources_dir
 from metaprompt_lite.data.corpus import ImageTextCorpus, load_corpus
 from metaprompt_lite.engine import accuracy
@@ -90,7 +90,7 @@ def choose_holdouts(corpus: ImageTextCorpus, styles: list[str], meta: dict, seed
                 if set(PROBE_STYLES) <= have and corpus.concept_ids[c] in meta
                 and meta[corpus.concept_ids[c]].category != "Flags"]
     rng = random.Random(seed)
-    objects = [c for c in eligible if meta[corpus.concept_ids[c]].category in OBJECT_CATEGORIES]
+    objects = [c for c in eligible if meta[corpus.concept_ids[c]].category in EMOJI_CATEGORIES]
     object_set = sorted(rng.sample(objects, N_HELD))
     random_set = sorted(rng.sample([c for c in eligible if c not in set(object_set)], N_HELD))
     return {"random": random_set, "object": object_set}

@@ -23,7 +23,7 @@ def main() -> None:
     torch.manual_seed(0)
     backbone = load_clip(*default_model())
     rows = []
-    for name in sys.argv[1:] or ["emoji-places", "flags"]:
+    for name in sys.argv[1:] or ["emoji-novel-places", "flags-pixel"]:
         dataset = load_dataset(name)
         for grid in GRIDS:
             look = None if grid is None else (lambda x, g=grid: torch.from_numpy(pixelate(x.numpy(), g)))
