@@ -27,14 +27,13 @@ import torch
 from tqdm import tqdm
 
 from metaprompt_lite import results_table
+from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.faults import fault_point
 from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, preset
 from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
 
-B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s")
-DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s")
 
 
 @dataclass

@@ -10,10 +10,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
+import time
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 
+import torch
+
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.bench import BenchConfig, bench
+from metaprompt_lite.data import cli as data_cli
+from metaprompt_lite.data import load_dataset
+from metaprompt_lite.data.corpus import load_corpus
+from metaprompt_lite.data.store import StoreError
 from metaprompt_lite.engine import config_table
+from metaprompt_lite.gram import GramConfig
+from metaprompt_lite.gram_build import build_artifact
+from metaprompt_lite.methods import get_method
+from metaprompt_lite.paths import POCKET_CHECKPOINT, POCKET_MODEL, data_dir, default_model
+from metaprompt_lite.pretrain import PretrainConfig, pretrain
+from metaprompt_lite.report import report, summary_text
+from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
+from metaprompt_lite.results_table import count_rows
+from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
+from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
 
 DEBUG_ENV = "METAPROMPT_LITE_DEBUG"
 SEED_LIMIT = 2**32  # numpy's and the generators' seed range: 0 <= seed < 2**32
@@ -39,8 +61,6 @@ def _seed(text: str) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from metaprompt_lite.paths import POCKET_CHECKPOINT, POCKET_MODEL
-
     parser.add_argument("--model", default=POCKET_MODEL, help=f"open_clip model name (default: {POCKET_MODEL})")
     parser.add_argument("--pretrained", default=None,
                         help="open_clip tag (e.g. openai) or checkpoint path; 'none' = random weights "
@@ -51,8 +71,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def _resolve_pretrained(args) -> None:
     """Fill in the default checkpoint: the committed pocket CLIP, or an error naming it and the fix
     (never a silent fall back to random weights); another model needs an explicit ``--pretrained``."""
-    from metaprompt_lite.paths import POCKET_MODEL, default_model
-
     if args.pretrained is not None:
         return
     if args.model != POCKET_MODEL:
@@ -67,8 +85,6 @@ def _pretrained(value: str | None) -> str | None:
 
 def _load_backbone(args):
     """The backbone of ``--model``/``--pretrained``/``--device`` (after :func:`_resolve_pretrained`)."""
-    from metaprompt_lite.backbone import load_clip
-
     return load_clip(args.model, _pretrained(args.pretrained), args.device)
 
 
@@ -96,12 +112,6 @@ def _train_parser(sub) -> None:
 
 
 def _run_train(args) -> int:
-    import torch
-
-    from metaprompt_lite.data import load_dataset
-    from metaprompt_lite.methods import get_method
-    from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
-
     get_method(args.method)  # fail fast on an unknown method
     dataset = load_dataset(args.dataset)
     if dataset.suite == "dg" and args.target is None:  # before any output: the error is the only line
@@ -138,8 +148,6 @@ def _run_train(args) -> int:
 
 
 def _pretrain_parser(sub) -> None:
-    from metaprompt_lite.pretrain import PretrainConfig
-
     defaults = PretrainConfig()
     p = sub.add_parser("pretrain", help="pretrain the pocket CLIP on the offline corpus (resumable)")
     p.add_argument("--corpus", default="data/corpus", help="built by `metaprompt-lite data build --corpus`")
@@ -158,9 +166,6 @@ def _pretrain_parser(sub) -> None:
 
 
 def _run_pretrain(args) -> int:
-    from metaprompt_lite.data.corpus import load_corpus
-    from metaprompt_lite.pretrain import PretrainConfig, pretrain
-
     fields = PretrainConfig.__dataclass_fields__
     config = PretrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     print("PretrainConfig\n" + config_table(config), file=sys.stderr)
@@ -178,8 +183,6 @@ def _zeroshot_parser(sub) -> None:
 
 
 def _run_zeroshot(args) -> int:
-    from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
-
     backbone = _load_backbone(args)
     print(f"backbone: {args.model} ({backbone.pretrained or 'random weights'})", file=sys.stderr)
     rows = zero_shot_suite(backbone, args.suite)
@@ -209,11 +212,6 @@ def _bench_parser(sub) -> None:
 
 
 def _run_bench(args) -> int:
-    import time
-
-    from metaprompt_lite.bench import BenchConfig, bench
-    from metaprompt_lite.report import report, summary_text
-
     suites = ("b2n", "dg") if args.suite == "all" else (args.suite,)
     print(f"backbone: {args.model} ({_pretrained(args.pretrained) or 'random weights: --pretrained none'})",
           file=sys.stderr)
@@ -222,10 +220,6 @@ def _run_bench(args) -> int:
         t_suite = time.perf_counter()
         datasets, loader = args.datasets or (), None
         if args.data_root:
-            from functools import partial
-
-            from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
-
             loader = partial(load_research_dataset, root=args.data_root)
             datasets = datasets or (RESEARCH_B2N if suite == "b2n" else RESEARCH_DG)
         config = BenchConfig(suite=suite, methods=args.methods or (), datasets=datasets, loader=loader,
@@ -248,10 +242,6 @@ def _portable_path(path: str | None) -> str | None:
     """A checkpoint under the data directory as ``data/...`` (the committed results must not name
     this machine's clone), or as ``$METAPROMPT_LITE_DATA/...`` when that variable moved the data
     directory elsewhere; any other path or tag unchanged."""
-    from pathlib import Path
-
-    from metaprompt_lite.paths import data_dir
-
     if path is None or not Path(path).exists():
         return path
     prefix = "$METAPROMPT_LITE_DATA" if os.environ.get("METAPROMPT_LITE_DATA") else "data"
@@ -264,13 +254,10 @@ def _portable_path(path: str | None) -> str | None:
 def _record_bench_meta(args, walls: dict[str, float]) -> None:
     """results/bench_meta.json: what ran, on what, how long. Wall times are summed per suite over
     resumed invocations (an invocation killed before it ends adds nothing: add it by hand)."""
-    import platform
-    from pathlib import Path
-
     path = Path(args.out_dir) / "bench_meta.json"
     meta = json.loads(path.read_text()) if path.is_file() else {}
     meta.update(model=args.model, pretrained=_portable_path(_pretrained(args.pretrained)), tier=args.tier,
-                machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {__import__('torch').__version__}")
+                machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}")
     meta["seeds"] = sorted(set(meta.get("seeds", [])) | set(args.seeds))
     by_suite = meta.setdefault("wall_minutes_by_suite", {})
     for suite, seconds in walls.items():
@@ -290,9 +277,6 @@ def _gram_parser(sub) -> None:
 
 
 def _run_gram(args) -> int:
-    from metaprompt_lite.gram import GramConfig
-    from metaprompt_lite.gram_build import build_artifact
-
     config = GramConfig(meta_steps=args.meta_steps, seed=args.seed)
     print("GramConfig\n" + config_table(config), file=sys.stderr)
     for method in args.methods:
@@ -315,8 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"show the traceback of an error (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data = sub.add_parser("data", help="list or build the offline benchmark suite")
-    from metaprompt_lite.data import cli as data_cli
-
     data_cli.add_arguments(data, _add_model_arguments)
     _train_parser(sub)
     _pretrain_parser(sub)
@@ -331,8 +313,6 @@ def _dispatch(args) -> int:
     if hasattr(args, "pretrained"):
         _resolve_pretrained(args)
     if args.command == "data":
-        from metaprompt_lite.data import cli as data_cli
-
         return data_cli.run(args, _load_backbone)
     if args.command == "train":
         return _run_train(args)
@@ -345,8 +325,6 @@ def _dispatch(args) -> int:
     if args.command == "bench":
         return _run_bench(args)
     if args.command == "report":
-        from metaprompt_lite.report import report, summary_text
-
         print(f"wrote {report(args.out_dir)}", file=sys.stderr)
         print(summary_text(args.out_dir))
         return 0
@@ -356,8 +334,6 @@ def _dispatch(args) -> int:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """What a user can cause: bad names and values (ValueError, incl. damaged results files and
     checkpoints), paths (OSError), a damaged suite store, a non-finite loss."""
-    from metaprompt_lite.data.store import StoreError
-
     return (ValueError, OSError, StoreError, FloatingPointError)
 
 
@@ -375,8 +351,6 @@ def _interrupted(args) -> str:
     """The Ctrl-C line: what was kept and how to go on."""
     results = getattr(args, "results_file", None)
     if results:
-        from metaprompt_lite.results_table import count_rows
-
         return f"interrupted: {count_rows(results)} rows kept in {results}; run the same command to resume"
     if args.command == "train" and args.out_dir:
         return f"interrupted: the run's last checkpoint is kept in {args.out_dir}; run the same command to resume"

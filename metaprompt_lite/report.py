@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from metaprompt_lite.engine import harmonic_mean
-from metaprompt_lite.results_table import ResultsError, describe_missing, missing_runs, read_table
+from metaprompt_lite.results_table import (
+    B2N_COLUMNS, DG_COLUMNS, ResultsError, describe_missing, missing_runs, read_table)
 from metaprompt_lite.methods import B2N_METHODS
 
 # docs/methods.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
@@ -41,8 +42,6 @@ def _pm(mean: float, std: float) -> str:
 
 def _schema(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(columns, run-key columns) of ``b2n.csv`` or ``dg.csv``."""
-    from metaprompt_lite.bench import B2N_COLUMNS, DG_COLUMNS
-
     return (B2N_COLUMNS, B2N_COLUMNS[:3]) if name == "b2n" else (DG_COLUMNS, DG_COLUMNS[:4])
 
 

@@ -32,6 +32,10 @@ from typing import Callable, Sequence
 
 from metaprompt_lite import faults
 
+# the columns of each results file; the first three (B2N) or four (DG) are a row's run key
+B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s")
+DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s")
+
 TEXT_COLUMNS = ("method", "dataset", "benchmark", "target")
 INT_COLUMNS = ("seed",)
 LINE_END = "\r\n"  # what csv.writer writes, and what the committed files use

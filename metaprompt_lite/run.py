@@ -37,6 +37,7 @@ from metaprompt_lite.methods import (
 )
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.splits import base_class_shots, base_new_split, few_shot_indices, select_classes
+from metaprompt_lite.zeroshot import image_features
 
 
 @dataclass
@@ -119,8 +120,6 @@ def frozen_features(backbone: Backbone, dataset, index: torch.Tensor, cache: dic
            int(index.sum()) if index.numel() else 0)
     if cache is not None and key in cache:
         return cache[key]
-    from metaprompt_lite.zeroshot import image_features
-
     features = image_features(backbone, dataset.images[index])
     if cache is not None:
         cache[key] = features
