@@ -32,22 +32,8 @@ from PIL import Image
 
 from metaprompt_lite.data import render
 from metaprompt_lite.data.catalog import Drawing
-from metaprompt_lite.data.plan import (
-    FAMILIAR_EMOJI,
-    NOVEL_B2N,
-    NOVEL_CATEGORIES,
-    SUITES,
-    TEMPLATES,
-    Item,
-    Plan,
-    plan_cards,
-    plan_clipart,
-    plan_emoji,
-    plan_fashion,
-    plan_flags,
-    text_corpus_extras,
-)
-from metaprompt_lite.data.sources import LICENCES, SourceMissing, Sources, wordnet_glosses
+from metaprompt_lite.data.plan import SUITES, TEMPLATES, Item, Plan, make_plan, text_corpus_extras
+from metaprompt_lite.data.sources import LICENCES, Sources
 
 STORE_VERSION = 3  # 2: per-class style split of pool/test; 3: suite v3 (novel categories, the pixel look)
 # renderings per corpus drawing: plain + 2 seeded variants (the committed checkpoint's corpus). The
@@ -179,29 +165,10 @@ def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list
     ``b2n_concept_images=False`` keeps every image of the object-category emoji B2N concepts out of the corpus
     (their captions stay, as text only); ``corpus_variants`` renderings per corpus drawing
     (:func:`expand_variants`); ``clipart=True`` adds the Tux Paint / Openclipart images
-    (:func:`plan_clipart`, an experiment: ``experiments/clipart/``). The suite is
+    (:func:`~metaprompt_lite.data.plan.plan_clipart`, an experiment: ``experiments/clipart/``). The suite is
     the same either way."""
     t0 = time.perf_counter()
-    plan = Plan(b2n_concept_images=b2n_concept_images)
-    try:
-        glosses = wordnet_glosses(sources)
-    except SourceMissing as error:
-        glosses = {}
-        plan.missing["wordnet glosses (captions)"] = str(error)
-    steps = ((lambda: plan_emoji(sources, plan, glosses),
-              (*FAMILIAR_EMOJI.values(), "emoji-pixel", *NOVEL_CATEGORIES.values(), *NOVEL_B2N, "emoji-pacs",
-               "emoji-unseen")),
-             (lambda: plan_flags(sources, plan), ("flags-pixel", "flags-dg")),
-             (lambda: plan_cards(sources, plan), ("cards",)),
-             (lambda: plan_fashion(sources, plan), ("fashion",)))
-    if clipart and corpus_dir is not None:
-        steps += ((lambda: plan_clipart(sources, plan, glosses), ("clipart (corpus only)",)),)
-    for planner, names in steps:  # a missing source skips its datasets, with the reason and install line
-        try:
-            planner()
-        except SourceMissing as error:
-            for name in names:
-                plan.missing[name] = str(error)
+    plan, glosses = make_plan(sources, b2n_concept_images, clipart=clipart and corpus_dir is not None)
     store.mkdir(parents=True, exist_ok=True)
     checksums, rows = {}, []
     wanted = [n for n in SUITES if n in plan.datasets and (datasets is None or n in datasets)]

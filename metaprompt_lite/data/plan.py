@@ -1,8 +1,8 @@
 """Which drawing goes where: the datasets of the offline suite and the pretraining corpus.
 
-The ``plan_*`` functions choose, among the drawings the sources offer (:mod:`metaprompt_lite.data.catalog`),
+:func:`make_plan` chooses, among the drawings the sources offer (:mod:`metaprompt_lite.data.catalog`),
 every image of every dataset (its class, pool/test split, domain, variant and look) and every image and
-text-only sentence of the pretraining corpus, filling a :class:`Plan`; :mod:`metaprompt_lite.data.build`
+text-only sentence of the pretraining corpus, as a :class:`Plan`; :mod:`metaprompt_lite.data.build`
 renders and writes it. All choices are seeded by the identity of a concept or image, so the plan (and
 the build) is the same on every run:
 
@@ -60,6 +60,7 @@ from metaprompt_lite.data.sources import (
     fashion_mnist,
     flag_key,
     npm_install_line,
+    wordnet_glosses,
 )
 from metaprompt_lite.data.store import B2N_DATASETS, DG_BENCHMARKS, PROBES
 
@@ -430,6 +431,34 @@ def plan_fashion(sources: Sources, plan: Plan) -> None:
                    for i in sorted(train_ids[50:350])]
     plan.datasets["fashion"] = items
     plan.corpus += corpus
+
+
+def make_plan(sources: Sources, b2n_concept_images: bool = True, clipart: bool = False) -> tuple[Plan, dict[str, str]]:
+    """The plan of every dataset and of the corpus, and the WordNet glosses its captions used. A missing
+    source skips the datasets that need it: ``plan.missing`` names them, with the reason and install line.
+    ``b2n_concept_images=False`` gives the object-category emoji B2N concepts to the corpus as text only;
+    ``clipart=True`` adds the Tux Paint / Openclipart corpus images (:func:`plan_clipart`)."""
+    plan = Plan(b2n_concept_images=b2n_concept_images)
+    try:
+        glosses = wordnet_glosses(sources)
+    except SourceMissing as error:
+        glosses = {}
+        plan.missing["wordnet glosses (captions)"] = str(error)
+    steps = ((lambda: plan_emoji(sources, plan, glosses),
+              (*FAMILIAR_EMOJI.values(), "emoji-pixel", *NOVEL_CATEGORIES.values(), *NOVEL_B2N, "emoji-pacs",
+               "emoji-unseen")),
+             (lambda: plan_flags(sources, plan), ("flags-pixel", "flags-dg")),
+             (lambda: plan_cards(sources, plan), ("cards",)),
+             (lambda: plan_fashion(sources, plan), ("fashion",)))
+    if clipart:
+        steps += ((lambda: plan_clipart(sources, plan, glosses), ("clipart (corpus only)",)),)
+    for planner, names in steps:  # a missing source skips its datasets, with the reason and install line
+        try:
+            planner()
+        except SourceMissing as error:
+            for name in names:
+                plan.missing[name] = str(error)
+    return plan, glosses
 
 
 def text_corpus_extras(plan: Plan, glosses: dict[str, str], limit: int = 30000) -> list[str]:
