@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from metaprompt_lite.data import render
 from metaprompt_lite.data.catalog import Drawing
@@ -48,8 +49,6 @@ def produce(items: list[Item], progress: bool = True, desc: str = "render") -> t
     """Render every item (each drawing once), uint8 [N, 3, SIZE, SIZE], in item order, and the ids of the
     drawings that came out empty: a render error (the item is left white) or nothing visible (a
     transparent image: the item shows only its variant's background)."""
-    from tqdm import tqdm
-
     unique = list(dict.fromkeys(item.drawing for item in items))
     with ThreadPoolExecutor(max_workers=2) as pool:  # rsvg-convert runs as a subprocess
         rendered = dict(zip(unique, tqdm(pool.map(_safe_load, unique), total=len(unique), desc=desc,

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metaprompt_lite.data import render
+from metaprompt_lite.data import clipart, render
 from metaprompt_lite.data.catalog import Drawing, EmojiStyles, card_name, emoji_captions, flag_captions, usable_deck
 from metaprompt_lite.data.sources import (
     CARD_RANKS,
@@ -378,8 +378,6 @@ def plan_clipart(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
     datasets also by head noun, singular and hand-listed look-alike, :func:`clipart.excluded_terms`;
     the novel datasets since 2026-11-29, after the clipart experiment ran), or when its name is
     already a corpus or suite concept's (no second concept of the same name)."""
-    from metaprompt_lite.data import clipart
-
     stamps = clipart.tuxpaint_stamps(sources.require(sources.tuxpaint, "tuxpaint-stamps-default"))
     vocabulary = clipart.english_vocabulary(sources.require(Path(sources.wordnet), "wordnet-base"))
     drawings = clipart.openclipart(sources.require(sources.openclipart, "openclipart-svg"), vocabulary)
