@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metaprompt_lite.data import build, clipart
+from metaprompt_lite.data import build, catalog, clipart
+from metaprompt_lite.data import plan as planning
 from metaprompt_lite.data.sources import SourceMissing, Sources
 
 SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><rect x="1" y="2" width="8" height="6"
@@ -112,11 +113,11 @@ def test_sources_are_read_with_names_descriptions_and_one_file_per_content(tmp_p
 
 def test_plan_clipart_adds_corpus_only_items_and_keeps_the_probe_concept_out(tmp_path):
     sources = _fake_sources(tmp_path)
-    glass = build.Item(build.Drawing("pkg:glass", "pkg", "glass", "style", lambda: None), 0, "glass", "1F95B",
-                       "noto", "corpus", ("glass",))
-    plan = build.Plan(classnames={"emoji-unseen": ["cow"], "emoji-pacs": ["swan"], "emoji-objects": ["red apple"]},
-                      corpus=[glass])
-    build.plan_clipart(sources, plan, {})
+    glass = planning.Item(catalog.Drawing("pkg:glass", "pkg", "glass", "style", lambda: None), 0, "glass", "1F95B",
+                          "noto", "corpus", ("glass",))
+    plan = planning.Plan(classnames={"emoji-unseen": ["cow"], "emoji-pacs": ["swan"], "emoji-objects": ["red apple"]},
+                         corpus=[glass])
+    planning.plan_clipart(sources, plan, {})
     plan.corpus.remove(glass)
     names = sorted(i.classname for i in plan.corpus)
     # dropped: both cows (probe), the glass (a corpus concept's name), the blue truck (a copy sits in "cows/")
@@ -128,9 +129,9 @@ def test_plan_clipart_adds_corpus_only_items_and_keeps_the_probe_concept_out(tmp
     images, empty = build.produce(plan.corpus, progress=False)
     assert images.shape == (3, 3, 64, 64) and (images < 255).any() and empty == []
     with pytest.raises(SourceMissing, match="probe"):
-        build.plan_clipart(sources, build.Plan(), {})
+        planning.plan_clipart(sources, planning.Plan(), {})
     with pytest.raises(SourceMissing, match="apt-get install -y --no-install-recommends tuxpaint-stamps-default openclipart-svg$"):
-        build.plan_clipart(Sources(npm=tmp_path, tuxpaint=tmp_path / "none"), plan, {})
+        planning.plan_clipart(Sources(npm=tmp_path, tuxpaint=tmp_path / "none"), plan, {})
 
 
 def test_a_built_corpus_names_no_probe_or_dg_concept_in_its_clipart():
@@ -141,7 +142,7 @@ def test_a_built_corpus_names_no_probe_or_dg_concept_in_its_clipart():
         pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
     meta = json.loads(corpus.read_text())
     suite = Path(__file__).parents[1] / "data" / "suite"
-    strict = [n for d in ("emoji-unseen", "emoji-pacs", *build.NOVEL_B2N)
+    strict = [n for d in ("emoji-unseen", "emoji-pacs", *planning.NOVEL_B2N)
               for n in json.loads((suite / f"{d}.json").read_text())["classnames"]]
     terms = clipart.excluded_terms(strict, [])
     clip = [k for k, c in enumerate(meta["concept_ids"]) if c.startswith("clipart-")]

@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from metaprompt_lite.data import build, render
+from metaprompt_lite.data import build, catalog, render
+from metaprompt_lite.data import plan as planning
 from metaprompt_lite.data.sources import APT_INSTALL_LINE, SourceMissing, Sources, npm_install_line
 from metaprompt_lite.data.store import (
     B2N_DATASETS,
@@ -53,9 +54,9 @@ def test_whole_suite_loads_quickly_and_is_well_formed():
         assert len(set(ds.classnames)) == len(ds.classnames)
         assert all("{}" in t for t in ds.templates)
         assert ds.images.float().std() > 10, f"{name} looks blank"
-        # the committed store agrees with the builder: suite and templates as build.py writes them now
-        assert ds.suite == build.SUITES[name] and tuple(ds.templates) == build.TEMPLATES[name], name
-    assert list(build.SUITES) == list(datasets) and set(build.TEMPLATES) == set(datasets)
+        # the committed store agrees with the builder: suite and templates as plan.py defines them now
+        assert ds.suite == planning.SUITES[name] and tuple(ds.templates) == planning.TEMPLATES[name], name
+    assert list(planning.SUITES) == list(datasets) and set(planning.TEMPLATES) == set(datasets)
 
 
 @pytest.mark.parametrize("name", B2N_DATASETS)
@@ -120,7 +121,8 @@ def test_missing_source_names_the_install_line(tmp_path):
 def test_flags_without_the_emoji_sources_are_skipped_with_the_reason(tmp_path):
     """plan_flags reuses plan_emoji's Twemoji/OpenMoji drawings: without them it says so, and build()
     lists flags and flags-dg as missing with that reason and the install line instead of failing."""
-    from metaprompt_lite.data.build import Plan, build, plan_flags
+    from metaprompt_lite.data.build import build
+    from metaprompt_lite.data.plan import Plan, plan_flags
 
     with pytest.raises(SourceMissing, match="need the emoji sources"):
         plan_flags(Sources(npm=tmp_path), Plan())
@@ -153,14 +155,14 @@ def test_atlas_round_trip():
     assert np.array_equal(render.from_atlas(grid, 37), images)
 
 
-def _item(drawing_id: str, split: str) -> build.Item:
+def _item(drawing_id: str, split: str) -> planning.Item:
     blank = Image.new("RGBA", (render.SIZE, render.SIZE), (0, 0, 0, 0))
-    drawing = build.Drawing(drawing_id, "pkg", drawing_id, "style", lambda: blank)
-    return build.Item(drawing, 0, "thing", "c1", "style", split, ("a thing.",))
+    drawing = catalog.Drawing(drawing_id, "pkg", drawing_id, "style", lambda: blank)
+    return planning.Item(drawing, 0, "thing", "c1", "style", split, ("a thing.",))
 
 
 def test_corpus_refuses_evaluation_drawings(tmp_path):
-    plan = build.Plan(corpus=[_item("pkg:a", "corpus"), _item("pkg:b", "corpus")])
+    plan = planning.Plan(corpus=[_item("pkg:a", "corpus"), _item("pkg:b", "corpus")])
     with pytest.raises(AssertionError, match="evaluation drawings in the pretraining corpus"):
         build.write_corpus(tmp_path, plan, {"pkg:b"}, [], progress=False)
     report = build.write_corpus(tmp_path, plan, {"pkg:z"}, ["extra sentence."], progress=False)
@@ -174,8 +176,8 @@ def test_corpus_variants_hold_each_drawing_plain_and_as_random_variants(tmp_path
     every variant keeps its drawing's captions and concept."""
     square = Image.new("RGBA", (render.SIZE, render.SIZE), (0, 0, 0, 0))
     square.paste((200, 30, 30, 255), (16, 16, 48, 48))
-    plan = build.Plan(corpus=[build.Item(build.Drawing(f"pkg:{k}", "pkg", k, "style", lambda: square), 0, "thing",
-                                         "c1", "style", "corpus", ("a thing.",)) for k in "ab"])
+    drawings = [catalog.Drawing(f"pkg:{k}", "pkg", k, "style", lambda: square) for k in "ab"]
+    plan = planning.Plan(corpus=[planning.Item(d, 0, "thing", "c1", "style", "corpus", ("a thing.",)) for d in drawings])
     assert build.CORPUS_VARIANTS == 3
     report = build.write_corpus(tmp_path, plan, set(), [], progress=False, variants=3)
     assert report["images"] == 6
@@ -202,9 +204,9 @@ def test_corpus_variants_hold_each_drawing_plain_and_as_random_variants(tmp_path
 
 
 def test_text_corpus_extras_hold_text_only_captions_and_class_names_but_not_the_probe():
-    plan = build.Plan(text_only=["a glossy emoji of teapot", "teapot, kettle"],
-                      classnames={"emoji-novel-food": ["bagel"], "emoji-unseen": ["secret thing"]})
-    extras = build.text_corpus_extras(plan, {"teapot": "a pot for tea"}, limit=3)
+    plan = planning.Plan(text_only=["a glossy emoji of teapot", "teapot, kettle"],
+                         classnames={"emoji-novel-food": ["bagel"], "emoji-unseen": ["secret thing"]})
+    extras = planning.text_corpus_extras(plan, {"teapot": "a pot for tea"}, limit=3)
     assert extras[:2] == ["a glossy emoji of teapot", "teapot, kettle"]
     assert "a photo of bagel, a type of food." in extras
     assert not any("secret thing" in s for s in extras)
@@ -219,17 +221,17 @@ def test_a_b2n_concept_enters_the_corpus_as_fluent_drawings_or_as_text_only(with
 
     class Styles:
         def get(self, style, key):
-            return build.Drawing(f"{style}:{key}", style, key, style, lambda: None)
+            return catalog.Drawing(f"{style}:{key}", style, key, style, lambda: None)
 
-    plan = build.Plan(b2n_concept_images=with_images)
-    build.add_b2n_concept_to_corpus(plan, "1f375", concept, Styles(), {})
-    captions = [c for style in build.B2N_CORPUS_STYLES for c in build._emoji_captions(concept, style, {})]
+    plan = planning.Plan(b2n_concept_images=with_images)
+    planning.add_b2n_concept_to_corpus(plan, "1f375", concept, Styles(), {})
+    captions = [c for style in planning.B2N_CORPUS_STYLES for c in catalog.emoji_captions(concept, style, {})]
     if with_images:
-        assert [i.domain for i in plan.corpus] == list(build.B2N_CORPUS_STYLES) and not plan.text_only
+        assert [i.domain for i in plan.corpus] == list(planning.B2N_CORPUS_STYLES) and not plan.text_only
         assert [c for i in plan.corpus for c in i.captions] == captions
     else:
         assert not plan.corpus and plan.text_only == captions  # the same sentences, no image
-        assert set(captions) <= set(build.text_corpus_extras(plan, {}, limit=0))  # they reach the text corpus
+        assert set(captions) <= set(planning.text_corpus_extras(plan, {}, limit=0))  # they reach the text corpus
 
 
 def test_a_built_corpus_holds_no_evaluation_image():
@@ -246,33 +248,33 @@ def test_a_built_corpus_holds_no_evaluation_image():
     probe = {r["concept"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
     assert not probe & set(meta["concept_ids"])
     b2n_emoji = {r["concept"] for r in _manifest_rows()
-                 if r["dataset"] in (*build.FAMILIAR_EMOJI.values(), "emoji-pixel")}
+                 if r["dataset"] in (*planning.FAMILIAR_EMOJI.values(), "emoji-pixel")}
     assert len(b2n_emoji) == 200
     b2n_styles = {meta["style_names"][s] for c, s in zip(meta["concepts"], meta["styles"])
                   if meta["concept_ids"][c] in b2n_emoji}
     if meta.get("b2n_concept_images", True):  # only as Fluent drawings, never in a pool/test style
-        assert b2n_styles == set(build.B2N_CORPUS_STYLES)
+        assert b2n_styles == set(planning.B2N_CORPUS_STYLES)
     else:  # the --no-b2n-concept-images experiment: no image at all
         assert not b2n_emoji & set(meta["concept_ids"]) and not b2n_styles
     # either way their names are in the text corpus, for the text tower
     text = set((corpus.parent / "text.txt").read_text().splitlines())
     probe_names = {r["classname"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
-    in_captions = {n for n in probe_names for phrase in build.STYLE_PHRASES.values() if phrase.format(n) in text}
+    in_captions = {n for n in probe_names for phrase in catalog.STYLE_PHRASES.values() if phrase.format(n) in text}
     # known and documented (data/README.md): two probe names are short names of *other* corpus
     # concepts, "cow" of cow face 🐮 and "sun behind cloud" of sun behind large cloud 🌥
     assert in_captions <= {"cow", "sun behind cloud"}
-    assert not {t.format(n) for n in probe_names for t in build.GENERIC_TEMPLATES} & text  # no class-name sentence
+    assert not {t.format(n) for n in probe_names for t in planning.GENERIC_TEMPLATES} & text  # no class-name sentence
     names = {r["classname"] for r in _manifest_rows() if r["concept"] in b2n_emoji}
     assert all(f"a photo of a {n}." in text for n in names)
     # the novel emoji B2N concepts: no image at all, in any style, but their captions and names as text
-    unseen = (*build.NOVEL_B2N, *build.NOVEL_CATEGORIES.values())
+    unseen = (*planning.NOVEL_B2N, *planning.NOVEL_CATEGORIES.values())
     novel = {r["concept"] for r in _manifest_rows() if r["dataset"] in unseen}
     assert len(novel) == 250 and not novel & set(meta["concept_ids"])
     # the pixel look: no famfamfam pixel flag of any country
     assert not any(d.startswith("famfamfam-flag-png:") for d in meta["drawings"])
     novel_names = {r["classname"] for r in _manifest_rows() if r["concept"] in novel}
     # the captions their drawings would have had (the class-name sentences are added for every dataset anyway)
-    assert all(build.STYLE_PHRASES[st].format(n) in text for n in novel_names for st in build.B2N_EMOJI_STYLES)
+    assert all(catalog.STYLE_PHRASES[st].format(n) in text for n in novel_names for st in planning.B2N_EMOJI_STYLES)
 
 
 def _fake_emoji(monkeypatch, concepts: dict[str, str], missing: tuple[tuple[str, str], ...] = ()):
@@ -287,7 +289,7 @@ def _fake_emoji(monkeypatch, concepts: dict[str, str], missing: tuple[tuple[str,
             self.concepts = meta
 
     class Styles:
-        STYLES = build.EmojiStyles.STYLES
+        STYLES = catalog.EmojiStyles.STYLES
 
         def __init__(self, sources):
             pass
@@ -295,16 +297,16 @@ def _fake_emoji(monkeypatch, concepts: dict[str, str], missing: tuple[tuple[str,
         def get(self, style, key):
             if key not in meta or (style, key) in missing:
                 return None
-            return build.Drawing(f"{style}:{key}", style, key, style, lambda: None)
+            return catalog.Drawing(f"{style}:{key}", style, key, style, lambda: None)
 
         def complete(self, key):
             return all(self.get(st, key) is not None for st in self.STYLES)
 
-    monkeypatch.setattr(build, "EmojiMetadata", Metadata)
-    monkeypatch.setattr(build, "EmojiStyles", Styles)
-    monkeypatch.setattr(build, "N_PROBE", 2)
-    monkeypatch.setattr(build, "N_EMOJI_DG", 2)
-    monkeypatch.setattr(build, "MAX_CLASSES", 2)
+    monkeypatch.setattr(planning, "EmojiMetadata", Metadata)
+    monkeypatch.setattr(planning, "EmojiStyles", Styles)
+    monkeypatch.setattr(planning, "N_PROBE", 2)
+    monkeypatch.setattr(planning, "N_EMOJI_DG", 2)
+    monkeypatch.setattr(planning, "MAX_CLASSES", 2)
 
 
 def test_plan_emoji_keeps_the_novel_concepts_out_of_the_corpus(monkeypatch):
@@ -314,9 +316,9 @@ def test_plan_emoji_keeps_the_novel_concepts_out_of_the_corpus(monkeypatch):
     objects = {f"O{i}": "Objects" for i in range(6)}
     people = {f"P{i}": "People & Body" for i in range(4)}
     _fake_emoji(monkeypatch, objects | people)
-    monkeypatch.setattr(build, "NOVEL_B2N", {"emoji-novel-mixed": ("P0", "P1")})
-    plan = build.Plan()
-    build.plan_emoji(None, plan, {})
+    monkeypatch.setattr(planning, "NOVEL_B2N", {"emoji-novel-mixed": ("P0", "P1")})
+    plan = planning.Plan()
+    planning.plan_emoji(None, plan, {})
     assert plan.classnames["emoji-novel-mixed"] == ["thing P0", "thing P1"]
     novel_items = plan.datasets["emoji-novel-mixed"]
     for key in ("P0", "P1"):
@@ -327,8 +329,8 @@ def test_plan_emoji_keeps_the_novel_concepts_out_of_the_corpus(monkeypatch):
     assert not {"P0", "P1"} & corpus_concepts
     assert {"P2", "P3"} <= corpus_concepts  # the rest of the category is pretraining material
     for key in ("P0", "P1"):
-        for style in build.EmojiStyles.STYLES:
-            assert build.STYLE_PHRASES[style].format(f"thing {key}") in plan.text_only
+        for style in catalog.EmojiStyles.STYLES:
+            assert catalog.STYLE_PHRASES[style].format(f"thing {key}") in plan.text_only
     evaluated = {i.drawing.id for items in plan.datasets.values() for i in items}
     assert not evaluated & {i.drawing.id for i in plan.corpus}
 
@@ -338,19 +340,19 @@ def test_plan_emoji_names_each_unusable_novel_concept_and_why(monkeypatch, case)
     objects = {f"O{i}": "Objects" for i in range(6)}
     missing = (("noto", "P0"),) if case == "incomplete" else ()
     _fake_emoji(monkeypatch, objects | {"P0": "People & Body"}, missing=missing)
-    probe_key = build._shuffled([k for k in objects], "emoji-split")[0]  # the planner's first probe concept
+    probe_key = planning._shuffled([k for k in objects], "emoji-split")[0]  # the planner's first probe concept
     key = {"unknown": "ZZZZ", "incomplete": "P0", "taken": probe_key}[case]
-    monkeypatch.setattr(build, "NOVEL_B2N", {"emoji-novel-mixed": (key,)})
+    monkeypatch.setattr(planning, "NOVEL_B2N", {"emoji-novel-mixed": (key,)})
     expected = {"unknown": "1 unknown to these emoji sources: \\['ZZZZ'\\]",
                 "incomplete": "1 without a drawing in every style",
                 "taken": f"1 already drawn for another dataset: "
                          f"\\['{probe_key} \\(thing {probe_key}\\) by emoji-unseen'\\]"}[case]
     with pytest.raises(SourceMissing, match=f"emoji-novel-mixed: of its emoji \\(NOVEL_B2N\\), {expected}"):
-        build.plan_emoji(Sources(npm="/nowhere"), build.Plan(), {})
+        planning.plan_emoji(Sources(npm="/nowhere"), planning.Plan(), {})
 
 
 def test_novel_emoji_datasets_hold_their_listed_concepts_and_no_other_datasets():
-    """The committed novel emoji B2N datasets hold the concepts of ``build.NOVEL_B2N`` (a staleness check of
+    """The committed novel emoji B2N datasets hold the concepts of ``plan.NOVEL_B2N`` (a staleness check of
     the committed suite against the constant), drawn like the other emoji B2N datasets (per class 2
     drawings x 3 variants in the pool, 2 others x 3 in the test), and share no concept with any other
     dataset. That the corpus holds no image of them: test_plan_emoji_keeps_the_novel_concepts_out_of_the_corpus
@@ -359,7 +361,7 @@ def test_novel_emoji_datasets_hold_their_listed_concepts_and_no_other_datasets()
     concepts_of: dict[str, set[str]] = {}
     for r in rows:
         concepts_of.setdefault(r["dataset"], set()).add(r["concept"])
-    for name, keys in build.NOVEL_B2N.items():
+    for name, keys in planning.NOVEL_B2N.items():
         assert concepts_of[name] == set(keys) and len(keys) == 50
         others = set().union(*(c for d, c in concepts_of.items() if d != name))
         assert not concepts_of[name] & others
@@ -379,7 +381,7 @@ def test_novel_emoji_datasets_hold_their_listed_concepts_and_no_other_datasets()
                 assert len({d for d, _ in images}) == 2
             assert not {d for d, _ in pool} & {d for d, _ in test}
         packages = {r["package"] for r in rows if r["dataset"] == name}
-        assert len(packages) == len(build.B2N_EMOJI_STYLES)
+        assert len(packages) == len(planning.B2N_EMOJI_STYLES)
 
 
 def test_split_by_source_puts_the_named_packages_in_the_pool_and_names_an_empty_class():
@@ -427,20 +429,20 @@ def test_drawings_that_render_empty_are_named_and_refused_for_evaluation(tmp_pat
     build names such drawings (the corpus keeps their images, as in the committed checkpoint's corpus;
     data/README.md) and refuses to write them into an evaluation dataset."""
     def drawing(name, load):
-        return build.Drawing(f"pkg:{name}", "pkg", name, "style", load)
+        return catalog.Drawing(f"pkg:{name}", "pkg", name, "style", load)
 
     def broken():
         raise ValueError("cairo says no")
 
     good = drawing("good", lambda: render.render_svg(SVG))
-    items = [build.Item(d, v, d.file, d.file, "style", "test", (d.file,))
+    items = [planning.Item(d, v, d.file, d.file, "style", "test", (d.file,))
              for d in (good, drawing("broken", broken), drawing("clear", lambda: Image.new("RGBA", (64, 64))))
              for v in (0, 1)]
     images, empty = build.produce(items, progress=False)
     assert empty == ["pkg:broken", "pkg:clear"]
     assert (images[2:4] == 255).all() and (images[0] < 255).any()
     assert "cannot render pkg:broken: cairo says no" in capsys.readouterr().err
-    plan = build.Plan(datasets={"cards": items}, classnames={"cards": ["good", "broken", "clear"]},
-                      domains={"cards": ["style"]})
+    plan = planning.Plan(datasets={"cards": items}, classnames={"cards": ["good", "broken", "clear"]},
+                         domains={"cards": ["style"]})
     with pytest.raises(RuntimeError, match=r"cards: 2 evaluation drawings rendered empty: \['pkg:broken', 'pkg:clear'\]"):
         build.write_dataset(tmp_path, "cards", plan, Sources(npm=tmp_path), progress=False)

@@ -1,5 +1,6 @@
 """Imports point one way: no cycles among the package's modules, and every import goes to the
-module's own layer or a lower one (the layer order below, lowest first). Read from the source with
+module's own layer or a lower one (the layer order below, lowest first; inside the data subpackage
+also the finer order of its modules, ``DATA_LAYERS``). Read from the source with
 ``ast`` (every import, at the top or inside a function), so nothing is imported to check it."""
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ LAYERS = [
     ("bench", "report"),  # the benchmark and its tables
     ("cli", "data.cli", "__main__"),  # the command line
 ]
+# the data subpackage, in the same way (lowest first): every module of it, by exact name ("data" is its
+# __init__); its imports of other data modules point down this list, whatever LAYERS allows the package
+DATA_LAYERS = [
+    ("data.render", "data.sources", "data.clipart"),  # reading and drawing source files; no choice made
+    ("data", "data.store", "data.corpus", "data.sheets"),  # the committed store and the corpus, read back
+    ("data.catalog",),  # what the sources offer to draw, and the captions of a drawing
+    ("data.plan",),  # which drawing goes into which dataset, class, split and domain, and into the corpus
+    ("data.build",),  # rendering the plan and writing the store and the corpus
+    ("data.cli",),  # `metaprompt-lite data ...`
+]
 
 
 def module_name(path: Path) -> str:
@@ -42,6 +53,14 @@ def layer_of(module: str) -> int:
             if name.endswith(".*") and (module == name[:-2] or module.startswith(name[:-1])):
                 return index
     raise AssertionError(f"metaprompt_lite.{module} has no layer: add it to LAYERS in tests/test_layers.py")
+
+
+def data_layer_of(module: str) -> int:
+    """The layer of a data module in :data:`DATA_LAYERS`."""
+    for index, names in enumerate(DATA_LAYERS):
+        if module in names:
+            return index
+    raise AssertionError(f"metaprompt_lite.{module} has no data layer: add it to DATA_LAYERS in tests/test_layers.py")
 
 
 def imports(module: str) -> set[str]:
@@ -87,6 +106,24 @@ def test_imports_point_down_the_layers():
     assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
 
 
+def is_data(module: str) -> bool:
+    return module == "data" or module.startswith("data.")
+
+
+def test_every_data_module_has_a_data_layer():
+    declared = {name for names in DATA_LAYERS for name in names}
+    assert declared == {m for m in MODULES if is_data(m)}, "DATA_LAYERS and the data modules differ"
+    for module in declared:
+        data_layer_of(module)
+
+
+def test_data_imports_point_down_the_data_layers():
+    upward = [f"{m} (data layer {data_layer_of(m)}) imports {t} (data layer {data_layer_of(t)})"
+              for m, targets in GRAPH.items() if is_data(m)
+              for t in sorted(targets) if is_data(t) and data_layer_of(t) > data_layer_of(m)]
+    assert not upward, "data imports that point up the data layers:\n" + "\n".join(upward)
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle of ``graph`` (a path that comes back to its start), or None."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
@@ -119,3 +156,5 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert "splits" in GRAPH["run"] and "data.render" in GRAPH["data.store"] and "gram" in GRAPH["methods"]
     assert layer_of("data.cli") > layer_of("methods") > layer_of("data.store")
+    assert {"data.catalog", "data.clipart"} <= GRAPH["data.plan"] and "data.plan" in GRAPH["data.build"]
+    assert [data_layer_of(m) for m in ("data.store", "data.catalog", "data.plan", "data.build")] == [1, 2, 3, 4]

@@ -10,7 +10,7 @@ minus two further sets of 50 emoji, removed in memory (every image of theirs and
 concept cross-entropy), both drawn from the corpus's emoji that have a plain drawing in all five
 probe styles, i.e. what the probe, emoji-pacs and the B2N datasets left over (on the corpus before
 the two novel B2N datasets existed, commit 8b41c58, these draws became those datasets,
-``NOVEL_B2N`` in metaprompt_lite/data/build.py; on today's corpus, which lacks them, it draws others):
+``NOVEL_B2N`` in metaprompt_lite/data/plan.py; on today's corpus, which lacks them, it draws others):
 
 * ``object``: 50 object-like concepts (a second sample of the probe's kind, from a leftover pool
   richer in Objects and Travel & Places than the probe's);
@@ -66,7 +66,7 @@ from image_recipes import CHECKPOINT, evaluate, fresh_image_phase, short_budget_
 from pocket_diagnostics import PROBE_POOL, FeatureCache, gains_by_epochs, headroom_rows  # noqa: E402
 from metaprompt_lite.data import load_dataset, split_by_source
 from metaprompt_lite.data.store import ImageDataset
-from metaprompt_lite.data.build import EMOJI_CATEGORIES
+from metaprompt_lite.data.plan import EMOJI_CATEGORIES
 from metaprompt_lite.data.sources import EmojiMetadata, Sources, default_sources_dir
 from metaprompt_lite.data.corpus import ImageTextCorpus, load_corpus
 from metaprompt_lite.engine import accuracy

@@ -9,7 +9,7 @@ They enter the corpus only, never the suite, and never for a concept the suite e
 is dropped when a caption or a path of its file mentions an evaluated concept (:func:`excluded_terms`,
 :func:`mentions`); for the probe and the DG classes also their head nouns ("helmet" for "rescue
 worker's helmet"), singulars and hand-listed look-alikes (:data:`LOOK_ALIKES`), so no cow, clock or
-padlock picture stands in for a held-out emoji (``build.plan_clipart``).
+padlock picture stands in for a held-out emoji (``plan.plan_clipart``).
 
 Openclipart file names carry author names and Italian words ("small_truck_steffen_gluc_01",
 "farfalla_stilizzata"): :func:`openclipart_name` keeps the leading English words (WordNet's
