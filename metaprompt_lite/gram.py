@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import higher
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,7 +33,7 @@ from tqdm import tqdm
 
 from metaprompt_lite.engine import load_checkpoint, make_generator, save_checkpoint
 from metaprompt_lite.losses import clip_logits
-from metaprompt_lite.meta import double_backward_attention
+from metaprompt_lite.meta import double_backward_attention, functional_learner, inner_step
 from metaprompt_lite.paths import data_dir
 from metaprompt_lite.prompts import PromptedCLIP, PromptLearner
 
@@ -119,13 +118,13 @@ def meta_train(model: PromptedCLIP, images: torch.Tensor, captions: list[str], c
     for _ in tqdm(range(config.meta_steps), desc="GRAM meta-train", disable=not progress):
         support, query = sample_task(concepts, styles, config.pairs, generator)
         with double_backward_attention(not config.first_order):
-            fmodel = higher.patch.monkeypatch(learner, copy_initial_weights=False, track_higher_grads=True)
+            fmodel = functional_learner(learner)
             theta = list(learner.parameters())
             loss_s = matching_loss(model, fmodel, images[support], [captions[i] for i in support], theta)
             grads = torch.autograd.grad(loss_s, theta, create_graph=not config.first_order, allow_unused=True)
             grads = {n: g if g is not None else torch.zeros_like(p) for n, g, p in zip(names, grads, theta)}
             regulated = regulator(grads)
-            fast = [p - config.inner_lr * regulated[n] for n, p in zip(names, theta)]
+            fast = inner_step(theta, [regulated[n] for n in names], config.inner_lr)  # θ' = θ − α r(g)
             loss_q = matching_loss(model, fmodel, images[query], [captions[i] for i in query], fast)
             optimizer.zero_grad(set_to_none=True)
             loss_q.backward()

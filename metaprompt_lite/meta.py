@@ -11,8 +11,11 @@ query loss with respect to the prompts *before* adaptation is the meta-gradient:
     g   = ∇_θ L_q(θ')                             second order (MAML): differentiates through θ'
     g₁  = ∇_θ' L_q(θ')                            first order (FOMAML, MetaPrompt's official code)
 
-:func:`meta_gradients` computes either with ``higher.innerloop_ctx`` on the small prompt module
-only (the frozen CLIP is a closure of the loss functions). :func:`episodic_meta_update` applies
+:func:`meta_gradients` computes either on the small prompt module only (the frozen CLIP is a
+closure of the loss functions), in the style that ProMetaR and GRAM share: :func:`functional_learner`
+(``higher``'s monkeypatch) runs the module with an explicit parameter list and :func:`inner_step`
+writes the inner step θ − α g by hand (ProMetaR's and GRAM's inner steps take a modulated or
+regulated gradient, which no plain optimiser expresses). :func:`episodic_meta_update` applies
 MetaPrompt's rule ``θ ← θ − lr · META_STEP · Σ_i g_i`` over the episodes of a batch, and
 :func:`official_quirks_meta_update` runs it as the official code does (the benchmark's ``metaprompt``:
 the training optimizer's step as the inner step, its momentum kept, the official restore; see there)
@@ -92,6 +95,21 @@ def double_backward_attention(enabled: bool = True) -> Iterator[None]:
         yield
 
 
+def functional_learner(learner: nn.Module) -> nn.Module:
+    """``learner`` as a functional module (``higher.patch.monkeypatch``): ``fmodel(params=θ)`` runs it
+    with the parameter list θ (in ``learner.parameters()`` order) and keeps θ as its current weights;
+    ``fmodel.update_params(θ)`` only sets them, for a loss function that calls ``fmodel()``. Start from
+    θ₀ = ``list(learner.parameters())``: gradients then reach the learner through every inner step."""
+    return higher.patch.monkeypatch(learner, copy_initial_weights=False, track_higher_grads=True)
+
+
+def inner_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
+               lr: float) -> list[torch.Tensor]:
+    """θ' = θ − α g for each parameter; one without a gradient (None) stays θ. Differentiable: with
+    gradients from ``create_graph=True``, θ' keeps the graph back to θ (second order)."""
+    return [p if g is None else p - lr * g for p, g in zip(params, grads)]
+
+
 def meta_gradients(
     learner: nn.Module,
     support_loss: LossFn,
@@ -109,23 +127,42 @@ def meta_gradients(
 
         θ_{k+1} = θ_k − α ∇ L_s(θ_k),   k < inner_steps
         first_order:  g = ∇_{θ_K} L_q(θ_K)        second order: g = ∇_{θ_0} L_q(θ_K(θ_0))
+
+    First order detaches each adapted θ_{k+1} (a fresh leaf). The parameters outside ``adapt`` are
+    never stepped (the learner's own tensors throughout), though the support gradient is taken for
+    every parameter, as ``higher``'s differentiable SGD did (this keeps its results bit for bit).
     """
     if inner_steps < 1:
         raise ValueError("inner_steps must be >= 1")
+    if inner_lr < 0:
+        raise ValueError(f"inner_lr must be >= 0, got {inner_lr}")
     names = [n for n, _ in learner.named_parameters()]
-    adapted = [p for n, p in learner.named_parameters() if adapt is None or n in adapt]
-    if adapt is not None and len(adapted) != len(set(adapt)):
+    adapted = [adapt is None or n in adapt for n in names]
+    if adapt is not None and sum(adapted) != len(set(adapt)):
         raise ValueError(f"unknown parameter names in adapt={list(adapt)}; the learner has {names}")
-    inner_optimizer = torch.optim.SGD(adapted, lr=inner_lr)
-    with double_backward_attention(not first_order), higher.innerloop_ctx(
-        learner, inner_optimizer, copy_initial_weights=False, track_higher_grads=not first_order
-    ) as (fmodel, diffopt):
+    if not any(adapted):
+        raise ValueError("adapt names no parameter: there is nothing for the inner loop to update")
+    theta = list(learner.parameters())
+    params = theta
+    with double_backward_attention(not first_order):
+        fmodel = functional_learner(learner)
         for _ in range(inner_steps):
-            diffopt.step(support_loss(fmodel))
+            fmodel.update_params(params)  # support_loss calls fmodel() on θ_k
+            grads = _gradients(support_loss(fmodel), params, create_graph=not first_order)
+            params = inner_step(params, [g if a else None for g, a in zip(grads, adapted)], inner_lr)
+            if first_order:
+                params = [p.detach().requires_grad_() if a else p for p, a in zip(params, adapted)]
+        fmodel.update_params(params)
         loss = query_loss(fmodel)
-        targets = list(fmodel.parameters()) if first_order else list(learner.parameters())
-        grads = torch.autograd.grad(loss, targets, allow_unused=True)
+        grads = torch.autograd.grad(loss, params if first_order else theta, allow_unused=True)
     return {n: g.detach() for n, g in zip(names, grads) if g is not None}, loss.detach()
+
+
+def _gradients(loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool) -> list[torch.Tensor | None]:
+    """∇ loss for each of ``params``; None where the loss does not reach it or it needs no gradient."""
+    wanted = [p for p in params if p.requires_grad]
+    found = iter(torch.autograd.grad(loss, wanted, create_graph=create_graph, allow_unused=True) if wanted else ())
+    return [next(found) if p.requires_grad else None for p in params]
 
 
 @torch.no_grad()

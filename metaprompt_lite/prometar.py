@@ -19,21 +19,22 @@ gradient (lr 5e-4) adapts the prompts on the support; the query loss, made "virt
 mixup of query and support image features (the encoder's raw outputs, normalised after mixing, as in
 the official code; λ ~ Beta(0.5, 0.5), mixed labels), is
 back-propagated — second order by default — into the prompts and the modulation net.
-The official code uses learn2learn; here ``higher`` gives the functional prompt module.
+The official code uses learn2learn; here ``higher`` gives the functional prompt module and the inner
+step is written out, θ' = θ − α g with the modulated g (:func:`~metaprompt_lite.meta.functional_learner`,
+:func:`~metaprompt_lite.meta.inner_step`: the style of every meta-step in the package).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import higher
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from metaprompt_lite.engine import Batch, TrainState
 from metaprompt_lite.losses import clip_logits, feature_consistency_l1
-from metaprompt_lite.meta import double_backward_attention
+from metaprompt_lite.meta import double_backward_attention, functional_learner, inner_step
 from metaprompt_lite.prompts import PromptedCLIP, PromptLearner
 
 TEXT_REG_WEIGHT = 50.0
@@ -161,7 +162,7 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
     mix = support[torch.randint(len(support), (len(query),), generator=state.generator)]
 
     with double_backward_attention(not config.first_order):
-        fmodel = higher.patch.monkeypatch(learner, copy_initial_weights=False, track_higher_grads=True)
+        fmodel = functional_learner(learner)
         theta = list(learner.parameters())
         names = [n for n, _ in learner.named_parameters()]
         prompts = fmodel(params=theta)
@@ -174,7 +175,7 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
             g_ce = {n: g.detach() for n, g in g_ce.items()}
             g_reg = {n: g.detach() for n, g in g_reg.items()}
         grads = modulator(g_ce, g_reg)  # keeps the graph into the modulation net
-        fast = [p - config.adapt_lr * grads[n] for n, p in zip(names, theta)]
+        fast = inner_step(theta, [grads[n] for n in names], config.adapt_lr)  # θ' = θ − α g
         prompts = fmodel(params=fast)
         # as the official code: mix the image encoder's raw outputs, then normalise
         features = model.image_features(batch.images, prompts, normalize=False, stem=stem)

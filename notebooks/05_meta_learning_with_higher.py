@@ -9,7 +9,10 @@
 # The **second-order** meta-gradient differentiates *through* the inner step:
 # $g = (I - \alpha \nabla^2 L_s)\,\nabla L_q(\theta')$. The **first-order** approximation drops the
 # Hessian term, $g \approx \nabla L_q(\theta')$ — what MetaPrompt's official code does.
-# `metaprompt_lite.meta.meta_gradients` builds both on `higher.innerloop_ctx`.
+# `metaprompt_lite.meta.meta_gradients` builds both in the style of every meta-step in the package
+# (ProMetaR's and GRAM's too): `higher`'s monkeypatch runs the prompt learner on an explicit list of
+# parameters (`meta.functional_learner`), and the inner step $\theta' = \theta - \alpha g$ is written
+# out (`meta.inner_step`), so ProMetaR and GRAM can put their modulated or regulated gradient for $g$.
 
 # %%
 import time
@@ -109,9 +112,9 @@ for first_order in (True, False):
 
 # %% [markdown]
 # ## Summary
-# - `higher.innerloop_ctx` turns the prompt learner into a functional module whose inner SGD step is
-#   differentiable; the package's second-order meta-gradient equals a hand-written
-#   `create_graph=True` step to 1e-5.
+# - `higher`'s monkeypatch turns the prompt learner into a functional module, run on the adapted
+#   parameters θ − α∇L_s written out by hand; the package's second-order meta-gradient equals a
+#   hand-written `create_graph=True` step to 1e-5.
 # - First order = the query gradient at θ'; the cosines above show how far it is from second order on this model.
 # - MetaPrompt's official code is first order, takes its inner step with the training optimizer (the
 #   support gradient stays in the momentum) and restores only the first episode: `metaprompt` runs that
