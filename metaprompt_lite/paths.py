@@ -23,6 +23,12 @@ def data_dir() -> Path:
     return beside if beside.is_dir() else Path.cwd() / "data"
 
 
+def results_dir() -> Path:
+    """The committed benchmark's ``results/``: beside the data directory (a clone), else ``./results``."""
+    beside = data_dir().parent / "results"
+    return beside if beside.is_dir() else Path.cwd() / "results"
+
+
 class MissingCheckpoint(FileNotFoundError):
     """The default checkpoint is not there: no silent fallback to random weights."""
 

@@ -3,8 +3,7 @@
 #
 # `metaprompt-lite bench` runs every method × dataset (or DG target) × seed on the shared engine and
 # appends one CSV row per run (resumable); `metaprompt-lite report` turns `results/*.csv` into
-# `results/README.md` and figures. The committed results come from one complete 3-seed run, the
-# second on this checkpoint: the first, slowed by other jobs, gave identical accuracies on every row.
+# `results/README.md` and figures. The committed results come from one complete 3-seed run.
 
 # %%
 import json
@@ -16,11 +15,11 @@ import torch
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
 from metaprompt_lite.methods import preset
-from metaprompt_lite.paths import data_dir, default_model
+from metaprompt_lite.paths import default_model, results_dir
 from metaprompt_lite.report import PAPER_B2N, PAPER_DG, b2n_average, dg_table
 from metaprompt_lite.run import RunConfig, run_base_to_new
 
-results = data_dir().parent / "results"
+results = results_dir()
 b2n = pd.read_csv(results / "b2n.csv")
 dg = pd.read_csv(results / "dg.csv")
 meta = json.loads((results / "bench_meta.json").read_text())
@@ -61,7 +60,7 @@ pd.DataFrame(PAPER_DG).T
 
 # %% [markdown]
 # ## Targets of the reproduction, checked on the committed numbers
-# Printed, not asserted where they can miss: `results/README.md` explains each miss.
+# Printed, not asserted where they can miss: `results/FINDINGS.md` explains each miss.
 
 # %%
 hm = ours["hm"]
@@ -113,7 +112,7 @@ subprocess.run(["metaprompt-lite", "bench", "--tier", "paper", "--model", "ViT-B
 # ## Summary
 # - One command reproduces every row; rows are appended as runs finish, so an interrupted benchmark resumes.
 # - The committed numbers are the mean of 3 seeds; the live re-run shows they are reproducible.
-# - The checks above are the issue's targets; the ones marked ✗ are discussed in `results/README.md`.
+# - The checks above are the reproduction's targets; `results/FINDINGS.md` discusses the ones marked ✗.
 #
 # ## Exercises
 # 1. Add a method variant (e.g. `metaprompt-clean` with `meta_order=2`) to the benchmark and compare.

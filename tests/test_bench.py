@@ -175,3 +175,18 @@ def test_bench_meta_names_a_moved_data_directory_by_its_variable(tmp_path, monke
     assert _portable_path(str(outside)) == str(outside)
     monkeypatch.delenv("METAPROMPT_LITE_DATA")
     assert _portable_path(str(checkpoint)) == str(checkpoint)  # not under the clone's data/ any more
+
+
+def test_results_dir_is_beside_the_data_directory_else_the_working_directory(tmp_path, monkeypatch):
+    """paths.results_dir: a clone's results/ (beside data/), where the notebooks read the committed run;
+    with the data directory moved elsewhere and no results/ beside it, ./results."""
+    from metaprompt_lite.paths import results_dir
+
+    (tmp_path / "clone" / "data").mkdir(parents=True)
+    (tmp_path / "clone" / "results").mkdir()
+    monkeypatch.setenv("METAPROMPT_LITE_DATA", str(tmp_path / "clone" / "data"))
+    assert results_dir() == tmp_path / "clone" / "results"
+    (tmp_path / "elsewhere" / "data").mkdir(parents=True)
+    monkeypatch.setenv("METAPROMPT_LITE_DATA", str(tmp_path / "elsewhere" / "data"))
+    monkeypatch.chdir(tmp_path)
+    assert results_dir() == tmp_path / "results"
