@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import open_clip
 import torch
+from safetensors import SafetensorError  # open_clip's own dependency
 from torch import nn
 from torch.nn import functional as F
 
@@ -137,10 +138,6 @@ def _checkpoint_fix(model_name: str, tags: Sequence[str]) -> str:
 def _load_weights(model: nn.Module, model_name: str, path: str, tags: Sequence[str]) -> None:
     """open_clip's strict checkpoint load (safetensors, or ``torch.load`` with ``weights_only=True``),
     its failures as one-line errors naming the file."""
-    import pickle
-
-    from safetensors import SafetensorError
-
     try:
         open_clip.load_checkpoint(model, path, strict=True)
     except RuntimeError as error:
