@@ -413,7 +413,9 @@ def test_data_build_cli_passes_the_corpus_experiments_choices(tmp_path, monkeypa
         seen.append((Path(store), corpus, b2n_concept_images, corpus_variants, clipart))
         return {"datasets": [], "missing": {}}
 
-    monkeypatch.setattr(build, "build", fake_build)
+    from metaprompt_lite.data import cli as data_cli
+
+    monkeypatch.setattr(data_cli, "build", fake_build)  # patched where the CLI looks it up
     for flags, expected in (([], (True, 3, False)), (["--no-b2n-concept-images"], (False, 3, False)),
                             (["--corpus-variants", "1"], (True, 1, False)), (["--clipart"], (True, 3, True))):
         assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--store", str(tmp_path / "s"),

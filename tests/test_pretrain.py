@@ -167,11 +167,12 @@ def test_pretrain_cli_builds_its_config_from_the_flags(tmp_path, monkeypatch):
     """The image phase runs in float32 unless `--image-bf16` (autocast is faster only on CPUs with native
     bf16); `--no-image-bf16` still means float32; the numeric flags reach PretrainConfig; the rest keeps
     the dataclass defaults."""
+    from metaprompt_lite import cli
     from metaprompt_lite.cli import main
 
     seen = []
-    monkeypatch.setattr(C, "load_corpus", lambda folder: (_corpus(), SENTENCES))
-    monkeypatch.setattr(P, "pretrain", lambda config, corpus, text: seen.append(config) or {})
+    monkeypatch.setattr(cli, "load_corpus", lambda folder: (_corpus(), SENTENCES))  # where the CLI looks them up
+    monkeypatch.setattr(cli, "pretrain", lambda config, corpus, text: seen.append(config) or {})
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-steps", "7"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-bf16", "--concept-weight", "0"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--no-image-bf16"]) == 0
