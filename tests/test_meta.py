@@ -98,9 +98,13 @@ def test_multiple_inner_steps_and_adapt_subset(setup):
         ctx = (ctx - INNER_LR * g).detach().requires_grad_()
     g_ctx = torch.autograd.grad(loss(_as_module(model, {**params, "ctx": ctx}), Q, QC), ctx)[0]
     torch.testing.assert_close(grads["ctx"], g_ctx, rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="unknown parameter names"):
-        meta_gradients(model.prompts, lambda m: loss(m, S, SC), lambda m: loss(m, Q, QC),
-                       inner_lr=INNER_LR, adapt=["nope"])
+    support, query = (lambda m: loss(m, S, SC)), (lambda m: loss(m, Q, QC))
+    for kwargs, message in (({"adapt": ["nope"]}, "unknown parameter names"),
+                            ({"adapt": []}, "adapt names no parameter"),
+                            ({"inner_lr": -0.1}, "inner_lr must be >= 0"),
+                            ({"inner_steps": 0}, "inner_steps must be >= 1")):
+        with pytest.raises(ValueError, match=message):
+            meta_gradients(model.prompts, support, query, **{"inner_lr": INNER_LR, **kwargs})
 
 
 def _transcription(model, episodes, loss, lr, second_order):
