@@ -397,9 +397,9 @@ _PAPER_DG["metaprompt-clean"] = _PAPER_DG["metaprompt"]
 # Pocket presets: (lr, epochs) from `benchmarks/tune_pocket.py` on suite v3 (grid lr {0.002, 0.008} x
 # epochs {2, 4}, CoCoOp {1, 2}; scored by HM on pseudo-base/pseudo-new splits of the *base* classes'
 # train pool of emoji-novel-places, flags-pixel and cards, one of each kind; one seed; results/tuning.csv
-# and tuning.log). 4 epochs (CoCoOp 2) is what the full benchmark's 45-minute ceiling on 2 CPU cores
-# affords; every paper trains longer. Validation chose 2 epochs for the plain prompt learners and 4 for
-# MaPLe, MetaPrompt and ProMetaR.
+# and tuning.log). The grid stops at 4 epochs (CoCoOp 2) to keep the full benchmark near its 45-minute
+# ceiling on 2 CPU cores (36 min at these presets); every paper trains longer. Validation chose 2
+# epochs for CoOp, IVLP and GRAM, and 4 for MaPLe, MetaPrompt and ProMetaR.
 # Named pocket choices (docs/methods.md, "Pocket tier"): batch 16; the "step" schedule (a per-batch
 # cosine to 0, no warm-up: a warm-up epoch would be a quarter to half of a run); the augmentation of
 # POCKET_AUGMENTATION. The ablations train exactly as the method they ablate.
@@ -410,9 +410,11 @@ _POCKET_TUNED.update({"metaprompt-clean": _POCKET_TUNED["metaprompt"], "prometar
                       "prometar-base": _POCKET_TUNED["prometar"]})
 _POCKET = {name: OptimConfig(lr=lr, epochs=epochs, warmup_epochs=0, batch_size=16, schedule="step")
            for name, (lr, epochs) in _POCKET_TUNED.items()}
-# Pocket DG: 2 epochs for every method (CoCoOp 1), as before the re-tuning: the tuning above saw only B2N
-# base classes, no DG validation was run, and the budget has no room for more (MaPLe's own
-# cross-dataset/DG config also trains 2 epochs). MetaPrompt keeps Meta_DG's prompt size and batch (32).
+# Pocket DG: each method's tuned B2N lr, with epochs capped at 2 (CoCoOp 1): the tuning above saw only
+# B2N base classes, no DG validation was run, and the budget has no room for more (MaPLe's own
+# cross-dataset/DG config also trains 2 epochs). The B2N lr lowered CoOp's and MaPLe's DG lr from the
+# previous presets' 0.008 to 0.002 (results/FINDINGS.md, "DG presets"). MetaPrompt keeps Meta_DG's
+# prompt size and batch (32).
 _POCKET_DG = {name: replace(_POCKET[name], epochs=min(_POCKET[name].epochs, 2))
               for name in ("coop", "cocoop", "maple", "metaprompt", "metaprompt-clean")}
 for _name in ("metaprompt", "metaprompt-clean"):
