@@ -139,13 +139,9 @@ def _loader(config: BenchConfig):
 
 
 def _backbone(config: BenchConfig):
-    """The frozen backbone; random weights (``pretrained`` None) are drawn from seed 0, so that every
-    worker process builds the same model."""
-    if config.pretrained is not None:
-        return load_clip(config.model, config.pretrained, config.device)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return load_clip(config.model, None, config.device)
+    """The frozen backbone (random weights, ``pretrained`` None, are the same in every worker: see
+    :func:`~metaprompt_lite.backbone.load_clip`)."""
+    return load_clip(config.model, config.pretrained, config.device)
 
 
 # --------------------------------------------------------------------------- worker processes
