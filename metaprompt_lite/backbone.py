@@ -158,9 +158,6 @@ def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
-RANDOM_WEIGHTS_SEED = 0
-
-
 def load_clip(
     model_name: str,
     pretrained: str | os.PathLike | None = None,
@@ -170,10 +167,6 @@ def load_clip(
 
     ``pretrained`` is ``None`` (random init), an open_clip tag such as ``"openai"`` (downloads: needs
     internet) or a path to a checkpoint file. Errors name the problem and the fix.
-    Loading leaves the global random state as it found it, and random weights are drawn from seed
-    ``RANDOM_WEIGHTS_SEED``: a run that loads its backbone after seeding initialises its prompts
-    exactly as one handed a loaded backbone (the benchmark's workers), and every process builds the
-    same random model.
     """
     register_model_configs()
     available = open_clip.list_models()
@@ -201,12 +194,6 @@ def load_clip(
                     f"{model_name!r} — use one of its tags {tags}, a checkpoint file, or `--pretrained none`"
                 )
     is_file = pretrained is not None and os.path.isfile(pretrained)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        return _build(model_name, pretrained, is_file, device)
-
-
-def _build(model_name: str, pretrained: str | None, is_file: bool, device: str | torch.device) -> Backbone:
     try:
         with _quiet_root_logger(is_file or pretrained is None):  # open_clip warns "no pretrained weights"
             model, _, preprocess = open_clip.create_model_and_transforms(

@@ -28,11 +28,10 @@ from tqdm import tqdm
 
 from metaprompt_lite import results_table
 from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS
-from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.faults import fault_point
 from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, preset
-from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
+from metaprompt_lite.run import load_backbone, preset_run, run_base_to_new, run_domain_generalization
 
 
 
@@ -139,9 +138,7 @@ def _loader(config: BenchConfig):
 
 
 def _backbone(config: BenchConfig):
-    """The frozen backbone (random weights, ``pretrained`` None, are the same in every worker: see
-    :func:`~metaprompt_lite.backbone.load_clip`)."""
-    return load_clip(config.model, config.pretrained, config.device)
+    return load_backbone(config.model, config.pretrained, config.device)
 
 
 # --------------------------------------------------------------------------- worker processes

@@ -81,6 +81,18 @@ def preset_run(method: str, tier: str = "pocket", suite: str = "b2n", **fields) 
                      **{**AUGMENTATION[tier], **fields})
 
 
+def load_backbone(model: str, pretrained: str | None, device: str = "cpu") -> Backbone:
+    """The frozen backbone of a run. Random weights (``pretrained`` None) are drawn from seed 0, so
+    that every process builds the same model; a run loads its backbone *before* seeding, so that
+    building the model (which draws random numbers even for a checkpoint) never moves the draws
+    that initialise the prompts: a run given a loaded backbone (the benchmark) is the same run."""
+    if pretrained is not None:
+        return load_clip(model, pretrained, device)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return load_clip(model, None, device)
+
+
 def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, labels, domains,
          cross_domain: bool, batch_cache: dict | None = None) -> TrainState:
     total, warmup = steps_for(len(images), config.optim)
@@ -145,9 +157,9 @@ def evaluate(model: PromptedCLIP, method: MethodConfig, images, labels: torch.Te
 def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None,
                     cache: dict | None = None) -> dict[str, Any]:
     """Train on ``shots`` per base class (train pool), test on base and on new test images."""
+    backbone = backbone or load_backbone(config.model, config.pretrained, config.device)
     seed_everything(config.seed)
     method = config.resolved_method()
-    backbone = backbone or load_clip(config.model, config.pretrained, config.device)
     base, new = base_new_split(len(dataset.classnames))
     names = list(dataset.classnames)
     test = (dataset.split == 1).nonzero().flatten()
@@ -190,9 +202,9 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
     """Train on ``shots`` per class per source domain, test on every image of ``config.target``."""
     if config.target not in dataset.domains:
         raise ValueError(f"unknown target domain {config.target!r}; {dataset.name} has {list(dataset.domains)}")
+    backbone = backbone or load_backbone(config.model, config.pretrained, config.device)
     seed_everything(config.seed)
     method = config.resolved_method()
-    backbone = backbone or load_clip(config.model, config.pretrained, config.device)
     target = dataset.domains.index(config.target)
     source = (dataset.domain != target).nonzero().flatten()
     shots = few_shot_indices(dataset.labels[source], config.shots, config.seed, groups=dataset.domain[source])
