@@ -8,7 +8,8 @@ the test split, so it is a diagnosis only: the presets stay as validation chose 
     python experiments/papers-schedule/papers_schedule.py [--epochs 10] [--lr 0.002] [--workers 2]
 
 Everything else is the pocket preset (batch 16, the per-step cosine, the benchmark's augmentation).
-Rows go to rows.csv as they finish (a rerun skips them); summary.json holds the means next to the
+Rows go to rows.csv as they finish, with the epochs and lr they ran at (a rerun skips them, and
+refuses a file written at other settings); summary.json, beside it, holds the means next to the
 committed zero-shot and preset rows of results/b2n.csv.
 """
 
@@ -31,7 +32,7 @@ from metaprompt_lite.report import b2n_average
 from metaprompt_lite.run import preset_run, run_base_to_new
 
 HERE = Path(__file__).resolve().parent
-FIELDS = ["method", "dataset", "seed", "base", "new", "hm", "train_s"]
+FIELDS = ["method", "dataset", "seed", "epochs", "lr", "base", "new", "hm", "train_s"]
 _worker: dict = {}
 
 
@@ -54,8 +55,8 @@ def _run(group: tuple[str, int]) -> list[dict]:
                          pretrained=_worker["pretrained"], progress=False)
         run = replace(run, optim=replace(run.optim, epochs=_worker["epochs"], lr=_worker["lr"]))
         result = run_base_to_new(run, dataset, _worker["backbone"], cache)
-        rows.append({"method": method, "dataset": name, "seed": seed,
-                     **{k: f"{result[k]:.4f}" for k in ("base", "new", "hm", "train_s")}})
+        rows.append({"method": method, "dataset": name, "seed": seed, "epochs": _worker["epochs"],
+                     "lr": _worker["lr"], **{k: f"{result[k]:.4f}" for k in ("base", "new", "hm", "train_s")}})
     return rows
 
 
@@ -73,16 +74,26 @@ def summarise(path: Path) -> dict:
     return out
 
 
-def main() -> None:
+def finished_groups(path: Path, epochs: int, lr: float) -> set[tuple[str, int]]:
+    """The (dataset, seed) groups already in ``path``; an error if it holds rows of other settings."""
+    if not path.is_file():
+        return set()
+    rows = list(csv.DictReader(path.open()))
+    other = {(r["epochs"], r["lr"]) for r in rows} - {(str(epochs), str(lr))}
+    if other:
+        raise SystemExit(f"error: {path} holds rows at (epochs, lr) {sorted(other)}, not ({epochs}, {lr}) — "
+                         "pass another --out")
+    return {(r["dataset"], int(r["seed"])) for r in rows}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.002)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "rows.csv")
-    args = parser.parse_args()
-    done = set()
-    if args.out.is_file():
-        done = {(r["dataset"], int(r["seed"])) for r in csv.DictReader(args.out.open())}
+    args = parser.parse_args(argv)
+    done = finished_groups(args.out, args.epochs, args.lr)
     groups = [(name, seed) for name in B2N_DATASETS for seed in (1, 2, 3) if (name, seed) not in done]
     new_file = not args.out.is_file()
     with args.out.open("a", newline="") as handle, \
@@ -94,7 +105,7 @@ def main() -> None:
             writer.writerows(rows)
             handle.flush()
     summary = summarise(args.out)
-    (HERE / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    args.out.with_name("summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     for label, means in summary.items():
         print(f"{label:34s} base {means['base']:6.2f}  new {means['new']:6.2f}  HM {means['hm']:6.2f}")
 
