@@ -22,14 +22,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 
-from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import B2N_DATASETS, load_dataset
 from metaprompt_lite.paths import default_model, results_dir
 from metaprompt_lite.report import b2n_average
-from metaprompt_lite.run import preset_run, run_base_to_new
+from metaprompt_lite.run import load_backbone, preset_run, run_base_to_new
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ["method", "dataset", "seed", "epochs", "lr", "base", "new", "hm", "train_s"]
@@ -40,7 +40,7 @@ def _init(epochs: int, lr: float) -> None:
     torch.set_num_threads(1)  # one thread per worker, as the benchmark
     model, pretrained = default_model()
     _worker.update(epochs=epochs, lr=lr, model=model, pretrained=pretrained,
-                   backbone=load_clip(model, pretrained), cache={})
+                   backbone=load_backbone(model, pretrained), cache={})
 
 
 def _run(group: tuple[str, int]) -> list[dict]:
@@ -61,8 +61,6 @@ def _run(group: tuple[str, int]) -> list[dict]:
 
 
 def summarise(path: Path) -> dict:
-    import pandas as pd
-
     ours = pd.read_csv(path)
     committed = pd.read_csv(results_dir() / "b2n.csv")
     out = {}
