@@ -230,11 +230,12 @@ def test_a_precomputed_stem_gives_the_same_image_features(which, request):
                                rtol=0, atol=2e-6)
 
 
-@pytest.mark.parametrize("method", ["coop", "ivlp"])  # CoOp's context starts from words, IVLP's deep
-def test_train_runs_the_bench_preset_and_gives_the_bench_row(tmp_path, capsys, pocket, method):  # prompts at random
+@pytest.mark.parametrize("method", ["coop", "ivlp"])
+def test_train_runs_the_bench_preset_and_gives_the_bench_row(tmp_path, capsys, pocket, method):
     """`metaprompt-lite train` prints the preset it runs and gives the same numbers as the benchmark's
     row for that method, dataset and seed (both capped at 2 steps here): loading the backbone inside
-    the run must not move the random draws that initialise the prompts."""
+    the run must not move the random draws that initialise the prompts (CoOp's context starts from
+    words, IVLP's deep prompts at random)."""
     from metaprompt_lite.bench import BenchConfig, bench
     from metaprompt_lite.cli import main
 
