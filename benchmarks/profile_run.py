@@ -1,9 +1,12 @@
 """Where one benchmark row's time goes, per method: a wall-clock profile of the real code path.
 
-Run:  python benchmarks/profile_run.py [--dataset emoji-novel-places] [--dg emoji-pacs:sketch] [--threads 1]
-      [--methods coop cocoop ...] [--json out.json]
+Run:  python benchmarks/profile_run.py [--protocol official] [--dataset emoji-novel-places]
+      [--dg emoji-pacs:sketch] [--threads 1] [--methods coop cocoop ...] [--json out.json]
 
-Each method runs one row exactly as ``metaprompt-lite bench`` does (pocket preset, seed 1), with timers
+Committed: ``profile_official.json`` (the official budgets, the benchmark's headline workload) and
+``profile_run.json`` (the tuned budgets, measured on an earlier engine).
+
+Each method runs one row exactly as ``metaprompt-lite bench`` does (pocket tier, seed 1), with timers
 wrapped around the functions the time can go to. A timer counts *exclusive* time: a call nested in
 another timed call is charged to the inner one only. The categories:
 
@@ -37,7 +40,6 @@ from metaprompt_lite import backbone as backbone_module
 from metaprompt_lite import engine, meta, prompts, run
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.methods import preset
 from metaprompt_lite.paths import default_model
 
 CATEGORIES = ("augment", "frozen image", "image stem", "prompted image", "text encoder", "backward",
@@ -119,11 +121,11 @@ def _instrument(timers: Timers, backbone) -> None:
     timers.wrap(run, "frozen_features", "evaluation")
 
 
-def profile(method: str, dataset, target: str | None, backbone, timers: Timers) -> dict:
+def profile(method: str, dataset, target: str | None, backbone, timers: Timers, protocol: str = "official") -> dict:
     """One bench row of ``method``; returns the seconds per category and the step count."""
-    method_config, optim, shots = preset(method, "pocket")
-    config = run.RunConfig(method=method, dataset=dataset.name, target=target, model=backbone.name,
-                           pretrained=backbone.pretrained, seed=1, shots=shots, optim=optim, progress=False)
+    config = run.preset_run(method, "pocket", "b2n" if target is None else "dg", protocol, dataset=dataset.name,
+                            target=target, model=backbone.name, pretrained=backbone.pretrained, seed=1,
+                            progress=False)
     timers.total.clear()
     t0 = time.perf_counter()
     with timers.timing("other"):
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dg", default="emoji-pacs:sketch", help="a DG benchmark:target ('' to skip)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--protocol", choices=("official", "tuned"), default="official")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods:
             if target is not None and method not in dg_methods:
                 continue
-            rows.append(profile(method, dataset, target, backbone, timers))
+            rows.append(profile(method, dataset, target, backbone, timers, args.protocol))
             print(f"  {method} {name}{':' + target if target else ''}: {rows[-1]['wall_s']:.1f} s",
                   file=sys.stderr, flush=True)
     _print(rows)

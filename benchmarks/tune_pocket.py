@@ -5,7 +5,7 @@ are cut in two (the papers' rule again): "pseudo-base" (first half) and "pseudo-
 from the *train pool* of the base classes, one source drawing per class is the pseudo-train pool and
 the other drawings are the validation images. Each candidate (lr, epochs) of each method is scored
 by the harmonic mean of pseudo-base and pseudo-new validation accuracy, averaged over the datasets
-given, one seed. The winners are what ``metaprompt_lite.methods._POCKET`` holds.
+given, one seed. The winners are what ``metaprompt_lite.methods._TUNED`` holds.
 
 Run:  python benchmarks/tune_pocket.py [--methods coop ...] [--datasets ...] | tee results/tuning.log
 Prints a line per candidate and the chosen preset per method; writes results/tuning.csv after each

@@ -11,4 +11,4 @@ The package implements; the notebooks in ``notebooks/`` explain. Modules:
 - ``data``      the offline benchmark suite and the pretraining corpus
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +31,11 @@ from metaprompt_lite import results_table
 from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.faults import fault_point
-from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, preset
-from metaprompt_lite.run import load_backbone, preset_run, run_base_to_new, run_domain_generalization
+from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, check_protocol, preset
+from metaprompt_lite.provenance import code_version, weights_id
+from metaprompt_lite.engine import steps_for
+from metaprompt_lite.run import (
+    RunConfig, load_backbone, preset_run, row_settings, run_base_to_new, run_domain_generalization, training_set)
 
 
 
@@ -43,7 +47,8 @@ class BenchConfig:
     seeds: Sequence[int] = (1, 2, 3)
     model: str = "pocket-clip"
     pretrained: str | None = None
-    tier: str = "pocket"  # which hyper-parameter preset: "pocket" | "paper"
+    tier: str = "pocket"  # which tier's augmentation and presets: "pocket" | "paper"
+    protocol: str = "official"  # whose budgets: "official" (the papers') | "tuned" (pocket validation)
     out_dir: str = "results"
     device: str = "cpu"
     progress: bool = True
@@ -55,9 +60,10 @@ class BenchConfig:
     checkpoint_dir: str | None = None  # run checkpoints here: a killed run resumes mid-training
 
 
-def _done(path: Path, key_columns: Sequence[str], columns: Sequence[str] | None = None) -> set[tuple[str, ...]]:
-    """The run keys already in the results file, after validating it and dropping a cut last line
-    (:func:`metaprompt_lite.results_table.prepare_resume`). ``columns`` default: the suite's whose
+def _done(path: Path, key_columns: Sequence[str],
+          columns: Sequence[str] | None = None) -> dict[tuple[str, ...], dict[str, str]]:
+    """The rows already in the results file by run key, after validating it and dropping a cut last
+    line (:func:`metaprompt_lite.results_table.prepare_resume`). ``columns`` default: the suite's whose
     key ``key_columns`` is."""
     if columns is None:
         columns = B2N_COLUMNS if tuple(key_columns) == B2N_COLUMNS[:3] else DG_COLUMNS
@@ -90,15 +96,34 @@ class Group:
     methods: tuple[str, ...]
 
 
-def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done: set[tuple[str, ...]]) -> list[Group]:
-    """The missing rows, grouped by (dataset, target, seed), in the benchmark's fixed order."""
-    groups = []
+def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done,
+         settings_of=None, path: Path | None = None) -> list[Group]:
+    """The missing rows, grouped by (dataset, target, seed), in the benchmark's fixed order.
+
+    ``done``: the rows on disk by run key. ``settings_of(method, dataset, target, seed)``: the
+    settings this benchmark would record (:func:`metaprompt_lite.run.row_settings`); a row on disk is
+    skipped only when they match, and any that does not is an error naming the difference: a
+    results file never holds two settings for one run."""
+    groups, conflicts = [], []
     for name, targets in targets_of.items():
         for target in targets:
             for seed in config.seeds:
-                methods = tuple(m for m in _methods(config) if _key(m, name, target, seed) not in done)
+                methods = []
+                for m in _methods(config):
+                    key = _key(m, name, target, seed)
+                    if key not in done:
+                        methods.append(m)
+                    elif settings_of is not None and isinstance(done, dict):
+                        differences = results_table.setting_differences(settings_of(m, name, target, seed), done[key])
+                        if differences:
+                            conflicts.append((key, differences))
                 if methods:
-                    groups.append(Group(name, target, seed, methods))
+                    groups.append(Group(name, target, seed, tuple(methods)))
+    if conflicts:
+        key, differences = conflicts[0]
+        raise ValueError(f"{path or 'the results file'} already holds {len(conflicts)} of these runs made with other "
+                         f"settings (e.g. {' '.join(key)}: {'; '.join(differences)}) — use another --out-dir for "
+                         "these settings, or delete those rows to run them again")
     return groups
 
 
@@ -106,20 +131,53 @@ def _methods(config: BenchConfig) -> list[str]:
     return list(config.methods) or list(B2N_METHODS if config.suite == "b2n" else DG_METHODS)
 
 
+# Seconds per optimizer step of each method on one CPU thread, on a 25-base-class pocket dataset
+# (benchmarks/profile_official.json, official budgets); a step's text passes grow with the classes.
+# Only for the estimate printed when a benchmark starts.
+STEP_SECONDS = {"coop": 0.19, "cocoop": 0.09, "ivlp": 0.16, "maple": 0.16, "metaprompt": 0.49, "prometar": 0.88,
+                "gram-coop": 0.19, "gram-ivlp": 0.16, "metaprompt-clean": 0.49, "prometar-base": 0.16,
+                "prometar-netlr": 0.88}
+
+
+def estimated_seconds(config: BenchConfig, groups: list[Group], datasets: dict, workers: int) -> float:
+    """A rough wall-time estimate of ``groups``: steps × :data:`STEP_SECONDS` × classes / 25, summed over
+    the runs, spread over the workers (1 thread each)."""
+    total = 0.0
+    for group in groups:
+        dataset = datasets[group.dataset]
+        for method in group.methods:
+            run = run_config(config, method, group.dataset, group.target, group.seed)
+            if run.optim.epochs == 0:
+                continue
+            index, _, _ = training_set(run, dataset)
+            steps, _ = steps_for(len(index), run.optim)
+            classes = len(dataset.classnames) / (2 if group.target is None else 1)
+            total += steps * STEP_SECONDS.get(method, 0.3) * classes / 25
+    return total / max(1, workers)
+
+
 def _key(method: str, name: str, target: str | None, seed: int) -> tuple[str, ...]:
     return (method, name, str(seed)) if target is None else (method, name, target, str(seed))
 
 
+def run_config(config: BenchConfig, method: str, dataset: str, target: str | None, seed: int) -> RunConfig:
+    """The :class:`~metaprompt_lite.run.RunConfig` of one row of the benchmark."""
+    run = preset_run(method, config.tier, config.suite, config.protocol, dataset=dataset, target=target,
+                     model=config.model, pretrained=config.pretrained, seed=seed, device=config.device,
+                     progress=False, out_dir=config.checkpoint_dir)
+    if config.max_steps is not None:
+        run = replace(run, optim=replace(run.optim, max_steps=config.max_steps))
+    return run
+
+
 def run_group(config: BenchConfig, group: Group, dataset, backbone, cache: dict):
-    """Yield (row, curve name, history) for each method of ``group``, in order."""
+    """Yield (row, curve name, history) for each method of ``group``, in order; each row carries
+    what made it (:func:`metaprompt_lite.run.row_settings`)."""
     for key in [k for k in cache if k[0] == "batches"]:  # the previous group's batches
         del cache[key]
+    weights, code = weights_id(config.pretrained), code_version()
     for method in group.methods:
-        run = preset_run(method, config.tier, config.suite, dataset=group.dataset, target=group.target,
-                         model=config.model, pretrained=config.pretrained, seed=group.seed, device=config.device,
-                         progress=False, out_dir=config.checkpoint_dir)
-        if config.max_steps is not None:
-            run = replace(run, optim=replace(run.optim, max_steps=config.max_steps))
+        run = run_config(config, method, group.dataset, group.target, group.seed)
         t0 = time.perf_counter()
         if group.target is None:
             result = run_base_to_new(run, dataset, backbone, cache)
@@ -130,6 +188,7 @@ def run_group(config: BenchConfig, group: Group, dataset, backbone, cache: dict)
             row = {"method": method, "benchmark": group.dataset, "target": group.target, "seed": group.seed, **result}
             curve = f"{method}-{group.dataset}-{group.target}-s{group.seed}"
         row["train_s"] = time.perf_counter() - t0 if not result["history"] else result["train_s"]
+        row.update(row_settings(run, dataset, weights, code))
         yield row, curve, result.pop("history")
 
 
@@ -221,20 +280,30 @@ def bench(config: BenchConfig) -> Path:
     else:
         all_datasets = ()
     names = list(config.datasets) or list(all_datasets)
+    check_protocol(config.tier, config.protocol)
     for m in _methods(config):
-        preset(m, config.tier, config.suite)  # unknown method / tier: fail before any work
+        preset(m, config.tier, config.suite, config.protocol)  # unknown method / tier: fail before any work
     out_dir = Path(config.out_dir)
     path = out_dir / f"{config.suite}.csv"
     columns = B2N_COLUMNS if config.suite == "b2n" else DG_COLUMNS
     done = _done(path, columns[:3] if config.suite == "b2n" else columns[:4])
     datasets = {name: _loader(config)(name) for name in names}
     targets_of = {name: [None] if config.suite == "b2n" else list(datasets[name].domains) for name in names}
-    groups = plan(config, targets_of, done)
+    weights, code = weights_id(config.pretrained), code_version()
+
+    def settings_of(method: str, name: str, target: str | None, seed: int) -> dict:
+        return row_settings(run_config(config, method, name, target, seed), datasets[name], weights, code)
+
+    groups = plan(config, targets_of, done, settings_of, path)
     workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
     workers = max(1, min(workers, len(groups)))
     # loaded here in any case: a bad model, checkpoint or device fails in one line before any worker starts
     backbone = _backbone(config)
     total = sum(len(g.methods) for g in groups)
+    if total and config.progress:
+        minutes = estimated_seconds(config, groups, datasets, workers) / 60
+        print(f"bench {config.suite}: {total} runs to do, roughly {minutes:.0f} min on {workers} worker(s) "
+              f"({config.protocol} protocol)", file=sys.stderr)
     with tqdm(total=total, desc=f"bench {config.suite} ({workers} worker{'s' * (workers > 1)})",
               disable=not config.progress) as bar:
         for row, curve, history in _results(config, groups, workers, datasets, backbone):

@@ -28,10 +28,11 @@ from metaprompt_lite.data.store import StoreError
 from metaprompt_lite.engine import config_table
 from metaprompt_lite.gram import GramConfig
 from metaprompt_lite.gram_build import build_artifact
-from metaprompt_lite.methods import get_method
-from metaprompt_lite.paths import POCKET_CHECKPOINT, POCKET_MODEL, data_dir, default_model
+from metaprompt_lite.methods import PROTOCOLS, get_method
+from metaprompt_lite.paths import POCKET_CHECKPOINT, POCKET_MODEL, data_dir, default_model, results_dir
 from metaprompt_lite.pretrain import PretrainConfig, pretrain
-from metaprompt_lite.report import report, summary_text
+from metaprompt_lite.provenance import code_version
+from metaprompt_lite.report import comparison_text, report, report_all, summary_text
 from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
 from metaprompt_lite.results_table import count_rows
 from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
@@ -95,7 +96,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--target", default=None, help="DG benchmarks: the held-out domain")
     p.add_argument("--seed", type=_seed, default=1)
     p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
-                   help="the preset (as `bench` runs it) that the options below override")
+                   help="the preset (as `bench` runs it) that the options below override (default: pocket)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="official",
+                   help="whose training budget: official (each paper's epochs, batch, lr; default) or tuned "
+                   "(chosen on base-class validation, pocket tier only)")
     p.add_argument("--shots", type=int, default=None, help="default: the preset's")
     p.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     p.add_argument("--lr", type=float, default=None, help="default: the preset's")
@@ -117,7 +121,7 @@ def _run_train(args) -> int:
     if dataset.suite == "dg" and args.target is None:  # before any output: the error is the only line
         raise ValueError(f"--target is required for the DG benchmark {args.dataset} — use one of "
                          f"{', '.join(dataset.domains)}")
-    config = preset_run(args.method, args.tier, dataset.suite, dataset=args.dataset, target=args.target,
+    config = preset_run(args.method, args.tier, dataset.suite, args.protocol, dataset=args.dataset, target=args.target,
                         model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
                         device=args.device, out_dir=args.out_dir or None)
     optim = config.optim
@@ -134,7 +138,8 @@ def _run_train(args) -> int:
     config.resolved_method()  # fail fast on a bad override
     changed = [name for name in ("shots", "epochs", "lr", "batch_size", "max_steps", "meta_order", "meta_update")
                if getattr(args, name) is not None]
-    print(f"preset: {args.method} on the {args.tier} tier, {dataset.suite} suite (as `bench` runs it)"
+    print(f"preset: {args.method} on the {args.tier} tier, {dataset.suite} suite, {args.protocol} protocol "
+          "(as `bench` runs it)"
           + (f", overridden: {', '.join(changed)}" if changed else ""), file=sys.stderr)
     print("RunConfig\n" + config_table(config), file=sys.stderr)
     torch.set_num_threads(args.threads)  # one thread, as a benchmark worker: the same arithmetic as its row
@@ -197,8 +202,13 @@ def _bench_parser(sub) -> None:
     p.add_argument("--datasets", nargs="*", default=None, help="default: every dataset of the suite")
     p.add_argument("--seeds", nargs="*", type=_seed, default=[1, 2, 3])
     p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
-                   help="hyper-parameter presets: pocket (embedded) or paper (ViT-B/16, GPU)")
-    p.add_argument("--out-dir", default="results")
+                   help="augmentation and presets: pocket (embedded; default) or paper (ViT-B/16, GPU)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="official",
+                   help="whose training budgets: official (each paper's epochs, batch, lr; default) or tuned "
+                   "(chosen on base-class validation, pocket tier only)")
+    p.add_argument("--out-dir", default=None,
+                   help="where the CSVs go (default: runs/bench/PROTOCOL, outside git; the committed results "
+                   "are written only when asked: --out-dir results/PROTOCOL)")
     p.add_argument("--data-root", default=None,
                    help="research tier: folder of the papers' datasets (CoOp/DomainBed layouts, see "
                    "docs/research_tier.md); default: the offline suite")
@@ -213,6 +223,8 @@ def _bench_parser(sub) -> None:
 
 def _run_bench(args) -> int:
     suites = ("b2n", "dg") if args.suite == "all" else (args.suite,)
+    args.out_dir = args.out_dir or os.path.join("runs", "bench", args.protocol)
+    print(f"results go to {args.out_dir}/ (same command again: resume)", file=sys.stderr)
     print(f"backbone: {args.model} ({_pretrained(args.pretrained) or 'random weights: --pretrained none'})",
           file=sys.stderr)
     t0, walls = time.perf_counter(), {}
@@ -224,7 +236,7 @@ def _run_bench(args) -> int:
             datasets = datasets or (RESEARCH_B2N if suite == "b2n" else RESEARCH_DG)
         config = BenchConfig(suite=suite, methods=args.methods or (), datasets=datasets, loader=loader,
                              seeds=tuple(args.seeds), model=args.model, pretrained=_pretrained(args.pretrained),
-                             tier=args.tier, out_dir=args.out_dir, device=args.device,
+                             tier=args.tier, protocol=args.protocol, out_dir=args.out_dir, device=args.device,
                              workers=args.workers, max_steps=args.max_steps, checkpoint_dir=args.checkpoint_dir)
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
         args.results_file = os.path.join(args.out_dir, f"{suite}.csv")  # named if interrupted
@@ -235,6 +247,11 @@ def _run_bench(args) -> int:
     if not args.no_report:
         print(f"report: {report(args.out_dir)}", file=sys.stderr)
     print(summary_text(args.out_dir))
+    reference = results_dir() / args.protocol
+    if reference.is_dir() and Path(args.out_dir).resolve() != reference.resolve():
+        comparison = comparison_text(args.out_dir, reference)
+        if comparison:
+            print("\nBeside the committed results\n" + comparison)
     return 0
 
 
@@ -257,6 +274,7 @@ def _record_bench_meta(args, walls: dict[str, float]) -> None:
     path = Path(args.out_dir) / "bench_meta.json"
     meta = json.loads(path.read_text()) if path.is_file() else {}
     meta.update(model=args.model, pretrained=_portable_path(_pretrained(args.pretrained)), tier=args.tier,
+                protocol=args.protocol, code=code_version(),
                 machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}")
     meta["seeds"] = sorted(set(meta.get("seeds", [])) | set(args.seeds))
     by_suite = meta.setdefault("wall_minutes_by_suite", {})
@@ -325,8 +343,13 @@ def _dispatch(args) -> int:
     if args.command == "bench":
         return _run_bench(args)
     if args.command == "report":
-        print(f"wrote {report(args.out_dir)}", file=sys.stderr)
-        print(summary_text(args.out_dir))
+        written = report_all(args.out_dir)
+        print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+        for path in written:
+            if path.name == "README.md" and path.parent != Path(args.out_dir):
+                print(f"{path.parent.name}:\n{summary_text(path.parent)}\n")
+        if len(written) == 1:
+            print(summary_text(args.out_dir))
         return 0
     raise AssertionError(args.command)  # argparse rejects unknown commands before this
 

@@ -153,9 +153,10 @@ def build_scheduler(
 
 # --------------------------------------------------------------------------- augmentation
 def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = False,
-            min_scale: float = 0.5) -> torch.Tensor:
-    """Random resized crop (area in [min_scale, 1], aspect 3/4..4/3) and optional horizontal flip,
-    on uint8 [B, 3, H, W]; returns float in [0, 1] at the same size. Driven by ``generator`` only."""
+            min_scale: float = 0.5, interpolation: str = "bilinear") -> torch.Tensor:
+    """Random resized crop (area in [min_scale, 1], aspect 3/4..4/3, resized back with
+    ``interpolation``: "bilinear" or Dassl's "bicubic") and optional horizontal flip, on uint8
+    [B, 3, H, W]; returns float in [0, 1] at the same size. Driven by ``generator`` only."""
     batch, _, height, width = images.shape
     x = images.float() / 255.0
     out = torch.empty_like(x)
@@ -168,7 +169,9 @@ def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = False
         top = int(u[b, 2].item() * (height - h + 1))
         left = int(u[b, 3].item() * (width - w + 1))
         crop = x[b : b + 1, :, top : top + h, left : left + w]
-        crop = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
+        crop = F.interpolate(crop, size=(height, width), mode=interpolation, align_corners=False)
+        if interpolation == "bicubic":  # bicubic overshoots; images stay in [0, 1]
+            crop = crop.clamp(0, 1)
         out[b] = crop[0].flip(-1) if flip and u[b, 4].item() < 0.5 else crop[0]
     return out
 
@@ -290,7 +293,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def training_batch(images: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor, seed: int,
-                   step: int, batch_size: int, flip: bool = False, min_scale: float = 0.5) -> Batch:
+                   step: int, batch_size: int, flip: bool = False, min_scale: float = 0.5,
+                   interpolation: str = "bilinear") -> Batch:
     """The augmented batch of ``step``: a pure function of (data, seed, step, batch size,
     augmentation). Its examples come from :func:`epoch_order`, its crops from a generator keyed by
     (seed, step) (not the run's generator, which episodes draw from), so every method with the same
@@ -299,7 +303,8 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor, domains: torch.Te
     per_epoch = n // batch_size  # the last incomplete batch is dropped, as CoOp's loader does
     epoch, position = divmod(step, per_epoch)
     index = epoch_order(n, seed, epoch)[position * batch_size : (position + 1) * batch_size]
-    crops = augment(images[index], keyed_generator("augment", seed, step), flip=flip, min_scale=min_scale)
+    crops = augment(images[index], keyed_generator("augment", seed, step), flip=flip, min_scale=min_scale,
+                    interpolation=interpolation)
     return Batch(crops, labels[index], domains[index])
 
 
@@ -339,6 +344,7 @@ def train(
     stop_after: int | None = None,
     min_scale: float = 0.5,
     batch_cache: dict | None = None,
+    interpolation: str = "bilinear",
 ) -> TrainState:
     """Run ``step_fn`` on shuffled, augmented batches until ``total_steps`` (resuming from
     ``state.step``). Each batch is a pure function of (data, seed, step) (:func:`training_batch`),
@@ -360,10 +366,11 @@ def train(
     state.model.train()
     while state.step < total_steps and (stop_after is None or done_here < stop_after):
         epoch = state.step // per_epoch
-        key = (state.seed, state.step, batch_size, n, flip, min_scale)
+        key = (state.seed, state.step, batch_size, n, flip, min_scale, interpolation)
         batch = None if batch_cache is None else batch_cache.get(key)
         if batch is None:
-            batch = training_batch(images, labels, domains, state.seed, state.step, batch_size, flip, min_scale)
+            batch = training_batch(images, labels, domains, state.seed, state.step, batch_size, flip, min_scale,
+                                   interpolation)
             if batch_cache is not None:
                 batch_cache[key] = batch
         t0 = time.perf_counter()

@@ -3,8 +3,8 @@
 Explained in ``notebooks/06_metaprompt`` and ``notebooks/07_prometar_and_gram``.
 
 A method is a :class:`MethodConfig` (plain dataclass instance) and one step function chosen by
-:func:`step_function`; there is no trainer per method. ``PRESETS[name]["pocket" | "paper"]`` are
-the embedded-tier and paper hyper-parameters, all in this one place.
+:func:`make_step`; there is no trainer per method. :func:`preset` gives a method's recipe, budget and
+shots on a tier (pocket or paper) under a protocol (official or tuned), all in this one place.
 """
 
 from __future__ import annotations
@@ -366,89 +366,107 @@ def get_method(name: str, **overrides) -> MethodConfig:
 
 
 # --------------------------------------------------------------------------- presets
-# (method, tier, suite) -> the method recipe, OptimConfig and shots of a run.
-# "paper": the official configs for ViT-B/16 on a GPU (docs/methods.md: file and line of each value),
-# all on Dassl's schedule (1 warm-up epoch at 1e-5, cosine over the epochs, stepped per epoch).
-# "pocket": the embedded tier, tuned on a validation split of the *base* classes only (see
-# ``benchmarks/tune_pocket.py`` and results/README.md for how).
+# (method, tier, suite, protocol) -> the method recipe, OptimConfig and shots of a run.
+# Protocol "official": each method's official budget (docs/methods.md, "Official budgets": the file
+# and line of every value; tests/test_methods.py pins them), on Dassl's schedule (1 warm-up epoch at
+# 1e-5, cosine over the epochs, stepped per epoch), on either tier.
+# Protocol "tuned" (pocket tier only): budgets chosen on a validation split of the *base* classes
+# (``benchmarks/tune_pocket.py``; results/tuned/tuning.csv).
+PROTOCOLS = ("official", "tuned")
 PAPER_SHOTS = 16
 DG_SHOTS = 5  # the papers' DG table (MetaPrompt's README): 5 shots per class per source domain
-_PAPER = {
-    "coop": OptimConfig(lr=0.002, epochs=10, batch_size=32),
+_OFFICIAL = {
+    "coop": OptimConfig(lr=0.002, epochs=200, batch_size=32),  # CoOp/vit_b16_ctxv1.yaml
     "cocoop": OptimConfig(lr=0.002, epochs=10, batch_size=1),
     "ivlp": OptimConfig(lr=0.0035, epochs=5, batch_size=4),
     "maple": OptimConfig(lr=0.0035, epochs=5, batch_size=4),
     "metaprompt": OptimConfig(lr=0.0015, epochs=8, batch_size=16),
     "prometar": OptimConfig(lr=0.0025, epochs=10, batch_size=4),
-    "gram-coop": OptimConfig(lr=0.002, epochs=10, batch_size=32),
-    "gram-ivlp": OptimConfig(lr=0.0025, epochs=10, batch_size=4),
 }
-_PAPER.update({"metaprompt-clean": _PAPER["metaprompt"], "prometar-netlr": _PAPER["prometar"],
-               "prometar-base": _PAPER["prometar"]})
+# GRAM publishes no code and no downstream config: each GRAM row trains with its base learner's
+# official budget (CoOp's; ProMetaR's base learner's), so that it differs from that learner only by
+# GRAM's meta-learned init and gradient regulator. The ablations train as the method they ablate.
+_OFFICIAL.update({"gram-coop": _OFFICIAL["coop"], "gram-ivlp": _OFFICIAL["prometar"],
+                  "metaprompt-clean": _OFFICIAL["metaprompt"], "prometar-netlr": _OFFICIAL["prometar"],
+                  "prometar-base": _OFFICIAL["prometar"]})
+# Per-dataset overrides of the official budget: CoOp trained ImageNet with vit_b16_ep50_ctxv1.yaml.
+_OFFICIAL_DATASET = {("coop", "ImageNet"): {"epochs": 50}, ("gram-coop", "ImageNet"): {"epochs": 50}}
 # DG configs where a method has its own: MetaPrompt's Meta_DG (4+4 tokens, batch 32, 6 epochs) and
-# MaPLe's cross-dataset config (lr 0.0026, 2 epochs, prompt depth 3); the rest keep their B2N recipe.
-_PAPER_DG = {
+# MaPLe's cross-dataset config (lr 0.0026, 2 epochs, prompt depth 3); the rest keep their B2N budget.
+_OFFICIAL_DG = {
     "metaprompt": OptimConfig(lr=0.0015, epochs=6, batch_size=32),
     "maple": OptimConfig(lr=0.0026, epochs=2, batch_size=4),
 }
 _DG_PROMPTS = {"metaprompt": _METAPROMPT_DG, "metaprompt-clean": _METAPROMPT_DG,
                "maple": replace(_MAPLE, text_depth=3, vision_depth=3)}
-_PAPER_DG["metaprompt-clean"] = _PAPER_DG["metaprompt"]
-# Pocket presets: (lr, epochs) from `benchmarks/tune_pocket.py` on suite v3 (grid lr {0.002, 0.008} x
+_OFFICIAL_DG["metaprompt-clean"] = _OFFICIAL_DG["metaprompt"]
+# Tuned presets: (lr, epochs) from `benchmarks/tune_pocket.py` on suite v3 (grid lr {0.002, 0.008} x
 # epochs {2, 4}, CoCoOp {1, 2}; scored by HM on pseudo-base/pseudo-new splits of the *base* classes'
-# train pool of emoji-novel-places, flags-pixel and cards, one of each kind; one seed; results/tuning.csv
-# and tuning.log). The grid stops at 4 epochs (CoCoOp 2) to keep the full benchmark near its 45-minute
-# ceiling on 2 CPU cores (36 min at these presets); every paper trains longer. Validation chose 2
-# epochs for CoOp, IVLP and GRAM, and 4 for MaPLe, MetaPrompt and ProMetaR.
-# Named pocket choices (docs/methods.md, "Pocket tier"): batch 16; the "step" schedule (a per-batch
-# cosine to 0, no warm-up: a warm-up epoch would be a quarter to half of a run); the augmentation of
-# POCKET_AUGMENTATION. The ablations train exactly as the method they ablate.
-_POCKET_TUNED = {"coop": (0.002, 2), "cocoop": (0.008, 1), "ivlp": (0.002, 2), "maple": (0.002, 4),
-                 "metaprompt": (0.002, 4), "prometar": (0.002, 4), "gram-coop": (0.002, 2),
-                 "gram-ivlp": (0.002, 2)}
-_POCKET_TUNED.update({"metaprompt-clean": _POCKET_TUNED["metaprompt"], "prometar-netlr": _POCKET_TUNED["prometar"],
-                      "prometar-base": _POCKET_TUNED["prometar"]})
-_POCKET = {name: OptimConfig(lr=lr, epochs=epochs, warmup_epochs=0, batch_size=16, schedule="step")
-           for name, (lr, epochs) in _POCKET_TUNED.items()}
-# Pocket DG: each method's tuned B2N lr, with epochs capped at 2 (CoCoOp 1): the tuning above saw only
-# B2N base classes, no DG validation was run, and the budget has no room for more (MaPLe's own
-# cross-dataset/DG config also trains 2 epochs). The B2N lr lowered CoOp's and MaPLe's DG lr from the
-# previous presets' 0.008 to 0.002 (results/FINDINGS.md, "DG presets"). MetaPrompt keeps Meta_DG's
-# prompt size and batch (32).
-_POCKET_DG = {name: replace(_POCKET[name], epochs=min(_POCKET[name].epochs, 2))
-              for name in ("coop", "cocoop", "maple", "metaprompt", "metaprompt-clean")}
+# train pool of emoji-novel-places, flags-pixel and cards, one of each kind; one seed;
+# results/tuned/tuning.csv and tuning.log). Validation chose 2 epochs for CoOp, IVLP and GRAM, and
+# 4 for MaPLe, MetaPrompt and ProMetaR. Batch 16; the "step" schedule (a per-batch cosine to 0, no
+# warm-up); the ablations train exactly as the method they ablate.
+_TUNED_LR_EPOCHS = {"coop": (0.002, 2), "cocoop": (0.008, 1), "ivlp": (0.002, 2), "maple": (0.002, 4),
+                    "metaprompt": (0.002, 4), "prometar": (0.002, 4), "gram-coop": (0.002, 2),
+                    "gram-ivlp": (0.002, 2)}
+_TUNED_LR_EPOCHS.update({"metaprompt-clean": _TUNED_LR_EPOCHS["metaprompt"],
+                         "prometar-netlr": _TUNED_LR_EPOCHS["prometar"],
+                         "prometar-base": _TUNED_LR_EPOCHS["prometar"]})
+_TUNED = {name: OptimConfig(lr=lr, epochs=epochs, warmup_epochs=0, batch_size=16, schedule="step")
+          for name, (lr, epochs) in _TUNED_LR_EPOCHS.items()}
+# Tuned DG: each method's tuned B2N lr, with epochs capped at 2 (CoCoOp 1): the tuning saw only B2N
+# base classes and no DG validation was run. MetaPrompt keeps Meta_DG's prompt size and batch (32).
+_TUNED_DG = {name: replace(_TUNED[name], epochs=min(_TUNED[name].epochs, 2))
+             for name in ("coop", "cocoop", "maple", "metaprompt", "metaprompt-clean")}
 for _name in ("metaprompt", "metaprompt-clean"):
-    _POCKET_DG[_name] = replace(_POCKET_DG[_name], batch_size=32)
-PRESETS: dict[tuple[str, str], OptimConfig] = {
-    **{(name, "paper"): optim for name, optim in _PAPER.items()},
-    **{(name, "pocket"): optim for name, optim in _POCKET.items()},
-    **{(name, tier): OptimConfig() for name in ("zsclip", "zsclip-ens") for tier in ("paper", "pocket")},
-}
-DG_PRESETS: dict[tuple[str, str], OptimConfig] = {
-    **{(name, "paper"): optim for name, optim in _PAPER_DG.items()},
-    **{(name, "pocket"): optim for name, optim in _POCKET_DG.items()},
-}
+    _TUNED_DG[_name] = replace(_TUNED_DG[_name], batch_size=32)
+UNTRAINED = OptimConfig(lr=0.0, epochs=0, batch_size=0)  # zero-shot CLIP: no budget
 TIERS = ("pocket", "paper")
 # Augmentation of a training batch (random resized crop + horizontal flip), per tier. Paper: every
-# official config's RandomResizedCrop scale (0.08, 1) (Dassl's INPUT.RRCROP_SCALE default) and
-# random_flip. Pocket (named choices): crops keep >= half the area (a 64-px drawing cropped to 8 % is
-# a few pixels of one stroke) and no flips (a mirrored flag, card or text is another class or none).
-AUGMENTATION: dict[str, dict] = {"paper": {"flip": True, "min_scale": 0.08},
-                                 "pocket": {"flip": False, "min_scale": 0.5}}
+# official config's RandomResizedCrop scale (0.08, 1) (Dassl's INPUT.RRCROP_SCALE default), bicubic
+# (INPUT.INTERPOLATION), and random_flip. Pocket (named choices): crops keep >= half the area (a 64-px
+# drawing cropped to 8 % is a few pixels of one stroke) and no flips (a mirrored flag, card or text is
+# another class or none); bilinear.
+AUGMENTATION: dict[str, dict] = {"paper": {"flip": True, "min_scale": 0.08, "interpolation": "bicubic"},
+                                 "pocket": {"flip": False, "min_scale": 0.5, "interpolation": "bilinear"}}
 SUITES = ("b2n", "dg")
 
 
-def preset(name: str, tier: str = "pocket", suite: str = "b2n") -> tuple[MethodConfig, OptimConfig, int]:
-    """(method recipe, optimisation, shots) of a method on a tier, for base-to-new (``suite="b2n"``,
-    16 shots) or domain generalisation (``"dg"``: the method's DG config where it has one, 5 shots per
-    class per source domain)."""
-    method = get_method(name)
+def check_protocol(tier: str, protocol: str) -> None:
+    """The tier and protocol exist together: the tuned budgets were chosen on the pocket tier only."""
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r} — use one of {TIERS}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} — use one of {PROTOCOLS}")
+    if protocol == "tuned" and tier != "pocket":
+        raise ValueError("the tuned protocol exists on the pocket tier only (its budgets were chosen on the "
+                         "pocket suite) — use --protocol official on the paper tier")
+
+
+def budget(name: str, suite: str = "b2n", protocol: str = "official", dataset: str = "") -> OptimConfig:
+    """A method's training budget (optimiser, epochs, batch, schedule) under ``protocol``."""
+    if not METHODS[name].trainable:
+        return UNTRAINED
+    if protocol == "tuned":
+        return _TUNED_DG.get(name, _TUNED[name]) if suite == "dg" else _TUNED[name]
+    optim = _OFFICIAL_DG.get(name, _OFFICIAL[name]) if suite == "dg" else _OFFICIAL[name]
+    return replace(optim, **_OFFICIAL_DATASET.get((name, dataset), {}))
+
+
+def preset(name: str, tier: str = "pocket", suite: str = "b2n", protocol: str = "official",
+           dataset: str = "") -> tuple[MethodConfig, OptimConfig, int]:
+    """(method recipe, optimisation, shots) of a method on a tier under a protocol, for base-to-new
+    (``suite="b2n"``, 16 shots) or domain generalisation (``"dg"``: the method's DG config where it
+    has one, 5 shots per class per source domain). ``dataset``: for the official per-dataset
+    overrides (CoOp on ImageNet: 50 epochs). A train pool with fewer images per class than the shots
+    gives all it has: the rows record the shots actually drawn."""
+    method = get_method(name)
+    check_protocol(tier, protocol)
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r} — use one of {SUITES}")
+    optim = budget(name, suite, protocol, dataset)
     if suite == "b2n":
-        return method, PRESETS[(name, tier)], PAPER_SHOTS
-    if name in _DG_PROMPTS and (tier == "paper" or name.startswith("metaprompt")):
+        return method, optim, PAPER_SHOTS
+    if name in _DG_PROMPTS and (protocol == "official" or name.startswith("metaprompt")):
         method = replace(method, prompt=_DG_PROMPTS[name])
-    return method, DG_PRESETS.get((name, tier), PRESETS[(name, tier)]), DG_SHOTS
+    return method, optim, DG_SHOTS

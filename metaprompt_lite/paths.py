@@ -23,10 +23,12 @@ def data_dir() -> Path:
     return beside if beside.is_dir() else Path.cwd() / "data"
 
 
-def results_dir() -> Path:
-    """The committed benchmark's ``results/``: beside the data directory (a clone), else ``./results``."""
+def results_dir(protocol: str | None = None) -> Path:
+    """The committed benchmark's ``results/`` (beside the data directory in a clone, else
+    ``./results``), or with ``protocol`` its folder of that protocol's rows, ``results/<protocol>/``."""
     beside = data_dir().parent / "results"
-    return beside if beside.is_dir() else Path.cwd() / "results"
+    root = beside if beside.is_dir() else Path.cwd() / "results"
+    return root / protocol if protocol else root
 
 
 class MissingCheckpoint(FileNotFoundError):

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from metaprompt_lite.engine import harmonic_mean
+from metaprompt_lite.engine import harmonic_mean, steps_for
 from metaprompt_lite.results_table import (
-    B2N_COLUMNS, DG_COLUMNS, ResultsError, describe_missing, missing_runs, read_table)
-from metaprompt_lite.methods import B2N_METHODS
+    B2N_COLUMNS, DG_COLUMNS, INT_COLUMNS, OPTIONAL_INT_COLUMNS, TEXT_COLUMNS, ResultsError, check_settings,
+    describe_missing, missing_runs, read_table)
+from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, budget
 
 # docs/methods.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
 PAPER_B2N = {
@@ -47,18 +48,25 @@ def _schema(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def read_results(path: str | Path) -> pd.DataFrame:
     """``b2n.csv`` or ``dg.csv`` (by its name) as a frame, validated: a damaged file (including a line
-    cut by an interrupted write) raises :class:`ResultsError` with what to do."""
+    cut by an interrupted write), one with no rows, or one whose rows were made with settings that
+    cannot be averaged together (:func:`~metaprompt_lite.results_table.check_settings`) raises
+    :class:`ResultsError` with what to do."""
     path = Path(path)
     columns, key = _schema(path.stem)
     table = read_table(path, columns, key)
     if table.partial is not None:
         raise ResultsError(f"{path} ends in a cut line {table.partial[:60]!r} (an interrupted write) — run the same "
                            "`metaprompt-lite bench` command: it drops that line and runs its row again")
+    if not table.rows:
+        raise ResultsError(f"{path} holds a header and no rows — run `metaprompt-lite bench` to fill it, or delete it")
+    check_settings(path, table.rows, key)
     frame = pd.DataFrame(table.rows, columns=list(columns))
     for column in columns:
-        if column == "seed":
+        if column in INT_COLUMNS:
             frame[column] = frame[column].astype(int)
-        elif column not in ("method", "dataset", "benchmark", "target"):
+        elif column in OPTIONAL_INT_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+        elif column not in TEXT_COLUMNS:
             frame[column] = frame[column].astype(float)
     return frame
 
@@ -281,3 +289,103 @@ def summary_text(results_dir: str | Path = "results") -> str:
         table = dg_table(read_results(results_dir / "dg.csv")).round(2)
         parts.append("Domain generalisation (accuracy per target, mean over seeds)\n" + table.to_string())
     return "\n\n".join(parts) or f"no results in {results_dir}"
+
+
+def comparison_text(run_dir: str | Path, reference_dir: str | Path) -> str:
+    """A benchmark's rows beside a reference run's (the committed ``results/<protocol>/``), row for row:
+    how many of the rows both hold are identical in every accuracy column, the rows that differ
+    (first ten), and the per-method averages of each side with their difference."""
+    run_dir, reference_dir = Path(run_dir), Path(reference_dir)
+    parts = []
+    for suite, accuracies in (("b2n", ["base", "new", "hm"]), ("dg", ["acc"])):
+        mine_path, theirs_path = run_dir / f"{suite}.csv", reference_dir / f"{suite}.csv"
+        if not mine_path.is_file() or not theirs_path.is_file():
+            continue
+        mine, theirs = read_results(mine_path), read_results(theirs_path)
+        key = ["method", "dataset", "seed"] if suite == "b2n" else ["method", "benchmark", "target", "seed"]
+        both = mine.merge(theirs, on=key, suffixes=("", "_ref"))
+        differ = both[(both[accuracies].values != both[[f"{c}_ref" for c in accuracies]].values).any(axis=1)]
+        lines = [f"{suite}: {len(both) - len(differ)} of the {len(both)} rows in both files are identical to "
+                 f"{theirs_path} (every accuracy column)"]
+        for _, r in differ.head(10).iterrows():
+            lines.append("  differs: " + " ".join(str(r[k]) for k in key) + "  "
+                         + "  ".join(f"{c} {r[c]:.2f} vs {r[f'{c}_ref']:.2f}" for c in accuracies))
+        if suite == "b2n":
+            ours = b2n_average(mine)[["base", "new", "hm"]]
+            ref = b2n_average(theirs[theirs.set_index(key).index.isin(mine.set_index(key).index)])[["base", "new", "hm"]]
+            table = ours.join(ref, rsuffix="_ref", how="inner")
+            for c in ("base", "new", "hm"):
+                table[f"Δ{c}"] = table[c] - table[f"{c}_ref"]
+            lines.append("averages over the same rows (this run, the reference, Δ; accuracies in %):")
+            lines.append(table.loc[_method_order(table.index)].round(2).to_string())
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+PROTOCOL_DIRS = ("official", "tuned")
+
+
+def budget_rows(n_images: int, suite: str = "b2n") -> list[dict]:
+    """Per method and protocol: epochs, batch, optimizer steps and image views of one run on a
+    training set of ``n_images`` (``engine.steps_for``; views = steps × batch)."""
+    rows = []
+    for name in B2N_METHODS if suite == "b2n" else DG_METHODS:
+        for protocol in PROTOCOL_DIRS:
+            optim = budget(name, suite, protocol)
+            if optim.epochs == 0:
+                continue
+            steps, _ = steps_for(n_images, optim)
+            rows.append({"method": name, "protocol": protocol, "epochs": optim.epochs, "batch": optim.batch_size,
+                         "lr": optim.lr, "steps": steps, "views": steps * min(optim.batch_size, n_images)})
+    return rows
+
+
+def _average_cells(results_dir: Path) -> dict[str, str]:
+    """method -> 'base / new / HM' of a protocol's b2n.csv (seed means), or nothing without one."""
+    path = results_dir / "b2n.csv"
+    if not path.is_file():
+        return {}
+    avg = b2n_average(read_results(path))
+    return {m: f"{r.base:.2f} / {r.new:.2f} / {r.hm:.2f}" for m, r in avg.iterrows()}
+
+
+def overview(results_dir: str | Path = "results") -> str:
+    """``results/README.md``: both protocols side by side with the papers' numbers, and the budget
+    table (each protocol's own tables are in its folder's README)."""
+    results_dir = Path(results_dir)
+    cells = {p: _average_cells(results_dir / p) for p in PROTOCOL_DIRS}
+    lines = ["# Results", "",
+             "The embedded tier (pocket CLIP, offline suite) under two training protocols: **official**, each "
+             "method on its paper's training budget (the headline), and **tuned**, every budget chosen on "
+             "base-class validation (no paper reports this). Base-to-new, average over datasets, mean over "
+             "seeds, base / new / HM in %. Full tables: " + ", ".join(
+                 f"[{p}]({p}/README.md)" for p in PROTOCOL_DIRS if (results_dir / p / "README.md").is_file())
+             + "; claim by claim: [FINDINGS.md](FINDINGS.md).", "",
+             "| method | official | tuned | paper (ViT-B/16, 11 datasets) |", "|---|---|---|---|"]
+    methods = _method_order(set(cells["official"]) | set(cells["tuned"]))
+    for m in methods:
+        paper = " / ".join(f"{v:.2f}" for v in PAPER_B2N[m]) if m in PAPER_B2N else "—"
+        lines.append(f"| {m} | {cells['official'].get(m, 'not run')} | {cells['tuned'].get(m, 'not run')} | {paper} |")
+    lines += ["", "## Training budgets", "",
+              "One run on a 25-base-class emoji dataset (150 training images, 6 per class): optimizer steps and "
+              "image views (steps × batch). The papers' runs see 16 images per class.", "",
+              "| method | protocol | epochs | batch | lr | steps | image views |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['protocol']} | {r['epochs']} | {r['batch']} | {r['lr']:g} | {r['steps']} | "
+              f"{r['views']} |" for r in budget_rows(150)]
+    return "\n".join(lines) + "\n"
+
+
+def report_all(results_dir: str | Path = "results") -> list[Path]:
+    """:func:`report` for each protocol's folder under ``results_dir`` that holds results, then the
+    overview ``results_dir/README.md``; a folder of results files itself is reported as one run."""
+    results_dir = Path(results_dir)
+    if (results_dir / "b2n.csv").is_file() or (results_dir / "dg.csv").is_file():
+        return [report(results_dir)]
+    written = [report(results_dir / p) for p in PROTOCOL_DIRS
+               if (results_dir / p / "b2n.csv").is_file() or (results_dir / p / "dg.csv").is_file()]
+    if not written:
+        raise FileNotFoundError(f"no b2n.csv or dg.csv in {results_dir} or its protocol folders — run "
+                                "`metaprompt-lite bench` first")
+    path = results_dir / "README.md"
+    path.write_text(overview(results_dir))
+    return [*written, path]

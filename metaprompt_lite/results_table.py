@@ -32,12 +32,17 @@ from typing import Callable, Sequence
 
 from metaprompt_lite import faults
 
+# What made a row, besides its key (``run.row_settings``): a results file holds one setting per run
+# key, and a resumed benchmark skips a row only when all of these match.
+SETTING_COLUMNS = ("protocol", "model", "weights", "epochs", "batch_size", "lr", "shots", "max_steps", "code")
 # the columns of each results file; the first three (B2N) or four (DG) are a row's run key
-B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s")
-DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s")
+B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s", *SETTING_COLUMNS)
+DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s", *SETTING_COLUMNS)
+ACCURACY_COLUMNS = ("base", "new", "hm", "acc")  # percentages: 0 <= x <= 100
 
-TEXT_COLUMNS = ("method", "dataset", "benchmark", "target")
-INT_COLUMNS = ("seed",)
+TEXT_COLUMNS = ("method", "dataset", "benchmark", "target", "protocol", "model", "weights", "code")
+INT_COLUMNS = ("seed", "epochs", "batch_size", "shots")
+OPTIONAL_INT_COLUMNS = ("max_steps",)  # empty when not set
 LINE_END = "\r\n"  # what csv.writer writes, and what the committed files use
 
 
@@ -64,7 +69,9 @@ def _check_value(path: Path, line: int, column: str, value: str) -> None:
     if column in TEXT_COLUMNS:
         if not value.strip():
             raise ResultsError(f"{path} line {line}: empty {column} — {_fix(path)}")
-    elif column in INT_COLUMNS:
+    elif column in INT_COLUMNS or column in OPTIONAL_INT_COLUMNS:
+        if column in OPTIONAL_INT_COLUMNS and value == "":
+            return
         if not value.isdigit():
             raise ResultsError(f"{path} line {line}: {column} {value!r} is not a non-negative integer — {_fix(path)}")
     else:
@@ -74,6 +81,9 @@ def _check_value(path: Path, line: int, column: str, value: str) -> None:
             number = math.nan
         if not math.isfinite(number):
             raise ResultsError(f"{path} line {line}: {column} {value!r} is not a finite number — {_fix(path)}")
+        if column in ACCURACY_COLUMNS and not 0 <= number <= 100:
+            raise ResultsError(f"{path} line {line}: {column} {value!r} is not an accuracy in % (0 to 100) — "
+                               f"{_fix(path)}")
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str], key_columns: Sequence[str]) -> Table:
@@ -125,12 +135,13 @@ def _warn(message: str) -> None:
 
 
 def prepare_resume(path: str | os.PathLike, columns: Sequence[str], key_columns: Sequence[str],
-                   warn: Callable[[str], None] = _warn) -> set[tuple[str, ...]]:
-    """The run keys already in ``path`` (none if it does not exist), after validating it. A cut last
-    line (a killed write) is dropped from the file, with a warning quoting it; its run is re-run."""
+                   warn: Callable[[str], None] = _warn) -> dict[tuple[str, ...], dict[str, str]]:
+    """The rows already in ``path`` by run key (none if it does not exist), after validating it. A
+    cut last line (a killed write) is dropped from the file, with a warning quoting it; its run is
+    re-run."""
     path = Path(path)
     if not path.exists():
-        return set()
+        return {}
     table = read_table(path, columns, key_columns)
     if table.partial is not None:
         with path.open("r+b") as f:
@@ -139,14 +150,18 @@ def prepare_resume(path: str | os.PathLike, columns: Sequence[str], key_columns:
             os.fsync(f.fileno())
         warn(f"warning: {path} ended in a cut line (an interrupted write); dropped it: {table.partial!r}. "
              "Its run will be run again.")
-    return {tuple(row[c] for c in key_columns) for row in table.rows}
+    return {tuple(row[c] for c in key_columns): row for row in table.rows}
+
+
+def cell(value) -> str:
+    """A value as its CSV cell: floats with 4 decimals, everything else as ``str``."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def format_row(row: dict, columns: Sequence[str]) -> str:
     """One CSV line: floats with 4 decimals, everything else as ``str``."""
     out = io.StringIO()
-    csv.writer(out, lineterminator=LINE_END).writerow(
-        [f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in columns])
+    csv.writer(out, lineterminator=LINE_END).writerow([cell(row[c]) for c in columns])
     return out.getvalue()
 
 
@@ -221,3 +236,35 @@ def describe_missing(missing: Sequence[tuple[str, ...]]) -> str:
     for key in missing:
         by_method.setdefault(key[0], []).append(" ".join(key[1:-1]) + f" s{key[-1]}")
     return "; ".join(f"{m}: " + ", ".join(cells) for m, cells in by_method.items())
+
+
+def setting_differences(expected: dict, row: dict[str, str]) -> list[str]:
+    """``name: found → expected`` for every setting in which a row on disk differs from ``expected``
+    (a run's :func:`run.row_settings`), compared as CSV cells."""
+    return [f"{c} {row.get(c, '')!r} → {cell(expected[c])!r}" for c in SETTING_COLUMNS
+            if c in expected and row.get(c, "") != cell(expected[c])]
+
+
+# settings that every row of one results file shares: a table compares methods on one backbone,
+# one protocol and one code version; the budget columns differ between methods by design
+FILE_SETTINGS = ("protocol", "model", "weights", "max_steps", "code")
+RUN_SETTINGS = ("epochs", "batch_size", "lr", "shots")
+
+
+def check_settings(path: str | os.PathLike, rows: Sequence[dict], key_columns: Sequence[str]) -> None:
+    """Refuse rows that must not be averaged together: two values of a :data:`FILE_SETTINGS` column in
+    one file, or two budgets (:data:`RUN_SETTINGS`) for one method and dataset (DG: target) across seeds."""
+    for column in FILE_SETTINGS:
+        values = sorted({str(r[column]) for r in rows})
+        if len(values) > 1:
+            raise ResultsError(f"{path} mixes rows of {column} {' and '.join(repr(v) for v in values[:3])}, which "
+                               "cannot be averaged together — keep one setting per results file (re-run the "
+                               "others into another --out-dir)")
+    budgets: dict[tuple, tuple] = {}
+    for r in rows:
+        cell_key = tuple(str(r[c]) for c in key_columns[:-1])
+        budget = tuple(str(r[c]) for c in RUN_SETTINGS)
+        if budgets.setdefault(cell_key, budget) != budget:
+            raise ResultsError(f"{path} holds two budgets for {' '.join(cell_key)} across seeds "
+                               f"({dict(zip(RUN_SETTINGS, budgets[cell_key]))} and {dict(zip(RUN_SETTINGS, budget))}) "
+                               "— keep one setting per results file (re-run the others into another --out-dir)")

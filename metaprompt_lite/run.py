@@ -45,6 +45,7 @@ class RunConfig:
     """Every knob of one run, printed at its start."""
 
     method: str = "coop"
+    protocol: str = "official"  # whose budget: "official" (the papers') or "tuned" (pocket validation)
     dataset: str = "emoji-novel-places"
     target: str | None = None  # DG: the held-out domain
     model: str = "tiny-clip"
@@ -54,6 +55,7 @@ class RunConfig:
     device: str = "cpu"
     flip: bool = False  # horizontal flips in augmentation (wrong for flags, cards, text)
     min_scale: float = 0.5  # random resized crop: smallest area kept (paper tier 0.08, pocket 0.5)
+    interpolation: str = "bilinear"  # resizing a crop back (paper tier: Dassl's bicubic)
     optim: OptimConfig = field(default_factory=OptimConfig)
     method_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"meta_order": 2}
     gram_artifact: str | None = None  # GRAM's meta-learned prompts; None = data/gram/<model>-<method>.pt
@@ -70,15 +72,55 @@ class RunConfig:
         return get_method(self.method, **self.method_overrides)
 
 
-def preset_run(method: str, tier: str = "pocket", suite: str = "b2n", **fields) -> RunConfig:
+def preset_run(method: str, tier: str = "pocket", suite: str = "b2n", protocol: str = "official",
+               **fields) -> RunConfig:
     """The :class:`RunConfig` of a method's preset (:func:`~metaprompt_lite.methods.preset`) on a tier and
-    suite: its optimisation, shots, the tier's augmentation, and as ``method_overrides`` whatever the
-    preset changes in the method's recipe (MetaPrompt's 4+4 DG prompts). ``fields``: the rest."""
-    recipe, optim, shots = preset(method, tier, suite)
+    suite under a protocol: its optimisation, shots, the tier's augmentation, and as
+    ``method_overrides`` whatever the preset changes in the method's recipe (MetaPrompt's 4+4 DG
+    prompts). ``fields``: the rest (``dataset`` also picks the official per-dataset overrides)."""
+    recipe, optim, shots = preset(method, tier, suite, protocol, fields.get("dataset", ""))
     default = get_method(method)
     overrides = {k: getattr(recipe, k) for k in recipe.__dataclass_fields__ if getattr(recipe, k) != getattr(default, k)}
-    return RunConfig(method=method, optim=optim, shots=shots, method_overrides=overrides,
+    return RunConfig(method=method, protocol=protocol, optim=optim, shots=shots, method_overrides=overrides,
                      **{**AUGMENTATION[tier], **fields})
+
+
+def training_set(config: RunConfig, dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(indices into ``dataset``, labels, source-domain ids or None) of the images a run trains on:
+    ``shots`` per base class of the train pool (base-to-new), or per class per source domain (DG,
+    domains renumbered 0..n_sources-1). The same draw for every method with the run's seed."""
+    if config.target is None:
+        index, labels = base_class_shots(dataset, config.shots, config.seed)
+        return index, labels, None
+    if config.target not in dataset.domains:
+        raise ValueError(f"unknown target domain {config.target!r}; {dataset.name} has {list(dataset.domains)}")
+    target = dataset.domains.index(config.target)
+    source = (dataset.domain != target).nonzero().flatten()
+    shots = few_shot_indices(dataset.labels[source], config.shots, config.seed, groups=dataset.domain[source])
+    index = source[shots]
+    _, domains = dataset.domain[index].unique(return_inverse=True)
+    return index, dataset.labels[index], domains
+
+
+def drawn_shots(config: RunConfig, dataset) -> int:
+    """The shots a run actually trains on: the fewest images drawn for one class (per source domain
+    in DG). Below ``config.shots`` when the train pool is smaller (the offline suite: 6 to 8)."""
+    index, labels, domains = training_set(config, dataset)
+    keys = labels if domains is None else labels * (int(domains.max()) + 1) + domains
+    return int(torch.bincount(keys)[keys.unique()].min())
+
+
+def row_settings(config: RunConfig, dataset, weights: str, code: str) -> dict[str, Any]:
+    """What made a results row besides its key: protocol, backbone and weights (``provenance.weights_id``),
+    the budget (epochs, batch, lr, shots actually drawn, ``max_steps`` when set) and the code version.
+    An untrained method (zero-shot CLIP) has no budget: zeros (``max_steps`` is the benchmark's, so
+    that one file holds one value of it)."""
+    trained = get_method(config.method, **config.method_overrides).trainable
+    optim = config.optim
+    return {"protocol": config.protocol, "model": config.model, "weights": weights,
+            "epochs": optim.epochs if trained else 0, "batch_size": optim.batch_size if trained else 0,
+            "lr": f"{optim.lr:g}" if trained else "0", "shots": drawn_shots(config, dataset) if trained else 0,
+            "max_steps": "" if optim.max_steps is None else optim.max_steps, "code": code}
 
 
 def load_backbone(model: str, pretrained: str | None, device: str = "cpu") -> Backbone:
@@ -105,7 +147,8 @@ def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, l
             state.load_state_dict(load_checkpoint(path))
     return train(state, step, images, labels, domains, config.optim,
                  total, checkpoint_path=path, checkpoint_every=config.checkpoint_every,
-                 flip=config.flip, min_scale=config.min_scale, progress=config.progress, batch_cache=batch_cache)
+                 flip=config.flip, min_scale=config.min_scale, progress=config.progress, batch_cache=batch_cache,
+                 interpolation=config.interpolation)
 
 
 # The batch cache holds every step's augmented images and stems: cheap for the embedded tier's 64 px
@@ -157,13 +200,16 @@ def evaluate(model: PromptedCLIP, method: MethodConfig, images, labels: torch.Te
 def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None,
                     cache: dict | None = None) -> dict[str, Any]:
     """Train on ``shots`` per base class (train pool), test on base and on new test images."""
+    if config.target is not None:
+        raise ValueError(f"--target {config.target} is for DG benchmarks; {dataset.name} is a base-to-new "
+                         "dataset — drop --target")
     backbone = backbone or load_backbone(config.model, config.pretrained, config.device)
     seed_everything(config.seed)
     method = config.resolved_method()
     base, new = base_new_split(len(dataset.classnames))
     names = list(dataset.classnames)
     test = (dataset.split == 1).nonzero().flatten()
-    train_index, train_labels = base_class_shots(dataset, config.shots, config.seed)
+    train_index, train_labels, _ = training_set(config, dataset)
     model = prompted_clip(backbone, method, [names[i] for i in base], dataset.templates, dataset.name)
     t0 = time.perf_counter()
     state = None
@@ -200,22 +246,16 @@ def base_new_gain(config: RunConfig, dataset, backbone: Backbone | None = None,
 def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | None = None,
                               cache: dict | None = None) -> dict[str, Any]:
     """Train on ``shots`` per class per source domain, test on every image of ``config.target``."""
-    if config.target not in dataset.domains:
-        raise ValueError(f"unknown target domain {config.target!r}; {dataset.name} has {list(dataset.domains)}")
+    train_index, train_labels, domains = training_set(config, dataset)
     backbone = backbone or load_backbone(config.model, config.pretrained, config.device)
     seed_everything(config.seed)
     method = config.resolved_method()
     target = dataset.domains.index(config.target)
-    source = (dataset.domain != target).nonzero().flatten()
-    shots = few_shot_indices(dataset.labels[source], config.shots, config.seed, groups=dataset.domain[source])
-    train_index = source[shots]
-    # domain ids of the sources, renumbered 0..n_sources-1
-    _, domains = dataset.domain[train_index].unique(return_inverse=True)
     model = prompted_clip(backbone, method, dataset.classnames, dataset.templates, dataset.name)
     t0 = time.perf_counter()
     state = None
     if method.trainable:
-        state = _fit(config, model, method, dataset.images[train_index], dataset.labels[train_index],
+        state = _fit(config, model, method, dataset.images[train_index], train_labels,
                      domains, cross_domain=True,
                      batch_cache=batch_cache(cache, backbone, dataset, config.target, config.seed, train_index))
     train_s = time.perf_counter() - t0

@@ -89,7 +89,7 @@ plt.show()
 # %%
 from metaprompt_lite.paths import results_dir
 
-b2n = pd.read_csv(results_dir() / "b2n.csv")
+b2n = pd.read_csv(results_dir("tuned") / "b2n.csv")
 mean = b2n.groupby(["method", "dataset"])[["base", "new"]].mean()
 zs, cp, cc = mean.loc["zsclip"], mean.loc["coop"], mean.loc["cocoop"]
 fig, ax = plt.subplots(figsize=(6, 5))

@@ -201,7 +201,7 @@ print(f"second-order part / in-domain step: {share:.1%} per episode")
 # ## Against the baselines: the committed benchmark (3 seeds)
 
 # %%
-results = results_dir()
+results = results_dir("tuned")
 b2n = pd.read_csv(results / "b2n.csv")
 avg = b2n_average(b2n)  # per seed: mean over datasets, HM of the means; then mean over seeds
 methods = ["zsclip", "coop", "cocoop", "ivlp", "maple", "metaprompt"]

@@ -100,7 +100,7 @@ plt.show()
 # ## Do they help the learner they wrap? (committed benchmark, 3 seeds)
 
 # %%
-b2n = pd.read_csv(results_dir() / "b2n.csv")
+b2n = pd.read_csv(results_dir("tuned") / "b2n.csv")
 avg = b2n_average(b2n).round(2)  # per seed: mean over datasets, HM of the means; then mean over seeds
 pairs = [("prometar-base", "prometar"), ("coop", "gram-coop"), ("prometar-base", "gram-ivlp")]
 table = pd.DataFrame([{"learner": a, "wrapped": b, "HM learner": avg.loc[a, "hm"], "HM wrapped": avg.loc[b, "hm"],

@@ -19,7 +19,7 @@ from metaprompt_lite.paths import default_model, results_dir
 from metaprompt_lite.report import PAPER_B2N, PAPER_DG, b2n_average, dg_table
 from metaprompt_lite.run import RunConfig, run_base_to_new
 
-results = results_dir()
+results = results_dir("tuned")
 b2n = pd.read_csv(results / "b2n.csv")
 dg = pd.read_csv(results / "dg.csv")
 meta = json.loads((results / "bench_meta.json").read_text())

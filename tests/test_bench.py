@@ -11,6 +11,11 @@ import pytest
 import metaprompt_lite.bench as bench_module
 from metaprompt_lite.bench import BenchConfig, bench
 from metaprompt_lite.report import b2n_average, dg_table, report
+from metaprompt_lite.results_table import B2N_COLUMNS
+
+# what made a row (run.row_settings), the same for every row of a hand-written results file
+SETTINGS = {"protocol": "official", "model": "tiny-clip", "weights": "random", "epochs": 2, "batch_size": 16,
+            "lr": "0.002", "shots": 6, "max_steps": "", "code": "0.2.0+abc"}
 
 
 def _config(tmp_path, loader, suite="b2n", methods=("zsclip", "coop")):
@@ -43,7 +48,7 @@ def test_bench_resumes_without_recomputing(tmp_path, monkeypatch, dataset):
     assert len(list(csv.DictReader((tmp_path / "b2n.csv").open()))) == 4
 
 
-def _fast_preset(name, tier="pocket", suite="b2n"):
+def _fast_preset(name, tier="pocket", suite="b2n", protocol="official", dataset=""):
     from metaprompt_lite.engine import OptimConfig
     from metaprompt_lite.methods import get_method
 
@@ -82,7 +87,9 @@ def test_report_on_a_fixed_csv(tmp_path):
     frame = pd.DataFrame(rows, columns=["method", "dataset", "seed", "base", "new"])
     frame["hm"] = 2 * frame.base * frame.new / (frame.base + frame.new)
     frame["train_s"] = 1.0
-    frame.to_csv(tmp_path / "b2n.csv", index=False)
+    for column, value in SETTINGS.items():
+        frame[column] = value
+    frame[list(B2N_COLUMNS)].to_csv(tmp_path / "b2n.csv", index=False)
     avg = b2n_average(frame)
     # coop: seed 1 averages (80, 50), seed 2 (70, 50); base 75 ± 7.07, new 50 ± 0
     assert avg.loc["coop", "base"] == pytest.approx(75.0)
@@ -91,9 +98,12 @@ def test_report_on_a_fixed_csv(tmp_path):
     hm1, hm2 = 2 * 80 * 50 / 130, 2 * 70 * 50 / 120
     assert avg.loc["coop", "hm"] == pytest.approx((hm1 + hm2) / 2)
     assert avg.loc["metaprompt", "seeds"] == 1
-    pd.DataFrame([("metaprompt", "cards", "x", 1, 50.0, 1.0), ("metaprompt", "cards", "y", 1, 70.0, 1.0),
-                  ("metaprompt", "cards", "x", 2, 60.0, 1.0), ("metaprompt", "cards", "y", 2, 80.0, 1.0)],
-                 columns=["method", "benchmark", "target", "seed", "acc", "train_s"]).to_csv(tmp_path / "dg.csv", index=False)
+    dg = pd.DataFrame([("metaprompt", "cards", "x", 1, 50.0, 1.0), ("metaprompt", "cards", "y", 1, 70.0, 1.0),
+                       ("metaprompt", "cards", "x", 2, 60.0, 1.0), ("metaprompt", "cards", "y", 2, 80.0, 1.0)],
+                      columns=["method", "benchmark", "target", "seed", "acc", "train_s"])
+    for column, value in SETTINGS.items():
+        dg[column] = value
+    dg.to_csv(tmp_path / "dg.csv", index=False)
     table = dg_table(pd.read_csv(tmp_path / "dg.csv"))
     assert table.loc[("cards", "metaprompt"), "x"] == pytest.approx(55.0)
     assert table.loc[("cards", "metaprompt"), "mean"] == pytest.approx(65.0)
@@ -131,7 +141,7 @@ def test_bench_meta_sums_wall_time_per_suite_over_resumed_invocations(tmp_path):
     from metaprompt_lite.cli import _record_bench_meta
 
     def args(seeds):
-        return argparse.Namespace(out_dir=str(tmp_path), model="tiny-clip", pretrained="none", tier="pocket",
+        return argparse.Namespace(out_dir=str(tmp_path), model="tiny-clip", pretrained="none", tier="pocket", protocol="official",
                                   seeds=seeds)
 
     _record_bench_meta(args([1, 2]), {"b2n": 600.0})
@@ -155,7 +165,7 @@ def test_bench_meta_names_the_default_checkpoint_relative_to_the_clone(tmp_path)
         pytest.skip("no committed pocket CLIP checkpoint")
     for pretrained, expected in ((absolute, f"data/{POCKET_CHECKPOINT}"), ("openai", "openai")):
         _record_bench_meta(argparse.Namespace(out_dir=str(tmp_path), model="pocket-clip", pretrained=pretrained,
-                                              tier="pocket", seeds=[1]), {"b2n": 60.0})
+                                              tier="pocket", protocol="official", seeds=[1]), {"b2n": 60.0})
         assert json.loads((tmp_path / "bench_meta.json").read_text())["pretrained"] == expected
 
 
@@ -190,3 +200,83 @@ def test_results_dir_is_beside_the_data_directory_else_the_working_directory(tmp
     monkeypatch.setenv("METAPROMPT_LITE_DATA", str(tmp_path / "elsewhere" / "data"))
     monkeypatch.chdir(tmp_path)
     assert results_dir() == tmp_path / "results"
+
+
+def test_rows_record_what_made_them(tmp_path, monkeypatch, dataset):
+    """Every row carries its protocol, backbone, weights, budget, the shots actually drawn (asked for
+    16, the synthetic train pool has 4 per class), max_steps and the running code's version."""
+    import metaprompt_lite.run as run_module
+    from metaprompt_lite.provenance import code_version
+
+    def sixteen_shots(*args, **kwargs):
+        method, optim, _ = _fast_preset(*args, **kwargs)
+        return method, optim, 16
+
+    monkeypatch.setattr(bench_module, "preset", sixteen_shots)
+    monkeypatch.setattr(run_module, "preset", sixteen_shots)
+    path = bench(_config(tmp_path, lambda name: dataset))
+    rows = {r["method"]: r for r in csv.DictReader(path.open())}
+    assert rows["coop"]["protocol"] == "official" and rows["coop"]["model"] == "tiny-clip"
+    assert rows["coop"]["weights"] == "random" and rows["coop"]["code"] == code_version()
+    assert (rows["coop"]["epochs"], rows["coop"]["batch_size"], rows["coop"]["lr"]) == ("8", "4", "0.01")
+    assert rows["coop"]["shots"] == "4" and rows["coop"]["max_steps"] == "2"
+    assert (rows["zsclip"]["epochs"], rows["zsclip"]["shots"], rows["zsclip"]["lr"]) == ("0", "0", "0")
+
+
+def test_a_resume_with_other_settings_is_refused_and_changes_nothing(tmp_path, monkeypatch, dataset):
+    """A results file never holds two settings for one run: resuming with another max_steps (or
+    weights, protocol, budget, code) is one error naming the difference and the fix, before any work."""
+    _use_fast_presets(monkeypatch)
+    path = bench(_config(tmp_path, lambda name: dataset))
+    before = path.read_bytes()
+    calls = []
+    monkeypatch.setattr(bench_module, "run_base_to_new", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError) as error:
+        bench(BenchConfig(**{**_config(tmp_path, lambda name: dataset).__dict__, "max_steps": 1}))
+    message = str(error.value)
+    assert "already holds 4 of these runs made with other settings" in message
+    assert "max_steps '2' → '1'" in message and "use another --out-dir" in message
+    assert path.read_bytes() == before and not calls
+    monkeypatch.setattr(bench_module, "code_version", lambda: "9.9.9+other")
+    with pytest.raises(ValueError, match="code '.*' → '9.9.9\\+other'"):
+        bench(_config(tmp_path, lambda name: dataset))
+    assert path.read_bytes() == before and not calls
+
+
+def test_report_refuses_rows_made_with_different_settings(tmp_path):
+    """Rows of two backbones (or protocols, code versions, budgets) in one file are not averaged."""
+    from metaprompt_lite.report import read_results
+    from metaprompt_lite.results_table import ResultsError
+
+    rows = [("coop", "a", 1, 50.0, 40.0), ("coop", "a", 2, 52.0, 41.0)]
+    frame = pd.DataFrame(rows, columns=["method", "dataset", "seed", "base", "new"])
+    frame["hm"], frame["train_s"] = 44.0, 1.0
+    for column, value in SETTINGS.items():
+        frame[column] = value
+    frame.loc[1, "weights"] = "sha256:0123456789abcdef"
+    frame[list(B2N_COLUMNS)].to_csv(tmp_path / "b2n.csv", index=False)
+    with pytest.raises(ResultsError, match="mixes rows of weights 'random' and 'sha256:0123456789abcdef'"):
+        read_results(tmp_path / "b2n.csv")
+    frame.loc[1, "weights"], frame.loc[1, "lr"] = "random", "0.008"
+    frame[list(B2N_COLUMNS)].to_csv(tmp_path / "b2n.csv", index=False)
+    with pytest.raises(ResultsError, match="two budgets for coop a across seeds"):
+        read_results(tmp_path / "b2n.csv")
+
+
+def test_a_bench_prints_its_rows_beside_the_committed_ones(tmp_path, monkeypatch, dataset):
+    """The comparison a finished bench prints: identical rows counted, differing rows named."""
+    from metaprompt_lite.report import comparison_text
+
+    _use_fast_presets(monkeypatch)
+    mine = bench(_config(tmp_path / "mine", lambda name: dataset))
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    text = mine.read_text()  # the same rows first
+    (reference / "b2n.csv").write_text(text)
+    assert "b2n: 4 of the 4 rows in both files are identical" in comparison_text(tmp_path / "mine", reference)
+    lines = text.splitlines(keepends=True)
+    fields = lines[-1].split(",")
+    fields[3] = "1.0000"  # another base accuracy in the last row
+    (reference / "b2n.csv").write_text("".join(lines[:-1]) + ",".join(fields))
+    out = comparison_text(tmp_path / "mine", reference)
+    assert "3 of the 4 rows" in out and "differs: " + ",".join(fields[:3]).replace(",", " ") in out

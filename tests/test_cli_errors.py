@@ -13,12 +13,14 @@ import pytest
 import metaprompt_lite.bench as bench_module
 from metaprompt_lite.cli import main
 from metaprompt_lite.paths import data_dir
+from metaprompt_lite.results_table import B2N_COLUMNS
 
 DATA = data_dir()
 POCKET_FIX = ("restore it with `git checkout data/pocket-clip`, rebuild it with `metaprompt-lite pretrain`, or pass "
               "`--pretrained none` for random weights")
 TINY = ["--model", "tiny-clip", "--pretrained", "none"]
-HEADER = "method,dataset,seed,base,new,hm,train_s\r\n"
+HEADER = ",".join(B2N_COLUMNS) + "\r\n"
+S = ",official,tiny-clip,random,2,16,0.002,6,,0.2.0+abc"  # what made a row (run.row_settings), as CSV cells
 
 
 class Payload:
@@ -177,17 +179,18 @@ def test_store_checksum_mismatch(clone, capsys):
 
 
 EMPTY_CSV = ("", "results/b2n.csv is empty — delete it and run `metaprompt-lite bench` again to write it afresh")
-GLUED_CSV = (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5\r\n",
-             "results/b2n.csv line 2 has 8 fields, expected 7: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5' — fix "
-             "or delete that line in results/b2n.csv (`metaprompt-lite bench` re-runs missing rows)")
+GLUED_CSV = (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5" + S + "\r\n",
+             "results/b2n.csv line 2 has 17 fields, expected 16: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5,"
+             "official,tiny-clip,random,2,16,0' — fix or delete that line in results/b2n.csv (`metaprompt-lite bench` "
+             "re-runs missing rows)")
 
 
 @pytest.mark.parametrize("text, message", [
-    (HEADER + "zsclip,flags,1,2.0,1.0,1.3,0.5\r\ncocoop,emoji-no",
+    (HEADER + "zsclip,flags,1,2.0,1.0,1.3,0.5" + S + "\r\ncocoop,emoji-no",
      "results/b2n.csv ends in a cut line 'cocoop,emoji-no' (an interrupted write) — run the same `metaprompt-lite "
      "bench` command: it drops that line and runs its row again"),
     EMPTY_CSV,
-    ("garbage\r\n", "results/b2n.csv has the header 'garbage', expected 'method,dataset,seed,base,new,hm,train_s' — "
+    ("garbage\r\n", f"results/b2n.csv has the header 'garbage', expected '{HEADER.strip()}' — "
                     "is it another suite's file? Move it away and run `metaprompt-lite bench` again"),
     GLUED_CSV,
 ])
@@ -208,7 +211,7 @@ def test_bench_refuses_a_damaged_csv_before_any_work(clone, capsys, text, messag
     (work / "results").mkdir()
     (work / "results" / "b2n.csv").write_bytes(text.encode())
     line = run_cli(["bench", "--suite", "b2n", "--methods", "zsclip", "--datasets", "flags-pixel", "--seeds", "1",
-                    "--no-report", *TINY], capsys, work, data, only_line=False)
+                    "--no-report", "--out-dir", "results", *TINY], capsys, work, data, only_line=False)
     assert line == "error: " + message
 
 
@@ -225,7 +228,7 @@ def test_ctrl_c_in_bench_names_the_rows_kept(clone, capsys, monkeypatch):
 
     monkeypatch.setattr(bench_module, "run_base_to_new", interrupted_second)
     argv = ["bench", "--suite", "b2n", "--methods", "zsclip", "--datasets", "cards", "--seeds", "1", "2",
-            "--no-report", "--workers", "1", *TINY]
+            "--no-report", "--workers", "1", "--out-dir", "results", *TINY]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == ("interrupted: 1 rows kept in results/b2n.csv; run the same command "

@@ -28,7 +28,7 @@ from metaprompt_lite.results_table import read_table
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
-def _fast_preset(name, tier="pocket", suite="b2n"):
+def _fast_preset(name, tier="pocket", suite="b2n", protocol="official", dataset=""):
     return get_method(name), OptimConfig(lr=0.01, batch_size=4, max_steps=2, warmup_epochs=0), 2
 
 

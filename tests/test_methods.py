@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,30 +228,80 @@ def test_metaprompt_asymmetric_logits_pair_each_prompted_encoder_with_the_other_
     assert all(g.abs().sum() > 0 for g in grads[:2]) and (grads[2] is None or not grads[2].any())
 
 
-def test_presets_follow_the_official_configs_and_name_the_pocket_choices():
-    """Paper presets: the official configs on Dassl's per-epoch schedule; DG: Meta_DG (4 + 4 tokens,
-    batch 32, 6 epochs) and 5 shots per class per source domain; pocket: the named choices (per-step
-    schedule, batch 16, no flips, crops of at least half the area), MetaPrompt's DG run with Meta_DG's
-    prompts and batch, its epochs capped at 2 like every pocket preset."""
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+
+
+def _official_table() -> list[dict[str, str]]:
+    """The rows of docs/methods.md's official-budget table (the one after its marker comment)."""
+    lines = DOCS.read_text().split("<!-- official-budgets")[1].splitlines()[1:]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def test_official_presets_match_the_table_in_docs():
+    """Every official budget, B2N and DG, on both tiers, equals docs/methods.md's table of the
+    official configs (file and line of each value): a wrong preset, or a wrong table, fails here."""
+    rows = _official_table()
+    assert {r["method"] for r in rows} == {"coop", "cocoop", "ivlp", "maple", "metaprompt", "prometar"}
+    for row in rows:
+        suite, _, dataset = row["suite"].partition(", ")
+        for tier in ("pocket", "paper"):
+            method, optim, shots = preset(row["method"], tier, suite, "official", dataset)
+            prompt = method.prompt
+            assert (optim.epochs, optim.batch_size, optim.lr) == (
+                int(row["epochs"]), int(row["batch"]), float(row["lr"])), row
+            assert (prompt.n_ctx, prompt.n_vision) == (int(row["text ctx"]), int(row["vision ctx"])), row
+            depth = -1 if row["depth"] == "all" else int(row["depth"])
+            assert prompt.text_depth == depth and (prompt.n_vision == 0 or prompt.vision_depth == depth), row
+            assert (optim.schedule, optim.warmup_epochs, optim.warmup_lr) == ("epoch", 1, 1e-5)
+            assert (optim.momentum, optim.weight_decay) == (0.9, 5e-4)
+            assert shots == (16 if suite == "b2n" else 5)
+            assert "@" in row["official config (repository @ commit, file: lines)"]
+
+
+def test_official_presets_of_the_rows_without_their_own_config():
+    """GRAM rows train on their learner's official budget, ablations on their method's, and a method
+    without a DG config on its B2N budget; CoOp's 200 epochs become 50 on ImageNet only."""
+    for gram, learner in (("gram-coop", "coop"), ("gram-ivlp", "prometar")):
+        assert preset(gram, "paper")[1] == preset(learner, "paper")[1]
+    for ablation, method in (("metaprompt-clean", "metaprompt"), ("prometar-base", "prometar"),
+                             ("prometar-netlr", "prometar")):
+        assert preset(ablation, "paper")[1] == preset(method, "paper")[1]
+        assert preset(ablation, "pocket", protocol="tuned")[1] == preset(method, "pocket", protocol="tuned")[1]
+    for name in ("coop", "cocoop"):
+        assert preset(name, "paper", "dg")[1] == preset(name, "paper", "b2n")[1]
+    assert preset("coop", "paper", dataset="ImageNet")[1].epochs == 50
+    assert preset("coop", "paper", dataset="Caltech101")[1].epochs == 200
+    assert preset("zsclip", "paper")[1].epochs == 0
+
+
+def test_tuned_presets_are_the_validated_budgets_on_the_pocket_tier_only():
+    """Tuned: the named pocket choices (per-step schedule, batch 16, no warm-up), MetaPrompt's DG run
+    with Meta_DG's prompts and batch, epochs capped at 2; no tuned budget on the paper tier."""
     from metaprompt_lite.run import preset_run
 
-    method, optim, shots = preset("metaprompt", "paper", "dg")
-    assert (method.prompt.n_ctx, method.prompt.n_vision, optim.batch_size, optim.epochs, optim.lr, shots) == (
-        4, 4, 32, 6, 0.0015, 5)
-    assert optim.schedule == "epoch" and optim.warmup_epochs == 1 and optim.warmup_lr == 1e-5
-    method, optim, shots = preset("metaprompt", "paper")
-    assert (method.prompt.n_ctx, optim.batch_size, optim.epochs, shots) == (2, 16, 8, 16)
-    assert preset("ivlp", "paper")[0].prompt.n_ctx == 2 and preset("ivlp", "paper")[1].lr == 0.0035
-    assert preset("prometar-base", "paper")[0].prompt.n_ctx == 4
-    _, optim, shots = preset("coop", "pocket", "dg")
-    assert optim.schedule == "step" and optim.batch_size == 16 and shots == 5
-    method, optim, _ = preset("metaprompt", "pocket", "dg")
+    _, optim, shots = preset("coop", "pocket", "dg", "tuned")
+    assert (optim.schedule, optim.batch_size, optim.epochs, optim.lr, shots) == ("step", 16, 2, 0.002, 5)
+    method, optim, _ = preset("metaprompt", "pocket", "dg", "tuned")
     assert (method.prompt.n_ctx, optim.batch_size, optim.epochs, optim.schedule) == (4, 32, 2, "step")
+    assert preset("maple", "pocket", "dg", "tuned")[0].prompt.text_depth == 9  # tuned keeps the B2N prompts
+    assert preset("maple", "pocket", "dg", "official")[0].prompt.text_depth == 3  # official: cross-dataset
+    assert preset("cocoop", "pocket", "b2n", "tuned")[1].lr == 0.008
+    with pytest.raises(ValueError, match="tuned protocol exists on the pocket tier only"):
+        preset("coop", "paper", "b2n", "tuned")
+    with pytest.raises(ValueError, match="unknown protocol"):
+        preset("coop", "pocket", "b2n", "papers")
     paper = preset_run("metaprompt", "paper", "dg", dataset="PACS", target="sketch")
-    assert paper.flip and paper.min_scale == 0.08 and paper.shots == 5
+    assert paper.flip and paper.min_scale == 0.08 and paper.interpolation == "bicubic" and paper.shots == 5
     assert paper.resolved_method().prompt.n_ctx == 4  # the DG prompts reach the run
-    pocket = preset_run("metaprompt", "pocket", "b2n")
+    pocket = preset_run("metaprompt", "pocket", "b2n", "tuned")
     assert not pocket.flip and pocket.min_scale == 0.5 and pocket.method_overrides == {}
+    assert pocket.protocol == "tuned" and pocket.interpolation == "bilinear"
     with pytest.raises(ValueError, match="unknown suite"):
         preset("coop", "paper", "fewshot")
 

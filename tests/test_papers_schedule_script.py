@@ -42,12 +42,12 @@ def test_summary_of_the_committed_preset_rows_equals_their_benchmark_means(tmp_p
     from metaprompt_lite.paths import results_dir
 
     script = import_script("experiments/papers-schedule/papers_schedule.py")
-    rows = [r for r in csv.DictReader((results_dir() / "b2n.csv").open()) if r["method"] in ("coop", "cocoop")]
+    rows = [r for r in csv.DictReader((results_dir("tuned") / "b2n.csv").open()) if r["method"] in ("coop", "cocoop")]
     path = tmp_path / "rows.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, script.FIELDS)
         writer.writeheader()
-        writer.writerows({**r, "epochs": 2, "lr": 0.002} for r in rows)
+        writer.writerows({**{k: v for k, v in r.items() if k in script.FIELDS}, "epochs": 2, "lr": 0.002} for r in rows)
     summary = script.summarise(path)
     for method in ("coop", "cocoop"):
         assert summary[f"{method} (papers' schedule)"] == summary[f"{method} (benchmark presets)"]

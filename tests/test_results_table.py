@@ -12,12 +12,17 @@ from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS
 from metaprompt_lite.report import b2n_average, dg_table, markdown, read_results, report
 
 KEY = B2N_COLUMNS[:3]
-HEADER = "method,dataset,seed,base,new,hm,train_s\r\n"
+HEADER = ",".join(B2N_COLUMNS) + "\r\n"
+# the settings of every row below (run.row_settings): protocol, model, weights, epochs, batch, lr,
+# shots, max_steps, code
+SETTINGS = {"protocol": "official", "model": "tiny-clip", "weights": "random", "epochs": 2, "batch_size": 16,
+            "lr": "0.002", "shots": 6, "max_steps": "", "code": "0.2.0+abc"}
+S = ",official,tiny-clip,random,2,16,0.002,6,,0.2.0+abc"  # the same, as CSV cells
 
 
-def _row(method, dataset, seed, base=50.0, new=40.0):
+def _row(method, dataset, seed, base=50.0, new=40.0, **settings):
     return {"method": method, "dataset": dataset, "seed": seed, "base": base, "new": new,
-            "hm": 2 * base * new / (base + new), "train_s": 1.5}
+            "hm": 2 * base * new / (base + new), "train_s": 1.5, **SETTINGS, **settings}
 
 
 def _write(path: Path, text: str) -> Path:
@@ -29,20 +34,20 @@ def test_append_writes_header_once_and_whole_lines(tmp_path):
     path = tmp_path / "b2n.csv"
     rt.append_row(path, _row("coop", "flags", 1), B2N_COLUMNS)
     rt.append_row(path, _row("coop", "flags", 2, 60.0, 30.0), B2N_COLUMNS)
-    assert path.read_bytes().decode() == (HEADER + "coop,flags,1,50.0000,40.0000,44.4444,1.5000\r\n"
-                                          "coop,flags,2,60.0000,30.0000,40.0000,1.5000\r\n")
-    assert rt.prepare_resume(path, B2N_COLUMNS, KEY) == {("coop", "flags", "1"), ("coop", "flags", "2")}
+    assert path.read_bytes().decode() == (HEADER + "coop,flags,1,50.0000,40.0000,44.4444,1.5000" + S + "\r\n"
+                                          "coop,flags,2,60.0000,30.0000,40.0000,1.5000" + S + "\r\n")
+    assert set(rt.prepare_resume(path, B2N_COLUMNS, KEY)) == {("coop", "flags", "1"), ("coop", "flags", "2")}
     assert not list(tmp_path.glob("*.tmp"))
     assert rt.count_rows(path) == 2 and rt.count_rows(tmp_path / "absent.csv") == 0
 
 
 def test_a_cut_last_line_is_dropped_on_resume_with_a_warning_naming_it(tmp_path):
-    path = _write(tmp_path / "b2n.csv", HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5\r\ncocoop,emoji-no")
+    path = _write(tmp_path / "b2n.csv", HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5" + S + "\r\ncocoop,emoji-no")
     warnings = []
-    assert rt.prepare_resume(path, B2N_COLUMNS, KEY, warn=warnings.append) == {("zsclip", "flags", "1")}
+    assert set(rt.prepare_resume(path, B2N_COLUMNS, KEY, warn=warnings.append)) == {("zsclip", "flags", "1")}
     assert warnings == [f"warning: {path} ended in a cut line (an interrupted write); dropped it: 'cocoop,emoji-no'. "
                         "Its run will be run again."]
-    assert path.read_bytes().decode() == HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5\r\n"
+    assert path.read_bytes().decode() == HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5" + S + "\r\n"
     rt.append_row(path, _row("cocoop", "emoji-novel-objects", 1), B2N_COLUMNS)  # no glued line
     assert [r["method"] for r in rt.read_table(path, B2N_COLUMNS, KEY).rows] == ["zsclip", "cocoop"]
 
@@ -61,21 +66,21 @@ def test_append_refuses_to_glue_onto_a_cut_line(tmp_path):
                    "again to write it afresh"),
     ("method,benchmark,target,seed,acc,train_s\r\n",
      "{p} has the header 'method,benchmark,target,seed,acc,train_s', expected "
-     "'method,dataset,seed,base,new,hm,train_s' — is it another suite's file? Move it away and run "
+     f"'{','.join(B2N_COLUMNS)}' — is it another suite's file? Move it away and run "
      "`metaprompt-lite bench` again"),
-    (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5\r\n",
-     "{p} line 2 has 8 fields, expected 7: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5' — fix or delete that "
-     "line in {p} (`metaprompt-lite bench` re-runs missing rows)"),
-    (HEADER + "coop,flags,one,2.0,1.0,1.3,0.5\r\n",
+    (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5" + S + "\r\n",
+     "{p} line 2 has 17 fields, expected 16: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5,official,tiny-clip,"
+     "random,2,16,0' — fix or delete that line in {p} (`metaprompt-lite bench` re-runs missing rows)"),
+    (HEADER + "coop,flags,one,2.0,1.0,1.3,0.5" + S + "\r\n",
      "{p} line 2: seed 'one' is not a non-negative integer — fix or delete that line in {p} "
      "(`metaprompt-lite bench` re-runs missing rows)"),
-    (HEADER + "coop,flags,1,2.0,nan,1.3,0.5\r\n",
+    (HEADER + "coop,flags,1,2.0,nan,1.3,0.5" + S + "\r\n",
      "{p} line 2: new 'nan' is not a finite number — fix or delete that line in {p} "
      "(`metaprompt-lite bench` re-runs missing rows)"),
-    (HEADER + ",flags,1,2.0,1.0,1.3,0.5\r\n",
+    (HEADER + ",flags,1,2.0,1.0,1.3,0.5" + S + "\r\n",
      "{p} line 2: empty method — fix or delete that line in {p} (`metaprompt-lite bench` re-runs missing rows)"),
-    (HEADER + "coop,flags,1,2.0,1.0,1.3,0.5\r\n\r\n", "{p} line 3 is blank — delete that line"),
-    (HEADER + "coop,flags,1,2.0,1.0,1.3,0.5\r\ncoop,flags,1,3.0,1.0,1.5,0.5\r\n",
+    (HEADER + "coop,flags,1,2.0,1.0,1.3,0.5" + S + "\r\n\r\n", "{p} line 3 is blank — delete that line"),
+    (HEADER + "coop,flags,1,2.0,1.0,1.3,0.5" + S + "\r\ncoop,flags,1,3.0,1.0,1.5,0.5" + S + "\r\n",
      "{p} line 3 repeats the run coop,flags,1 of line 2 — delete one of the two lines"),
     ("\x89PNG\r\n", "{p} is not a text file (byte 0 is not UTF-8) — move it away and run `metaprompt-lite bench` "
                     "again to write it afresh"),
@@ -110,7 +115,7 @@ def test_averages_use_only_seeds_that_cover_every_dataset():
     assert avg.loc["coop", "base"] == pytest.approx(80.0) and avg.loc["coop", "new"] == pytest.approx(50.0)
     assert avg.loc["coop", "seeds"] == 1 and "maple" not in avg.index
     dg = pd.DataFrame([("m", "pacs", "x", 1, 50.0, 1.0), ("m", "pacs", "y", 1, 70.0, 1.0), ("m", "pacs", "x", 2, 90.0, 1.0)],
-                      columns=list(DG_COLUMNS))
+                      columns=list(DG_COLUMNS[:6]))
     table = dg_table(dg)
     assert table.loc[("pacs", "m"), "x"] == pytest.approx(70.0)  # per target: every seed that ran it
     assert table.loc[("pacs", "m"), "mean"] == pytest.approx(60.0)  # seed 2 lacks y: only seed 1's mean
@@ -134,7 +139,7 @@ def test_report_marks_a_partial_grid_and_names_what_is_missing(tmp_path):
 
 
 def test_report_writes_nothing_from_a_damaged_file(tmp_path):
-    _write(tmp_path / "b2n.csv", HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5\r\ncocoop,emoji-no")
+    _write(tmp_path / "b2n.csv", HEADER + "zsclip,flags,1,2.0000,1.0000,1.3333,0.5" + S + "\r\ncocoop,emoji-no")
     (tmp_path / "README.md").write_text("the previous report")
     with pytest.raises(rt.ResultsError) as error:
         report(tmp_path)

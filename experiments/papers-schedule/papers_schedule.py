@@ -62,7 +62,7 @@ def _run(group: tuple[str, int]) -> list[dict]:
 
 def summarise(path: Path) -> dict:
     ours = pd.read_csv(path)
-    committed = pd.read_csv(results_dir() / "b2n.csv")
+    committed = pd.read_csv(results_dir("tuned") / "b2n.csv")
     out = {}
     for label, frame, methods in (("papers' schedule", ours, ("coop", "cocoop")),
                                   ("benchmark presets", committed, ("zsclip", "coop", "cocoop"))):

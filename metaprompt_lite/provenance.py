@@ -1,0 +1,93 @@
+"""What made a result: the code version and the identity of a backbone's weights.
+
+Every results row records them (with the run's protocol and budget, see ``run.row_settings``), so a
+results file can say what produced each number, a resumed benchmark never mixes two settings, and a
+report never averages rows that were made differently.
+
+- :func:`code_version` is ``<package version>+<fingerprint>``. The fingerprint hashes the package's
+  source with comments and docstrings removed: editing prose leaves it alone, editing code changes it.
+- :func:`weights_id` names a backbone's weights: the sha256 of a checkpoint file, an open_clip tag
+  (``openai``: the tag is the identity of a published download), or ``random`` for seeded random
+  weights.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import os
+import tokenize
+from functools import lru_cache
+from pathlib import Path
+
+from metaprompt_lite import __version__
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+RANDOM_WEIGHTS = "random"
+_SKIPPED_TOKENS = (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER)
+
+
+def code_text(source: str) -> str:
+    """The tokens of ``source`` that make it run: docstrings, comments and blank lines dropped,
+    indentation kept as INDENT/DEDENT tokens (so moving a line into or out of a block counts)."""
+    tree = ast.parse(source)
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                docstrings.add((first.lineno, first.col_offset))
+    tokens = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type in _SKIPPED_TOKENS:
+            continue
+        if token.type == tokenize.STRING and token.start in docstrings:
+            continue
+        tokens.append(token.string if token.type not in (tokenize.INDENT, tokenize.DEDENT)
+                      else tokenize.tok_name[token.type])
+    return " ".join(tokens)
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(package_dir: str = str(PACKAGE_DIR)) -> str:
+    """12 hex digits of sha256 over every ``.py`` file of the package (path and :func:`code_text`)."""
+    digest = hashlib.sha256()
+    root = Path(package_dir)
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(code_text(path.read_text(encoding="utf-8")).encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def code_version() -> str:
+    """``<version>+<fingerprint>`` of the code that is running, e.g. ``0.2.0+3f2a9c0d1e4b``."""
+    return f"{__version__}+{code_fingerprint()}"
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex), memoised per (path, size, mtime) within the process."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def weights_id(pretrained: str | None) -> str:
+    """How a results row names a backbone's weights: ``sha256:<first 16 hex>`` of a checkpoint file,
+    the open_clip tag as given (``openai``), or ``random`` (seeded random weights)."""
+    if pretrained is None:
+        return RANDOM_WEIGHTS
+    if Path(pretrained).is_file():
+        return "sha256:" + file_sha256(pretrained)[:16]
+    return str(pretrained)
