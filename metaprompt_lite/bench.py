@@ -9,6 +9,9 @@ progress; the CSV is validated on start and a line cut by a crash is dropped wit
 (:mod:`metaprompt_lite.results_table`).
 Frozen image features of the evaluation images are computed once per dataset and shared by
 every method and seed (exact, since the backbone is frozen).
+
+Many jobs: ``BenchConfig.shard = (K, N)`` runs the K-th of N disjoint parts of the grid into its own
+file, for a job array; ``metaprompt-lite merge`` joins the parts (:mod:`metaprompt_lite.shard`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from metaprompt_lite import results_table
+from metaprompt_lite import results_table, shard
 from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.faults import fault_point
@@ -53,6 +56,9 @@ class BenchConfig:
     workers: int = 0  # worker processes, one intra-op thread each; 0 = one per core (at most the groups)
     max_steps: int | None = None  # cap every run's steps (quick slices and tests), None = the presets'
     checkpoint_dir: str | None = None  # run checkpoints here: a killed run resumes mid-training
+    # (K, N): run only the K-th of N disjoint parts of the grid, into <suite>.shard-K-of-N.csv
+    # (metaprompt_lite.shard; `metaprompt-lite merge` joins the N files into <suite>.csv)
+    shard: tuple[int, int] | None = None
 
 
 def _done(path: Path, key_columns: Sequence[str], columns: Sequence[str] | None = None) -> set[tuple[str, ...]]:
@@ -223,13 +229,18 @@ def bench(config: BenchConfig) -> Path:
     names = list(config.datasets) or list(all_datasets)
     for m in _methods(config):
         preset(m, config.tier, config.suite)  # unknown method / tier: fail before any work
+    if config.shard is not None:
+        shard.check_shard(config.shard)
     out_dir = Path(config.out_dir)
-    path = out_dir / f"{config.suite}.csv"
+    path = out_dir / (f"{config.suite}.csv" if config.shard is None else shard.shard_name(config.suite, config.shard))
     columns = B2N_COLUMNS if config.suite == "b2n" else DG_COLUMNS
     done = _done(path, columns[:3] if config.suite == "b2n" else columns[:4])
     datasets = {name: _loader(config)(name) for name in names}
     targets_of = {name: [None] if config.suite == "b2n" else list(datasets[name].domains) for name in names}
     groups = plan(config, targets_of, done)
+    if config.shard is not None:  # split the whole grid (not what is done): a resumed shard is the same shard
+        groups = shard.select(config, _methods(config), targets_of, datasets, plan(config, targets_of, set()),
+                              groups, path)
     workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
     workers = max(1, min(workers, len(groups)))
     # loaded here in any case: a bad model, checkpoint or device fails in one line before any worker starts
