@@ -91,7 +91,8 @@ def select(config, methods: Sequence[str], targets_of: dict, datasets: dict, gri
     else:
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = plan_path.with_name(plan_path.name + ".tmp")
-        tmp.write_text("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in plan.items()) + "\n}\n")
+        lines = [f" {json.dumps(field)}: {json.dumps(value)}" for field, value in plan.items()]  # a field a line
+        tmp.write_text("{\n" + ",\n".join(lines) + "\n}\n")
         os.replace(tmp, plan_path)
     mine = {(g.dataset, g.target, g.seed) for g, s in zip(grid, shard_of) if s == k}
     return [g for g in todo if (g.dataset, g.target, g.seed) in mine]
@@ -111,7 +112,8 @@ def _read_plan(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is not a shard plan ({error}) — run that shard again in a fresh "
                          "--out-dir") from None
-    if not isinstance(plan, dict) or not {"suite", "shard", "methods", "cells", "seeds", "groups"} <= set(plan):
+    if not isinstance(plan, dict) or not {"suite", "shard", "settings", "methods", "cells", "seeds",
+                                          "groups"} <= set(plan):
         raise ValueError(f"{path} is not a shard plan (fields missing) — run that shard again in a fresh --out-dir")
     return plan
 
@@ -127,9 +129,13 @@ def _quote(keys: Iterable[tuple[str, ...]], note=lambda key: "") -> str:
 
 
 def shard_files(out_dir: str | os.PathLike, suites: Sequence[str]) -> list[Path]:
-    """Every ``<suite>.shard-K-of-N.csv`` of ``suites`` in ``out_dir``."""
-    return sorted(p for p in Path(out_dir).glob("*.shard-*-of-*.csv")
-                  if SHARD_FILE.match(p.name) and SHARD_FILE.match(p.name)[1] in suites)
+    """Every ``<suite>.shard-K-of-N.csv`` of ``suites`` in ``out_dir``, by suite, N and K."""
+    found = []
+    for path in Path(out_dir).glob("*.shard-*-of-*.csv"):
+        match = SHARD_FILE.match(path.name)
+        if match and match[1] in suites:
+            found.append(((match[1], int(match[3]), int(match[2])), path))  # by suite, N, K
+    return [path for _, path in sorted(found)]
 
 
 def merge(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[tuple[Path, int, int]]:
@@ -206,10 +212,10 @@ def merge(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> lis
         if missing:
             def owner(key):
                 return shard_of[(key[1], None if len(key) == 3 else key[2], key[-1])]
-            again = ", ".join(f"{s}/{n}" for s in sorted({owner(key) for key in missing}))
+            to_run = ", ".join(f"{s}/{n}" for s in sorted({owner(key) for key in missing}))
             raise ValueError(f"{len(missing)} of {len(grid)} {suite} runs are missing: "
-                             f"{_quote(missing, lambda key: f' (shard {owner(key)}/{n})')} — run shard(s) {again} "
-                             "again (`metaprompt-lite bench --shard K/N` with the same arguments resumes), then merge")
+                             f"{_quote(missing, lambda key: f' (shard {owner(key)}/{n})')} — run shard(s) {to_run} "
+                             "(`metaprompt-lite bench --shard K/N` with the same arguments; it resumes), then merge")
         merged.append((suite, columns, [entries[0][1] for entries in rows.values()], order, len(shards)))
     staged = []  # every suite's merge in a temporary file first: an error writes no suite
     try:

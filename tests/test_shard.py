@@ -160,11 +160,11 @@ def test_merge_refuses_gaps_naming_the_runs_and_their_shard(shards, capsys):
     path.write_bytes(b"".join(lines[:-1]))  # its last row lost
     key = ",".join(lines[-1].decode().split(",")[:3])
     assert _merge_error(capsys, shards) == (
-        f"error: 1 of 8 b2n runs are missing: {key} (shard 2/2) — run shard(s) 2/2 again (`metaprompt-lite bench "
-        "--shard K/N` with the same arguments resumes), then merge")
+        f"error: 1 of 8 b2n runs are missing: {key} (shard 2/2) — run shard(s) 2/2 (`metaprompt-lite bench "
+        "--shard K/N` with the same arguments; it resumes), then merge")
     line = _merge_error(capsys, shards, shards / "b2n.shard-1-of-2.csv")  # shard 2 not given at all
     assert line.startswith("error: 4 of 8 b2n runs are missing: ") and ", …" in line
-    assert line.count("(shard 2/2)") == 3 and "run shard(s) 2/2 again" in line
+    assert line.count("(shard 2/2)") == 3 and "run shard(s) 2/2 (" in line
 
 
 def test_merge_refuses_runs_outside_the_grid(shards, capsys):
