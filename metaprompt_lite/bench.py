@@ -9,6 +9,9 @@ progress; the CSV is validated on start and a line cut by a crash is dropped wit
 (:mod:`metaprompt_lite.results_table`).
 Frozen image features of the evaluation images are computed once per dataset and shared by
 every method and seed (exact, since the backbone is frozen).
+
+Many jobs: ``BenchConfig.shard = (K, N)`` runs the K-th of N disjoint parts of the grid into its own
+file, for a job array; ``metaprompt-lite merge`` joins the parts (:mod:`metaprompt_lite.shard`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from typing import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from metaprompt_lite import results_table
-from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS
+from metaprompt_lite import results_table, shard
+from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS, run_key
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.faults import fault_point
 from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, check_protocol, preset
@@ -58,6 +61,9 @@ class BenchConfig:
     workers: int = 0  # worker processes, one intra-op thread each; 0 = one per core (at most the groups)
     max_steps: int | None = None  # cap every run's steps (quick slices and tests), None = the presets'
     checkpoint_dir: str | None = None  # run checkpoints here: a killed run resumes mid-training
+    # (K, N): run only the K-th of N disjoint parts of the grid, into <suite>.shard-K-of-N.csv
+    # (metaprompt_lite.shard; `metaprompt-lite merge` joins the N files into <suite>.csv)
+    shard: tuple[int, int] | None = None
 
 
 def _done(path: Path, key_columns: Sequence[str],
@@ -110,7 +116,7 @@ def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done,
             for seed in config.seeds:
                 methods = []
                 for m in _methods(config):
-                    key = _key(m, name, target, seed)
+                    key = run_key(m, name, target, seed)
                     if key not in done:
                         methods.append(m)
                     elif settings_of is not None and isinstance(done, dict):
@@ -156,8 +162,6 @@ def estimated_seconds(config: BenchConfig, groups: list[Group], datasets: dict, 
     return total / max(1, workers)
 
 
-def _key(method: str, name: str, target: str | None, seed: int) -> tuple[str, ...]:
-    return (method, name, str(seed)) if target is None else (method, name, target, str(seed))
 
 
 def run_config(config: BenchConfig, method: str, dataset: str, target: str | None, seed: int) -> RunConfig:
@@ -283,8 +287,10 @@ def bench(config: BenchConfig) -> Path:
     check_protocol(config.tier, config.protocol)
     for m in _methods(config):
         preset(m, config.tier, config.suite, config.protocol)  # unknown method / tier: fail before any work
+    if config.shard is not None:
+        shard.check_shard(config.shard)
     out_dir = Path(config.out_dir)
-    path = out_dir / f"{config.suite}.csv"
+    path = out_dir / (f"{config.suite}.csv" if config.shard is None else shard.shard_name(config.suite, config.shard))
     columns = B2N_COLUMNS if config.suite == "b2n" else DG_COLUMNS
     done = _done(path, columns[:3] if config.suite == "b2n" else columns[:4])
     datasets = {name: _loader(config)(name) for name in names}
@@ -295,6 +301,9 @@ def bench(config: BenchConfig) -> Path:
         return row_settings(run_config(config, method, name, target, seed), datasets[name], weights, code)
 
     groups = plan(config, targets_of, done, settings_of, path)
+    if config.shard is not None:  # split the whole grid (not what is done): a resumed shard is the same shard
+        groups = shard.select(config, _methods(config), targets_of, datasets, plan(config, targets_of, set()),
+                              groups, path)
     workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
     workers = max(1, min(workers, len(groups)))
     # loaded here in any case: a bad model, checkpoint or device fails in one line before any worker starts
@@ -316,22 +325,6 @@ def bench(config: BenchConfig) -> Path:
         # the suite's own method order first, so that a run of a few methods does not reshuffle the file
         known = B2N_METHODS if config.suite == "b2n" else DG_METHODS
         methods = list(dict.fromkeys([*known, *_methods(config)]))
-        _sort_rows(path, columns, [(m, n, t, s) for n, ts in targets_of.items() for t in ts
+        results_table.sort_rows(path, columns, [(m, n, t, s) for n, ts in targets_of.items() for t in ts
                                    for m in methods for s in config.seeds])
     return path
-
-
-def _sort_rows(path: Path, columns: Sequence[str], order: list[tuple]) -> None:
-    """Rewrite ``path`` with its rows in the benchmark's fixed order (rows outside it keep their
-    place at the end), atomically (temporary file, then ``os.replace``)."""
-    key_columns = columns[:3] if "dataset" in columns else columns[:4]
-    rows = results_table.read_table(path, columns, key_columns).rows
-    rank = {_key(m, n, t, s): i for i, (m, n, t, s) in enumerate(order)}
-    rows.sort(key=lambda r: rank.get(tuple(r[c] for c in key_columns), len(rank)))
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        f.write(",".join(columns) + results_table.LINE_END)
-        f.writelines(results_table.format_row(row, columns) for row in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -36,6 +36,7 @@ from metaprompt_lite.report import comparison_text, report, report_all, summary_
 from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
 from metaprompt_lite.results_table import count_rows
 from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
+from metaprompt_lite.shard import merge, shard_files, shard_name
 from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
 
 DEBUG_ENV = "METAPROMPT_LITE_DEBUG"
@@ -59,6 +60,19 @@ def _seed(text: str) -> int:
     if not 0 <= value < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"seed {value} is out of range — use 0 <= seed < 2**32 (4294967296)")
     return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``--shard K/N``: the K-th of N parts of the grid, 1 <= K <= N."""
+    k, _, n = text.partition("/")
+    try:
+        shard = int(k), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N — use two integers, e.g. --shard 1/4") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"shard {text} is out of range — use K/N with 1 <= K <= N, e.g. "
+                                         f"--shard 1/{max(shard[1], 2)}")
+    return shard
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,6 +232,9 @@ def _bench_parser(sub) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="cap every run's steps (a quick slice)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="keep each run's checkpoints here, so that a killed run resumes mid-training (default: none)")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="run only the K-th of N parts of the grid, into OUT_DIR/<suite>.shard-K-of-N.csv (a job "
+                   "array; then `metaprompt-lite merge`); no report")
     _add_model_arguments(p)
 
 
@@ -237,13 +254,19 @@ def _run_bench(args) -> int:
         config = BenchConfig(suite=suite, methods=args.methods or (), datasets=datasets, loader=loader,
                              seeds=tuple(args.seeds), model=args.model, pretrained=_pretrained(args.pretrained),
                              tier=args.tier, protocol=args.protocol, out_dir=args.out_dir, device=args.device,
-                             workers=args.workers, max_steps=args.max_steps, checkpoint_dir=args.checkpoint_dir)
+                             workers=args.workers, max_steps=args.max_steps, checkpoint_dir=args.checkpoint_dir,
+                             shard=args.shard)
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
-        args.results_file = os.path.join(args.out_dir, f"{suite}.csv")  # named if interrupted
+        name = f"{suite}.csv" if args.shard is None else shard_name(suite, args.shard)
+        args.results_file = os.path.join(args.out_dir, name)  # named if interrupted
         bench(config)
         walls[suite] = time.perf_counter() - t_suite
         _record_bench_meta(args, {suite: walls[suite]})  # now: a later suite may be interrupted
     print(f"bench wall time: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if args.shard is not None:  # no <suite>.csv here until the shards are merged
+        print(f"shard {args.shard[0]}/{args.shard[1]} done; when every shard is: metaprompt-lite merge --out-dir "
+              f"{args.out_dir}", file=sys.stderr)
+        return 0
     if not args.no_report:
         print(f"report: {report(args.out_dir)}", file=sys.stderr)
     print(summary_text(args.out_dir))
@@ -270,8 +293,11 @@ def _portable_path(path: str | None) -> str | None:
 
 def _record_bench_meta(args, walls: dict[str, float]) -> None:
     """results/bench_meta.json: what ran, on what, how long. Wall times are summed per suite over
-    resumed invocations (an invocation killed before it ends adds nothing: add it by hand)."""
-    path = Path(args.out_dir) / "bench_meta.json"
+    resumed invocations (an invocation killed before it ends adds nothing: add it by hand). A shard
+    writes its own, bench_meta.shard-K-of-N.json (shards may share a folder)."""
+    shard = getattr(args, "shard", None)
+    name = "bench_meta.json" if shard is None else f"bench_meta.shard-{shard[0]}-of-{shard[1]}.json"
+    path = Path(args.out_dir) / name
     meta = json.loads(path.read_text()) if path.is_file() else {}
     meta.update(model=args.model, pretrained=_portable_path(_pretrained(args.pretrained)), tier=args.tier,
                 protocol=args.protocol, code=code_version(),
@@ -302,6 +328,24 @@ def _run_gram(args) -> int:
     return 0
 
 
+def _merge_parser(sub) -> None:
+    p = sub.add_parser("merge", help="check the files of `bench --shard K/N` together and write <suite>.csv")
+    p.add_argument("files", nargs="*", metavar="SHARD_CSV",
+                   help="<suite>.shard-K-of-N.csv files, each with its .json beside it (default: every shard file "
+                   "in --out-dir)")
+    p.add_argument("--out-dir", default="results", help="where the merged b2n.csv / dg.csv go (default: results)")
+
+
+def _run_merge(args) -> int:
+    files = args.files or shard_files(args.out_dir, ("b2n", "dg"))
+    if not files:
+        raise ValueError(f"no shard files (<suite>.shard-K-of-N.csv) in {args.out_dir} — run `metaprompt-lite bench "
+                         f"--shard K/N --out-dir {args.out_dir}` first, or name the files")
+    for path, rows, count in merge(files, args.out_dir):
+        print(f"wrote {path}: {rows} rows from {count} shard file{'s' * (count > 1)}", file=sys.stderr)
+    return 0
+
+
 def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="results/*.csv -> results/README.md (tables) and figures")
     p.add_argument("--out-dir", default="results")
@@ -323,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     _zeroshot_parser(sub)
     _bench_parser(sub)
     _report_parser(sub)
+    _merge_parser(sub)
     _gram_parser(sub)
     return parser
 
@@ -342,6 +387,8 @@ def _dispatch(args) -> int:
         return _run_gram(args)
     if args.command == "bench":
         return _run_bench(args)
+    if args.command == "merge":
+        return _run_merge(args)
     if args.command == "report":
         written = report_all(args.out_dir)
         print("wrote " + ", ".join(map(str, written)), file=sys.stderr)

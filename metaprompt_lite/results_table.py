@@ -268,3 +268,25 @@ def check_settings(path: str | os.PathLike, rows: Sequence[dict], key_columns: S
             raise ResultsError(f"{path} holds two budgets for {' '.join(cell_key)} across seeds "
                                f"({dict(zip(RUN_SETTINGS, budgets[cell_key]))} and {dict(zip(RUN_SETTINGS, budget))}) "
                                "— keep one setting per results file (re-run the others into another --out-dir)")
+
+
+def run_key(method: str, name: str, target: str | None, seed) -> tuple[str, ...]:
+    """A run's key as its CSV cells: (method, dataset, seed), or (method, benchmark, target, seed)."""
+    return (method, name, str(seed)) if target is None else (method, name, target, str(seed))
+
+
+def sort_rows(path: str | os.PathLike, columns: Sequence[str], order: list[tuple]) -> None:
+    """Rewrite ``path`` with its rows in the benchmark's fixed order (rows outside it keep their
+    place at the end), atomically (temporary file, then ``os.replace``)."""
+    key_columns = columns[:3] if "dataset" in columns else columns[:4]
+    path = Path(path)
+    rows = read_table(path, columns, key_columns).rows
+    rank = {run_key(m, n, t, s): i for i, (m, n, t, s) in enumerate(order)}
+    rows.sort(key=lambda r: rank.get(tuple(r[c] for c in key_columns), len(rank)))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        f.write(",".join(columns) + LINE_END)
+        f.writelines(format_row(row, columns) for row in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -20,7 +20,7 @@ LAYERS = [
     ("meta", "prometar", "gram"),  # meta-gradients; ProMetaR's and GRAM's pieces
     ("methods",),  # every method as a recipe and its step
     ("run", "analysis", "pretrain", "model_card", "gram_build"),  # one run; pocket-CLIP and GRAM jobs
-    ("bench", "report"),  # the benchmark and its tables
+    ("bench", "shard", "report"),  # the benchmark, its shards and its tables
     ("cli", "data.cli", "__main__"),  # the command line
 ]
 # the data subpackage, in the same way (lowest first): every module of it, by exact name ("data" is its
