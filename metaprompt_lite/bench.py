@@ -34,7 +34,7 @@ from metaprompt_lite import results_table, shard
 from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS, run_key
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.faults import fault_point
-from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, check_protocol, preset
+from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, METHODS, budget, check_protocol, preset
 from metaprompt_lite.provenance import code_version, weights_id
 from metaprompt_lite.engine import steps_for
 from metaprompt_lite.run import (
@@ -104,7 +104,8 @@ class Group:
 
 def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done,
          settings_of=None, path: Path | None = None) -> list[Group]:
-    """The missing rows, grouped by (dataset, target, seed), in the benchmark's fixed order.
+    """The missing rows, grouped by (dataset, target, seed) and within that by batch size (the
+    methods that draw the same batches share them), in the benchmark's fixed order.
 
     ``done``: the rows on disk by run key. ``settings_of(method, dataset, target, seed)``: the
     settings this benchmark would record (:func:`metaprompt_lite.run.row_settings`); a row on disk is
@@ -123,8 +124,11 @@ def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done,
                         differences = results_table.setting_differences(settings_of(m, name, target, seed), done[key])
                         if differences:
                             conflicts.append((key, differences))
-                if methods:
-                    groups.append(Group(name, target, seed, tuple(methods)))
+                by_batch: dict[int, list[str]] = {}
+                for m in methods:
+                    batch = budget(m, config.suite, config.protocol, name).batch_size if METHODS[m].trainable else 0
+                    by_batch.setdefault(batch, []).append(m)
+                groups += [Group(name, target, seed, tuple(ms)) for ms in by_batch.values()]
     if conflicts:
         key, differences = conflicts[0]
         raise ValueError(f"{path or 'the results file'} already holds {len(conflicts)} of these runs made with other "
@@ -140,26 +144,31 @@ def _methods(config: BenchConfig) -> list[str]:
 # Seconds per optimizer step of each method on one CPU thread, on a 25-base-class pocket dataset
 # (benchmarks/profile_official.json, official budgets); a step's text passes grow with the classes.
 # Only for the estimate printed when a benchmark starts.
-STEP_SECONDS = {"coop": 0.19, "cocoop": 0.09, "ivlp": 0.16, "maple": 0.16, "metaprompt": 0.49, "prometar": 0.88,
-                "gram-coop": 0.19, "gram-ivlp": 0.16, "metaprompt-clean": 0.49, "prometar-base": 0.16,
-                "prometar-netlr": 0.88}
+STEP_SECONDS = {"coop": 0.071, "cocoop": 0.038, "ivlp": 0.052, "maple": 0.053, "metaprompt": 0.185,
+                "prometar": 0.30, "gram-coop": 0.071, "gram-ivlp": 0.06, "metaprompt-clean": 0.185,
+                "prometar-base": 0.06, "prometar-netlr": 0.30}
 
 
-def estimated_seconds(config: BenchConfig, groups: list[Group], datasets: dict, workers: int) -> float:
-    """A rough wall-time estimate of ``groups``: steps × :data:`STEP_SECONDS` × classes / 25, summed over
-    the runs, spread over the workers (1 thread each)."""
+def group_seconds(config: BenchConfig, group: Group, dataset) -> float:
+    """A rough estimate of one group's seconds on one thread: steps × :data:`STEP_SECONDS` × classes / 25."""
     total = 0.0
-    for group in groups:
-        dataset = datasets[group.dataset]
-        for method in group.methods:
-            run = run_config(config, method, group.dataset, group.target, group.seed)
-            if run.optim.epochs == 0:
-                continue
-            index, _, _ = training_set(run, dataset)
-            steps, _ = steps_for(len(index), run.optim)
-            classes = len(dataset.classnames) / (2 if group.target is None else 1)
-            total += steps * STEP_SECONDS.get(method, 0.3) * classes / 25
-    return total / max(1, workers)
+    for method in group.methods:
+        run = run_config(config, method, group.dataset, group.target, group.seed)
+        if not METHODS[method].trainable:
+            continue
+        index, _, _ = training_set(run, dataset)
+        steps, _ = steps_for(len(index), run.optim)
+        classes = len(dataset.classnames) / (2 if group.target is None else 1)
+        total += steps * STEP_SECONDS.get(method, 0.3) * classes / 25
+    return total
+
+
+def largest_first(config: BenchConfig, groups: list[Group], datasets: dict) -> tuple[list[Group], float]:
+    """``groups`` by estimated cost, largest first (so that the last runs of a pool are short ones and
+    no core idles through a long tail), and their estimated total seconds on one thread. Rows do not
+    depend on the order: each is a pure function of its run."""
+    cost = {group: group_seconds(config, group, datasets[group.dataset]) for group in groups}
+    return sorted(groups, key=lambda g: -cost[g]), sum(cost.values())
 
 
 
@@ -308,9 +317,10 @@ def bench(config: BenchConfig) -> Path:
     workers = max(1, min(workers, len(groups)))
     # loaded here in any case: a bad model, checkpoint or device fails in one line before any worker starts
     backbone = _backbone(config)
+    groups, seconds = largest_first(config, groups, datasets)
     total = sum(len(g.methods) for g in groups)
     if total and config.progress:
-        minutes = estimated_seconds(config, groups, datasets, workers) / 60
+        minutes = seconds / workers / 60
         print(f"bench {config.suite}: {total} runs to do, roughly {minutes:.0f} min on {workers} worker(s) "
               f"({config.protocol} protocol)", file=sys.stderr)
     with tqdm(total=total, desc=f"bench {config.suite} ({workers} worker{'s' * (workers > 1)})",

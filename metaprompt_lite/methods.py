@@ -420,7 +420,6 @@ _TUNED_DG = {name: replace(_TUNED[name], epochs=min(_TUNED[name].epochs, 2))
              for name in ("coop", "cocoop", "maple", "metaprompt", "metaprompt-clean")}
 for _name in ("metaprompt", "metaprompt-clean"):
     _TUNED_DG[_name] = replace(_TUNED_DG[_name], batch_size=32)
-UNTRAINED = OptimConfig(lr=0.0, epochs=0, batch_size=0)  # zero-shot CLIP: no budget
 TIERS = ("pocket", "paper")
 # Augmentation of a training batch (random resized crop + horizontal flip), per tier. Paper: every
 # official config's RandomResizedCrop scale (0.08, 1) (Dassl's INPUT.RRCROP_SCALE default), bicubic
@@ -446,7 +445,7 @@ def check_protocol(tier: str, protocol: str) -> None:
 def budget(name: str, suite: str = "b2n", protocol: str = "official", dataset: str = "") -> OptimConfig:
     """A method's training budget (optimiser, epochs, batch, schedule) under ``protocol``."""
     if not METHODS[name].trainable:
-        return UNTRAINED
+        return OptimConfig()  # zero-shot CLIP trains nothing: its rows record no budget (run.row_settings)
     if protocol == "tuned":
         return _TUNED_DG.get(name, _TUNED[name]) if suite == "dg" else _TUNED[name]
     optim = _OFFICIAL_DG.get(name, _OFFICIAL[name]) if suite == "dg" else _OFFICIAL[name]

@@ -21,7 +21,7 @@ from metaprompt_lite.engine import harmonic_mean, steps_for
 from metaprompt_lite.results_table import (
     B2N_COLUMNS, DG_COLUMNS, INT_COLUMNS, OPTIONAL_INT_COLUMNS, TEXT_COLUMNS, ResultsError, check_settings,
     describe_missing, missing_runs, read_table)
-from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, budget
+from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, METHODS, budget
 
 # docs/methods.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
 PAPER_B2N = {
@@ -331,9 +331,9 @@ def budget_rows(n_images: int, suite: str = "b2n") -> list[dict]:
     rows = []
     for name in B2N_METHODS if suite == "b2n" else DG_METHODS:
         for protocol in PROTOCOL_DIRS:
-            optim = budget(name, suite, protocol)
-            if optim.epochs == 0:
+            if not METHODS[name].trainable:
                 continue
+            optim = budget(name, suite, protocol)
             steps, _ = steps_for(n_images, optim)
             rows.append({"method": name, "protocol": protocol, "epochs": optim.epochs, "batch": optim.batch_size,
                          "lr": optim.lr, "steps": steps, "views": steps * min(optim.batch_size, n_images)})

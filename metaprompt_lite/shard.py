@@ -80,11 +80,13 @@ def select(config, methods: Sequence[str], targets_of: dict, datasets: dict, gri
     whole grid, planned with nothing done). Writes the plan beside ``path`` on the first call and
     refuses a resume under another one."""
     k, n = config.shard
-    shard_of = split(grid, n, [group_cost(datasets[g.dataset], g.target) for g in grid])
+    # the unit: a (dataset or target, seed) cell, whose methods share training batches
+    cells = list(dict.fromkeys((g.dataset, g.target, g.seed) for g in grid))
+    shard_of = split(cells, n, [group_cost(datasets[name], target) for name, target, _ in cells])
     plan = {"suite": config.suite, "shard": [k, n], "settings": _settings(config), "methods": list(methods),
             "cells": [[name, target] for name, targets in targets_of.items() for target in targets],
             "seeds": list(config.seeds),
-            "groups": [[g.dataset, g.target, g.seed, s] for g, s in zip(grid, shard_of)]}
+            "groups": [[name, target, seed, s] for (name, target, seed), s in zip(cells, shard_of)]}
     plan_path = path.with_suffix(".json")
     if plan_path.is_file():
         old = _read_plan(plan_path)
@@ -99,7 +101,7 @@ def select(config, methods: Sequence[str], targets_of: dict, datasets: dict, gri
         lines = [f" {json.dumps(field)}: {json.dumps(value)}" for field, value in plan.items()]  # a field a line
         tmp.write_text("{\n" + ",\n".join(lines) + "\n}\n")
         os.replace(tmp, plan_path)
-    mine = {(g.dataset, g.target, g.seed) for g, s in zip(grid, shard_of) if s == k}
+    mine = {cell for cell, s in zip(cells, shard_of) if s == k}
     return [g for g in todo if (g.dataset, g.target, g.seed) in mine]
 
 

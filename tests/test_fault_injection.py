@@ -80,18 +80,18 @@ def test_sigkill_at_five_points_then_resume_gives_the_uninterrupted_csv(tmp_path
     out = tmp_path / "killed"
     csv = out / "b2n.csv"
     runs = out / "runs"
-    # (fault, rows on disk afterwards, a cut last line afterwards?) -- the runs go by (dataset, seed)
-    # group: zsclip s1, coop s1, zsclip s2, coop s2 (the file is put in the fixed order at the end)
-    order = [expected[0], expected[2], expected[1], expected[3]]
+    # (fault, rows on disk afterwards, a cut last line afterwards?) -- the runs go largest first: coop
+    # s1, coop s2, zsclip s1, zsclip s2 (the file is put in the fixed order at the end)
+    order = [expected[2], expected[3], expected[0], expected[1]]
     steps = [
-        ("mid-row:1", 0, False),  # zsclip s1 evaluated, never written
-        ("mid-checkpoint:1", 1, False),  # zsclip s1 written (a new file: header and row at once); coop s1
-        # trained, its checkpoint half written, not renamed
-        ("after-checkpoint:1", 1, False),  # coop s1 trained afresh, its checkpoint in place, no row
-        ("mid-append:1", 1, True),  # coop s1 resumed from its checkpoint, half its line on disk
-        ("after-append:1", 2, False),  # the cut line dropped, coop s1 written
-        ("mid-append:1", 2, True),  # zsclip s2 evaluated, half its line on disk
-        ("mid-row:2", 3, False),  # the cut line dropped, zsclip s2 written; coop s2 trained, never written
+        ("mid-checkpoint:1", 0, False),  # coop s1 trained, its checkpoint half written, not renamed
+        ("after-checkpoint:1", 0, False),  # coop s1 trained afresh, its checkpoint in place, no row
+        ("mid-row:1", 0, False),  # coop s1 resumed from its checkpoint and evaluated, never written
+        ("after-append:1", 1, False),  # coop s1 written (a new file: header and row at once)
+        ("mid-append:1", 1, True),  # coop s2 trained, half its line on disk
+        ("after-append:1", 2, False),  # the cut line dropped, coop s2 written
+        ("mid-append:1", 2, True),  # zsclip s1 evaluated, half its line on disk
+        ("mid-row:2", 3, False),  # the cut line dropped, zsclip s1 written; zsclip s2 evaluated, never written
     ]
     for fault, n_rows, cut in steps:
         status = _bench(out, fault, log)
@@ -107,6 +107,6 @@ def test_sigkill_at_five_points_then_resume_gives_the_uninterrupted_csv(tmp_path
     rows, partial = _rows(csv)
     assert rows == expected and partial is None
     text = log.read_text()
-    assert text.count("ended in a cut line (an interrupted write); dropped it: 'zsclip,cards,2,") == 1
-    assert text.count("ended in a cut line (an interrupted write); dropped it: 'coop,cards,1,") == 1
+    assert text.count("ended in a cut line (an interrupted write); dropped it: 'zsclip,cards,1,") == 1
+    assert text.count("ended in a cut line (an interrupted write); dropped it: 'coop,cards,2,") == 1
     assert sorted(p.name for p in (out / "curves").iterdir()) == sorted(p.name for p in (reference / "curves").iterdir())

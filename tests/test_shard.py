@@ -84,12 +84,16 @@ def test_shards_are_disjoint_cover_the_grid_and_balance_the_cost_estimate(tmp_pa
     for suite, targets_of in (("b2n", {"syn-a": [None], "syn-b": [None]}),
                               ("dg", {"syn-dg": list(datasets["syn-dg"].domains)})):
         grid = plan(_config(tmp_path, suite, seeds=(1, 2, 3)), targets_of, set())
-        for n in range(1, len(grid) + 2):  # up to one shard more than groups: an empty shard is fine
+        cells = list(dict.fromkeys((g.dataset, g.target, g.seed) for g in grid))  # the unit: a cell's groups
+        for n in range(1, len(cells) + 2):  # up to one shard more than cells: an empty shard is fine
             parts = [select(_config(tmp_path / f"{suite}{n}", suite, (k, n), seeds=(1, 2, 3)), METHODS[suite],
                             targets_of, datasets, grid, grid, tmp_path / f"{suite}{n}" / f"{k}.csv")
                      for k in range(1, n + 1)]
             assert sorted(grid.index(g) for part in parts for g in part) == list(range(len(grid)))  # each once
-            assert all(part for part in parts[:len(grid)])
+            assert all(part for part in parts[:len(cells)])
+            for part in parts:  # a cell's groups stay in one shard
+                assert not {(g.dataset, g.target, g.seed) for part2 in parts if part2 is not part for g in part2} & {
+                    (g.dataset, g.target, g.seed) for g in part}
     # greedy largest-first: a group of cost 10 alone, the ten of cost 1 on the other shard
     assert split(list(range(11)), 2, [1] * 5 + [10] + [1] * 5) == [2] * 5 + [1] + [2] * 5
     assert split(list(range(5)), 2, [1] * 5) == [1, 2, 1, 2, 1]  # equal costs: round-robin in grid order
@@ -219,5 +223,7 @@ def test_select_keeps_the_missing_rows_of_its_own_groups_only(tmp_path):
     done = {("zsclip", g.dataset, str(g.seed)) for g in grid} | {("coop", grid[0].dataset, str(grid[0].seed))}
     todo = plan(config, targets_of, done)
     again = select(config, METHODS["b2n"], targets_of, datasets, grid, todo, tmp_path / "b2n.shard-1-of-2.csv")
-    assert [(g.dataset, g.seed) for g in again] == [(g.dataset, g.seed) for g in mine[1:]]
+    first = (grid[0].dataset, grid[0].seed)  # its coop row is done, and every zsclip row
+    assert [(g.dataset, g.seed) for g in again] == [(g.dataset, g.seed) for g in mine
+                                                     if g.methods == ("coop",) and (g.dataset, g.seed) != first]
     assert all(g.methods == ("coop",) for g in again)
