@@ -34,7 +34,7 @@ from metaprompt_lite.splits import base_new_split
 GRID_LR = (0.002, 0.008)
 # Epochs: up to 4 (CoCoOp, whose text pass runs once per image and costs ~5x a CoOp epoch, 2), to keep the
 # full benchmark near its 45-minute ceiling on 2 CPU cores, against the previous cap (2; CoCoOp 1). Every
-# paper trains longer (5-10 epochs on ViT-B/16), so the cap is cost, as the methods.py comment says.
+# paper trains longer (5 to 200 epochs on ViT-B/16), so the cap is cost, as the methods.py comment says.
 GRID_EPOCHS = {"cocoop": (1, 2)}
 DEFAULT_EPOCHS = (2, 4)
 

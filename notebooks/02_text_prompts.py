@@ -138,8 +138,9 @@ print("correlation of headroom and CoOp's base gain over the datasets:",
 # %% [markdown]
 # The benchmark's pocket preset trains CoOp for 2 epochs: of {2, 4}, the base-class validation
 # (`benchmarks/tune_pocket.py`) preferred 2, as longer training lost more on its pseudo-new classes
-# than it won on its pseudo-base ones. Train CoOp for the paper preset's 10 epochs (learning rate
-# and batch stay the pocket preset's) on an unseen-concept dataset and on an unseen-look one:
+# than it won on its pseudo-base ones. Train CoOp for 10 epochs (learning rate and batch stay the
+# tuned preset's; CoOp's official budget is 200 epochs at batch 32) on an unseen-concept dataset and
+# on an unseen-look one:
 
 # %%
 import dataclasses

@@ -1,4 +1,4 @@
-"""experiments/papers-schedule: its rows are the benchmark preset with only epochs and lr changed,
+"""experiments/ten-epochs: its rows are the benchmark preset with only epochs and lr changed,
 checked against `metaprompt-lite train` with the same overrides (an independent path through the CLI)."""
 
 import csv
@@ -12,7 +12,7 @@ from conftest import import_script
 def test_rows_equal_train_with_the_same_epochs_and_lr(capsys, pocket):
     from metaprompt_lite.cli import main
 
-    script = import_script("experiments/papers-schedule/papers_schedule.py")
+    script = import_script("experiments/ten-epochs/ten_epochs.py")
     script._init(1, 0.05)
     rows = {row["method"]: row for row in script._run(("cards", 1))}
     for method in ("coop", "cocoop"):
@@ -23,7 +23,7 @@ def test_rows_equal_train_with_the_same_epochs_and_lr(capsys, pocket):
 
 
 def test_resume_skips_finished_groups_and_refuses_other_settings(tmp_path):
-    script = import_script("experiments/papers-schedule/papers_schedule.py")
+    script = import_script("experiments/ten-epochs/ten_epochs.py")
     path = tmp_path / "rows.csv"
     assert script.finished_groups(path, 10, 0.002) == set()
     with path.open("w", newline="") as handle:
@@ -38,10 +38,10 @@ def test_resume_skips_finished_groups_and_refuses_other_settings(tmp_path):
 
 
 def test_summary_of_the_committed_preset_rows_equals_their_benchmark_means(tmp_path):
-    """Fed the committed CoOp rows, the summary's "papers' schedule" line equals its preset line."""
+    """Fed the committed CoOp rows, the summary's "10 epochs" line equals its tuned-preset line."""
     from metaprompt_lite.paths import results_dir
 
-    script = import_script("experiments/papers-schedule/papers_schedule.py")
+    script = import_script("experiments/ten-epochs/ten_epochs.py")
     rows = [r for r in csv.DictReader((results_dir("tuned") / "b2n.csv").open()) if r["method"] in ("coop", "cocoop")]
     path = tmp_path / "rows.csv"
     with path.open("w", newline="") as handle:
@@ -50,5 +50,5 @@ def test_summary_of_the_committed_preset_rows_equals_their_benchmark_means(tmp_p
         writer.writerows({**{k: v for k, v in r.items() if k in script.FIELDS}, "epochs": 2, "lr": 0.002} for r in rows)
     summary = script.summarise(path)
     for method in ("coop", "cocoop"):
-        assert summary[f"{method} (papers' schedule)"] == summary[f"{method} (benchmark presets)"]
-    assert summary["coop (benchmark presets)"] != summary["cocoop (benchmark presets)"]
+        assert summary[f"{method} (10 epochs)"] == summary[f"{method} (tuned presets)"]
+    assert summary["coop (tuned presets)"] != summary["cocoop (tuned presets)"]
