@@ -8,8 +8,8 @@ A results file is a small database that must not lie. Three rules keep it honest
    ``write``) is the only damage a crash can leave, and it is easy to see: the file does not end in a
    newline.
 2. **Every reader validates.** Header, number of fields, types (``seed`` a non-negative integer, names
-   non-empty, accuracies finite numbers), no run twice. Anything else is a :class:`ResultsError` whose
-   one-line message says what is wrong and what to do.
+   non-empty, accuracies in % from 0 to 100, other numbers finite), no run twice. Anything else is a
+   :class:`ResultsError` whose one-line message says what is wrong and what to do.
 3. **Only the cut last line is repaired**, by the benchmark on start (:func:`prepare_resume`), with a
    warning that quotes the dropped fragment; its run is simply run again. ``report`` repairs nothing:
    it refuses a damaged file and marks a partial method × dataset × seed grid (:func:`missing_runs`).
@@ -37,6 +37,7 @@ B2N_COLUMNS = ("method", "dataset", "seed", "base", "new", "hm", "train_s")
 DG_COLUMNS = ("method", "benchmark", "target", "seed", "acc", "train_s")
 
 TEXT_COLUMNS = ("method", "dataset", "benchmark", "target")
+ACCURACY_COLUMNS = ("base", "new", "hm", "acc")  # in %: 0 <= x <= 100
 INT_COLUMNS = ("seed",)
 LINE_END = "\r\n"  # what csv.writer writes, and what the committed files use
 
@@ -74,6 +75,9 @@ def _check_value(path: Path, line: int, column: str, value: str) -> None:
             number = math.nan
         if not math.isfinite(number):
             raise ResultsError(f"{path} line {line}: {column} {value!r} is not a finite number — {_fix(path)}")
+        if column in ACCURACY_COLUMNS and not 0 <= number <= 100:
+            raise ResultsError(f"{path} line {line}: {column} {value!r} is not an accuracy in % (0 to 100) — "
+                               f"{_fix(path)}")
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str], key_columns: Sequence[str]) -> Table:
