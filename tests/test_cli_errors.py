@@ -4,11 +4,13 @@ nothing else on disk changed. Runs in-process on a clone-like folder (data/ link
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 from pathlib import Path
 
 import pytest
+import torch
 
 import metaprompt_lite.bench as bench_module
 from metaprompt_lite.cli import main
@@ -17,7 +19,10 @@ from metaprompt_lite.paths import data_dir
 DATA = data_dir()
 POCKET_FIX = ("restore it with `git checkout data/pocket-clip`, rebuild it with `metaprompt-lite pretrain`, or pass "
               "`--pretrained none` for random weights")
+USER_FIX = ("check the path, pass a checkpoint `metaprompt-lite pretrain` wrote, leave out --pretrained for the committed "
+            "pocket CLIP, or pass `--pretrained none` for random weights")  # a file the user passed: no `git checkout`
 TINY = ["--model", "tiny-clip", "--pretrained", "none"]
+RECORDED = json.loads((DATA / "pocket-clip" / "pocket-clip.json").read_text())["sha256"]  # the checkpoint's record
 HEADER = "method,dataset,seed,base,new,hm,train_s\r\n"
 
 
@@ -102,25 +107,37 @@ def test_missing_data_directory(clone, capsys, tmp_path, monkeypatch):
     assert not nowhere.exists()
 
 
+def _checksum_line(path: Path, content: bytes) -> str:
+    actual = hashlib.sha256(content).hexdigest()[:12]
+    return (f"error: checksum mismatch for {path}: sha256 {actual}… but {path.with_suffix('.json')} records "
+            f"{RECORDED[:12]}… (the file was changed or cut short) — ")
+
+
 @pytest.mark.parametrize("cut", [0, 100, 5000])
 def test_truncated_checkpoint_names_the_file_and_the_fix(clone, capsys, cut):
+    """The committed checkpoint cut short fails its recorded sha256 (fix: `git checkout`); a copy the user
+    passes, which has no record, is read and found cut short (fix: not `git checkout`)."""
     work, data = clone
     path = data / "pocket-clip" / "pocket-clip.safetensors"
-    damage(path, path.resolve().read_bytes()[:cut] if cut else b"")
-    assert run_cli(["zeroshot", "--suite", "probe"], capsys, work, data) == (
-        f"error: checkpoint {path} is cut short or not a checkpoint — " + POCKET_FIX)
+    content = path.resolve().read_bytes()[:cut] if cut else b""
+    damage(path, content)
+    assert run_cli(["zeroshot", "--suite", "probe"], capsys, work, data) == _checksum_line(path, content) + POCKET_FIX
+    copy = work / "copy.safetensors"
+    copy.write_bytes(content)
+    assert run_cli(["zeroshot", "--suite", "probe", "--pretrained", str(copy)], capsys, work, data) == (
+        f"error: checkpoint {copy} is cut short or not a checkpoint — " + USER_FIX)
 
 
 def test_explicit_missing_checkpoint_uses_the_cli_spelling(clone, capsys):
     work, data = clone
     assert run_cli(["zeroshot", "--pretrained", "nothing.safetensors"], capsys, work, data) == (
-        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + POCKET_FIX)
+        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + USER_FIX)
     for command in (["zeroshot"], ["data", "headroom"]):  # every command that loads a model resolves it one way
         assert run_cli([*command, "--model", "tiny-clip"], capsys, work, data) == (
             "error: --model tiny-clip needs --pretrained — give an open_clip tag (e.g. openai), a checkpoint file, "
             "or none for random weights")
     assert run_cli(["data", "headroom", "--pretrained", "nothing.safetensors"], capsys, work, data) == (
-        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + POCKET_FIX)
+        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + USER_FIX)
 
 
 def test_unknown_dataset_and_method(clone, capsys):
@@ -285,3 +302,87 @@ def test_a_crafted_gram_artifact_is_refused_without_running_its_code(clone, caps
     assert not marker.exists()
     pickle.loads(pickle.dumps(Payload(marker)))  # the payload is live: a plain unpickling runs it, and we would see it
     assert marker.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a checkpoint", "is cut short or not a checkpoint"),
+    (None, "holds no weights of an open_clip pocket-clip (none of its tensor names)"),
+])
+def test_a_file_that_is_not_a_model_checkpoint(clone, capsys, content, message):
+    """Before, a file that is no checkpoint (or a safe but foreign one) gave open_clip's AssertionError or
+    AttributeError traceback."""
+    work, data = clone
+    path = work / "tiny.pt"
+    if content is None:
+        torch.save({"a": 1}, path)
+    else:
+        path.write_bytes(content)
+    assert run_cli(["zeroshot", "--pretrained", "tiny.pt"], capsys, work, data) == (
+        f"error: checkpoint tiny.pt {message} — " + USER_FIX)
+    torch.save([torch.zeros(2)], path)  # a list, not a dict: open_clip's AttributeError before
+    assert run_cli(["zeroshot", "--pretrained", "tiny.pt"], capsys, work, data) == (
+        "error: checkpoint tiny.pt is cut short or not a checkpoint — " + USER_FIX)
+
+
+def test_a_corrupt_default_checkpoint_fails_its_recorded_sha256(clone, capsys):
+    """1 MB of 0xFF in the middle of the committed checkpoint: the file still parses (every weight there
+    becomes NaN), and is refused by its record before any weight is used."""
+    work, data = clone
+    path = data / "pocket-clip" / "pocket-clip.safetensors"
+    content = bytearray(path.resolve().read_bytes())
+    content[4 << 20 : 5 << 20] = b"\xff" * (1 << 20)
+    damage(path, bytes(content))
+    assert run_cli(["zeroshot", "--suite", "probe"], capsys, work, data) == (
+        _checksum_line(path, bytes(content)) + POCKET_FIX)
+
+
+def test_a_changed_user_checkpoint_with_a_record_is_refused_without_git_checkout(clone, capsys):
+    work, data = clone
+    copy = work / "mine.safetensors"
+    content = bytearray((data / "pocket-clip" / "pocket-clip.safetensors").resolve().read_bytes())
+    content[-10:] = b"\x00" * 10
+    copy.write_bytes(bytes(content))
+    (work / "mine.json").write_text(json.dumps({"sha256": RECORDED}))  # as `metaprompt-lite pretrain` writes it
+    line = run_cli(["zeroshot", "--pretrained", "mine.safetensors"], capsys, work, data)
+    assert line == (f"error: checksum mismatch for mine.safetensors: sha256 "
+                    f"{hashlib.sha256(bytes(content)).hexdigest()[:12]}… but mine.json records {RECORDED[:12]}… (the "
+                    "file was changed or cut short) — pass the file that mine.json describes (or delete that record "
+                    "if you changed the file on purpose), or `--pretrained none` for random weights")
+    assert "git checkout" not in line
+
+
+def test_weights_with_nan_or_inf_are_refused(clone, capsys):
+    from safetensors.torch import load_file, save_file
+
+    work, data = clone
+    state = load_file(str(data / "pocket-clip" / "pocket-clip.safetensors"))
+    for value in (float("nan"), float("inf")):
+        bad = dict(state)
+        bad["text_projection"] = bad["text_projection"].clone()
+        bad["text_projection"][0, 0] = value
+        save_file(bad, str(work / "bad.safetensors"))
+        assert run_cli(["zeroshot", "--pretrained", "bad.safetensors"], capsys, work, data) == (
+            "error: checkpoint bad.safetensors holds NaN or Inf in 1 tensors (e.g. text_projection), a damaged or "
+            "diverged checkpoint — pass another checkpoint, or `--pretrained none` for random weights")
+
+
+@pytest.mark.parametrize("model, detail", [
+    ("tiny-clip", "ln_final.bias is [192] there, [40] in tiny-clip"),
+    ("ViT-B-16", "ln_final.bias is [192] there, [512] in ViT-B-16"),
+])
+def test_a_checkpoint_of_another_architecture_is_named_as_such(clone, capsys, model, detail):
+    """Before: "cut short or not a checkpoint" (ViT-B-16) or open_clip's AssertionError (tiny-clip)."""
+    work, data = clone
+    path = data / "pocket-clip" / "pocket-clip.safetensors"
+    assert run_cli(["zeroshot", "--model", model, "--pretrained", str(path)], capsys, work, data) == (
+        f"error: checkpoint {path} holds weights for another architecture than {model} ({detail}) — pass the "
+        "--model it was trained as")
+
+
+def test_a_model_checkpoint_with_a_pickle_payload_is_refused_without_running_it(clone, capsys, tmp_path):
+    work, data = clone
+    marker = tmp_path / "code-ran"
+    torch.save({"text_projection": Payload(marker)}, work / "payload.pt")
+    assert run_cli(["zeroshot", "--pretrained", "payload.pt"], capsys, work, data) == (
+        "error: checkpoint payload.pt holds pickled code (exec), refused without running it — " + USER_FIX)
+    assert not marker.exists()
