@@ -204,6 +204,10 @@ GLUED_CSV = (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5\r\n",
      "results/b2n.csv ends in a cut line 'cocoop,emoji-no' (an interrupted write) — run the same `metaprompt-lite "
      "bench` command: it drops that line and runs its row again"),
     EMPTY_CSV,
+    (HEADER, "results/b2n.csv holds the header but no rows — run `metaprompt-lite bench` to fill it, or delete it"),
+    (HEADER + "coop,cards,1,0.5,100.5,0.99,0.5\r\n",
+     "results/b2n.csv line 2: new '100.5' is not an accuracy in % (0 to 100) — fix or delete that line in "
+     "results/b2n.csv (`metaprompt-lite bench` re-runs missing rows)"),
     ("garbage\r\n", "results/b2n.csv has the header 'garbage', expected 'method,dataset,seed,base,new,hm,train_s' — "
                     "is it another suite's file? Move it away and run `metaprompt-lite bench` again"),
     GLUED_CSV,
@@ -304,6 +308,95 @@ def test_a_crafted_gram_artifact_is_refused_without_running_its_code(clone, caps
     assert marker.exists()
 
 
+def usage_error(argv, capsys, *roots) -> str:
+    """Parse ``argv``: a usage error exits 2 with one line on stderr and changes nothing on disk."""
+    before = snapshot(*roots)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert snapshot(*roots) == before
+    return err.strip()
+
+
+TRAIN_CARDS = ["train", "--dataset", "cards", *TINY]
+TRAIN_HELP = " — see `metaprompt-lite train --help`"
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([*TRAIN_CARDS, "--lr", "0"], "error: argument --lr: must be a number > 0, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--lr", "-0.01"], "error: argument --lr: must be a number > 0, got -0.01" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--lr", "nan"], "error: argument --lr: 'nan' is not a finite number" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--batch-size", "0"], "error: argument --batch-size: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--batch-size", "-1"],
+     "error: argument --batch-size: must be a whole number >= 1, got -1" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--epochs", "-1"], "error: argument --epochs: must be a whole number >= 1, got -1" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--epochs", "0"], "error: argument --epochs: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--max-steps", "0"], "error: argument --max-steps: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--shots", "0"], "error: argument --shots: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--threads", "0"], "error: argument --threads: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--shots", "2.5"], "error: argument --shots: '2.5' is not a whole number" + TRAIN_HELP),
+    (["bench", "--workers", "-1", *TINY],
+     "error: argument --workers: must be a whole number >= 0, got -1 — see `metaprompt-lite bench --help`"),
+    (["bench", "--max-steps", "0", *TINY],
+     "error: argument --max-steps: must be a whole number >= 1, got 0 — see `metaprompt-lite bench --help`"),
+    ([*TRAIN_CARDS, "--device", "foo"],
+     "error: argument --device: unknown device 'foo' (use cpu, cuda or cuda:N)" + TRAIN_HELP),
+    (["bench", "--device", "foo", *TINY],
+     "error: argument --device: unknown device 'foo' (use cpu, cuda or cuda:N) — see `metaprompt-lite bench --help`"),
+])
+def test_bad_numbers_and_devices_are_usage_errors(clone, capsys, argv, line):
+    """Before this, --lr 0 ended in a ZeroDivisionError in the scheduler, --shots 0 silently ran the preset's
+    shots, --workers -1 and the other counts failed late or oddly."""
+    work, data = clone
+    assert usage_error(argv, capsys, work, data) == line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("command", [["train", "--dataset", "cards"], ["zeroshot"], ["bench"]])
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_cuda_is_a_usage_error(clone, capsys, command, device):
+    work, data = clone
+    assert usage_error([*command, *TINY, "--device", device], capsys, work, data) == (
+        f"error: argument --device: {device!r} needs a CUDA GPU and this machine has none (or torch was built "
+        "without CUDA) — use --device cpu")
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([*TRAIN_CARDS, "--target", "photo"],
+     "error: --target is for DG benchmarks; cards is a base-to-new dataset — drop --target photo, or use a DG "
+     "benchmark (emoji-pacs, flags-dg)"),
+    (["train", "--dataset", "emoji-pacs", "--target", "clipart", *TINY],
+     "error: emoji-pacs has no domain 'clipart' — use --target with one of photo, art, cartoon, sketch"),
+    ([*TRAIN_CARDS, "--shots", "9"],
+     "error: --shots 9 is more than cards has: 8 images per base class in its train pool — use --shots 8 or fewer"),
+    (["train", "--dataset", "emoji-pacs", "--target", "photo", "--shots", "5", *TINY],
+     "error: --shots 5 is more than emoji-pacs has: 4 images per class and source domain — use --shots 4 or fewer"),
+    (["bench", "--suite", "b2n", "--datasets", "emoji-pacs", *TINY],
+     "error: emoji-pacs is a DG benchmark, not part of the b2n suite — use --suite dg (or all) for it, or one of "
+     "emoji-objects, cards, fashion, emoji-novel-objects, emoji-novel-mixed, emoji-novel-animals, emoji-novel-food, "
+     "emoji-novel-places, flags-pixel, emoji-pixel"),
+    (["bench", "--suite", "dg", "--datasets", "flags-dg", "cards", *TINY],
+     "error: cards is a base-to-new dataset, not part of the dg suite — use --suite b2n (or all) for it, or one of "
+     "emoji-pacs, flags-dg"),
+])
+def test_arguments_that_do_not_fit_the_dataset_are_refused_before_any_work(clone, capsys, monkeypatch, argv, line):
+    """A --target on a base-to-new dataset used to be ignored, and typed --shots above what a class has were
+    capped without a word: both ran another run than the one asked for."""
+    work, data = clone
+    monkeypatch.setattr(bench_module, "bench", lambda config: pytest.fail("bench started"))
+    assert run_cli(argv, capsys, work, data) == line
+
+
+def test_shots_up_to_the_pool_run_and_the_preset_default_is_capped_silently(clone, capsys):
+    work, data = clone
+    for extra in (["--shots", "8"], []):  # the pool's 8, and the preset's 16 (capped at 8 by design)
+        assert main([*TRAIN_CARDS, "--method", "coop", "--max-steps", "1", "--out-dir", "", *extra]) == 0
+        err = capsys.readouterr().err
+        assert "error" not in err and "shots" in err
+
+
 @pytest.mark.parametrize("content, message", [
     (b"not a checkpoint", "is cut short or not a checkpoint"),
     (None, "holds no weights of an open_clip pocket-clip (none of its tensor names)"),
@@ -377,6 +470,86 @@ def test_a_checkpoint_of_another_architecture_is_named_as_such(clone, capsys, mo
     assert run_cli(["zeroshot", "--model", model, "--pretrained", str(path)], capsys, work, data) == (
         f"error: checkpoint {path} holds weights for another architecture than {model} ({detail}) — pass the "
         "--model it was trained as")
+
+
+def test_a_foreign_run_checkpoint_is_refused_by_name(clone, capsys):
+    """A safe file of another kind where a run checkpoint belongs: a KeyError traceback before."""
+    work, data = clone
+    argv = ["train", "--method", "coop", "--dataset", "cards", "--max-steps", "1", "--batch-size", "4", *TINY]
+    assert main(argv) == 0
+    capsys.readouterr()
+    (checkpoint,) = (work / "runs").glob("*.pt")
+    torch.save({"a": 1}, checkpoint)
+    relative = Path("runs") / checkpoint.name
+    assert run_cli(argv, capsys, work, data, only_line=False) == (
+        f"error: {relative} is not a run checkpoint (it lacks prompts, optimizer, scheduler, generator, torch_rng, "
+        f"step, history) — delete {relative} to start that run afresh")
+
+
+def test_a_foreign_gram_artifact_is_refused_by_name(clone, capsys):
+    work, data = clone
+    path = data / "gram" / "tiny-clip-gram-coop.pt"
+    torch.save({"a": 1}, path)
+    line = run_cli(["train", "--method", "gram-coop", "--dataset", "cards", "--max-steps", "1", "--out-dir", "",
+                    *TINY], capsys, work, data, only_line=False)
+    assert line == (f"error: {path} is not a GRAM artifact (it lacks init, regulator) — `git checkout data/gram` "
+                    "restores the committed ones, `metaprompt-lite gram` meta-trains them again (it needs the corpus: "
+                    "`metaprompt-lite data build --corpus`)")
+
+
+def test_bench_refuses_an_unwritable_out_dir_before_training(clone, capsys, monkeypatch):
+    work, data = clone
+    monkeypatch.setattr(bench_module, "run_base_to_new", lambda *a, **k: pytest.fail("trained"))
+    (work / "notes.txt").write_text("a file where a folder should be")
+    argv = ["bench", "--suite", "b2n", "--methods", "coop", "--datasets", "cards", "--seeds", "1", "--no-report", *TINY]
+    assert run_cli([*argv, "--out-dir", "notes.txt/results"], capsys, work, data) == (
+        f"error: cannot write to --out-dir notes.txt/results: {work}/notes.txt is a file, not a folder — pass a folder")
+    if os.geteuid() != 0:  # root writes anywhere: the permission case only for other users
+        locked = work / "locked"
+        locked.mkdir(mode=0o555)
+        assert run_cli([*argv, "--out-dir", "locked/results"], capsys, work, data).startswith(
+            f"error: cannot write to --out-dir locked/results: {locked} is not writable")
+
+
+def test_ctrl_c_in_train_before_the_first_checkpoint_says_nothing_was_kept(clone, capsys, monkeypatch):
+    """Ctrl-C at step 4 of a run that checkpoints every 50 steps: no checkpoint exists, and the line says
+    so (it used to say the run's last checkpoint was kept), on its own line after the progress bar."""
+    import metaprompt_lite.engine as engine
+
+    work, data = clone
+    original = engine.training_batch
+
+    def interrupted_at_step_4(*args):
+        if args[4] == 4:  # the step
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(engine, "training_batch", interrupted_at_step_4)
+    assert main(["train", "--method", "coop", "--dataset", "cards", "--max-steps", "10", "--batch-size", "4",
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "train:" in err  # the bar was drawn
+    assert err.splitlines()[-1] == ("interrupted at step 4: no checkpoint yet (one is written every 50 steps), "
+                                    "nothing was kept; run the same command to start again")
+    assert not list((work / "runs").glob("*.pt")) if (work / "runs").exists() else True
+
+
+def test_a_resumed_train_reports_the_whole_runs_training_time(clone, capsys, monkeypatch):
+    """The second call finds the finished checkpoint and trains no step: it used to print train_s of its own
+    part (a few ms); the checkpoint now carries the seconds the run trained."""
+    import time as clock
+
+    import metaprompt_lite.engine as engine
+
+    work, data = clone
+    original = engine.training_batch
+    monkeypatch.setattr(engine, "training_batch", lambda *a: (clock.sleep(0.1), original(*a))[1])
+    argv = ["train", "--method", "coop", "--dataset", "cards", "--max-steps", "3", "--batch-size", "4", "--json", *TINY]
+    seconds = []
+    for _ in range(2):
+        assert main(argv) == 0
+        seconds.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["train_s"])
+    assert seconds[0] >= 0.3 and seconds[1] == seconds[0]
 
 
 def test_a_model_checkpoint_with_a_pickle_payload_is_refused_without_running_it(clone, capsys, tmp_path):
