@@ -19,20 +19,21 @@ the project's own small models registered from ``metaprompt_lite/model_configs``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import open_clip
 import torch
-from safetensors import SafetensorError  # open_clip's own dependency
 from torch import nn
 from torch.nn import functional as F
 
-from metaprompt_lite.paths import TINY_MODEL
+from metaprompt_lite.paths import TINY_MODEL, checkpoint_record, is_default_checkpoint, recorded_sha256
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 OFFLINE_DEFAULT_HINT = (
@@ -126,32 +127,107 @@ def _quiet_root_logger(enabled: bool):
         root.setLevel(level)
 
 
-def _checkpoint_fix(model_name: str, tags: Sequence[str]) -> str:
-    """What to do about a missing or unreadable checkpoint, in the command line's own spelling."""
-    if model_name == "pocket-clip":
+def _checkpoint_fix(model_name: str, tags: Sequence[str], path: str | os.PathLike | None = None) -> str:
+    """What to do about a missing or unreadable checkpoint, in the command line's own spelling. `git
+    checkout` is the fix for the committed pocket CLIP only: a file the user passed is theirs to fix."""
+    if path is not None and is_default_checkpoint(path):
         return ("restore it with `git checkout data/pocket-clip`, rebuild it with `metaprompt-lite pretrain`, "
                 "or pass `--pretrained none` for random weights")
+    if model_name == "pocket-clip":
+        return ("check the path, pass a checkpoint `metaprompt-lite pretrain` wrote, leave out --pretrained for "
+                "the committed pocket CLIP, or pass `--pretrained none` for random weights")
     return (f"pass an existing checkpoint file, an open_clip tag ({', '.join(tags) or 'none for this model'}) "
             "or `--pretrained none` for random weights")
 
 
+_sha256_memo: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256: each file hashed once per process
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, memoised by (path, size, modification time, inode): a benchmark or a test run
+    loads the same 26 MB checkpoint many times, and a changed file has a new key."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _sha256_memo:
+        digest = hashlib.sha256()
+        with open(resolved, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _sha256_memo[key] = digest.hexdigest()
+    return _sha256_memo[key]
+
+
+def verify_checkpoint(path: str, model_name: str, tags: Sequence[str]) -> None:
+    """Check a checkpoint file against the sha256 its record holds (:func:`~metaprompt_lite.paths.
+    recorded_sha256`): a changed, cut or swapped file is refused before its weights are used. The
+    committed pocket CLIP must have its record; another file is checked when it has one."""
+    expected = recorded_sha256(path)
+    record = checkpoint_record(path)
+    if expected is None:
+        if is_default_checkpoint(path):
+            raise ValueError(f"the pocket CLIP checkpoint {path} cannot be verified: its record {record} (with "
+                             "the sha256) is missing — " + _checkpoint_fix(model_name, tags, path))
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        fix = (_checkpoint_fix(model_name, tags, path) if is_default_checkpoint(path) else
+               f"pass the file that {record.name} describes (or delete that record if you changed the file on "
+               "purpose), or `--pretrained none` for random weights")
+        raise ValueError(f"checksum mismatch for {path}: sha256 {actual[:12]}… but {record} records "
+                         f"{expected[:12]}… (the file was changed or cut short) — {fix}")
+
+
+def _another_architecture(path: str, model: nn.Module, model_name: str, tags: Sequence[str]) -> str:
+    """Why open_clip could not load ``path`` into ``model``, read from the file's tensors: not a
+    checkpoint at all, or the weights of another architecture (named by a tensor that differs)."""
+    fix = _checkpoint_fix(model_name, tags, path)
+    try:
+        state = open_clip.factory.load_state_dict(path)
+    except Exception:  # noqa: BLE001 -- whatever a damaged or foreign file raises, the answer is the same
+        return f"checkpoint {path} is cut short or not a checkpoint — " + fix
+    tensors = {k: v for k, v in state.items() if torch.is_tensor(v)} if isinstance(state, dict) else {}
+    expected = model.state_dict()
+    common = sorted(set(tensors) & set(expected))
+    if not common:
+        return (f"checkpoint {path} holds no weights of an open_clip {model_name} (none of its tensor names) — "
+                + fix)
+    shapes = [k for k in common if tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    if shapes:
+        name = shapes[0]
+        detail = (f"{name} is {list(tensors[name].shape)} there, {list(expected[name].shape)} in {model_name}")
+    else:
+        missing = sorted(set(expected) - set(tensors)) or sorted(set(tensors) - set(expected))
+        detail = f"{len(missing)} tensors differ in name, e.g. {missing[0]}" if missing else "another layout"
+    return (f"checkpoint {path} holds weights for another architecture than {model_name} ({detail}) — pass "
+            "the --model it was trained as")
+
+
+def check_finite_weights(model: nn.Module, source: str) -> None:
+    """Refuse weights with NaN or Inf (a damaged or diverged checkpoint): every output would be NaN,
+    and every accuracy a meaningless constant."""
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise ValueError(f"checkpoint {source} holds NaN or Inf in {len(bad)} tensors (e.g. {bad[0]}), a damaged "
+                         "or diverged checkpoint — pass another checkpoint, or `--pretrained none` for random weights")
+
+
 def _load_weights(model: nn.Module, model_name: str, path: str, tags: Sequence[str]) -> None:
     """open_clip's strict checkpoint load (safetensors, or ``torch.load`` with ``weights_only=True``),
-    its failures as one-line errors naming the file."""
+    its failures as one-line errors naming the file and what it holds instead."""
     try:
         open_clip.load_checkpoint(model, path, strict=True)
-    except RuntimeError as error:
-        if "state_dict" in str(error):  # read fine, but other tensors than the model's
-            raise ValueError(f"checkpoint {path} does not fit model {model_name} (other tensor names or "
-                             f"shapes) — pass the --model it was trained as") from error
-        raise ValueError(f"checkpoint {path} is cut short or not a checkpoint — "
-                         + _checkpoint_fix(model_name, tags)) from error
     except pickle.UnpicklingError as error:
-        raise ValueError(f"checkpoint {path} holds pickled code or is not a checkpoint, refused without running "
-                         "it — " + _checkpoint_fix(model_name, tags)) from error
-    except (SafetensorError, EOFError, KeyError, ValueError, StopIteration) as error:
+        code = re.search(r"GLOBAL ([\w.]+)", str(error))  # what torch's weights-only unpickler refused to run
+        if code:
+            raise ValueError(f"checkpoint {path} holds pickled code ({code.group(1)}), refused without running it — "
+                             + _checkpoint_fix(model_name, tags, path)) from error
         raise ValueError(f"checkpoint {path} is cut short or not a checkpoint — "
-                         + _checkpoint_fix(model_name, tags)) from error
+                         + _checkpoint_fix(model_name, tags, path)) from error
+    except Exception as error:  # noqa: BLE001 -- open_clip raises anything from KeyError to AssertionError here
+        raise ValueError(_another_architecture(path, model, model_name, tags)) from error
+    check_finite_weights(model, path)
 
 
 def _looks_like_path(pretrained: str) -> bool:
@@ -186,7 +262,7 @@ def load_clip(
                 if not os.path.isfile(pretrained):
                     raise FileNotFoundError(
                         f"checkpoint file {pretrained} for model {model_name} does not exist — "
-                        + _checkpoint_fix(model_name, tags)
+                        + _checkpoint_fix(model_name, tags, pretrained)
                     )
             else:
                 raise ValueError(
@@ -194,6 +270,8 @@ def load_clip(
                     f"{model_name!r} — use one of its tags {tags}, a checkpoint file, or `--pretrained none`"
                 )
     is_file = pretrained is not None and os.path.isfile(pretrained)
+    if is_file:  # before building the model: a changed file fails at once
+        verify_checkpoint(pretrained, model_name, open_clip.list_pretrained_tags_by_model(model_name))
     try:
         with _quiet_root_logger(is_file or pretrained is None):  # open_clip warns "no pretrained weights"
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -211,6 +289,8 @@ def load_clip(
         model.to(device)
     if is_file:
         _load_weights(model, model_name, pretrained, open_clip.list_pretrained_tags_by_model(model_name))
+    elif pretrained is not None:  # downloaded by tag
+        check_finite_weights(model, f"{model_name} {pretrained!r}")
     if not isinstance(model, open_clip.CLIP):
         raise TypeError(
             f"{model_name!r} builds a {type(model).__name__}; the prompt learners need open_clip's "

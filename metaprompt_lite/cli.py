@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from functools import partial
@@ -22,21 +24,22 @@ import torch
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.bench import BenchConfig, bench
 from metaprompt_lite.data import cli as data_cli
-from metaprompt_lite.data import load_dataset
+from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.data.corpus import load_corpus
 from metaprompt_lite.data.store import StoreError
-from metaprompt_lite.engine import config_table
+from metaprompt_lite.engine import TrainingInterrupted, config_table
 from metaprompt_lite.gram import GramConfig
 from metaprompt_lite.gram_build import build_artifact
-from metaprompt_lite.methods import PROTOCOLS, get_method
+from metaprompt_lite.methods import METHODS, PROTOCOLS, get_method
 from metaprompt_lite.paths import POCKET_CHECKPOINT, POCKET_MODEL, data_dir, default_model, results_dir
 from metaprompt_lite.pretrain import PretrainConfig, pretrain
 from metaprompt_lite.provenance import code_version
 from metaprompt_lite.report import comparison_text, report, report_all, summary_text
 from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
-from metaprompt_lite.results_table import count_rows
+from metaprompt_lite.results_table import ACCURACY_COLUMNS, count_rows
 from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
 from metaprompt_lite.shard import merge, shard_files, shard_name
+from metaprompt_lite.splits import smallest_pool
 from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
 
 DEBUG_ENV = "METAPROMPT_LITE_DEBUG"
@@ -75,12 +78,74 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
+def _number(text: str, kind: type):
+    """``text`` as an int or a finite float, or the argparse error saying what was expected."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)):
+        what = "a whole number" if kind is int else "a finite number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count that must be at least 1 (batch size, epochs, steps, shots, threads): checked while
+    parsing, so a 0 or a negative number is a one-line usage error before anything is loaded."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A count where 0 means 'the default' (``bench --workers 0``: one per core)."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a learning rate: 0 divides by zero in the warm-up, a negative one
+    climbs the loss)."""
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def device(text: str) -> str:
+    """A torch device this machine has: ``cpu``, or ``cuda``/``cuda:N``/``mps`` when present. Checked
+    while parsing, so a typo or a missing GPU fails in one line before a model or dataset loads."""
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (use cpu, cuda or cuda:N)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r} needs a CUDA GPU and this machine has none (or torch was "
+                                             "built without CUDA) — use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: there is no GPU {parsed.index}, this machine has "
+                                             f"{torch.cuda.device_count()} — use cuda:0 .. "
+                                             f"cuda:{torch.cuda.device_count() - 1}")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} needs an Apple GPU (MPS) and this machine has none — use "
+                                         "--device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"device {text!r} is not supported (use cpu, cuda or cuda:N)")
+    return text
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=POCKET_MODEL, help=f"open_clip model name (default: {POCKET_MODEL})")
     parser.add_argument("--pretrained", default=None,
                         help="open_clip tag (e.g. openai) or checkpoint path; 'none' = random weights "
                         f"(default for {POCKET_MODEL}: data/{POCKET_CHECKPOINT})")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="cpu, cuda, cuda:N or mps, one this machine has (default: cpu)")
 
 
 def _resolve_pretrained(args) -> None:
@@ -105,36 +170,64 @@ def _load_backbone(args):
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate one method on one dataset (one seed)")
-    p.add_argument("--method", default="coop")
+    p.add_argument("--method", default="coop", metavar="METHOD",
+                   help=f"one of {', '.join(sorted(METHODS))} (default: coop)")
     p.add_argument("--dataset", required=True, help="a dataset of `metaprompt-lite data list`")
-    p.add_argument("--target", default=None, help="DG benchmarks: the held-out domain")
-    p.add_argument("--seed", type=_seed, default=1)
+    p.add_argument("--target", default=None, help="DG benchmarks only (required there): the held-out domain")
+    p.add_argument("--seed", type=_seed, default=1, help="default: 1")
     p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
                    help="the preset (as `bench` runs it) that the options below override (default: pocket)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="official",
                    help="whose training budget: official (each paper's epochs, batch, lr; default) or tuned "
                    "(chosen on base-class validation, pocket tier only)")
-    p.add_argument("--shots", type=int, default=None, help="default: the preset's")
-    p.add_argument("--epochs", type=int, default=None, help="default: the preset's")
-    p.add_argument("--lr", type=float, default=None, help="default: the preset's")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--shots", type=positive_int, default=None,
+                   help="images per class (default: the preset's, capped at what the dataset has)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="default: the preset's")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate > 0 (default: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the preset's")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="cap on training steps (default: none)")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="intra-op threads (default 1, as a benchmark worker: the same numbers as its row)")
     p.add_argument("--meta-order", type=int, choices=(1, 2), default=None)
     p.add_argument("--meta-update", choices=("official", "clean"), default=None,
                    help="MetaPrompt's domain-split update: official (the default of `metaprompt`) or clean")
-    p.add_argument("--out-dir", default="runs", help="checkpoints (resumable); '' to disable")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out-dir", default="runs", help="checkpoints (resumable); '' to disable (default: runs)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (accuracies in %%)")
     _add_model_arguments(p)
+
+
+def _check_target(args, dataset) -> None:
+    """``--target``: required by a DG benchmark and one of its domains; refused on a base-to-new
+    dataset (it has no domains, and silently ignoring it would report another run than asked)."""
+    if dataset.suite == "dg":
+        if args.target is None:
+            raise ValueError(f"--target is required for the DG benchmark {args.dataset} — use one of "
+                             f"{', '.join(dataset.domains)}")
+        if args.target not in dataset.domains:
+            raise ValueError(f"{args.dataset} has no domain {args.target!r} — use --target with one of "
+                             f"{', '.join(dataset.domains)}")
+    elif args.target is not None:
+        raise ValueError(f"--target is for DG benchmarks; {args.dataset} is a base-to-new dataset — drop "
+                         f"--target {args.target}, or use a DG benchmark ({', '.join(DG_BENCHMARKS)})")
+
+
+def _check_shots(args, dataset) -> None:
+    """A typed ``--shots`` above the images a class has would be capped without a word (the preset's
+    16 is, by design): refuse it, so the run is the one asked for."""
+    if args.shots is None:
+        return
+    pool = smallest_pool(dataset, args.target)
+    if args.shots > pool:
+        where = "per class and source domain" if dataset.suite == "dg" else "per base class in its train pool"
+        raise ValueError(f"--shots {args.shots} is more than {args.dataset} has: {pool} images {where} — use "
+                         f"--shots {pool} or fewer")
 
 
 def _run_train(args) -> int:
     get_method(args.method)  # fail fast on an unknown method
     dataset = load_dataset(args.dataset)
-    if dataset.suite == "dg" and args.target is None:  # before any output: the error is the only line
-        raise ValueError(f"--target is required for the DG benchmark {args.dataset} — use one of "
-                         f"{', '.join(dataset.domains)}")
+    _check_target(args, dataset)  # before any output: the error is the only line
+    _check_shots(args, dataset)
     config = preset_run(args.method, args.tier, dataset.suite, args.protocol, dataset=args.dataset, target=args.target,
                         model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
                         device=args.device, out_dir=args.out_dir or None)
@@ -161,9 +254,16 @@ def _run_train(args) -> int:
         result = run_domain_generalization(config, dataset)
     else:
         result = run_base_to_new(config, dataset)
-    result.pop("history", None)
-    print(json.dumps(result) if args.json else "  ".join(f"{k}={v:.2f}" for k, v in result.items()))
+    history = result.pop("history", None)
+    if history:  # the whole run's training time, also when it resumed from a checkpoint
+        result["train_s"] = history[-1].get("train_s", result["train_s"])
+    print(json.dumps(result) if args.json else format_result(result))
     return 0
+
+
+def format_result(result: dict) -> str:
+    """``base=54.49%  new=58.97%  hm=56.64%  train_s=1.20``: accuracies in %, seconds as such."""
+    return "  ".join(f"{k}={v:.2f}" + ("%" if k in ACCURACY_COLUMNS else "") for k, v in result.items())
 
 
 def _pretrain_parser(sub) -> None:
@@ -176,9 +276,11 @@ def _pretrain_parser(sub) -> None:
                    help="experiments: take this checkpoint's text tower instead of distilling one")
     p.add_argument("--seed", type=_seed, default=defaults.seed)
     for name in ("text_steps", "text_batch", "image_steps", "image_batch", "checkpoint_every"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+        p.add_argument("--" + name.replace("_", "-"), type=non_negative_int if name.endswith("steps") else positive_int,
+                       default=getattr(defaults, name), help=f"default: {getattr(defaults, name)}")
     for name in ("text_lr", "image_lr", "concept_weight", "soft_label_tau", "regress_weight"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+        p.add_argument("--" + name.replace("_", "-"), type=positive_float if name.endswith("lr") else float,
+                       default=getattr(defaults, name), help=f"default: {getattr(defaults, name)}")
     p.add_argument("--image-bf16", action=argparse.BooleanOptionalAction, default=defaults.image_bf16,
                    help="bf16 autocast in the image phase: ~25%% faster on CPUs with native bf16, ~14x slower "
                    "on AVX2-only ones; the committed checkpoint was trained in float32 (default)")
@@ -211,25 +313,30 @@ def _run_zeroshot(args) -> int:
 
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="the main job: every method x dataset x seed (resumable CSV rows)")
-    p.add_argument("--suite", choices=("b2n", "dg", "all"), default="all")
+    p.add_argument("--suite", choices=("b2n", "dg", "all"), default="all",
+                   help="b2n (base-to-new), dg (domain generalisation) or all (default: all)")
     p.add_argument("--methods", nargs="*", default=None, help="default: every method of the suite")
-    p.add_argument("--datasets", nargs="*", default=None, help="default: every dataset of the suite")
-    p.add_argument("--seeds", nargs="*", type=_seed, default=[1, 2, 3])
+    p.add_argument("--datasets", nargs="*", default=None,
+                   help=f"default: every dataset of the suite; b2n: {', '.join(B2N_DATASETS)}; dg: "
+                   f"{', '.join(DG_BENCHMARKS)}")
+    p.add_argument("--seeds", nargs="*", type=_seed, default=[1, 2, 3], help="one row per seed (default: 1 2 3)")
     p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
                    help="augmentation and presets: pocket (embedded; default) or paper (ViT-B/16, GPU)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="official",
                    help="whose training budgets: official (each paper's epochs, batch, lr; default) or tuned "
                    "(chosen on base-class validation, pocket tier only)")
     p.add_argument("--out-dir", default=None,
-                   help="where the CSVs go (default: runs/bench/PROTOCOL, outside git; the committed results "
-                   "are written only when asked: --out-dir results/PROTOCOL)")
+                   help="where b2n.csv, dg.csv (accuracies in %%), curves/ and the report go (default: "
+                   "runs/bench/PROTOCOL, outside git; the committed results only when asked: --out-dir "
+                   "results/PROTOCOL)")
     p.add_argument("--data-root", default=None,
                    help="research tier: folder of the papers' datasets (CoOp/DomainBed layouts, see "
                    "docs/research_tier.md); default: the offline suite")
     p.add_argument("--no-report", action="store_true", help="do not write results/README.md and figures")
-    p.add_argument("--workers", type=int, default=0,
-                   help="worker processes, one thread each (default: one per CPU core; 1 on a GPU)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap every run's steps (a quick slice)")
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="worker processes, one thread each (default 0: one per CPU core; 1 on a GPU)")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="cap every run's steps (a quick slice; default: none)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="keep each run's checkpoints here, so that a killed run resumes mid-training (default: none)")
     p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
@@ -238,16 +345,58 @@ def _bench_parser(sub) -> None:
     _add_model_arguments(p)
 
 
+def _suite_datasets(args, suite: str) -> tuple[str, ...]:
+    """The ``--datasets`` that belong to ``suite`` (all of them for one suite; with ``--suite all``,
+    each suite takes its own). A dataset of the other suite asked for one suite is an error: a DG
+    benchmark has no base and new classes, a base-to-new dataset no domains."""
+    if args.data_root:
+        own, other = (RESEARCH_B2N, RESEARCH_DG) if suite == "b2n" else (RESEARCH_DG, RESEARCH_B2N)
+    else:
+        own, other = (B2N_DATASETS, DG_BENCHMARKS) if suite == "b2n" else (DG_BENCHMARKS, B2N_DATASETS)
+    names = tuple(args.datasets or ())
+    if args.suite == "all":
+        return tuple(n for n in names if n not in other)
+    for name in names:
+        if name in other:
+            kind = "a DG benchmark" if suite == "b2n" else "a base-to-new dataset"
+            raise ValueError(f"{name} is {kind}, not part of the {suite} suite — use --suite "
+                             f"{'dg' if suite == 'b2n' else 'b2n'} (or all) for it, or one of {', '.join(own)}")
+    return names
+
+
+def _check_writable(folder: str) -> None:
+    """Fail before any training if ``folder`` cannot take the results: it (or the first existing
+    folder above it, where it would be created) must be a folder this process can create files in.
+    Probed with a temporary file, which also catches a read-only file system; nothing stays behind."""
+    path = Path(folder or ".").absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write to --out-dir {folder}: {existing} is a file, not a folder — "
+                                 "pass a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PermissionError(f"cannot write to --out-dir {folder}: {existing} is not writable "
+                              f"({error.strerror}) — pass a folder you can write to") from None
+
+
 def _run_bench(args) -> int:
     suites = ("b2n", "dg") if args.suite == "all" else (args.suite,)
     args.out_dir = args.out_dir or os.path.join("runs", "bench", args.protocol)
-    print(f"results go to {args.out_dir}/ (same command again: resume)", file=sys.stderr)
+    names = {suite: _suite_datasets(args, suite) for suite in suites}
+    if args.suite == "all" and args.datasets:  # a suite none of whose datasets was named is skipped
+        suites = tuple(suite for suite in suites if names[suite])
+    _check_writable(args.out_dir)
+    print(f"results go to {args.out_dir}/ (the same command again resumes)", file=sys.stderr)
     print(f"backbone: {args.model} ({_pretrained(args.pretrained) or 'random weights: --pretrained none'})",
           file=sys.stderr)
     t0, walls = time.perf_counter(), {}
     for suite in suites:
         t_suite = time.perf_counter()
-        datasets, loader = args.datasets or (), None
+        datasets, loader = names[suite], None
         if args.data_root:
             loader = partial(load_research_dataset, root=args.data_root)
             datasets = datasets or (RESEARCH_B2N if suite == "b2n" else RESEARCH_DG)
@@ -315,7 +464,7 @@ def _gram_parser(sub) -> None:
     p = sub.add_parser("gram", help="meta-train GRAM's prompt init + gradient regulator on the corpus")
     p.add_argument("--methods", nargs="*", default=["gram-coop", "gram-ivlp"])
     p.add_argument("--corpus", default="data/corpus")
-    p.add_argument("--meta-steps", type=int, default=200)
+    p.add_argument("--meta-steps", type=positive_int, default=200, help="default: 200")
     p.add_argument("--seed", type=_seed, default=0)
     _add_model_arguments(p)
 
@@ -348,7 +497,8 @@ def _run_merge(args) -> int:
 
 def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="results/*.csv -> results/README.md (tables) and figures")
-    p.add_argument("--out-dir", default="results")
+    p.add_argument("--out-dir", default="results",
+                   help="the folder of b2n.csv and dg.csv; README.md and the figures go there too (default: results)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,13 +567,18 @@ def one_line(error: BaseException) -> str:
     return message
 
 
-def _interrupted(args) -> str:
-    """The Ctrl-C line: what was kept and how to go on."""
+def _interrupted(args, interrupt: KeyboardInterrupt) -> str:
+    """The Ctrl-C line: what is really kept on disk, and how to go on."""
     results = getattr(args, "results_file", None)
     if results:
         return f"interrupted: {count_rows(results)} rows kept in {results}; run the same command to resume"
-    if args.command == "train" and args.out_dir:
-        return f"interrupted: the run's last checkpoint is kept in {args.out_dir}; run the same command to resume"
+    if args.command == "train":
+        if isinstance(interrupt, TrainingInterrupted):  # in the training loop: it knows its checkpoint
+            return interrupt.kept()
+        if args.out_dir and any(Path(args.out_dir).glob("*.pt")):  # before or after the training loop
+            return (f"interrupted: the checkpoints in {args.out_dir} are kept (a finished run's included); run the "
+                    "same command to resume")
+        return "interrupted: no checkpoint was written; run the same command to start again"
     if args.command == "pretrain":
         return f"interrupted: the last checkpoints are kept in {args.work_dir}; run the same command to resume"
     return "interrupted: nothing was written; run the same command to start again"
@@ -436,10 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return _dispatch(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if debug:
             raise
-        print(_interrupted(args), file=sys.stderr)
+        print(_interrupted(args, interrupt), file=sys.stderr)
         return 2
     except _expected_errors() as error:
         if debug:

@@ -23,7 +23,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -85,12 +85,19 @@ class OptimConfig:
     warmup_lr: float = 1e-5
     epochs: int = 8
     batch_size: int = 16
-    max_steps: int | None = None  # cap on total steps (tests, quick runs)
+    max_steps: int | None = None  # cap on total steps (tests, quick runs; 0: the untrained prompts)
     schedule: str = "epoch"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: use one of {SCHEDULES}")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # lr 0 divides by zero in the warm-up factor
+            raise ValueError(f"the learning rate must be a number > 0, got {self.lr} — pass e.g. lr=0.002")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)} — pass a positive count")
+        if self.max_steps is not None and self.max_steps < 0:  # the CLI asks for >= 1 (a 0 there is a slip)
+            raise ValueError(f"max_steps must be at least 0, got {self.max_steps} — pass a count of steps")
 
 
 def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:
@@ -181,6 +188,21 @@ class CheckpointError(ValueError):
     """A checkpoint file cannot be loaded (cut short, not a checkpoint, or holding code): one-line message."""
 
 
+class Checkpoint(dict):
+    """What :func:`load_checkpoint` returns: the saved dict, which remembers its file and the fix, so
+    that the code reading it can refuse a file of another kind by name (:meth:`require`)."""
+
+    path: Path
+    fix: str
+
+    def require(self, keys: Sequence[str], what: str) -> None:
+        """Refuse a safe but foreign file (another program's, or another kind of checkpoint) before
+        reading it, instead of a ``KeyError`` deep inside."""
+        missing = [k for k in keys if k not in self]
+        if missing:
+            raise CheckpointError(f"{self.path} is not {what} (it lacks {', '.join(missing)}) — {self.fix}")
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write atomically (temp file, then rename): an interrupted save never corrupts a checkpoint."""
     path = Path(path)
@@ -195,7 +217,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     faults.fault_point("after-checkpoint")
 
 
-def load_checkpoint(path: str | os.PathLike, fix: str | None = None) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, fix: str | None = None) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`: tensors, numbers, strings and containers
     only (``weights_only=True``: a pickled object that would run code on load is refused). Every
     failure is a :class:`CheckpointError` (or ``FileNotFoundError``) naming the file; ``fix`` says what
@@ -205,7 +227,7 @@ def load_checkpoint(path: str | os.PathLike, fix: str | None = None) -> dict[str
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path} — {fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found:
@@ -214,6 +236,11 @@ def load_checkpoint(path: str | os.PathLike, fix: str | None = None) -> dict[str
         raise CheckpointError(f"{path} is cut short or not a checkpoint — {fix}") from error
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} is cut short or not a checkpoint — {fix}") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(state).__name__}, not a dict) — {fix}")
+    checkpoint = Checkpoint(state)
+    checkpoint.path, checkpoint.fix = path, fix
+    return checkpoint
 
 
 # --------------------------------------------------------------------------- training loop
@@ -254,6 +281,7 @@ class TrainState:
     # method-specific objects with state (ProMetaR's modulation net and its optimizer, ...):
     # anything with state_dict()/load_state_dict(), saved and restored with the checkpoint
     extras: dict[str, Any] = field(default_factory=dict)
+    train_s: float = 0.0  # wall seconds of training so far, over every resumed part of the run
 
     @property
     def lr(self) -> float:
@@ -269,9 +297,20 @@ class TrainState:
             "step": self.step,
             "history": self.history,
             "extras": {k: v.state_dict() for k, v in self.extras.items()},
+            "train_s": self.train_s,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint of :meth:`state_dict`. One of another kind (a file that is not a run
+        checkpoint) is refused by name when it came from :func:`load_checkpoint`. A checkpoint from
+        before ``train_s`` was saved gets the sum of its steps' ``step_s`` (the time in the step
+        functions: a little less than the wall time it stands for)."""
+        if isinstance(state, Checkpoint):
+            state.require(RUN_CHECKPOINT_KEYS, "a run checkpoint")
+        else:
+            missing = [k for k in RUN_CHECKPOINT_KEYS if k not in state]
+            if missing:
+                raise CheckpointError(f"not a run checkpoint (it lacks {', '.join(missing)})")
         self.model.prompts.load_state_dict(state["prompts"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -285,6 +324,10 @@ class TrainState:
                              "was it written by another method?")
         for key, obj in self.extras.items():
             obj.load_state_dict(state["extras"][key])
+        self.train_s = float(state.get("train_s", sum(h.get("step_s", 0.0) for h in self.history)))
+
+
+RUN_CHECKPOINT_KEYS = ("prompts", "optimizer", "scheduler", "generator", "torch_rng", "step", "history")
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -309,6 +352,24 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor, domains: torch.Te
 
 
 StepFn = Callable[[TrainState, Batch], dict[str, float]]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside :func:`train`, carrying what is really on disk: the run's checkpoint file and the
+    step it holds, or none (before the first ``checkpoint_every`` steps nothing was saved)."""
+
+    def __init__(self, step: int, checkpoint: Path | None, checkpoint_step: int | None, every: int) -> None:
+        super().__init__(step)
+        self.step, self.checkpoint, self.checkpoint_step, self.every = step, checkpoint, checkpoint_step, every
+
+    def kept(self) -> str:
+        """``interrupted at step 4: ...`` for the Ctrl-C line of ``metaprompt-lite train``."""
+        if self.checkpoint is None:
+            return (f"interrupted at step {self.step}: no checkpoint yet (one is written every {self.every} steps), "
+                    "nothing was kept; run the same command to start again")
+        at = f" of step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
+        return (f"interrupted at step {self.step}: the run's checkpoint{at} is kept in {self.checkpoint}; run "
+                "the same command to resume from it")
 
 
 def check_finite(losses: dict[str, float], step: int) -> None:
@@ -352,7 +413,10 @@ def train(
     equals "4 steps" bit for bit.
     ``batch_cache``: a dict shared by the runs of *one* training set and seed (the benchmark runs
     every method on it): the augmented batches and their frozen features are computed once for all.
-    ``stop_after`` stops early after that many steps in this call (to test interruption)."""
+    ``stop_after`` stops early after that many steps in this call (to test interruption).
+    Each history entry records ``train_s``, the run's training wall seconds so far, resumed parts
+    included (:attr:`TrainState.train_s` is in the checkpoint). Ctrl-C raises
+    :class:`TrainingInterrupted`, which says whether a checkpoint is on disk and of which step."""
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0:
@@ -362,34 +426,54 @@ def train(
     batch_size = min(optim.batch_size, n)
     per_epoch = n // batch_size  # the last incomplete batch is dropped, as CoOp's loader does
     done_here = 0
+    # what is on disk, for the Ctrl-C message: a checkpoint there at the start is the one the run resumed from
+    saved_step = state.step if checkpoint_path is not None and Path(checkpoint_path).is_file() else None
+    started, train_s = time.perf_counter(), state.train_s
     bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not progress, leave=False)
     state.model.train()
-    while state.step < total_steps and (stop_after is None or done_here < stop_after):
-        epoch = state.step // per_epoch
-        key = (state.seed, state.step, batch_size, n, flip, min_scale, interpolation)
-        batch = None if batch_cache is None else batch_cache.get(key)
-        if batch is None:
-            batch = training_batch(images, labels, domains, state.seed, state.step, batch_size, flip, min_scale,
-                                   interpolation)
-            if batch_cache is not None:
-                batch_cache[key] = batch
-        t0 = time.perf_counter()
-        with _autocast(state.model):
-            losses = step_fn(state, batch)
-        check_finite(losses, state.step)
-        state.scheduler.step()
-        state.step += 1
-        done_here += 1
-        state.history.append({"step": state.step, "epoch": epoch, "lr": state.lr,
-                              "step_s": time.perf_counter() - t0, **losses})
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-        if checkpoint_path is not None and state.step % checkpoint_every == 0:
-            save_checkpoint(checkpoint_path, state.state_dict())
+    try:
+        while state.step < total_steps and (stop_after is None or done_here < stop_after):
+            _train_step(state, step_fn, images, labels, domains, batch_size, per_epoch, flip, min_scale,
+                        interpolation, batch_cache, bar)
+            state.train_s = train_s + time.perf_counter() - started
+            state.history[-1]["train_s"] = state.train_s
+            done_here += 1
+            if checkpoint_path is not None and state.step % checkpoint_every == 0:
+                save_checkpoint(checkpoint_path, state.state_dict())
+                saved_step = state.step
+    except KeyboardInterrupt as interrupt:
+        bar.close()  # first: the Ctrl-C line must not be glued to the bar
+        raise TrainingInterrupted(state.step, None if saved_step is None else Path(checkpoint_path), saved_step,
+                                  checkpoint_every) from interrupt
     bar.close()
     if checkpoint_path is not None:
         save_checkpoint(checkpoint_path, state.state_dict())
     return state
+
+
+def _train_step(state: TrainState, step_fn: StepFn, images: torch.Tensor, labels: torch.Tensor,
+                domains: torch.Tensor, batch_size: int, per_epoch: int, flip: bool, min_scale: float,
+                interpolation: str, batch_cache: dict | None, bar: tqdm) -> None:
+    """One step of :func:`train`: the step's batch (from ``batch_cache`` when there), the method's
+    step function, the scheduler, and a history entry."""
+    epoch = state.step // per_epoch
+    key = (state.seed, state.step, batch_size, len(images), flip, min_scale, interpolation)
+    batch = None if batch_cache is None else batch_cache.get(key)
+    if batch is None:
+        batch = training_batch(images, labels, domains, state.seed, state.step, batch_size, flip, min_scale,
+                               interpolation)
+        if batch_cache is not None:
+            batch_cache[key] = batch
+    t0 = time.perf_counter()
+    with _autocast(state.model):
+        losses = step_fn(state, batch)
+    check_finite(losses, state.step)
+    state.scheduler.step()
+    state.step += 1
+    state.history.append({"step": state.step, "epoch": epoch, "lr": state.lr,
+                          "step_s": time.perf_counter() - t0, **losses})
+    bar.update(1)
+    bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
 
 
 def config_table(config: Any) -> str:

@@ -151,6 +151,7 @@ def load_gram(model: PromptedCLIP, path: str | Path) -> GradientRegulator:
     if not path.is_file():
         raise FileNotFoundError(f"no GRAM meta-learned prompts at {path} — {fix}")
     artifact = load_checkpoint(path, fix=fix)
+    artifact.require(("init", "regulator"), "a GRAM artifact")
     model.prompts.load_state_dict(artifact["init"])
     regulator = GradientRegulator(model.prompts)
     regulator.load_state_dict(artifact["regulator"])

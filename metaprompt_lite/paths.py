@@ -6,6 +6,7 @@ root. ``METAPROMPT_LITE_DATA`` overrides the location (e.g. for a non-editable i
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -45,3 +46,29 @@ def default_model() -> tuple[str, str]:
             f"the pocket CLIP checkpoint {checkpoint} is missing — restore it with `git checkout data/pocket-clip`, "
             "rebuild it with `metaprompt-lite pretrain`, or pass `--pretrained none` for random weights")
     return POCKET_MODEL, str(checkpoint)
+
+
+def is_default_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the committed pocket-CLIP checkpoint (the one `git checkout` restores)."""
+    try:
+        return Path(path).resolve() == (data_dir() / POCKET_CHECKPOINT).resolve()
+    except OSError:
+        return False
+
+
+def checkpoint_record(path: str | os.PathLike) -> Path:
+    """The pretraining report beside a checkpoint (``pocket-clip.json`` beside ``pocket-clip.safetensors``,
+    as ``metaprompt-lite pretrain`` writes them): its ``sha256`` is the one record of the file's hash
+    (the model card quotes it)."""
+    return Path(path).with_suffix(".json")
+
+
+def recorded_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 that the checkpoint's record (:func:`checkpoint_record`) holds, or None when there is
+    no record, or one without a hash (a checkpoint the user made some other way)."""
+    record = checkpoint_record(path)
+    try:
+        value = json.loads(record.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -57,8 +57,9 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if table.partial is not None:
         raise ResultsError(f"{path} ends in a cut line {table.partial[:60]!r} (an interrupted write) — run the same "
                            "`metaprompt-lite bench` command: it drops that line and runs its row again")
-    if not table.rows:
-        raise ResultsError(f"{path} holds a header and no rows — run `metaprompt-lite bench` to fill it, or delete it")
+    if not table.rows:  # a report of nothing: empty tables and figures that say nothing
+        raise ResultsError(f"{path} holds the header but no rows — run `metaprompt-lite bench` to fill it, or "
+                           "delete it")
     check_settings(path, table.rows, key)
     frame = pd.DataFrame(table.rows, columns=list(columns))
     for column in columns:
@@ -277,17 +278,30 @@ def report(results_dir: str | Path = "results") -> Path:
     return path
 
 
+def _plain_table(frame: pd.DataFrame) -> str:
+    """A frame as text with 2 decimals, and '–' where there is no number (a std over one seed, a target
+    that is not in this benchmark) instead of NaN."""
+    return frame.to_string(na_rep="–", float_format=lambda value: f"{value:.2f}")
+
+
 def summary_text(results_dir: str | Path = "results") -> str:
-    """The summary the bench prints: B2N averages per method and DG mean accuracy per benchmark."""
+    """The summary the bench prints: B2N averages per method and DG accuracy per target and benchmark,
+    each benchmark with its own targets (accuracies in %)."""
     results_dir = Path(results_dir)
     parts = []
     if (results_dir / "b2n.csv").is_file():
-        avg = b2n_average(read_results(results_dir / "b2n.csv")).round(2)
-        parts.append("Base-to-new (average over datasets, mean over seeds)\n"
-                     + avg.loc[_method_order(avg.index), ["base", "new", "hm", "hm_std", "seeds"]].to_string())
+        avg = b2n_average(read_results(results_dir / "b2n.csv"))
+        parts.append("Base-to-new (accuracy in %: average over datasets, mean over seeds; hm_std over seeds)\n"
+                     + _plain_table(avg.loc[_method_order(avg.index), ["base", "new", "hm", "hm_std", "seeds"]]))
     if (results_dir / "dg.csv").is_file():
-        table = dg_table(read_results(results_dir / "dg.csv")).round(2)
-        parts.append("Domain generalisation (accuracy per target, mean over seeds)\n" + table.to_string())
+        table = dg_table(read_results(results_dir / "dg.csv"))
+        benchmarks = []
+        for benchmark in table.index.get_level_values(0).unique():
+            sub = table.loc[benchmark]
+            sub = sub[[c for c in sub.columns if c in ("mean", "mean_std") or sub[c].notna().any()]]  # its targets
+            benchmarks.append(f"{benchmark}\n" + _plain_table(sub.loc[_method_order(sub.index)]))
+        parts.append("Domain generalisation (accuracy in % on the held-out target, mean over seeds; mean over "
+                     "targets and its std over seeds)\n" + "\n\n".join(benchmarks))
     return "\n\n".join(parts) or f"no results in {results_dir}"
 
 

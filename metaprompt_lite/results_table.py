@@ -8,8 +8,8 @@ A results file is a small database that must not lie. Three rules keep it honest
    ``write``) is the only damage a crash can leave, and it is easy to see: the file does not end in a
    newline.
 2. **Every reader validates.** Header, number of fields, types (``seed`` a non-negative integer, names
-   non-empty, accuracies finite numbers), no run twice. Anything else is a :class:`ResultsError` whose
-   one-line message says what is wrong and what to do.
+   non-empty, accuracies in % from 0 to 100, other numbers finite), no run twice. Anything else is a
+   :class:`ResultsError` whose one-line message says what is wrong and what to do.
 3. **Only the cut last line is repaired**, by the benchmark on start (:func:`prepare_resume`), with a
    warning that quotes the dropped fragment; its run is simply run again. ``report`` repairs nothing:
    it refuses a damaged file and marks a partial method × dataset × seed grid (:func:`missing_runs`).

@@ -67,3 +67,17 @@ def base_class_shots(dataset, shots: int, seed: int) -> tuple[torch.Tensor, torc
     pool_index, pool_labels = select_classes(dataset.labels[pool], base)
     drawn = few_shot_indices(pool_labels, shots, seed)
     return pool[pool_index[drawn]], pool_labels[drawn]
+
+
+def smallest_pool(dataset, target: str | None = None) -> int:
+    """The fewest images a run can draw for one class: base-to-new, a base class's train-pool images;
+    DG (``target`` held out), a class's images in one source domain. ``shots`` above it are capped
+    (:func:`few_shot_indices` gives all there is), so a requested number above it is not honoured."""
+    if target is None:
+        base, _ = base_new_split(len(dataset.classnames))
+        pool = dataset.labels[dataset.split == 0]
+        return min(int((pool == c).sum()) for c in base.tolist())
+    held_out = list(dataset.domains).index(target)
+    sources = [d for d in range(len(dataset.domains)) if d != held_out]
+    return min(int(((dataset.labels == c) & (dataset.domain == d)).sum())
+               for c in range(len(dataset.classnames)) for d in sources)

@@ -156,3 +156,35 @@ def test_local_checkpoint_round_trip(tmp_path, backbone):
     loaded = load_clip("tiny-clip", path)
     tokens = backbone.tokenizer(["a cat"])
     assert torch.equal(loaded.model.encode_text(tokens), backbone.model.encode_text(tokens))
+
+
+def test_the_pocket_checkpoints_sha256_has_one_record_that_the_card_quotes_and_the_file_matches():
+    """``pocket-clip.json`` (written by ``metaprompt-lite pretrain``) holds the sha256 that loading checks;
+    the model card is generated from it and must quote the same value; the committed file must match."""
+    from metaprompt_lite.backbone import file_sha256
+    from metaprompt_lite.paths import POCKET_CHECKPOINT, checkpoint_record, data_dir, recorded_sha256
+
+    checkpoint = data_dir() / POCKET_CHECKPOINT
+    recorded = recorded_sha256(checkpoint)
+    assert checkpoint_record(checkpoint).name == "pocket-clip.json" and len(recorded) == 64
+    card = (checkpoint.parent / "README.md").read_text()
+    assert f"| sha256 | `{recorded}` |" in card and card.count("sha256") == 1
+    assert file_sha256(checkpoint) == recorded
+
+
+def test_a_checkpoint_is_hashed_once_per_process_until_it_changes(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from metaprompt_lite import backbone as module
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 100)
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(module.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    assert module.file_sha256(path) == module.file_sha256(path) == real(b"a" * 100).hexdigest()
+    assert len(calls) == 1
+    path.write_bytes(b"b" * 100)  # same size; a new modification time
+    os.utime(path, ns=(1, 1))
+    assert module.file_sha256(path) == real(b"b" * 100).hexdigest() and len(calls) == 2

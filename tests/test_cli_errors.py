@@ -4,11 +4,13 @@ nothing else on disk changed. Runs in-process on a clone-like folder (data/ link
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 from pathlib import Path
 
 import pytest
+import torch
 
 import metaprompt_lite.bench as bench_module
 from metaprompt_lite.cli import main
@@ -18,7 +20,10 @@ from metaprompt_lite.results_table import B2N_COLUMNS
 DATA = data_dir()
 POCKET_FIX = ("restore it with `git checkout data/pocket-clip`, rebuild it with `metaprompt-lite pretrain`, or pass "
               "`--pretrained none` for random weights")
+USER_FIX = ("check the path, pass a checkpoint `metaprompt-lite pretrain` wrote, leave out --pretrained for the committed "
+            "pocket CLIP, or pass `--pretrained none` for random weights")  # a file the user passed: no `git checkout`
 TINY = ["--model", "tiny-clip", "--pretrained", "none"]
+RECORDED = json.loads((DATA / "pocket-clip" / "pocket-clip.json").read_text())["sha256"]  # the checkpoint's record
 HEADER = ",".join(B2N_COLUMNS) + "\r\n"
 S = ",official,tiny-clip,random,2,16,0.002,6,,0.2.0+abc"  # what made a row (run.row_settings), as CSV cells
 
@@ -104,25 +109,37 @@ def test_missing_data_directory(clone, capsys, tmp_path, monkeypatch):
     assert not nowhere.exists()
 
 
+def _checksum_line(path: Path, content: bytes) -> str:
+    actual = hashlib.sha256(content).hexdigest()[:12]
+    return (f"error: checksum mismatch for {path}: sha256 {actual}… but {path.with_suffix('.json')} records "
+            f"{RECORDED[:12]}… (the file was changed or cut short) — ")
+
+
 @pytest.mark.parametrize("cut", [0, 100, 5000])
 def test_truncated_checkpoint_names_the_file_and_the_fix(clone, capsys, cut):
+    """The committed checkpoint cut short fails its recorded sha256 (fix: `git checkout`); a copy the user
+    passes, which has no record, is read and found cut short (fix: not `git checkout`)."""
     work, data = clone
     path = data / "pocket-clip" / "pocket-clip.safetensors"
-    damage(path, path.resolve().read_bytes()[:cut] if cut else b"")
-    assert run_cli(["zeroshot", "--suite", "probe"], capsys, work, data) == (
-        f"error: checkpoint {path} is cut short or not a checkpoint — " + POCKET_FIX)
+    content = path.resolve().read_bytes()[:cut] if cut else b""
+    damage(path, content)
+    assert run_cli(["zeroshot", "--suite", "probe"], capsys, work, data) == _checksum_line(path, content) + POCKET_FIX
+    copy = work / "copy.safetensors"
+    copy.write_bytes(content)
+    assert run_cli(["zeroshot", "--suite", "probe", "--pretrained", str(copy)], capsys, work, data) == (
+        f"error: checkpoint {copy} is cut short or not a checkpoint — " + USER_FIX)
 
 
 def test_explicit_missing_checkpoint_uses_the_cli_spelling(clone, capsys):
     work, data = clone
     assert run_cli(["zeroshot", "--pretrained", "nothing.safetensors"], capsys, work, data) == (
-        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + POCKET_FIX)
+        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + USER_FIX)
     for command in (["zeroshot"], ["data", "headroom"]):  # every command that loads a model resolves it one way
         assert run_cli([*command, "--model", "tiny-clip"], capsys, work, data) == (
             "error: --model tiny-clip needs --pretrained — give an open_clip tag (e.g. openai), a checkpoint file, "
             "or none for random weights")
     assert run_cli(["data", "headroom", "--pretrained", "nothing.safetensors"], capsys, work, data) == (
-        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + POCKET_FIX)
+        "error: checkpoint file nothing.safetensors for model pocket-clip does not exist — " + USER_FIX)
 
 
 def test_unknown_dataset_and_method(clone, capsys):
@@ -190,6 +207,10 @@ GLUED_CSV = (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5" + S + "\
      "results/b2n.csv ends in a cut line 'cocoop,emoji-no' (an interrupted write) — run the same `metaprompt-lite "
      "bench` command: it drops that line and runs its row again"),
     EMPTY_CSV,
+    (HEADER, "results/b2n.csv holds the header but no rows — run `metaprompt-lite bench` to fill it, or delete it"),
+    (HEADER + "coop,cards,1,0.5,100.5,0.99,0.5" + S + "\r\n",
+     "results/b2n.csv line 2: new '100.5' is not an accuracy in % (0 to 100) — fix or delete that line in "
+     "results/b2n.csv (`metaprompt-lite bench` re-runs missing rows)"),
     ("garbage\r\n", f"results/b2n.csv has the header 'garbage', expected '{HEADER.strip()}' — "
                     "is it another suite's file? Move it away and run `metaprompt-lite bench` again"),
     GLUED_CSV,
@@ -288,3 +309,256 @@ def test_a_crafted_gram_artifact_is_refused_without_running_its_code(clone, caps
     assert not marker.exists()
     pickle.loads(pickle.dumps(Payload(marker)))  # the payload is live: a plain unpickling runs it, and we would see it
     assert marker.exists()
+
+
+def usage_error(argv, capsys, *roots) -> str:
+    """Parse ``argv``: a usage error exits 2 with one line on stderr and changes nothing on disk."""
+    before = snapshot(*roots)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert snapshot(*roots) == before
+    return err.strip()
+
+
+TRAIN_CARDS = ["train", "--dataset", "cards", *TINY]
+TRAIN_HELP = " — see `metaprompt-lite train --help`"
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([*TRAIN_CARDS, "--lr", "0"], "error: argument --lr: must be a number > 0, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--lr", "-0.01"], "error: argument --lr: must be a number > 0, got -0.01" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--lr", "nan"], "error: argument --lr: 'nan' is not a finite number" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--batch-size", "0"], "error: argument --batch-size: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--batch-size", "-1"],
+     "error: argument --batch-size: must be a whole number >= 1, got -1" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--epochs", "-1"], "error: argument --epochs: must be a whole number >= 1, got -1" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--epochs", "0"], "error: argument --epochs: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--max-steps", "0"], "error: argument --max-steps: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--shots", "0"], "error: argument --shots: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--threads", "0"], "error: argument --threads: must be a whole number >= 1, got 0" + TRAIN_HELP),
+    ([*TRAIN_CARDS, "--shots", "2.5"], "error: argument --shots: '2.5' is not a whole number" + TRAIN_HELP),
+    (["bench", "--workers", "-1", *TINY],
+     "error: argument --workers: must be a whole number >= 0, got -1 — see `metaprompt-lite bench --help`"),
+    (["bench", "--max-steps", "0", *TINY],
+     "error: argument --max-steps: must be a whole number >= 1, got 0 — see `metaprompt-lite bench --help`"),
+    ([*TRAIN_CARDS, "--device", "foo"],
+     "error: argument --device: unknown device 'foo' (use cpu, cuda or cuda:N)" + TRAIN_HELP),
+    (["bench", "--device", "foo", *TINY],
+     "error: argument --device: unknown device 'foo' (use cpu, cuda or cuda:N) — see `metaprompt-lite bench --help`"),
+])
+def test_bad_numbers_and_devices_are_usage_errors(clone, capsys, argv, line):
+    """Before this, --lr 0 ended in a ZeroDivisionError in the scheduler, --shots 0 silently ran the preset's
+    shots, --workers -1 and the other counts failed late or oddly."""
+    work, data = clone
+    assert usage_error(argv, capsys, work, data) == line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("command", [["train", "--dataset", "cards"], ["zeroshot"], ["bench"]])
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_cuda_is_a_usage_error(clone, capsys, command, device):
+    work, data = clone
+    assert usage_error([*command, *TINY, "--device", device], capsys, work, data) == (
+        f"error: argument --device: {device!r} needs a CUDA GPU and this machine has none (or torch was built "
+        "without CUDA) — use --device cpu")
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([*TRAIN_CARDS, "--target", "photo"],
+     "error: --target is for DG benchmarks; cards is a base-to-new dataset — drop --target photo, or use a DG "
+     "benchmark (emoji-pacs, flags-dg)"),
+    (["train", "--dataset", "emoji-pacs", "--target", "clipart", *TINY],
+     "error: emoji-pacs has no domain 'clipart' — use --target with one of photo, art, cartoon, sketch"),
+    ([*TRAIN_CARDS, "--shots", "9"],
+     "error: --shots 9 is more than cards has: 8 images per base class in its train pool — use --shots 8 or fewer"),
+    (["train", "--dataset", "emoji-pacs", "--target", "photo", "--shots", "5", *TINY],
+     "error: --shots 5 is more than emoji-pacs has: 4 images per class and source domain — use --shots 4 or fewer"),
+    (["bench", "--suite", "b2n", "--datasets", "emoji-pacs", *TINY],
+     "error: emoji-pacs is a DG benchmark, not part of the b2n suite — use --suite dg (or all) for it, or one of "
+     "emoji-objects, cards, fashion, emoji-novel-objects, emoji-novel-mixed, emoji-novel-animals, emoji-novel-food, "
+     "emoji-novel-places, flags-pixel, emoji-pixel"),
+    (["bench", "--suite", "dg", "--datasets", "flags-dg", "cards", *TINY],
+     "error: cards is a base-to-new dataset, not part of the dg suite — use --suite b2n (or all) for it, or one of "
+     "emoji-pacs, flags-dg"),
+])
+def test_arguments_that_do_not_fit_the_dataset_are_refused_before_any_work(clone, capsys, monkeypatch, argv, line):
+    """A --target on a base-to-new dataset used to be ignored, and typed --shots above what a class has were
+    capped without a word: both ran another run than the one asked for."""
+    work, data = clone
+    monkeypatch.setattr(bench_module, "bench", lambda config: pytest.fail("bench started"))
+    assert run_cli(argv, capsys, work, data) == line
+
+
+def test_shots_up_to_the_pool_run_and_the_preset_default_is_capped_silently(clone, capsys):
+    work, data = clone
+    for extra in (["--shots", "8"], []):  # the pool's 8, and the preset's 16 (capped at 8 by design)
+        assert main([*TRAIN_CARDS, "--method", "coop", "--max-steps", "1", "--out-dir", "", *extra]) == 0
+        err = capsys.readouterr().err
+        assert "error" not in err and "shots" in err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a checkpoint", "is cut short or not a checkpoint"),
+    (None, "holds no weights of an open_clip pocket-clip (none of its tensor names)"),
+])
+def test_a_file_that_is_not_a_model_checkpoint(clone, capsys, content, message):
+    """Before, a file that is no checkpoint (or a safe but foreign one) gave open_clip's AssertionError or
+    AttributeError traceback."""
+    work, data = clone
+    path = work / "tiny.pt"
+    if content is None:
+        torch.save({"a": 1}, path)
+    else:
+        path.write_bytes(content)
+    assert run_cli(["zeroshot", "--pretrained", "tiny.pt"], capsys, work, data) == (
+        f"error: checkpoint tiny.pt {message} — " + USER_FIX)
+    torch.save([torch.zeros(2)], path)  # a list, not a dict: open_clip's AttributeError before
+    assert run_cli(["zeroshot", "--pretrained", "tiny.pt"], capsys, work, data) == (
+        "error: checkpoint tiny.pt is cut short or not a checkpoint — " + USER_FIX)
+
+
+def test_a_corrupt_default_checkpoint_fails_its_recorded_sha256(clone, capsys):
+    """1 MB of 0xFF in the middle of the committed checkpoint: the file still parses (every weight there
+    becomes NaN), and is refused by its record before any weight is used."""
+    work, data = clone
+    path = data / "pocket-clip" / "pocket-clip.safetensors"
+    content = bytearray(path.resolve().read_bytes())
+    content[4 << 20 : 5 << 20] = b"\xff" * (1 << 20)
+    damage(path, bytes(content))
+    assert run_cli(["zeroshot", "--suite", "probe"], capsys, work, data) == (
+        _checksum_line(path, bytes(content)) + POCKET_FIX)
+
+
+def test_a_changed_user_checkpoint_with_a_record_is_refused_without_git_checkout(clone, capsys):
+    work, data = clone
+    copy = work / "mine.safetensors"
+    content = bytearray((data / "pocket-clip" / "pocket-clip.safetensors").resolve().read_bytes())
+    content[-10:] = b"\x00" * 10
+    copy.write_bytes(bytes(content))
+    (work / "mine.json").write_text(json.dumps({"sha256": RECORDED}))  # as `metaprompt-lite pretrain` writes it
+    line = run_cli(["zeroshot", "--pretrained", "mine.safetensors"], capsys, work, data)
+    assert line == (f"error: checksum mismatch for mine.safetensors: sha256 "
+                    f"{hashlib.sha256(bytes(content)).hexdigest()[:12]}… but mine.json records {RECORDED[:12]}… (the "
+                    "file was changed or cut short) — pass the file that mine.json describes (or delete that record "
+                    "if you changed the file on purpose), or `--pretrained none` for random weights")
+    assert "git checkout" not in line
+
+
+def test_weights_with_nan_or_inf_are_refused(clone, capsys):
+    from safetensors.torch import load_file, save_file
+
+    work, data = clone
+    state = load_file(str(data / "pocket-clip" / "pocket-clip.safetensors"))
+    for value in (float("nan"), float("inf")):
+        bad = dict(state)
+        bad["text_projection"] = bad["text_projection"].clone()
+        bad["text_projection"][0, 0] = value
+        save_file(bad, str(work / "bad.safetensors"))
+        assert run_cli(["zeroshot", "--pretrained", "bad.safetensors"], capsys, work, data) == (
+            "error: checkpoint bad.safetensors holds NaN or Inf in 1 tensors (e.g. text_projection), a damaged or "
+            "diverged checkpoint — pass another checkpoint, or `--pretrained none` for random weights")
+
+
+@pytest.mark.parametrize("model, detail", [
+    ("tiny-clip", "ln_final.bias is [192] there, [40] in tiny-clip"),
+    ("ViT-B-16", "ln_final.bias is [192] there, [512] in ViT-B-16"),
+])
+def test_a_checkpoint_of_another_architecture_is_named_as_such(clone, capsys, model, detail):
+    """Before: "cut short or not a checkpoint" (ViT-B-16) or open_clip's AssertionError (tiny-clip)."""
+    work, data = clone
+    path = data / "pocket-clip" / "pocket-clip.safetensors"
+    assert run_cli(["zeroshot", "--model", model, "--pretrained", str(path)], capsys, work, data) == (
+        f"error: checkpoint {path} holds weights for another architecture than {model} ({detail}) — pass the "
+        "--model it was trained as")
+
+
+def test_a_foreign_run_checkpoint_is_refused_by_name(clone, capsys):
+    """A safe file of another kind where a run checkpoint belongs: a KeyError traceback before."""
+    work, data = clone
+    argv = ["train", "--method", "coop", "--dataset", "cards", "--max-steps", "1", "--batch-size", "4", *TINY]
+    assert main(argv) == 0
+    capsys.readouterr()
+    (checkpoint,) = (work / "runs").glob("*.pt")
+    torch.save({"a": 1}, checkpoint)
+    relative = Path("runs") / checkpoint.name
+    assert run_cli(argv, capsys, work, data, only_line=False) == (
+        f"error: {relative} is not a run checkpoint (it lacks prompts, optimizer, scheduler, generator, torch_rng, "
+        f"step, history) — delete {relative} to start that run afresh")
+
+
+def test_a_foreign_gram_artifact_is_refused_by_name(clone, capsys):
+    work, data = clone
+    path = data / "gram" / "tiny-clip-gram-coop.pt"
+    torch.save({"a": 1}, path)
+    line = run_cli(["train", "--method", "gram-coop", "--dataset", "cards", "--max-steps", "1", "--out-dir", "",
+                    *TINY], capsys, work, data, only_line=False)
+    assert line == (f"error: {path} is not a GRAM artifact (it lacks init, regulator) — `git checkout data/gram` "
+                    "restores the committed ones, `metaprompt-lite gram` meta-trains them again (it needs the corpus: "
+                    "`metaprompt-lite data build --corpus`)")
+
+
+def test_bench_refuses_an_unwritable_out_dir_before_training(clone, capsys, monkeypatch):
+    work, data = clone
+    monkeypatch.setattr(bench_module, "run_base_to_new", lambda *a, **k: pytest.fail("trained"))
+    (work / "notes.txt").write_text("a file where a folder should be")
+    argv = ["bench", "--suite", "b2n", "--methods", "coop", "--datasets", "cards", "--seeds", "1", "--no-report", *TINY]
+    assert run_cli([*argv, "--out-dir", "notes.txt/results"], capsys, work, data) == (
+        f"error: cannot write to --out-dir notes.txt/results: {work}/notes.txt is a file, not a folder — pass a folder")
+    if os.geteuid() != 0:  # root writes anywhere: the permission case only for other users
+        locked = work / "locked"
+        locked.mkdir(mode=0o555)
+        assert run_cli([*argv, "--out-dir", "locked/results"], capsys, work, data).startswith(
+            f"error: cannot write to --out-dir locked/results: {locked} is not writable")
+
+
+def test_ctrl_c_in_train_before_the_first_checkpoint_says_nothing_was_kept(clone, capsys, monkeypatch):
+    """Ctrl-C at step 4 of a run that checkpoints every 50 steps: no checkpoint exists, and the line says
+    so (it used to say the run's last checkpoint was kept), on its own line after the progress bar."""
+    import metaprompt_lite.engine as engine
+
+    work, data = clone
+    original = engine.training_batch
+
+    def interrupted_at_step_4(*args):
+        if args[4] == 4:  # the step
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(engine, "training_batch", interrupted_at_step_4)
+    assert main(["train", "--method", "coop", "--dataset", "cards", "--max-steps", "10", "--batch-size", "4",
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "train:" in err  # the bar was drawn
+    assert err.splitlines()[-1] == ("interrupted at step 4: no checkpoint yet (one is written every 50 steps), "
+                                    "nothing was kept; run the same command to start again")
+    assert not list((work / "runs").glob("*.pt")) if (work / "runs").exists() else True
+
+
+def test_a_resumed_train_reports_the_whole_runs_training_time(clone, capsys, monkeypatch):
+    """The second call finds the finished checkpoint and trains no step: it used to print train_s of its own
+    part (a few ms); the checkpoint now carries the seconds the run trained."""
+    import time as clock
+
+    import metaprompt_lite.engine as engine
+
+    work, data = clone
+    original = engine.training_batch
+    monkeypatch.setattr(engine, "training_batch", lambda *a: (clock.sleep(0.1), original(*a))[1])
+    argv = ["train", "--method", "coop", "--dataset", "cards", "--max-steps", "3", "--batch-size", "4", "--json", *TINY]
+    seconds = []
+    for _ in range(2):
+        assert main(argv) == 0
+        seconds.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["train_s"])
+    assert seconds[0] >= 0.3 and seconds[1] == seconds[0]
+
+
+def test_a_model_checkpoint_with_a_pickle_payload_is_refused_without_running_it(clone, capsys, tmp_path):
+    work, data = clone
+    marker = tmp_path / "code-ran"
+    torch.save({"text_projection": Payload(marker)}, work / "payload.pt")
+    assert run_cli(["zeroshot", "--pretrained", "payload.pt"], capsys, work, data) == (
+        "error: checkpoint payload.pt holds pickled code (exec), refused without running it — " + USER_FIX)
+    assert not marker.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,10 @@ import torch
 
 from conftest import is_share_of
 from metaprompt_lite.engine import (
+    RUN_CHECKPOINT_KEYS,
+    CheckpointError,
     OptimConfig,
+    TrainingInterrupted,
     TrainState,
     accuracy,
     augment,
@@ -110,6 +114,14 @@ def test_epoch_schedule_is_dassls():
     assert lrs[-1] > 0.14 * 0.0015
 
 
+@pytest.mark.parametrize("field, value", [("lr", 0.0), ("lr", -0.1), ("lr", float("nan")), ("epochs", 0),
+                                          ("batch_size", 0), ("max_steps", -1)])
+def test_optim_config_refuses_values_that_cannot_train(field, value):
+    """lr 0 used to divide by zero in build_scheduler's warm-up factor; the counts must be at least 1."""
+    with pytest.raises(ValueError, match="must be"):
+        OptimConfig(**{field: value})
+
+
 def test_constant_schedule_and_unknown_schedule():
     config = OptimConfig(lr=1e-6, schedule="constant")
     assert _lr_sequence(config, total_steps=10, warmup_steps=2) == [1e-6] * 10
@@ -169,6 +181,77 @@ def test_resume_is_bit_for_bit(backbone, dataset, tmp_path, method_name):
         a, b = straight.extras[key].state_dict(), resumed.extras[key].state_dict()
         if isinstance(a, dict) and all(torch.is_tensor(v) for v in a.values()):
             assert all(torch.equal(a[k], b[k]) for k in a), key
+
+
+def _slow(step_fn, seconds=0.05):
+    def slow(state, batch):
+        time.sleep(seconds)
+        return step_fn(state, batch)
+    return slow
+
+
+def test_train_seconds_cover_the_whole_run_across_a_resume(backbone, dataset, tmp_path):
+    """A resumed run's training time includes the part before the checkpoint (it is in the checkpoint),
+    and each history entry records the seconds so far."""
+    index = (dataset.labels < 3).nonzero().flatten()
+    images, labels = dataset.images[index], dataset.labels[index]
+    path = tmp_path / "run.pt"
+    first, method, optim = _state(backbone, dataset, "coop")
+    train(first, _slow(make_step(method, first, False, 4)), images, labels, None, optim, 4, checkpoint_path=path,
+          progress=False, stop_after=2)
+    assert first.train_s >= 0.1 and first.history[-1]["train_s"] == first.train_s
+    resumed, _, _ = _state(backbone, dataset, "coop")
+    resumed.load_state_dict(load_checkpoint(path))
+    assert resumed.train_s == first.train_s
+    train(resumed, _slow(make_step(method, resumed, False, 4)), images, labels, None, optim, 4, progress=False)
+    assert resumed.train_s >= first.train_s + 0.1 and resumed.history[-1]["train_s"] == resumed.train_s
+    assert [h["train_s"] for h in resumed.history] == sorted(h["train_s"] for h in resumed.history)
+
+
+def test_a_checkpoint_from_before_train_seconds_still_loads(backbone, dataset, tmp_path):
+    state, method, optim = _state(backbone, dataset, "coop")
+    train(state, make_step(method, state, False, 4), dataset.images, dataset.labels % 3, None, optim, 2,
+          progress=False)
+    old = state.state_dict()
+    del old["train_s"]
+    for entry in old["history"]:
+        del entry["train_s"]
+    save_checkpoint(tmp_path / "old.pt", old)
+    again, _, _ = _state(backbone, dataset, "coop")
+    again.load_state_dict(load_checkpoint(tmp_path / "old.pt"))
+    assert again.step == 2 and again.train_s == pytest.approx(sum(h["step_s"] for h in state.history))
+
+
+def test_ctrl_c_in_train_says_which_checkpoint_is_on_disk(backbone, dataset, tmp_path):
+    index = (dataset.labels < 3).nonzero().flatten()
+    images, labels = dataset.images[index], dataset.labels[index]
+    path = tmp_path / "run.pt"
+    for stop_at, saved in ((1, None), (3, 2)):  # before the first checkpoint (every 2 steps), and after it
+        state, method, optim = _state(backbone, dataset, "coop")
+        step_fn = make_step(method, state, False, 4)
+
+        def interrupted(state, batch):
+            if state.step == stop_at:
+                raise KeyboardInterrupt
+            return step_fn(state, batch)
+
+        with pytest.raises(TrainingInterrupted) as interrupt:
+            train(state, interrupted, images, labels, None, optim, 4, checkpoint_path=path, checkpoint_every=2,
+                  progress=False)
+        assert (interrupt.value.step, interrupt.value.checkpoint_step) == (stop_at, saved)
+        assert path.is_file() == (saved is not None)
+    assert interrupt.value.kept() == (f"interrupted at step 3: the run's checkpoint of step 2 is kept in {path}; run "
+                                      "the same command to resume from it")
+    assert load_checkpoint(path)["step"] == 2
+
+
+def test_a_file_that_is_not_a_checkpoint_dict_is_refused_by_name(tmp_path):
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match=r"list.pt is not a checkpoint \(it holds a list, not a dict\)"):
+        load_checkpoint(tmp_path / "list.pt")
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt is not a run checkpoint \\(it lacks prompts, optimizer"):
+        load_checkpoint(tmp_path / "other.pt").require(RUN_CHECKPOINT_KEYS, "a run checkpoint")
 
 
 def test_checkpoint_errors_and_atomic_save(tmp_path):

@@ -13,6 +13,7 @@ from metaprompt_lite.report import b2n_average, dg_table, markdown, read_results
 
 KEY = B2N_COLUMNS[:3]
 HEADER = ",".join(B2N_COLUMNS) + "\r\n"
+DG_HEADER = ",".join(DG_COLUMNS) + "\r\n"
 # the settings of every row below (run.row_settings): protocol, model, weights, epochs, batch, lr,
 # shots, max_steps, code
 SETTINGS = {"protocol": "official", "model": "tiny-clip", "weights": "random", "epochs": 2, "batch_size": 16,
@@ -76,6 +77,12 @@ def test_append_refuses_to_glue_onto_a_cut_line(tmp_path):
      "(`metaprompt-lite bench` re-runs missing rows)"),
     (HEADER + "coop,flags,1,2.0,nan,1.3,0.5" + S + "\r\n",
      "{p} line 2: new 'nan' is not a finite number — fix or delete that line in {p} "
+     "(`metaprompt-lite bench` re-runs missing rows)"),
+    (HEADER + "coop,flags,1,101.0,1.0,2.0,0.5" + S + "\r\n",
+     "{p} line 2: base '101.0' is not an accuracy in % (0 to 100) — fix or delete that line in {p} "
+     "(`metaprompt-lite bench` re-runs missing rows)"),
+    (HEADER + "coop,flags,1,2.0,1.0,-1.3,0.5" + S + "\r\n",
+     "{p} line 2: hm '-1.3' is not an accuracy in % (0 to 100) — fix or delete that line in {p} "
      "(`metaprompt-lite bench` re-runs missing rows)"),
     (HEADER + ",flags,1,2.0,1.0,1.3,0.5" + S + "\r\n",
      "{p} line 2: empty method — fix or delete that line in {p} (`metaprompt-lite bench` re-runs missing rows)"),
@@ -147,3 +154,35 @@ def test_report_writes_nothing_from_a_damaged_file(tmp_path):
                                 "run the same `metaprompt-lite bench` command: it drops that line and runs its row again")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "b2n.csv"]
     assert (tmp_path / "README.md").read_text() == "the previous report"
+
+
+def test_a_dg_accuracy_above_100_is_refused(tmp_path):
+    path = _write(tmp_path / "dg.csv", DG_HEADER + "coop,flags-dg,pixel,1,250.0,1.0" + S + "\r\n")
+    with pytest.raises(rt.ResultsError, match="acc '250.0' is not an accuracy in % \\(0 to 100\\)"):
+        read_results(path)
+
+
+def test_report_refuses_a_file_with_a_header_and_no_rows(tmp_path):
+    _write(tmp_path / "b2n.csv", HEADER)
+    with pytest.raises(rt.ResultsError, match="holds the header but no rows"):
+        report(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b2n.csv"]
+
+
+def test_summary_of_one_seed_and_of_two_dg_benchmarks_has_no_nan(tmp_path):
+    """A std over one seed is not a number (pandas' NaN): the summary shows '–'; each DG benchmark lists
+    its own targets (one shared table had a NaN column for every other benchmark's target)."""
+    from metaprompt_lite.report import summary_text
+
+    _write(tmp_path / "b2n.csv", HEADER + f"coop,cards,1,50.0,40.0,44.4444,1.0{S}\r\nzsclip,cards,1,45.0,41.0,42.9,0.0{S}\r\n")
+    _write(tmp_path / "dg.csv", DG_HEADER + f"coop,flags-dg,pixel,1,50.0,1.0{S}\r\ncoop,flags-dg,emoji,1,40.0,1.0{S}\r\n"
+           f"coop,emoji-pacs,photo,1,30.0,1.0{S}\r\ncoop,emoji-pacs,photo,2,34.0,1.0{S}\r\n")
+    text = summary_text(tmp_path)
+    assert "NaN" not in text and "accuracy in %" in text
+    b2n, dg = text.split("\n\nDomain generalisation")
+    assert b2n.splitlines()[-1].split() == ["coop", "50.00", "40.00", "44.44", "–", "1"]
+    pacs, flags = dg.split("\n\n")
+    assert [line.split() for line in pacs.splitlines()[1:]] == [
+        ["emoji-pacs"], ["target", "photo", "mean", "mean_std"], ["method"], ["coop", "32.00", "32.00", "2.83"]]
+    assert flags.splitlines()[1].split() == ["target", "emoji", "pixel", "mean", "mean_std"]
+    assert flags.splitlines()[-1].split() == ["coop", "40.00", "50.00", "45.00", "–"]
