@@ -279,8 +279,9 @@ def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: d
         rows.join_thread()
 
 
-def bench(config: BenchConfig) -> Path:
+def bench(config: BenchConfig, on_row=None) -> Path:
     """Run every missing (method, dataset/target, seed) of the suite; returns the CSV path.
+    ``on_row()`` is called after each row is on disk.
 
     Rows run in ``config.workers`` processes with one thread each (independent small runs use two
     cores better than one run with two threads on tiny matrices). A row is the same, bit for bit,
@@ -330,6 +331,8 @@ def bench(config: BenchConfig) -> Path:
             _save_curve(out_dir, curve, history)  # before the row: a row on disk has its curve
             append_row(path, row, columns)
             fault_point("after-append")
+            if on_row is not None:  # e.g. the CLI's wall-time record, kept up to date row by row
+                on_row()
             bar.update(1)
     if path.is_file():  # also after a run killed between its last row and this sort
         # the suite's own method order first, so that a run of a few methods does not reshuffle the file

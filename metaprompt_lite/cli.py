@@ -408,9 +408,17 @@ def _run_bench(args) -> int:
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
         name = f"{suite}.csv" if args.shard is None else shard_name(suite, args.shard)
         args.results_file = os.path.join(args.out_dir, name)  # named if interrupted
-        bench(config)
+        last = [t_suite]
+
+        def record_wall(suite: str = suite) -> None:
+            """Add the wall time since the last record: a run killed later keeps the time of its rows."""
+            now = time.perf_counter()
+            _record_bench_meta(args, {suite: now - last[0]})
+            last[0] = now
+
+        bench(config, on_row=record_wall)
+        record_wall()
         walls[suite] = time.perf_counter() - t_suite
-        _record_bench_meta(args, {suite: walls[suite]})  # now: a later suite may be interrupted
     print(f"bench wall time: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if args.shard is not None:  # no <suite>.csv here until the shards are merged
         print(f"shard {args.shard[0]}/{args.shard[1]} done; when every shard is: metaprompt-lite merge --out-dir "
@@ -441,8 +449,8 @@ def _portable_path(path: str | None) -> str | None:
 
 
 def _record_bench_meta(args, walls: dict[str, float]) -> None:
-    """results/bench_meta.json: what ran, on what, how long. Wall times are summed per suite over
-    resumed invocations (an invocation killed before it ends adds nothing: add it by hand). A shard
+    """results/bench_meta.json: what ran, on what, how long. Wall times are added per suite, after
+    every row, over resumed invocations (a killed invocation loses only the time since its last row). A shard
     writes its own, bench_meta.shard-K-of-N.json (shards may share a folder)."""
     shard = getattr(args, "shard", None)
     name = "bench_meta.json" if shard is None else f"bench_meta.shard-{shard[0]}-of-{shard[1]}.json"

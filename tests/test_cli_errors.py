@@ -254,7 +254,7 @@ def test_ctrl_c_in_bench_names_the_rows_kept(clone, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == ("interrupted: 1 rows kept in results/b2n.csv; run the same command "
                                             "to resume") and "Traceback" not in err
-    assert sorted(p.name for p in (work / "results").iterdir()) == ["b2n.csv"]
+    assert sorted(p.name for p in (work / "results").iterdir()) == ["b2n.csv", "bench_meta.json"]  # + its time
     calls.clear()
     interrupt_at[0] = 1
     with pytest.raises(KeyboardInterrupt):  # --debug: the traceback
