@@ -86,8 +86,7 @@ def _instrument(timers: Timers, backbone) -> None:
     for module in (backbone_module, prompts):
         timers.wrap(module, "encode_image_layers", "prompted image")
         timers.wrap(module, "encode_text_layers", "text encoder")
-        if hasattr(module, "encode_text_shared_prefix"):
-            timers.wrap(module, "encode_text_shared_prefix", "text encoder")
+    timers.wrap(prompts, "prompted_text_features", "text encoder")  # the shared-prefix pass (fastpath)
     # the frozen encoders (CLIP's own forward)
     clip = backbone.model
     original_encode_image = clip.encode_image

@@ -7,8 +7,8 @@ the other drawings are the validation images. Each candidate (lr, epochs) of eac
 by the harmonic mean of pseudo-base and pseudo-new validation accuracy, averaged over the datasets
 given, one seed. The winners are what ``metaprompt_lite.methods._TUNED`` holds.
 
-Run:  python benchmarks/tune_pocket.py [--methods coop ...] [--datasets ...] | tee results/tuning.log
-Prints a line per candidate and the chosen preset per method; writes results/tuning.csv after each
+Run:  python benchmarks/tune_pocket.py [--methods coop ...] [--datasets ...] | tee results/tuned/tuning.log
+Prints a line per candidate and the chosen preset per method; writes results/tuned/tuning.csv after each
 method (so an interrupted run keeps the methods it finished).
 """
 
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=["coop", "cocoop", "ivlp", "maple", "metaprompt",
                                                           "prometar", "gram-coop", "gram-ivlp"])
     parser.add_argument("--datasets", nargs="*", default=["emoji-novel-places", "flags-pixel", "cards"])
-    parser.add_argument("--out", default="results/tuning.csv")
+    parser.add_argument("--out", default="results/tuned/tuning.csv")
     args = parser.parse_args()
     backbone = load_clip(*default_model())
     sets = [validation_dataset(load_dataset(n)) for n in args.datasets]

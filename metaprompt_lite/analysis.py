@@ -22,10 +22,11 @@ from torch.nn import functional as F
 
 from metaprompt_lite.backbone import Backbone
 from metaprompt_lite.engine import make_generator, seed_everything, steps_for, train
-from metaprompt_lite.methods import MethodConfig, compute_logits, prompted_clip, start_training
+from metaprompt_lite.methods import MethodConfig, prompted_clip
 from metaprompt_lite.prompts import PromptedCLIP
-from metaprompt_lite.run import evaluate
-from metaprompt_lite.splits import base_class_shots, base_new_split, relabel, select_classes
+from metaprompt_lite.run import evaluate_base_new
+from metaprompt_lite.splits import base_class_shots, base_new_split, relabel
+from metaprompt_lite.steps import compute_logits, start_training
 
 
 def prompt_gradient(model: PromptedCLIP, method: MethodConfig, images: torch.Tensor, labels: torch.Tensor,
@@ -73,9 +74,8 @@ def alignment_curve(backbone: Backbone, dataset, method: MethodConfig, optim, ev
     0), record the mean gradient alignment over ``probes`` fixed class splits of the training set and
     base/new test accuracy."""
     seed_everything(seed)
-    base, new = base_new_split(len(dataset.classnames))
+    base, _ = base_new_split(len(dataset.classnames))
     names = list(dataset.classnames)
-    test = (dataset.split == 1).nonzero().flatten()
     train_index, labels = base_class_shots(dataset, shots, seed)
     images = dataset.images[train_index]
     model = prompted_clip(backbone, method, [names[i] for i in base], dataset.templates, dataset.name)
@@ -87,12 +87,7 @@ def alignment_curve(backbone: Backbone, dataset, method: MethodConfig, optim, ev
         model.set_classes([names[i] for i in base], templates)
         model.eval()
         alignment = sum(gradient_alignment(model, method, images, labels, seed=k) for k in range(probes)) / probes
-        result = {}
-        for split, classes in (("base", base), ("new", new)):
-            index, relabelled = select_classes(dataset.labels[test], classes)
-            result[split] = evaluate(model, method, dataset.images[test[index]], relabelled,
-                                     [names[i] for i in classes])
-        model.set_classes([names[i] for i in base], templates)
+        result = evaluate_base_new(model, method, dataset)
         return AlignmentPoint(state.step, alignment, result["base"], result["new"])
 
     points = [measure()]

@@ -425,114 +425,6 @@ def encode_text_layers(
     return projection(x) if isinstance(projection, nn.Linear) else x @ projection
 
 
-def common_prefix_length(tokens: torch.Tensor) -> int:
-    """How many leading positions every row of ``tokens`` [N, L] shares, capped before the first
-    row's EOT (the pooled position must stay row-specific)."""
-    same = (tokens == tokens[:1]).all(dim=0)
-    differs = (~same).nonzero()
-    length = int(differs[0]) if len(differs) else tokens.shape[1]
-    return min(length, int(tokens.argmax(dim=-1).min()))
-
-
-def _plain_attention(block: nn.Module) -> bool:
-    """Whether ``block.attn`` is a plain fused-projection multi-head attention (what
-    :func:`_prefix_attention` re-assembles)."""
-    attn = getattr(block, "attn", None)
-    return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.batch_first
-            and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
-            and not hasattr(block, "ln_1_kv"))
-
-
-def _prefix_attention(attn: nn.MultiheadAttention, prefix: torch.Tensor, suffix: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
-    """Multi-head attention of the suffix rows over [their group's prefix ; themselves].
-
-    ``prefix`` [G, P, D] (normalised), ``suffix`` [G·C, S, D] (normalised, group-major); ``mask``
-    [S, P + S] additive. The prefix's keys and values are projected once per group:
-
-        q = W_q s + b_q;  k = [W_k p + b_k ; W_k s + b_k];  v likewise;
-        out = W_o softmax(q kᵀ / √d_h + mask) v + b_o        (per head, as nn.MultiheadAttention)
-    """
-    groups, rows, heads = prefix.shape[0], suffix.shape[0], attn.num_heads
-    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
-    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
-
-    def split_heads(x: torch.Tensor) -> torch.Tensor:  # [N, T, D] -> [N, H, T, D/H]
-        return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
-
-    def keys_of(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        shared = split_heads(F.linear(prefix, weight, bias))  # [G, H, P, d_h]
-        shared = shared.repeat_interleave(rows // groups, dim=0) if groups > 1 else shared.expand(rows, -1, -1, -1)
-        return torch.cat([shared, split_heads(F.linear(suffix, weight, bias))], dim=2)
-
-    q = split_heads(F.linear(suffix, w_q, b_q))
-    out = F.scaled_dot_product_attention(q, keys_of(w_k, b_k), keys_of(w_v, b_v), attn_mask=mask.to(q.dtype))
-    out = out.transpose(1, 2).reshape(rows, suffix.shape[1], -1)
-    return attn.out_proj(out)
-
-
-def encode_text_shared_prefix(
-    model: open_clip.CLIP,
-    tokens: torch.Tensor,
-    embeddings: torch.Tensor,
-    prompts: Sequence[torch.Tensor],
-    prompt_start: int = 1,
-) -> torch.Tensor | None:
-    """:func:`encode_text_layers` for class prompts that share their first positions, computed once.
-
-    Prompted class sequences are ``[SOS] ctx_1..ctx_n name . [EOT]``: every class has the same first
-    ``P = 1 + n_ctx`` positions (or more, when fixed words follow the context). Under causal
-    attention position t sees only positions ≤ t, so the hidden states of those P positions are the
-    same for every class at every layer. This function runs them once per *group* of prompts
-    instead of once per class, and runs the class-specific positions with attention over
-    [shared prefix ; own positions]:
-
-        prefix:  h^P_{i+1} = block_i(h^P_i[ctx ← p_i])                      ([G, P, D])
-        suffix:  h^S_{i+1} = h^S_i + Attn(LN(h^S_i), LN([h^P_i ; h^S_i])) ;  h += MLP(LN(h))
-
-    which is the same block with the prefix rows' keys and values shared (the text tower's cost
-    falls by about P / L). ``prompts[i]`` is [n_ctx, D] (one group) or [G, n_ctx, D] (CoCoOp: one
-    group per image); ``tokens`` [C, L] and ``embeddings`` [C, L, D] are the C classes, once. Returns
-    [C, E] for one group, [G, C, E] for G groups; ``None`` when the shortcut does not apply (no
-    causal mask, or the context does not lie inside the shared prefix): call
-    :func:`encode_text_layers` then. Equal to it up to float rounding (tested).
-    """
-    if model.attn_mask is None or len(prompts) == 0 or getattr(model, "text_pool_type", "argmax") != "argmax":
-        return None
-    n_ctx = prompts[0].shape[-2]
-    shared = common_prefix_length(tokens)
-    if shared < prompt_start + n_ctx:
-        return None
-    cast_dtype = model.transformer.get_cast_dtype()
-    eot = tokens.argmax(dim=-1)
-    length = int(eot.max()) + 1
-    x = embeddings[:, :length].to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-    groups = prompts[0].shape[0] if prompts[0].dim() == 3 else 1
-    # the shared positions, once per group: [G, P, D]; their embeddings are row 0's
-    prefix = embeddings[:1, :shared].to(cast_dtype).expand(groups, -1, -1)
-    prefix = _put(prefix, prompts[0], prompt_start) + model.positional_embedding[:shared].to(cast_dtype)
-    classes = tokens.shape[0]
-    suffix = x[:, shared:].repeat(groups, 1, 1)  # [G·C, S, D], group-major
-    mask = model.attn_mask[shared:length, :length]
-    prefix_mask = model.attn_mask[:shared, :shared]
-    transformer = model.transformer
-    if not getattr(transformer, "batch_first", True) or not all(
-            _plain_attention(block) for block in transformer.resblocks):
-        return None
-    for i, block in enumerate(transformer.resblocks):
-        if 0 < i < len(prompts):
-            prefix = _put(prefix, prompts[i], prompt_start)
-        h = suffix + block.ls_1(_prefix_attention(block.attn, block.ln_1(prefix), block.ln_1(suffix), mask))
-        suffix = h + block.ls_2(block.mlp(block.ln_2(h)))
-        prefix = block(prefix, attn_mask=prefix_mask)
-    x = model.ln_final(suffix)
-    rows = torch.arange(x.shape[0], device=x.device)
-    x = x[rows, eot.repeat(groups) - shared]
-    projection = model.text_projection
-    features = projection(x) if isinstance(projection, nn.Linear) else x @ projection
-    return features if prompts[0].dim() == 2 else features.view(groups, classes, -1)
-
-
 def encode_image_layers(
     model: open_clip.CLIP,
     images: torch.Tensor | None,
@@ -586,3 +478,10 @@ def _global_pool(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if pool_type == "avg":
         return x[:, 1:].mean(dim=1)
     raise NotImplementedError(f"vision pool_type={pool_type!r} is not supported")
+
+
+def image_features(backbone: Backbone, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """[N, E] normalised frozen image features f_I of ``images`` (uint8 or float), in chunks."""
+    out = [F.normalize(backbone.model.encode_image(backbone.preprocess(images[i:i + batch_size])), dim=-1).cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, backbone.embed_dim)

@@ -31,12 +31,12 @@ import torch
 from tqdm import tqdm
 
 from metaprompt_lite import results_table, shard
-from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS, run_key
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
+from metaprompt_lite.engine import steps_for
 from metaprompt_lite.faults import fault_point
 from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, METHODS, budget, check_protocol, preset
 from metaprompt_lite.provenance import code_version, weights_id
-from metaprompt_lite.engine import steps_for
+from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS, run_key
 from metaprompt_lite.run import (
     RunConfig, load_backbone, preset_run, row_settings, run_base_to_new, run_domain_generalization, training_set)
 
@@ -209,17 +209,13 @@ def _loader(config: BenchConfig):
     return config.loader if config.loader is not None else load_dataset
 
 
-def _backbone(config: BenchConfig):
-    return load_backbone(config.model, config.pretrained, config.device)
-
-
 # --------------------------------------------------------------------------- worker processes
 _worker: dict = {}  # per worker process: its config, backbone, datasets and caches
 
 
 def _start_worker(config: BenchConfig, rows) -> None:
     torch.set_num_threads(1)
-    _worker.update(config=config, rows=rows, backbone=_backbone(config), datasets={}, cache={})
+    _worker.update(config=config, rows=rows, backbone=load_backbone(config.model, config.pretrained, config.device), datasets={}, cache={})
 
 
 def _work(group: Group) -> int:
@@ -317,7 +313,7 @@ def bench(config: BenchConfig, on_row=None) -> Path:
     workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
     workers = max(1, min(workers, len(groups)))
     # loaded here in any case: a bad model, checkpoint or device fails in one line before any worker starts
-    backbone = _backbone(config)
+    backbone = load_backbone(config.model, config.pretrained, config.device)
     groups, seconds = largest_first(config, groups, datasets)
     total = sum(len(g.methods) for g in groups)
     if total and config.progress:

@@ -21,23 +21,22 @@ from pathlib import Path
 
 import torch
 
-from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.bench import BenchConfig, bench
-from metaprompt_lite.data import cli as data_cli
+from metaprompt_lite import cli_data
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.data.corpus import load_corpus
 from metaprompt_lite.data.store import StoreError
 from metaprompt_lite.engine import TrainingInterrupted, config_table
 from metaprompt_lite.gram import GramConfig
 from metaprompt_lite.gram_build import build_artifact
-from metaprompt_lite.methods import METHODS, PROTOCOLS, get_method
+from metaprompt_lite.methods import METHODS, PROTOCOLS
 from metaprompt_lite.paths import POCKET_CHECKPOINT, POCKET_MODEL, data_dir, default_model, results_dir
 from metaprompt_lite.pretrain import PretrainConfig, pretrain
 from metaprompt_lite.provenance import code_version
 from metaprompt_lite.report import comparison_text, report, report_all, summary_text
 from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
 from metaprompt_lite.results_table import ACCURACY_COLUMNS, count_rows
-from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
+from metaprompt_lite.run import load_backbone, preset_run, run_base_to_new, run_domain_generalization
 from metaprompt_lite.shard import merge, shard_files, shard_name
 from metaprompt_lite.splits import smallest_pool
 from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
@@ -165,7 +164,7 @@ def _pretrained(value: str | None) -> str | None:
 
 def _load_backbone(args):
     """The backbone of ``--model``/``--pretrained``/``--device`` (after :func:`_resolve_pretrained`)."""
-    return load_clip(args.model, _pretrained(args.pretrained), args.device)
+    return load_backbone(args.model, _pretrained(args.pretrained), args.device)
 
 
 def _train_parser(sub) -> None:
@@ -224,7 +223,6 @@ def _check_shots(args, dataset) -> None:
 
 
 def _run_train(args) -> int:
-    get_method(args.method)  # fail fast on an unknown method
     dataset = load_dataset(args.dataset)
     _check_target(args, dataset)  # before any output: the error is the only line
     _check_shots(args, dataset)
@@ -236,13 +234,13 @@ def _run_train(args) -> int:
                               ("batch_size", args.batch_size), ("max_steps", args.max_steps)):
         if value is not None:
             optim = replace(optim, **{field_name: value})
-    overrides = dict(config.method_overrides)
+    overrides = {}
     if args.meta_order is not None:
         overrides["meta_order"] = args.meta_order
     if args.meta_update is not None:
         overrides["meta_update"] = args.meta_update
-    config = replace(config, optim=optim, shots=args.shots or config.shots, method_overrides=overrides)
-    config.resolved_method()  # fail fast on a bad override
+    # a bad override fails here, in MethodConfig's checks
+    config = replace(config, optim=optim, shots=args.shots or config.shots, recipe=replace(config.recipe, **overrides))
     changed = [name for name in ("shots", "epochs", "lr", "batch_size", "max_steps", "meta_order", "meta_update")
                if getattr(args, name) is not None]
     print(f"preset: {args.method} on the {args.tier} tier, {dataset.suite} suite, {args.protocol} protocol "
@@ -519,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"show the traceback of an error (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data = sub.add_parser("data", help="list or build the offline benchmark suite")
-    data_cli.add_arguments(data, _add_model_arguments)
+    cli_data.add_arguments(data, _add_model_arguments)
     _train_parser(sub)
     _pretrain_parser(sub)
     _zeroshot_parser(sub)
@@ -534,7 +532,7 @@ def _dispatch(args) -> int:
     if hasattr(args, "pretrained"):
         _resolve_pretrained(args)
     if args.command == "data":
-        return data_cli.run(args, _load_backbone)
+        return cli_data.run(args, _load_backbone)
     if args.command == "train":
         return _run_train(args)
     if args.command == "pretrain":

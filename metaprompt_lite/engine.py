@@ -2,13 +2,14 @@
 
 (Class splits and few-shot draws: ``metaprompt_lite.splits``.)
 
-Explained in ``notebooks/02_text_prompts`` (training loop) and ``notebooks/06_metaprompt``.
+Explained in ``notebooks/02_text_prompts`` (training loop) and ``notebooks/06_metaprompt_end_to_end``.
 
-One loop serves every method: :func:`train` draws batches, augments them and hands them to the
-method's step function (``metaprompt_lite.methods``), which returns its losses. Everything that
-makes a run repeatable lives here: :func:`seed_everything`, a dedicated ``torch.Generator`` for
-batch order / augmentation / episode splits, and checkpoints holding prompts, optimizer,
-scheduler, generator and step (so a resumed run continues bit for bit).
+One loop serves every method: :func:`train` takes each step's batch (:func:`training_batch`) and
+hands it to the method's step function (:mod:`metaprompt_lite.steps`), which returns its losses.
+Everything that makes a run repeatable lives here: :func:`seed_everything`; batches that are a pure
+function of (data, seed, step) (the epoch order from :func:`epoch_order`, the crops from a generator
+keyed by (seed, step)); the run's own ``torch.Generator`` for episode splits; and checkpoints holding
+prompts, optimizer, scheduler, generator and step (so a resumed run continues bit for bit).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from metaprompt_lite import faults
+from metaprompt_lite.fastpath import memo
 
 
 # --------------------------------------------------------------------------- seeding
@@ -274,7 +276,7 @@ class TrainState:
     model: nn.Module  # a PromptedCLIP
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    generator: torch.Generator  # augmentation, episode splits
+    generator: torch.Generator  # episode splits (batches and crops come from training_batch's own keys)
     seed: int = 0  # epoch orders
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -458,12 +460,8 @@ def _train_step(state: TrainState, step_fn: StepFn, images: torch.Tensor, labels
     step function, the scheduler, and a history entry."""
     epoch = state.step // per_epoch
     key = (state.seed, state.step, batch_size, len(images), flip, min_scale, interpolation)
-    batch = None if batch_cache is None else batch_cache.get(key)
-    if batch is None:
-        batch = training_batch(images, labels, domains, state.seed, state.step, batch_size, flip, min_scale,
-                               interpolation)
-        if batch_cache is not None:
-            batch_cache[key] = batch
+    batch = memo(batch_cache, key, lambda: training_batch(images, labels, domains, state.seed, state.step, batch_size,
+                                                         flip, min_scale, interpolation))
     t0 = time.perf_counter()
     with _autocast(state.model):
         losses = step_fn(state, batch)

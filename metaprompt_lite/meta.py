@@ -1,6 +1,6 @@
 """Episodic splits and meta-gradient steps (first and second order) built on ``higher``.
 
-Explained in ``notebooks/05_meta_learning_with_higher`` and ``notebooks/06_metaprompt``.
+Explained in ``notebooks/05_meta_learning_with_higher`` and ``notebooks/06_metaprompt_end_to_end``.
 
 A meta-learning episode inside one batch: adapt the prompts on a *support* set with one (or a
 few) inner gradient steps, then measure the loss on a *query* set the support did not contain

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone, encode_image_layers, encode_text_layers, encode_text_shared_prefix
+from metaprompt_lite.backbone import Backbone, encode_image_layers, encode_text_layers
+from metaprompt_lite.fastpath import prompted_text_features
 from metaprompt_lite.losses import clip_logits
 from metaprompt_lite.zeroshot import text_classifier
 
@@ -183,7 +184,11 @@ class PromptedCLIP(nn.Module):
         classnames: Sequence[str],
         templates: Sequence[str] = ("a photo of a {}.",),
         frozen_mean: str = "normalized",
+        seed: int | None = None,
     ) -> None:
+        """``seed``: the random initial prompts are drawn right after seeding torch's generator with
+        it, so they depend on the seed alone, not on whatever drew random numbers before (loading a
+        backbone, building another model). None: drawn from the generator's current state."""
         super().__init__()
         if frozen_mean not in ("normalized", "raw"):
             raise ValueError(f"frozen_mean must be 'normalized' or 'raw', got {frozen_mean!r}")
@@ -200,6 +205,8 @@ class PromptedCLIP(nn.Module):
                     f"{config.n_ctx}; give at least n_ctx tokens or set ctx_init=None"
                 )
             init = init[: config.n_ctx]
+        if seed is not None:
+            torch.manual_seed(seed)
         self.prompts = PromptLearner(config, backbone, ctx_init_embeddings=init)
         # run the positions every class shares ([SOS] + context) once per prompt set: the same
         # features up to float rounding, at a fraction of the cost (False: the plain per-class pass)
@@ -285,7 +292,7 @@ class PromptedCLIP(nn.Module):
         placeholder = prefix.new_zeros(prefix.shape[0], self.config.n_ctx, prefix.shape[-1])
         embeddings = torch.cat([prefix, placeholder, suffix], dim=1)  # [C, L, D]
         if self.share_prefix:  # the class-independent first positions once, not once per class
-            features = encode_text_shared_prefix(self.clip, tokens, embeddings, prompts.text)
+            features = prompted_text_features(self.clip, tokens, embeddings, prompts.text)
             if features is not None:
                 return F.normalize(features, dim=-1)
         if not prompts.conditional:

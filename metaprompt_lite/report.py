@@ -188,6 +188,21 @@ def markdown(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
+# the ablations, each beside the method it ablates (figures draw them in a panel of their own)
+ABLATIONS = {"metaprompt-clean": "metaprompt", "prometar-base": "prometar", "prometar-netlr": "prometar"}
+# one colour and one marker per method, the same in every figure (tab20's 20 colours)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def method_style(method: str) -> tuple:
+    """(colour, marker) of a method: fixed by its place in the benchmark's method order."""
+    import matplotlib
+
+    known = list(dict.fromkeys([*B2N_METHODS, *DG_METHODS, *ABLATIONS]))
+    i = known.index(method) if method in known else len(known) + sum(map(ord, method)) % 8
+    return matplotlib.colormaps["tab20"](i % 20), _MARKERS[i % len(_MARKERS)]
+
+
 def figures(results_dir: Path) -> list[Path]:
     """base_vs_new.png, hm_per_dataset.png, dg_targets.png, curves.png (those with data)."""
     # here, not at the top: importing report (e.g. in a notebook) must not switch matplotlib's backend
@@ -201,30 +216,45 @@ def figures(results_dir: Path) -> list[Path]:
     b2n_path = results_dir / "b2n.csv"
     if b2n_path.is_file():
         frame = read_results(b2n_path)
-        order = _method_order(frame["method"].unique())
         avg = b2n_average(frame)
-        fig, ax = plt.subplots(figsize=(6, 5))
         per = frame.groupby(["method", "dataset"])[["base", "new"]].mean().reset_index()
-        sns.scatterplot(data=per, x="base", y="new", hue="method", hue_order=order, alpha=0.35, ax=ax, legend=False)
-        for i, m in enumerate(order):
-            if m not in avg.index:  # no seed covers every dataset: no average to draw
-                continue
-            r = avg.loc[m]
-            ax.scatter(r.base, r.new, s=120, marker="*", color=sns.color_palette()[i % 10], edgecolor="k", label=m)
+        order = _method_order(frame["method"].unique())
+        panels = [("methods", [m for m in order if m not in ABLATIONS]),
+                  ("ablations, beside the methods they ablate",
+                   [m for m in order if m in ABLATIONS or m in set(ABLATIONS.values())])]
+        panels = [(title, ms) for title, ms in panels if any(m in ABLATIONS for m in ms) or title == "methods"]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), squeeze=False, sharex=True,
+                                 sharey=True)
         lo = min(per["base"].min(), per["new"].min()) - 5
-        ax.plot([lo, 100], [lo, 100], "k--", lw=0.7)
-        ax.set(xlabel="base accuracy (%)", ylabel="new accuracy (%)",
-               title="Base vs new (stars: average over datasets; dots: per dataset)")
-        ax.legend(fontsize=8, loc="lower left")
+        for ax, (title, methods) in zip(axes[0], panels):
+            for m in methods:
+                color, marker = method_style(m)
+                dots = per[per["method"] == m]
+                ax.scatter(dots["base"], dots["new"], s=18, marker=marker, color=color, alpha=0.3)
+                if m in avg.index:  # no seed covers every dataset: no average to draw
+                    ax.scatter(avg.loc[m, "base"], avg.loc[m, "new"], s=140, marker=marker, color=color,
+                               edgecolor="k", label=m)
+            ax.plot([lo, 100], [lo, 100], "k--", lw=0.7)
+            ax.set(xlabel="base accuracy (%)", ylabel="new accuracy (%)", title=title)
+            ax.legend(fontsize=8, loc="lower right")
+        fig.suptitle("Base vs new (large: average over datasets; small: per dataset)")
         fig.tight_layout()
         fig.savefig(results_dir / "base_vs_new.png", dpi=120)
         plt.close(fig)
         written.append(results_dir / "base_vs_new.png")
 
-        fig, ax = plt.subplots(figsize=(max(7, 1.2 * frame["dataset"].nunique()), 4.5))
-        sns.barplot(data=frame, x="dataset", y="hm", hue="method", hue_order=order, errorbar="sd", ax=ax)
-        ax.set(ylabel="harmonic mean (%)", xlabel="", title="Base-to-new HM per dataset (mean ± sd over seeds)")
-        ax.legend(fontsize=7, ncol=2)
+        datasets = sorted(frame["dataset"].unique())
+        fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 1.1 * len(datasets)), 4.2 * len(panels)),
+                                 squeeze=False)
+        for ax, (title, methods) in zip(axes[:, 0], panels):
+            sub = frame[frame["method"].isin(methods)]
+            sns.barplot(data=sub, x="dataset", y="hm", hue="method", hue_order=methods, order=datasets,
+                        palette={m: method_style(m)[0] for m in methods}, errorbar="sd", ax=ax)
+            ax.set(ylabel="harmonic mean (%)", xlabel="", title=f"HM per dataset, {title} (mean ± sd over seeds)")
+            ax.tick_params(axis="x", labelrotation=30)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+            ax.legend(fontsize=7, ncol=4, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
         fig.savefig(results_dir / "hm_per_dataset.png", dpi=120)
         plt.close(fig)

@@ -1,6 +1,6 @@
 """One run = one method on one dataset (base-to-new) or one held-out domain (DG), one seed.
 
-Explained in ``notebooks/06_metaprompt``. The benchmark (``metaprompt-lite bench``) loops over
+Explained in ``notebooks/06_metaprompt_end_to_end``. The benchmark (``metaprompt-lite bench``) loops over
 these; ``metaprompt-lite train`` runs one and prints its :class:`RunConfig` first.
 """
 
@@ -20,24 +20,17 @@ from metaprompt_lite.engine import (
     OptimConfig,
     TrainState,
     accuracy,
-    harmonic_mean,
     load_checkpoint,
     seed_everything,
     steps_for,
     train,
 )
-from metaprompt_lite.methods import (
-    AUGMENTATION,
-    MethodConfig,
-    compute_logits,
-    get_method,
-    preset,
-    prompted_clip,
-    start_training,
-)
+from metaprompt_lite.fastpath import batch_cache, frozen_features
+from metaprompt_lite.methods import AUGMENTATION, MethodConfig, get_method, preset, prompted_clip
 from metaprompt_lite.prompts import PromptedCLIP
-from metaprompt_lite.splits import base_class_shots, base_new_split, few_shot_indices, select_classes
-from metaprompt_lite.zeroshot import image_features
+from metaprompt_lite.splits import base_class_shots, base_new_split, few_shot_indices
+from metaprompt_lite.steps import compute_logits, start_training
+from metaprompt_lite.zeroshot import base_new
 
 
 @dataclass
@@ -45,6 +38,9 @@ class RunConfig:
     """Every knob of one run, printed at its start."""
 
     method: str = "coop"
+    # the method's resolved recipe (the preset's, with any change asked for, e.g. meta_order=2);
+    # None: the method's recipe as :data:`~metaprompt_lite.methods.METHODS` holds it
+    recipe: MethodConfig | None = None
     protocol: str = "official"  # whose budget: "official" (the papers') or "tuned" (pocket validation)
     dataset: str = "emoji-novel-places"
     target: str | None = None  # DG: the held-out domain
@@ -57,7 +53,6 @@ class RunConfig:
     min_scale: float = 0.5  # random resized crop: smallest area kept (paper tier 0.08, pocket 0.5)
     interpolation: str = "bilinear"  # resizing a crop back (paper tier: Dassl's bicubic)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    method_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"meta_order": 2}
     gram_artifact: str | None = None  # GRAM's meta-learned prompts; None = data/gram/<model>-<method>.pt
     out_dir: str | None = None  # checkpoints go here (resumable runs); None = no checkpoints
     checkpoint_every: int = 50
@@ -68,20 +63,19 @@ class RunConfig:
         payload = {k: v for k, v in asdict(self).items() if k not in ("device", "progress", "out_dir")}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-    def resolved_method(self) -> MethodConfig:
-        return get_method(self.method, **self.method_overrides)
+    def __post_init__(self) -> None:
+        if self.recipe is None:
+            self.recipe = get_method(self.method)
 
 
 def preset_run(method: str, tier: str = "pocket", suite: str = "b2n", protocol: str = "official",
                **fields) -> RunConfig:
     """The :class:`RunConfig` of a method's preset (:func:`~metaprompt_lite.methods.preset`) on a tier and
-    suite under a protocol: its optimisation, shots, the tier's augmentation, and as
-    ``method_overrides`` whatever the preset changes in the method's recipe (MetaPrompt's 4+4 DG
-    prompts). ``fields``: the rest (``dataset`` also picks the official per-dataset overrides)."""
+    suite under a protocol: its recipe (MetaPrompt's DG runs: 4+4 prompts), optimisation, shots and
+    the tier's augmentation. ``fields``: the rest (``dataset`` also picks the official per-dataset
+    overrides)."""
     recipe, optim, shots = preset(method, tier, suite, protocol, fields.get("dataset", ""))
-    default = get_method(method)
-    overrides = {k: getattr(recipe, k) for k in recipe.__dataclass_fields__ if getattr(recipe, k) != getattr(default, k)}
-    return RunConfig(method=method, protocol=protocol, optim=optim, shots=shots, method_overrides=overrides,
+    return RunConfig(method=method, recipe=recipe, protocol=protocol, optim=optim, shots=shots,
                      **{**AUGMENTATION[tier], **fields})
 
 
@@ -115,7 +109,7 @@ def row_settings(config: RunConfig, dataset, weights: str, code: str) -> dict[st
     the budget (epochs, batch, lr, shots actually drawn, ``max_steps`` when set) and the code version.
     An untrained method (zero-shot CLIP) has no budget: zeros (``max_steps`` is the benchmark's, so
     that one file holds one value of it)."""
-    trained = get_method(config.method, **config.method_overrides).trainable
+    trained = config.recipe.trainable
     optim = config.optim
     return {"protocol": config.protocol, "model": config.model, "weights": weights,
             "epochs": optim.epochs if trained else 0, "batch_size": optim.batch_size if trained else 0,
@@ -124,10 +118,9 @@ def row_settings(config: RunConfig, dataset, weights: str, code: str) -> dict[st
 
 
 def load_backbone(model: str, pretrained: str | None, device: str = "cpu") -> Backbone:
-    """The frozen backbone of a run. Random weights (``pretrained`` None) are drawn from seed 0, so
-    that every process builds the same model; a run loads its backbone *before* seeding, so that
-    building the model (which draws random numbers even for a checkpoint) never moves the draws
-    that initialise the prompts: a run given a loaded backbone (the benchmark) is the same run."""
+    """The frozen backbone of a run, of ``train``, ``bench`` and every command: ``pretrained`` a
+    checkpoint path or open_clip tag (:func:`~metaprompt_lite.backbone.load_clip`), or None for random
+    weights drawn from seed 0, so that every process builds the same model."""
     if pretrained is not None:
         return load_clip(model, pretrained, device)
     with torch.random.fork_rng():
@@ -151,36 +144,6 @@ def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, l
                  interpolation=config.interpolation)
 
 
-# The batch cache holds every step's augmented images and stems: cheap for the embedded tier's 64 px
-# drawings (a few MB a group), gigabytes at 224 px over ten epochs, so larger images are not cached.
-BATCH_CACHE_MAX_PIXELS = 128 * 128
-
-
-def batch_cache(cache: dict | None, backbone: Backbone, dataset, target: str | None, seed: int,
-                train_index: torch.Tensor) -> dict | None:
-    """The part of a run cache that holds one training set's augmented batches (shared by every
-    method trained on it with this seed and backbone; see :func:`metaprompt_lite.engine.train`).
-    None (no sharing) without a run cache or for images above ``BATCH_CACHE_MAX_PIXELS``."""
-    if cache is None or dataset.images.shape[-1] * dataset.images.shape[-2] > BATCH_CACHE_MAX_PIXELS:
-        return None
-    index = hashlib.sha256(train_index.numpy().tobytes()).hexdigest()
-    key = ("batches", id(backbone), backbone.name, backbone.pretrained, dataset.name, id(dataset.images), target,
-           seed, index)
-    return cache.setdefault(key, {})
-
-
-def frozen_features(backbone: Backbone, dataset, index: torch.Tensor, cache: dict | None) -> torch.Tensor:
-    """Frozen f_I of ``dataset.images[index]``, memoised in ``cache`` (exact: the backbone is frozen)."""
-    key = (id(backbone), backbone.name, backbone.pretrained, dataset.name, id(dataset.images), index.numel(),
-           int(index.sum()) if index.numel() else 0)
-    if cache is not None and key in cache:
-        return cache[key]
-    features = image_features(backbone, dataset.images[index])
-    if cache is not None:
-        cache[key] = features
-    return features
-
-
 def evaluate(model: PromptedCLIP, method: MethodConfig, images, labels: torch.Tensor,
              classnames: list[str], frozen: torch.Tensor | None = None, batch_size: int = 128) -> float:
     """Top-1 accuracy (%) over ``classnames``. ``frozen``: precomputed frozen f_I of ``images``."""
@@ -197,6 +160,23 @@ def evaluate(model: PromptedCLIP, method: MethodConfig, images, labels: torch.Te
     return accuracy(torch.cat(chunks), labels)
 
 
+def evaluate_base_new(model: PromptedCLIP, method: MethodConfig, dataset, backbone: Backbone | None = None,
+                      cache: dict | None = None) -> dict[str, float]:
+    """Base, new and HM accuracy (%) of ``model`` on ``dataset``'s test images
+    (:func:`metaprompt_lite.zeroshot.base_new`); then the model is back on the base classes. With a
+    ``backbone``, the frozen image features come from :func:`frozen_features` (memoised in ``cache``)."""
+    names, templates = list(dataset.classnames), model.templates
+    test = (dataset.split == 1).nonzero().flatten()
+
+    def accuracy_of(index: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor) -> float:
+        frozen = None if backbone is None else frozen_features(backbone, dataset, test[index], cache)
+        return evaluate(model, method, dataset.images[test[index]], labels, [names[i] for i in classes], frozen)
+
+    result = base_new(dataset.labels[test], len(names), accuracy_of)
+    model.set_classes([names[i] for i in base_new_split(len(names))[0]], templates)
+    return result
+
+
 def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None,
                     cache: dict | None = None) -> dict[str, Any]:
     """Train on ``shots`` per base class (train pool), test on base and on new test images."""
@@ -205,12 +185,11 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
                          "dataset — drop --target")
     backbone = backbone or load_backbone(config.model, config.pretrained, config.device)
     seed_everything(config.seed)
-    method = config.resolved_method()
-    base, new = base_new_split(len(dataset.classnames))
-    names = list(dataset.classnames)
-    test = (dataset.split == 1).nonzero().flatten()
+    method = config.recipe
+    base, _ = base_new_split(len(dataset.classnames))
     train_index, train_labels, _ = training_set(config, dataset)
-    model = prompted_clip(backbone, method, [names[i] for i in base], dataset.templates, dataset.name)
+    model = prompted_clip(backbone, method, [dataset.classnames[i] for i in base], dataset.templates, dataset.name,
+                          seed=config.seed)
     t0 = time.perf_counter()
     state = None
     if method.trainable:
@@ -218,13 +197,7 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
                      None, cross_domain=False,
                      batch_cache=batch_cache(cache, backbone, dataset, None, config.seed, train_index))
     train_s = time.perf_counter() - t0
-    result = {}
-    for split_name, classes in (("base", base), ("new", new)):
-        index, labels = select_classes(dataset.labels[test], classes)
-        frozen = frozen_features(backbone, dataset, test[index], cache)
-        result[split_name] = evaluate(model, method, dataset.images[test[index]], labels,
-                                      [names[i] for i in classes], frozen)
-    result["hm"] = harmonic_mean(result["base"], result["new"])
+    result = evaluate_base_new(model, method, dataset, backbone, cache)
     result["train_s"] = train_s
     result["history"] = state.history if state is not None else []
     return result
@@ -236,7 +209,7 @@ def base_new_gain(config: RunConfig, dataset, backbone: Backbone | None = None,
     starting picture is a trained prompt with ``base`` above ``zs_base`` and ``new`` below ``zs_new``.
     Returns ``zs_base``, ``zs_new``, the method's seed means ``base``, ``new`` and ``base_per_seed``,
     ``new_per_seed``."""
-    zero_shot = run_base_to_new(replace(config, method="zsclip", method_overrides={}), dataset, backbone)
+    zero_shot = run_base_to_new(replace(config, method="zsclip", recipe=None), dataset, backbone)
     runs = [run_base_to_new(replace(config, seed=seed), dataset, backbone) for seed in seeds]
     base, new = [r["base"] for r in runs], [r["new"] for r in runs]
     return {"zs_base": zero_shot["base"], "zs_new": zero_shot["new"], "base": sum(base) / len(base),
@@ -249,9 +222,9 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
     train_index, train_labels, domains = training_set(config, dataset)
     backbone = backbone or load_backbone(config.model, config.pretrained, config.device)
     seed_everything(config.seed)
-    method = config.resolved_method()
+    method = config.recipe
     target = dataset.domains.index(config.target)
-    model = prompted_clip(backbone, method, dataset.classnames, dataset.templates, dataset.name)
+    model = prompted_clip(backbone, method, dataset.classnames, dataset.templates, dataset.name, seed=config.seed)
     t0 = time.perf_counter()
     state = None
     if method.trainable:

@@ -29,8 +29,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from metaprompt_lite.provenance import weights_id
 from metaprompt_lite.methods import B2N_METHODS, DG_METHODS
+from metaprompt_lite.provenance import weights_id
 from metaprompt_lite.results_table import (
     B2N_COLUMNS, DG_COLUMNS, LINE_END, ResultsError, format_row, read_table, run_key, sort_rows)
 

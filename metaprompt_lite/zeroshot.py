@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone
+from metaprompt_lite.backbone import Backbone, image_features  # image_features: zero-shot CLIP's f_I
 from metaprompt_lite.data import list_datasets, load_dataset
 from metaprompt_lite.engine import accuracy, harmonic_mean
 from metaprompt_lite.splits import base_new_split, select_classes
@@ -46,27 +46,29 @@ def text_classifier(backbone: Backbone, classnames: Sequence[str], templates: Se
 
 
 @torch.no_grad()
-def image_features(backbone: Backbone, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """[N, E] normalised frozen image features."""
-    out = [F.normalize(backbone.model.encode_image(backbone.preprocess(images[i:i + batch_size])), dim=-1).cpu()
-           for i in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, backbone.embed_dim)
-
-
 def _acc(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> float:
     return accuracy(features @ classifier.t(), labels)
 
 
-def base_new_scores(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> dict:
-    """{all, base, new, hm} accuracy of normalised image ``features`` against a [C, E] ``classifier``
-    (base and new each scored among their own classes, the CoCoOp protocol)."""
-    base, new = base_new_split(len(classifier))
-    row = {"all": _acc(features, labels, classifier)}
+def base_new(labels: torch.Tensor, n_classes: int, accuracy_of: Callable) -> dict[str, float]:
+    """The base-to-new evaluation (the CoCoOp protocol), for any scorer: base test images among the
+    base classes, new among the new, each relabelled 0..k−1, and their HM. ``accuracy_of(index,
+    relabelled, classes)`` scores the examples ``index`` of ``labels`` against ``classes``."""
+    base, new = base_new_split(n_classes)
+    row = {}
     for name, classes in (("base", base), ("new", new)):
         index, relabelled = select_classes(labels, classes)
-        row[name] = _acc(features[index], relabelled, classifier[classes])
+        row[name] = accuracy_of(index, relabelled, classes)
     row["hm"] = harmonic_mean(row["base"], row["new"])
     return row
+
+
+def base_new_scores(features: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> dict:
+    """{all, base, new, hm} accuracy of normalised image ``features`` against a [C, E] ``classifier``
+    (:func:`base_new`)."""
+    return {"all": _acc(features, labels, classifier),
+            **base_new(labels, len(classifier), lambda index, relabelled, classes: _acc(
+                features[index], relabelled, classifier[classes]))}
 
 
 def domain_scores(features: torch.Tensor, dataset, classifier: torch.Tensor) -> dict[str, float]:

@@ -55,7 +55,7 @@ print("trainable parameters:", sum(p.numel() for p in model.prompts.parameters()
 # %%
 results = {}
 for name in ("zsclip", "coop", "cocoop"):
-    method, optim, shots = preset(name)
+    method, optim, shots = preset(name, protocol="tuned")
     config = RunConfig(method=name, dataset=dataset.name, model=backbone.name, pretrained=backbone.pretrained,
                        seed=1, shots=shots, optim=optim, progress=False)
     results[name] = run_base_to_new(config, dataset, backbone)
@@ -83,7 +83,7 @@ plt.show()
 # %% [markdown]
 # ## The base/new trade-off, over every dataset
 # The papers start from this picture (ViT-B/16, 11 datasets): CoOp raises base accuracy by ~13 points
-# over zero-shot CLIP and loses ~11 on new classes. The committed benchmark (`results/b2n.csv`,
+# over zero-shot CLIP and loses ~11 on new classes. The committed benchmark (`results/tuned/b2n.csv`,
 # 3 seeds) shows how much of it appears on the pocket CLIP and the offline suite.
 
 # %%
@@ -114,7 +114,7 @@ print(f"mean over the suite: CoOp − zero-shot on base {cp['base'].mean() - zs[
       f"on new {cp['new'].mean() - zs['new'].mean():+.1f}")
 
 # %% [markdown]
-# The table and the figure above are the committed benchmark (`results/b2n.csv`). The papers'
+# The table and the figure above are the committed benchmark (`results/tuned/b2n.csv`). The papers'
 # picture is base up and new down. Read it per dataset, beside the suite's three kinds
 # (`metaprompt-lite data headroom`, data/README.md):
 # - on the **familiar** datasets (emoji-objects, cards, fashion), the pocket CLIP was pretrained on
@@ -147,7 +147,7 @@ import dataclasses
 
 from metaprompt_lite.run import base_new_gain
 
-_, coop_optim, shots = preset("coop")
+_, coop_optim, shots = preset("coop", protocol="tuned")
 coop_optim = dataclasses.replace(coop_optim, epochs=10)  # the paper preset's epoch count; lr and batch stay
 gain = {}
 for name in ("emoji-novel-places", "flags-pixel"):

@@ -22,9 +22,10 @@ from matplotlib.patches import Rectangle
 
 from metaprompt_lite.backbone import encode_image_layers, load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.methods import compute_logits, get_method
+from metaprompt_lite.methods import get_method
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.steps import compute_logits
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())

@@ -19,10 +19,11 @@ from dataclasses import replace
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
 from metaprompt_lite.losses import asymmetric_contrastive_loss
-from metaprompt_lite.methods import compute_logits, get_method, preset
+from metaprompt_lite.methods import get_method, preset
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, run_base_to_new
+from metaprompt_lite.steps import compute_logits
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
@@ -68,12 +69,12 @@ assert table.loc["CE(ℓt)", "vision_ctx"] == 0 and table.loc["CE(ℓt)", "ctx"]
 # off, to isolate the loss), one seed on emoji-novel-mixed. Live run (~1 min).
 
 # %%
-_, optim, shots = preset("metaprompt")
+_, optim, shots = preset("metaprompt", protocol="tuned")
 ablation = {}
 for terms_kept in (("fused", "image", "text"), ("fused",), ("image", "text"), ("fused", "image"), ("fused", "text")):
     config = RunConfig(method="metaprompt", dataset=dataset.name, model=backbone.name, pretrained=backbone.pretrained,
                        seed=1, shots=shots, optim=optim, progress=False,
-                       method_overrides={"loss_terms": terms_kept, "episodic": False})
+                       recipe=get_method("metaprompt", loss_terms=terms_kept, episodic=False))
     r = run_base_to_new(config, dataset, backbone)
     ablation[" + ".join(terms_kept)] = {"base": r["base"], "new": r["new"], "hm": r["hm"]}
 ablation = pd.DataFrame(ablation).T.round(1)

@@ -27,12 +27,13 @@ from metaprompt_lite.data import load_dataset
 from metaprompt_lite.engine import make_generator
 from metaprompt_lite.losses import asymmetric_contrastive_loss, clip_logits
 from metaprompt_lite.meta import cross_class_episodes, cross_domain_episodes, meta_gradients
-from metaprompt_lite.methods import TEXT_PARAMS, compute_logits, get_method
+from metaprompt_lite.methods import get_method
 from metaprompt_lite.paths import default_model, results_dir
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.report import b2n_average
-from metaprompt_lite.splits import base_new_split, relabel
 from metaprompt_lite.run import preset_run, run_base_to_new
+from metaprompt_lite.splits import base_new_split, relabel
+from metaprompt_lite.steps import TEXT_PARAMS, compute_logits
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
@@ -86,9 +87,9 @@ runs = {}
 for label, name, overrides in (("metaprompt (official)", "metaprompt", {}),
                                ("metaprompt-clean (1st)", "metaprompt-clean", {}),
                                ("metaprompt-clean (2nd)", "metaprompt-clean", {"meta_order": 2})):
-    config = preset_run(name, "pocket", "b2n", dataset=dataset.name, model=backbone.name,
+    config = preset_run(name, "pocket", "b2n", "tuned", dataset=dataset.name, model=backbone.name,
                         pretrained=backbone.pretrained, seed=1, progress=False)
-    config = replace(config, method_overrides={**config.method_overrides, **overrides})
+    config = replace(config, recipe=replace(config.recipe, **overrides))
     runs[label] = run_base_to_new(config, dataset, backbone)
     r = runs[label]
     print(f"{label:24s} base {r['base']:5.1f}  new {r['new']:5.1f}  HM {r['hm']:5.1f}  ({r['train_s']:.0f} s)")
@@ -254,7 +255,7 @@ for claim, (margin, bar) in claims.items():
 #   against the baselines; `results/FINDINGS.md` gives the reasons where a paper's claim does not hold.
 #
 # ## Exercises
-# 1. Set `n_groups` to 2 and 8 (`method_overrides={"n_groups": ...}`): how do base and new move?
+# 1. Set `n_groups` to 2 and 8 (`recipe=replace(config.recipe, n_groups=...)`): how do base and new move?
 # 2. Compare `metaprompt` and `metaprompt-clean` on another dataset: how much of the official loop's
 #    effect is the extra support step kept in the optimizer's momentum?
 # 3. Turn the meta-update off (`episodic=False`): how much of MetaPrompt's gain is the loss alone?

@@ -55,7 +55,7 @@ for label, name, overrides in (("CoOp", "coop", {}), ("MetaPrompt (1st)", "metap
                                ("MetaPrompt (2nd)", "metaprompt-clean", {"meta_order": 2}),
                                ("ProMetaR", "prometar", {"prometar": replace(get_method("prometar").prometar, first_order=True)})):
     method = get_method(name, **overrides)
-    _, optim, shots = preset(name)
+    _, optim, shots = preset(name, protocol="tuned")
     optim = replace(optim, epochs=10, max_steps=36)
     points = alignment_curve(backbone, dataset, method, optim, every=6, shots=shots, seed=1, probes=2)
     curves[label] = pd.DataFrame([vars(p) for p in points])

@@ -82,13 +82,13 @@ for claim, ok in checks.items():
 
 # %% [markdown]
 # ## A small live re-run that matches the committed rows
-# Same seed, same code, same CPU arithmetic: the numbers agree with `results/b2n.csv`.
+# Same seed, same code, same CPU arithmetic: the numbers agree with `results/tuned/b2n.csv`.
 
 # %%
 backbone = load_clip(*default_model())
 dataset = load_dataset("fashion")
 for name in ("zsclip", "coop"):
-    _, optim, shots = preset(name)
+    _, optim, shots = preset(name, protocol="tuned")
     config = RunConfig(method=name, dataset="fashion", model=backbone.name, pretrained=backbone.pretrained, seed=1,
                        shots=shots, optim=optim, progress=False)
     live = run_base_to_new(config, dataset, backbone)

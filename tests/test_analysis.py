@@ -28,8 +28,9 @@ from torch.nn import functional as F
 from metaprompt_lite import analysis
 from metaprompt_lite.analysis import alignment_curve, gradient_alignment, prompt_gradient
 from metaprompt_lite.engine import OptimConfig
-from metaprompt_lite.methods import MethodConfig, Outputs
+from metaprompt_lite.methods import MethodConfig
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
+from metaprompt_lite.steps import Outputs
 
 
 # --------------------------------------------------------------------------- the linear fake

@@ -413,7 +413,7 @@ def test_data_build_cli_passes_the_corpus_experiments_choices(tmp_path, monkeypa
         seen.append((Path(store), corpus, b2n_concept_images, corpus_variants, clipart))
         return {"datasets": [], "missing": {}}
 
-    from metaprompt_lite.data import cli as data_cli
+    from metaprompt_lite import cli_data as data_cli
 
     monkeypatch.setattr(data_cli, "build", fake_build)  # patched where the CLI looks it up
     for flags, expected in (([], (True, 3, False)), (["--no-b2n-concept-images"], (False, 3, False)),

@@ -26,10 +26,11 @@ from metaprompt_lite.engine import (
     save_checkpoint,
     train,
 )
-from metaprompt_lite.methods import get_method, make_step
+from metaprompt_lite.methods import get_method
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, base_new_gain, run_base_to_new, run_domain_generalization
 from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
+from metaprompt_lite.steps import make_step
 
 
 @pytest.mark.parametrize("n,base", [(2, 1), (5, 3), (10, 5), (11, 6), (101, 51)])

@@ -13,10 +13,11 @@ import torch
 from conftest import is_share_of, state_hash
 from metaprompt_lite.engine import OptimConfig
 from metaprompt_lite.gram import GradientRegulator, GramConfig, load_gram, meta_train, save_artifact
-from metaprompt_lite.methods import METHODS, get_method, preset, start_training
+from metaprompt_lite.methods import METHODS, get_method, preset
 from metaprompt_lite.prometar import GradientModulator
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, run_base_to_new
+from metaprompt_lite.steps import start_training
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +172,7 @@ def test_prometar_meta_update_scales_with_lr_ratio(backbone, dataset):
     from dataclasses import replace
 
     from metaprompt_lite.engine import Batch
-    from metaprompt_lite.methods import start_training
+    from metaprompt_lite.steps import start_training
     from metaprompt_lite.prometar import ProMetaRConfig
 
     assert ProMetaRConfig().lr_ratio == 5e-4
@@ -201,7 +202,7 @@ def test_metaprompt_asymmetric_logits_pair_each_prompted_encoder_with_the_other_
     text) and logits_t = s · f_I(x) · f̃_T(c)ᵀ (frozen image, prompted text); prediction ½(sum).
     Each computed by hand from the model's four encoders; the vision prompts then get gradient only
     through logits_i, the text prompts only through logits_t."""
-    from metaprompt_lite.methods import compute_logits
+    from metaprompt_lite.steps import compute_logits
 
     torch.manual_seed(0)
     method = get_method("metaprompt")
@@ -298,9 +299,9 @@ def test_tuned_presets_are_the_validated_budgets_on_the_pocket_tier_only():
         preset("coop", "pocket", "b2n", "papers")
     paper = preset_run("metaprompt", "paper", "dg", dataset="PACS", target="sketch")
     assert paper.flip and paper.min_scale == 0.08 and paper.interpolation == "bicubic" and paper.shots == 5
-    assert paper.resolved_method().prompt.n_ctx == 4  # the DG prompts reach the run
+    assert paper.recipe.prompt.n_ctx == 4  # the DG prompts reach the run
     pocket = preset_run("metaprompt", "pocket", "b2n", "tuned")
-    assert not pocket.flip and pocket.min_scale == 0.5 and pocket.method_overrides == {}
+    assert not pocket.flip and pocket.min_scale == 0.5 and pocket.recipe == get_method("metaprompt")
     assert pocket.protocol == "tuned" and pocket.interpolation == "bilinear"
     with pytest.raises(ValueError, match="unknown suite"):
         preset("coop", "paper", "fewshot")

@@ -20,8 +20,8 @@ from metaprompt_lite.research import (
     load_research_dataset,
 )
 from metaprompt_lite.research.fetch import SOURCES, link_into_layout
-from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
 from metaprompt_lite.research.miniature import SPLIT_SIZES, make_miniature
+from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
 
 N_CLASSES = 5
 

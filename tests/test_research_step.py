@@ -14,11 +14,12 @@ import torch
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.engine import Batch, OptimConfig, augment, make_generator
-from metaprompt_lite.methods import compute_logits, get_method, preset, prompt_templates, start_training
+from metaprompt_lite.methods import get_method, preset, prompt_templates
 from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.research import load_research_dataset
 from metaprompt_lite.research.miniature import make_miniature
 from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
+from metaprompt_lite.steps import compute_logits, start_training
 
 MODEL = "ViT-B-16"
 BATCH = 2

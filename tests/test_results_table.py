@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from metaprompt_lite import results_table as rt
-from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS
 from metaprompt_lite.report import b2n_average, dg_table, markdown, read_results, report
+from metaprompt_lite.results_table import B2N_COLUMNS, DG_COLUMNS
 
 KEY = B2N_COLUMNS[:3]
 HEADER = ",".join(B2N_COLUMNS) + "\r\n"

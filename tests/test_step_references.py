@@ -27,8 +27,9 @@ from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from metaprompt_lite.engine import Batch, OptimConfig
-from metaprompt_lite.methods import get_method, start_training
+from metaprompt_lite.methods import get_method
 from metaprompt_lite.prompts import PromptedCLIP, Prompts
+from metaprompt_lite.steps import start_training
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 META_STEP = 0.2  # docs/methods.md, MetaPrompt: ctx_t -= lr_now · META_STEP · Σ_i g_i

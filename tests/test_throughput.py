@@ -12,15 +12,12 @@ import torch
 from torch.nn import functional as F
 
 from conftest import state_hash, synthetic_dataset
-from metaprompt_lite.backbone import (
-    common_prefix_length,
-    encode_image_layers,
-    encode_text_layers,
-    encode_text_shared_prefix,
-)
+from metaprompt_lite.backbone import encode_image_layers, encode_text_layers
 from metaprompt_lite.engine import Batch, OptimConfig, keyed_generator, train, training_batch
-from metaprompt_lite.methods import get_method, start_training
+from metaprompt_lite.fastpath import common_prefix_length, encode_text_shared_prefix
+from metaprompt_lite.methods import get_method
 from metaprompt_lite.prompts import PLACEHOLDER, PromptConfig, PromptedCLIP
+from metaprompt_lite.steps import start_training
 
 NAMES = ["cat", "dog", "red apple", "queen of hearts", "hot dog"]
 

@@ -1,4 +1,8 @@
-"""``metaprompt-lite data list|build|sheet``."""
+"""``metaprompt-lite data list|headroom|build|sheet``: the command line of the offline suite.
+
+A command-line module (it reports zero-shot and linear-probe figures through ``zeroshot`` and
+``headroom``), so it sits with ``cli`` at the top of the package, not inside ``data/``.
+"""
 
 from __future__ import annotations
 
