@@ -181,8 +181,11 @@ def markdown(results_dir: Path) -> str:
         lines += ["Paper (mean over targets, ViT-B/16): " + "; ".join(
             f"{m}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for m, d in PAPER_DG.items()), "",
             "![DG per target](dg_targets.png)", ""]
-    if (results_dir / "FINDINGS.md").is_file():  # hand-written analysis of the committed run: linked, not pasted
-        lines += ["What holds and what does not, claim by claim, and why: [FINDINGS.md](FINDINGS.md).", ""]
+    for findings in (results_dir / "FINDINGS.md", results_dir.parent / "FINDINGS.md"):
+        if findings.is_file():  # hand-written analysis of the committed runs: linked, not pasted
+            link = "FINDINGS.md" if findings.parent == results_dir else "../FINDINGS.md"
+            lines += [f"What holds and what does not, claim by claim, and why: [FINDINGS.md]({link}).", ""]
+            break
     if (results_dir / "curves.png").is_file():
         lines += ["## Training curves", "", "![curves](curves.png)", ""]
     return "\n".join(lines)
