@@ -25,7 +25,7 @@ from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.bench import BenchConfig, bench
 from metaprompt_lite.data import cli as data_cli
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
-from metaprompt_lite.data.corpus import load_corpus
+from metaprompt_lite.data.corpus import corpus_manifest_path, load_corpus, write_corpus_manifest
 from metaprompt_lite.data.store import StoreError
 from metaprompt_lite.engine import TrainingInterrupted, config_table
 from metaprompt_lite.gram import GramConfig
@@ -273,6 +273,9 @@ def _run_pretrain(args) -> int:
     print("PretrainConfig\n" + config_table(config), file=sys.stderr)
     corpus, text = load_corpus(args.corpus)
     report = pretrain(config, corpus, text)
+    # what the new checkpoint was pretrained on, committed beside it: the held-out checks run on it anywhere
+    manifest = write_corpus_manifest(args.corpus, corpus_manifest_path(config.out))
+    print(f"corpus manifest: {manifest}", file=sys.stderr)
     print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, default=str))
     return 0
 
