@@ -93,9 +93,11 @@ class OptimConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}: use one of {SCHEDULES}")
         if not (math.isfinite(self.lr) and self.lr > 0):  # lr 0 divides by zero in the warm-up factor
             raise ValueError(f"the learning rate must be a number > 0, got {self.lr} — pass e.g. lr=0.002")
-        for name in ("epochs", "batch_size") + (("max_steps",) if self.max_steps is not None else ()):
+        for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)} — pass a positive count")
+        if self.max_steps is not None and self.max_steps < 0:  # 0: no step (a measurement at initialisation)
+            raise ValueError(f"max_steps must be at least 0, got {self.max_steps} — pass a count of steps")
 
 
 def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:

