@@ -230,11 +230,15 @@ def _run_train(args) -> int:
     print(f"preset: {args.method} on the {args.tier} tier, {dataset.suite} suite (as `bench` runs it)"
           + (f", overridden: {', '.join(changed)}" if changed else ""), file=sys.stderr)
     print("RunConfig\n" + config_table(config), file=sys.stderr)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # one thread, as a benchmark worker: the same arithmetic as its row
-    if dataset.suite == "dg":
-        result = run_domain_generalization(config, dataset)
-    else:
-        result = run_base_to_new(config, dataset)
+    try:
+        if dataset.suite == "dg":
+            result = run_domain_generalization(config, dataset)
+        else:
+            result = run_base_to_new(config, dataset)
+    finally:  # called in-process (tests, notebooks), the command leaves torch's thread count as it was
+        torch.set_num_threads(threads)
     history = result.pop("history", None)
     if history:  # the whole run's training time, also when it resumed from a checkpoint
         result["train_s"] = history[-1].get("train_s", result["train_s"])
