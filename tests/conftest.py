@@ -89,6 +89,16 @@ def pretraining_corpus(which: str) -> tuple[dict, set[str]]:
     return json.loads(corpus.read_text()), set((corpus.parent / "text.txt").read_text().splitlines())
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Each test starts with the session's intra-op thread count: code run in-process (a benchmark worker's
+    set-up, a script's) may set one thread, and some exact comparisons differ in their last digits on one
+    thread (test_gram_meta_step_equals_manual_create_graph fails its 1e-6 tolerance there)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def backbone():
     torch.manual_seed(0)
