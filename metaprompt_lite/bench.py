@@ -21,7 +21,9 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -213,7 +215,51 @@ def _loader(config: BenchConfig):
 _worker: dict = {}  # per worker process: its config, backbone, datasets and caches
 
 
-def _start_worker(config: BenchConfig, rows) -> None:
+PARENT_POLL_S = 1.0  # how often a worker without prctl checks that its parent still lives
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker as soon as the benchmark process ``parent`` dies, even by SIGKILL (which runs no
+    handler, so the pool cannot terminate its workers): otherwise orphaned workers run on for minutes,
+    competing with a resumed benchmark for the cores. On Linux the kernel sends SIGKILL on the
+    parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread polls ``os.getppid()``.
+    Checked once after arming too: the parent may have died before."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent:
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass  # no prctl: poll instead
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+WORKER_PIDS_ENV = "METAPROMPT_LITE_WORKER_PIDS"  # tests: a file each worker appends its pid to, once set up
+
+
+def _start_worker(config: BenchConfig, rows, parent: int) -> None:
+    """A worker's set-up: die with the benchmark process; leave Ctrl-C to it (a terminal sends SIGINT
+    to the whole process group: the parent stops the pool, workers print no traceback); one thread;
+    its own backbone."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock holds a multiprocessing semaphore, registered with the resource tracker: a worker
+    # stopped by pool.terminate() never unregisters it, and the tracker warns of a leak at exit. A worker's
+    # bars are off; a thread lock serves them.
+    tqdm.set_lock(threading.RLock())
+    if os.environ.get(WORKER_PIDS_ENV):
+        with open(os.environ[WORKER_PIDS_ENV], "a") as f:
+            f.write(f"{os.getpid()}\n")
     torch.set_num_threads(1)
     _worker.update(config=config, rows=rows, backbone=load_backbone(config.model, config.pretrained, config.device), datasets={}, cache={})
 
@@ -249,7 +295,7 @@ def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: d
                          "module-level function, or run with workers=1 (--workers 1)") from None
     context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
     rows = context.Queue()
-    pool = context.Pool(workers, initializer=_start_worker, initargs=(config, rows))
+    pool = context.Pool(workers, initializer=_start_worker, initargs=(config, rows, os.getpid()))
     try:
         results = [pool.apply_async(_work, (group,)) for group in groups]
         pool.close()

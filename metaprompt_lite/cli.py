@@ -24,7 +24,7 @@ import torch
 from metaprompt_lite.bench import BenchConfig, bench
 from metaprompt_lite import cli_data
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
-from metaprompt_lite.data.corpus import load_corpus
+from metaprompt_lite.data.corpus import corpus_manifest_path, load_corpus, write_corpus_manifest
 from metaprompt_lite.data.store import StoreError
 from metaprompt_lite.engine import TrainingInterrupted, config_table
 from metaprompt_lite.gram import GramConfig
@@ -247,11 +247,15 @@ def _run_train(args) -> int:
           "(as `bench` runs it)"
           + (f", overridden: {', '.join(changed)}" if changed else ""), file=sys.stderr)
     print("RunConfig\n" + config_table(config), file=sys.stderr)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # one thread, as a benchmark worker: the same arithmetic as its row
-    if dataset.suite == "dg":
-        result = run_domain_generalization(config, dataset)
-    else:
-        result = run_base_to_new(config, dataset)
+    try:
+        if dataset.suite == "dg":
+            result = run_domain_generalization(config, dataset)
+        else:
+            result = run_base_to_new(config, dataset)
+    finally:  # called in-process (tests, notebooks), the command leaves torch's thread count as it was
+        torch.set_num_threads(threads)
     history = result.pop("history", None)
     if history:  # the whole run's training time, also when it resumed from a checkpoint
         result["train_s"] = history[-1].get("train_s", result["train_s"])
@@ -290,6 +294,9 @@ def _run_pretrain(args) -> int:
     print("PretrainConfig\n" + config_table(config), file=sys.stderr)
     corpus, text = load_corpus(args.corpus)
     report = pretrain(config, corpus, text)
+    # what the new checkpoint was pretrained on, committed beside it: the held-out checks run on it anywhere
+    manifest = write_corpus_manifest(args.corpus, corpus_manifest_path(config.out))
+    print(f"corpus manifest: {manifest}", file=sys.stderr)
     print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, default=str))
     return 0
 

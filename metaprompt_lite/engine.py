@@ -98,7 +98,7 @@ class OptimConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)} — pass a positive count")
-        if self.max_steps is not None and self.max_steps < 0:  # the CLI asks for >= 1 (a 0 there is a slip)
+        if self.max_steps is not None and self.max_steps < 0:  # 0: no step (a measurement at initialisation)
             raise ValueError(f"max_steps must be at least 0, got {self.max_steps} — pass a count of steps")
 
 

@@ -196,7 +196,8 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
         state = _fit(config, model, method, dataset.images[train_index], train_labels,
                      None, cross_domain=False,
                      batch_cache=batch_cache(cache, backbone, dataset, None, config.seed, train_index))
-    train_s = time.perf_counter() - t0
+    # a resumed run's checkpoint carries the seconds of its earlier part: the row counts the whole run
+    train_s = state.train_s if state is not None else time.perf_counter() - t0
     result = evaluate_base_new(model, method, dataset, backbone, cache)
     result["train_s"] = train_s
     result["history"] = state.history if state is not None else []
@@ -231,7 +232,8 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
         state = _fit(config, model, method, dataset.images[train_index], train_labels,
                      domains, cross_domain=True,
                      batch_cache=batch_cache(cache, backbone, dataset, config.target, config.seed, train_index))
-    train_s = time.perf_counter() - t0
+    # a resumed run's checkpoint carries the seconds of its earlier part: the row counts the whole run
+    train_s = state.train_s if state is not None else time.perf_counter() - t0
     test = (dataset.domain == target).nonzero().flatten()
     acc = evaluate(model, method, dataset.images[test], dataset.labels[test], list(dataset.classnames),
                    frozen_features(backbone, dataset, test, cache))

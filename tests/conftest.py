@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from metaprompt_lite.backbone import load_clip
-from metaprompt_lite.paths import TINY_MODEL
+from metaprompt_lite.data.corpus import corpus_manifest_path, load_corpus_manifest
+from metaprompt_lite.paths import POCKET_CHECKPOINT, TINY_MODEL, data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["red square", "green circle", "blue triangle", "yellow star", "black cross", "white moon"]
@@ -72,6 +74,29 @@ def state_hash(module: torch.nn.Module) -> str:
 def is_share_of(accuracy: float, n: int) -> bool:
     """``accuracy`` (%) is a whole number of correct images out of ``n``: a real accuracy over n images."""
     return n > 0 and abs(accuracy * n / 100 - round(accuracy * n / 100)) < 1e-6
+
+
+def pretraining_corpus(which: str) -> tuple[dict, set[str]]:
+    """(``corpus.json`` content, text sentences) of the committed pocket CLIP's pretraining corpus, from
+    its committed corpus manifest (checked wherever the tests run, CI included), or of a corpus built
+    in ``data/corpus`` (not committed: skipped when absent)."""
+    if which == "pocket-clip":
+        meta, text = load_corpus_manifest(corpus_manifest_path(data_dir() / POCKET_CHECKPOINT))
+        return meta, set(text)
+    corpus = data_dir() / "corpus" / "corpus.json"
+    if not corpus.is_file():
+        pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
+    return json.loads(corpus.read_text()), set((corpus.parent / "text.txt").read_text().splitlines())
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Each test starts with the session's intra-op thread count: code run in-process (a benchmark worker's
+    set-up, a script's) may set one thread, and some exact comparisons differ in their last digits on one
+    thread (test_gram_meta_step_equals_manual_create_graph fails its 1e-6 tolerance there)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -562,3 +562,16 @@ def test_a_model_checkpoint_with_a_pickle_payload_is_refused_without_running_it(
     assert run_cli(["zeroshot", "--pretrained", "payload.pt"], capsys, work, data) == (
         "error: checkpoint payload.pt holds pickled code (exec), refused without running it — " + USER_FIX)
     assert not marker.exists()
+
+
+def test_train_leaves_the_thread_count_as_it_was(clone, capsys):
+    """`train --threads 1` runs on one thread; called in-process, it must not leave the caller on one
+    (a test after it would compute on one thread, and some exact comparisons depend on that)."""
+    work, data = clone
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main([*TRAIN_CARDS, "--method", "coop", "--max-steps", "1", "--out-dir", ""]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -28,7 +28,9 @@ from metaprompt_lite.data.store import (
     store_dir,
     summary,
 )
+from metaprompt_lite.paths import POCKET_CHECKPOINT
 from metaprompt_lite.splits import base_new_split
+from conftest import pretraining_corpus
 
 STORE = store_dir()
 SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10">
@@ -234,15 +236,22 @@ def test_a_b2n_concept_enters_the_corpus_as_fluent_drawings_or_as_text_only(with
         assert set(captions) <= set(planning.text_corpus_extras(plan, {}, limit=0))  # they reach the text corpus
 
 
-def test_a_built_corpus_holds_no_evaluation_image():
-    """When the pretraining corpus is built (``data/corpus``, not committed), check it against the
-    manifest of the committed suite: no source drawing, no probe or unseen-concept B2N concept and no
-    pixel art may appear in it; the familiar B2N emoji concepts only as Fluent drawings (or, built with
-    --no-b2n-concept-images, not at all)."""
-    corpus = STORE.parent / "corpus" / "corpus.json"
-    if not corpus.is_file():
-        pytest.skip("pretraining corpus not built (metaprompt-lite data build --corpus)")
-    meta = json.loads(corpus.read_text())
+def test_the_corpus_manifest_is_the_committed_checkpoints_corpus():
+    """The manifest's images and sentences are as many as the pretraining report counted (every image
+    once per variant; the sentences: the text corpus and every caption)."""
+    meta, text = pretraining_corpus("pocket-clip")
+    report = json.loads((STORE.parent / POCKET_CHECKPOINT).with_suffix(".json").read_text())
+    assert len(meta["drawings"]) == len(meta["concepts"]) == len(meta["captions"]) == report["images"]
+    assert len(text | {c for caps in meta["captions"] for c in caps}) == report["sentences"]
+
+
+@pytest.mark.parametrize("which", ["pocket-clip", "built"])
+def test_a_built_corpus_holds_no_evaluation_image(which):
+    """The pretraining corpus (the committed checkpoint's, from its manifest; and ``data/corpus`` when
+    built) against the manifest of the committed suite: no source drawing, no probe or unseen-concept
+    B2N concept and no pixel art may appear in it; the familiar B2N emoji concepts only as Fluent
+    drawings (or, built with --no-b2n-concept-images, not at all)."""
+    meta, text = pretraining_corpus(which)
     suite_drawings = {r["drawing"] for r in _manifest_rows()}
     assert not suite_drawings & set(meta["drawings"])
     probe = {r["concept"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
@@ -257,7 +266,6 @@ def test_a_built_corpus_holds_no_evaluation_image():
     else:  # the --no-b2n-concept-images experiment: no image at all
         assert not b2n_emoji & set(meta["concept_ids"]) and not b2n_styles
     # either way their names are in the text corpus, for the text tower
-    text = set((corpus.parent / "text.txt").read_text().splitlines())
     probe_names = {r["classname"] for r in _manifest_rows() if r["dataset"] == "emoji-unseen"}
     in_captions = {n for n in probe_names for phrase in catalog.STYLE_PHRASES.values() if phrase.format(n) in text}
     # known and documented (data/README.md): two probe names are short names of *other* corpus

@@ -173,6 +173,8 @@ def test_pretrain_cli_builds_its_config_from_the_flags(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(cli, "load_corpus", lambda folder: (_corpus(), SENTENCES))  # where the CLI looks them up
     monkeypatch.setattr(cli, "pretrain", lambda config, corpus, text: seen.append(config) or {})
+    manifests = []
+    monkeypatch.setattr(cli, "write_corpus_manifest", lambda folder, out: manifests.append((folder, out)) or out)
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-steps", "7"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-bf16", "--concept-weight", "0"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--no-image-bf16"]) == 0
@@ -184,6 +186,8 @@ def test_pretrain_cli_builds_its_config_from_the_flags(tmp_path, monkeypatch):
     assert seen[2].image_bf16 is False
     assert seen[2].soft_label_tau == 0.0 and seen[2].regress_weight == 0.0  # the committed recipe: both off
     assert seen[3].soft_label_tau == 0.05 and seen[3].regress_weight == 2.0
+    # each run writes its corpus's manifest beside the checkpoint
+    assert manifests[0] == (str(tmp_path), Path(P.PretrainConfig().out).with_suffix(".corpus.json.gz"))
 
 
 def test_text_from_a_checkpoint_takes_its_text_tower_and_skips_distillation(tmp_path):

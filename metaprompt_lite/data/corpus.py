@@ -2,11 +2,15 @@
 
 Written by ``metaprompt-lite data build --corpus`` (:mod:`metaprompt_lite.data.build`), read by the
 pocket-CLIP pretraining (:mod:`metaprompt_lite.pretrain`) and GRAM's meta-training
-(:mod:`metaprompt_lite.gram_build`). Not committed (about 5 minutes to build).
+(:mod:`metaprompt_lite.gram_build`). Not committed (about 5 minutes to build); what a checkpoint was
+pretrained on is, as its *corpus manifest* (:func:`write_corpus_manifest`): every image's drawing,
+concept, style and captions and every sentence, without the pixels (a few hundred kB), so that the
+held-out policy is checked against the real corpus wherever the tests run.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,3 +59,30 @@ def load_corpus(corpus_dir: str | Path) -> tuple[ImageTextCorpus, list[str]]:
                              styles=meta.get("styles", []), style_names=meta.get("style_names", []))
     text = [line for line in (folder / "text.txt").read_text().splitlines() if line]
     return corpus, text
+
+
+def corpus_manifest_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's corpus manifest lives: beside it, ``pocket-clip.corpus.json.gz`` beside
+    ``pocket-clip.safetensors``."""
+    return Path(checkpoint).with_suffix(".corpus.json.gz")
+
+
+def write_corpus_manifest(corpus_dir: str | Path, out: str | Path) -> Path:
+    """Write the manifest of a built corpus: its ``corpus.json`` (everything but the pixels) and the
+    sentences of ``text.txt``, as gzipped JSON with a fixed timestamp (the same corpus, the same bytes)."""
+    folder, out = Path(corpus_dir), Path(out)
+    manifest = {"corpus": json.loads((folder / "corpus.json").read_text()),
+                "text": [line for line in (folder / "text.txt").read_text().splitlines() if line]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write(json.dumps(manifest, sort_keys=True).encode())
+    tmp.replace(out)
+    return out
+
+
+def load_corpus_manifest(path: str | Path) -> tuple[dict, list[str]]:
+    """(the corpus's ``corpus.json`` content, its sentences) from a corpus manifest."""
+    with gzip.open(path, "rt") as f:
+        manifest = json.load(f)
+    return manifest["corpus"], manifest["text"]
