@@ -61,6 +61,9 @@ def test_append_refuses_to_glue_onto_a_cut_line(tmp_path):
     assert path.read_bytes().decode() == text
 
 
+FIX = " — fix or delete that line in {p} (`metaprompt-lite bench` re-runs missing rows)"
+
+
 @pytest.mark.parametrize("text, message", [
     ("", "{p} is empty — delete it and run `metaprompt-lite bench` again to write it afresh"),
     ("method,dat", "{p} holds no complete line, only 'method,dat' — delete it and run `metaprompt-lite bench` "
@@ -71,21 +74,17 @@ def test_append_refuses_to_glue_onto_a_cut_line(tmp_path):
      "`metaprompt-lite bench` again"),
     (HEADER + "cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5" + S + "\r\n",
      "{p} line 2 has 17 fields, expected 16: 'cocoop,emoji-nozsclip,fashion,1,2.0,1.0,1.3,0.5,official,tiny-clip,"
-     "random,2,16,0' — fix or delete that line in {p} (`metaprompt-lite bench` re-runs missing rows)"),
+     "random,2,16,0'" + FIX),
     (HEADER + "coop,flags,one,2.0,1.0,1.3,0.5" + S + "\r\n",
-     "{p} line 2: seed 'one' is not a non-negative integer — fix or delete that line in {p} "
-     "(`metaprompt-lite bench` re-runs missing rows)"),
+     "{p} line 2: seed 'one' is not a non-negative integer" + FIX),
     (HEADER + "coop,flags,1,2.0,nan,1.3,0.5" + S + "\r\n",
-     "{p} line 2: new 'nan' is not a finite number — fix or delete that line in {p} "
-     "(`metaprompt-lite bench` re-runs missing rows)"),
+     "{p} line 2: new 'nan' is not a finite number" + FIX),
     (HEADER + "coop,flags,1,101.0,1.0,2.0,0.5" + S + "\r\n",
-     "{p} line 2: base '101.0' is not an accuracy in % (0 to 100) — fix or delete that line in {p} "
-     "(`metaprompt-lite bench` re-runs missing rows)"),
+     "{p} line 2: base '101.0' is not an accuracy in % (0 to 100)" + FIX),
     (HEADER + "coop,flags,1,2.0,1.0,-1.3,0.5" + S + "\r\n",
-     "{p} line 2: hm '-1.3' is not an accuracy in % (0 to 100) — fix or delete that line in {p} "
-     "(`metaprompt-lite bench` re-runs missing rows)"),
+     "{p} line 2: hm '-1.3' is not an accuracy in % (0 to 100)" + FIX),
     (HEADER + ",flags,1,2.0,1.0,1.3,0.5" + S + "\r\n",
-     "{p} line 2: empty method — fix or delete that line in {p} (`metaprompt-lite bench` re-runs missing rows)"),
+     "{p} line 2: empty method" + FIX),
     (HEADER + "coop,flags,1,2.0,1.0,1.3,0.5" + S + "\r\n\r\n", "{p} line 3 is blank — delete that line"),
     (HEADER + "coop,flags,1,2.0,1.0,1.3,0.5" + S + "\r\ncoop,flags,1,3.0,1.0,1.5,0.5" + S + "\r\n",
      "{p} line 3 repeats the run coop,flags,1 of line 2 — delete one of the two lines"),
