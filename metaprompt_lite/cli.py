@@ -36,7 +36,7 @@ from metaprompt_lite.provenance import code_version
 from metaprompt_lite.report import comparison_text, report, report_all, summary_text
 from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
 from metaprompt_lite.results_table import ACCURACY_COLUMNS, count_rows
-from metaprompt_lite.run import load_backbone, preset_run, run_base_to_new, run_domain_generalization
+from metaprompt_lite.run import drawn_shots, load_backbone, preset_run, run_base_to_new, run_domain_generalization
 from metaprompt_lite.shard import merge, shard_files, shard_name
 from metaprompt_lite.splits import smallest_pool
 from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
@@ -247,6 +247,10 @@ def _run_train(args) -> int:
           "(as `bench` runs it)"
           + (f", overridden: {', '.join(changed)}" if changed else ""), file=sys.stderr)
     print("RunConfig\n" + config_table(config), file=sys.stderr)
+    if config.recipe.trainable:
+        drawn = drawn_shots(config, dataset)
+        if drawn < config.shots:  # the offline suite's pools are smaller than the papers' 16 shots
+            print(f"shots: {drawn} per class drawn ({config.shots} asked; the train pool has no more)", file=sys.stderr)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # one thread, as a benchmark worker: the same arithmetic as its row
     try:

@@ -243,6 +243,7 @@ def test_train_runs_the_bench_preset_and_gives_the_bench_row(tmp_path, capsys, p
     captured = capsys.readouterr()
     assert (f"preset: {method} on the pocket tier, b2n suite, official protocol (as `bench` runs it), overridden: "
             "max_steps") in captured.err
+    assert "shots: 8 per class drawn (16 asked; the train pool has no more)" in captured.err  # cards: 8 a class
     trained = json.loads(captured.out.strip().splitlines()[-1])
     path = bench(BenchConfig(suite="b2n", methods=(method,), datasets=("cards",), seeds=(1,), model=pocket.name,
                              pretrained=pocket.pretrained, out_dir=str(tmp_path), progress=False, workers=1,
