@@ -388,12 +388,19 @@ def budget_rows(n_images: int, suite: str = "b2n") -> list[dict]:
 
 
 def _average_cells(results_dir: Path) -> dict[str, str]:
-    """method -> 'base / new / HM' of a protocol's b2n.csv (seed means), or nothing without one."""
+    """method -> 'base / new / HM' of a protocol's b2n.csv (seed means over the seeds that cover
+    every dataset), or 'partial: k of n rows' for a method none of whose seeds is complete yet."""
     path = results_dir / "b2n.csv"
     if not path.is_file():
         return {}
-    avg = b2n_average(read_results(path))
-    return {m: f"{r.base:.2f} / {r.new:.2f} / {r.hm:.2f}" for m, r in avg.iterrows()}
+    frame = read_results(path)
+    avg = b2n_average(frame)
+    cells = {m: f"{r.base:.2f} / {r.new:.2f} / {r.hm:.2f}" for m, r in avg.iterrows()}
+    grid = frame["dataset"].nunique() * frame["seed"].nunique()
+    for method, rows in frame.groupby("method").size().items():
+        if method not in cells:
+            cells[method] = f"partial: {rows} of {grid} rows"
+    return cells
 
 
 def overview(results_dir: str | Path = "results") -> str:

@@ -185,3 +185,21 @@ def test_summary_of_one_seed_and_of_two_dg_benchmarks_has_no_nan(tmp_path):
         ["emoji-pacs"], ["target", "photo", "mean", "mean_std"], ["method"], ["coop", "32.00", "32.00", "2.83"]]
     assert flags.splitlines()[1].split() == ["target", "emoji", "pixel", "mean", "mean_std"]
     assert flags.splitlines()[-1].split() == ["coop", "40.00", "50.00", "45.00", "–"]
+
+
+def test_the_overview_puts_both_protocols_side_by_side_and_says_what_is_partial(tmp_path):
+    """results/README.md: per method, each protocol's average (or how many rows a partial run has),
+    the papers' numbers, and the budget table."""
+    from metaprompt_lite.report import report_all
+
+    for protocol, rows in (("tuned", [_row(m, d, s, protocol="tuned") for m in ("zsclip", "coop") for d in "ab"
+                                      for s in (1, 2)]),
+                           ("official", [_row("zsclip", d, s) for d in "ab" for s in (1, 2)] + [_row("coop", "a", 1)])):
+        for row in rows:
+            rt.append_row(tmp_path / protocol / "b2n.csv", row, B2N_COLUMNS)
+    written = report_all(tmp_path)
+    assert tmp_path / "README.md" in written and tmp_path / "official" / "README.md" in written
+    text = (tmp_path / "README.md").read_text()
+    assert "| coop | partial: 1 of 4 rows | 50.00 / 40.00 / 44.44 | 82.69 / 63.22 / 71.66 |" in text
+    assert "| zsclip | 50.00 / 40.00 / 44.44 | 50.00 / 40.00 / 44.44 |" in text
+    assert "| coop | official | 200 | 32 | 0.002 | 800 | 25600 |" in text  # 150 images, 4 steps an epoch
