@@ -341,7 +341,7 @@ def _bench_parser(sub) -> None:
     p.add_argument("--data-root", default=None,
                    help="research tier: folder of the papers' datasets (CoOp/DomainBed layouts, see "
                    "docs/research_tier.md); default: the offline suite")
-    p.add_argument("--no-report", action="store_true", help="do not write results/README.md and figures")
+    p.add_argument("--no-report", action="store_true", help="do not write OUT_DIR/README.md and its figures")
     p.add_argument("--workers", type=non_negative_int, default=0,
                    help="worker processes, one thread each (default 0: one per CPU core; 1 on a GPU)")
     p.add_argument("--max-steps", type=positive_int, default=None,
