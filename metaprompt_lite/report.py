@@ -387,19 +387,23 @@ def budget_rows(n_images: int, suite: str = "b2n") -> list[dict]:
     return rows
 
 
-def _average_cells(results_dir: Path) -> dict[str, str]:
+def _average_cells(results_dir: Path, datasets: set[str]) -> dict[str, str]:
     """method -> 'base / new / HM' of a protocol's b2n.csv (seed means over the seeds that cover
-    every dataset), or 'partial: k of n rows' for a method none of whose seeds is complete yet."""
+    every dataset of ``datasets``), or 'partial: k of n rows' for a method without such a seed: an
+    average over fewer datasets would not compare with the other protocol's."""
     path = results_dir / "b2n.csv"
     if not path.is_file():
         return {}
     frame = read_results(path)
-    avg = b2n_average(frame)
-    cells = {m: f"{r.base:.2f} / {r.new:.2f} / {r.hm:.2f}" for m, r in avg.iterrows()}
-    grid = frame["dataset"].nunique() * frame["seed"].nunique()
-    for method, rows in frame.groupby("method").size().items():
-        if method not in cells:
-            cells[method] = f"partial: {rows} of {grid} rows"
+    grid = len(datasets) * frame["seed"].nunique()
+    cells = {}
+    for method, rows in frame.groupby("method"):
+        complete = rows.groupby("seed")["dataset"].agg(lambda d: datasets <= set(d))
+        if complete.any():
+            r = b2n_average(rows[rows["seed"].isin(complete[complete].index)]).loc[method]
+            cells[method] = f"{r.base:.2f} / {r.new:.2f} / {r.hm:.2f}"
+        else:
+            cells[method] = f"partial: {len(rows)} of {grid} rows"
     return cells
 
 
@@ -407,7 +411,11 @@ def overview(results_dir: str | Path = "results") -> str:
     """``results/README.md``: both protocols side by side with the papers' numbers, and the budget
     table (each protocol's own tables are in its folder's README)."""
     results_dir = Path(results_dir)
-    cells = {p: _average_cells(results_dir / p) for p in PROTOCOL_DIRS}
+    datasets = set()
+    for p in PROTOCOL_DIRS:
+        if (results_dir / p / "b2n.csv").is_file():
+            datasets |= set(read_results(results_dir / p / "b2n.csv")["dataset"])
+    cells = {p: _average_cells(results_dir / p, datasets) for p in PROTOCOL_DIRS}
     lines = ["# Results", "",
              "The embedded tier (pocket CLIP, offline suite) under two training protocols: **official**, each "
              "method on its paper's training budget (the headline), and **tuned**, every budget chosen on "
