@@ -351,6 +351,9 @@ def comparison_text(run_dir: str | Path, reference_dir: str | Path) -> str:
         mine, theirs = read_results(mine_path), read_results(theirs_path)
         key = ["method", "dataset", "seed"] if suite == "b2n" else ["method", "benchmark", "target", "seed"]
         both = mine.merge(theirs, on=key, suffixes=("", "_ref"))
+        if both.empty:
+            parts.append(f"{suite}: none of this run's rows is in {theirs_path} yet")
+            continue
         differ = both[(both[accuracies].values != both[[f"{c}_ref" for c in accuracies]].values).any(axis=1)]
         lines = [f"{suite}: {len(both) - len(differ)} of the {len(both)} rows in both files are identical to "
                  f"{theirs_path} (every accuracy column)"]
@@ -360,7 +363,7 @@ def comparison_text(run_dir: str | Path, reference_dir: str | Path) -> str:
         if suite == "b2n":
             ours = b2n_average(mine)[["base", "new", "hm"]]
             ref = b2n_average(theirs[theirs.set_index(key).index.isin(mine.set_index(key).index)])[["base", "new", "hm"]]
-            table = ours.join(ref, rsuffix="_ref", how="inner")
+            table = ours.merge(ref, left_index=True, right_index=True, suffixes=("", "_ref"))
             for c in ("base", "new", "hm"):
                 table[f"Δ{c}"] = table[c] - table[f"{c}_ref"]
             lines.append("averages over the same rows (this run, the reference, Δ; accuracies in %):")

@@ -280,3 +280,5 @@ def test_a_bench_prints_its_rows_beside_the_committed_ones(tmp_path, monkeypatch
     (reference / "b2n.csv").write_text("".join(lines[:-1]) + ",".join(fields))
     out = comparison_text(tmp_path / "mine", reference)
     assert "3 of the 4 rows" in out and "differs: " + ",".join(fields[:3]).replace(",", " ") in out
+    (reference / "b2n.csv").write_text("".join(lines[:1]) + lines[1].replace(",1,", ",7,", 1))  # another seed only
+    assert comparison_text(tmp_path / "mine", reference) == f"b2n: none of this run's rows is in {reference / 'b2n.csv'} yet"
