@@ -19,7 +19,6 @@ the project's own small models registered from ``metaprompt_lite/model_configs``
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import pickle
@@ -34,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from metaprompt_lite.paths import TINY_MODEL, checkpoint_record, is_default_checkpoint, recorded_sha256
+from metaprompt_lite.provenance import file_sha256
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 OFFLINE_DEFAULT_HINT = (
@@ -138,24 +138,6 @@ def _checkpoint_fix(model_name: str, tags: Sequence[str], path: str | os.PathLik
                 "the committed pocket CLIP, or pass `--pretrained none` for random weights")
     return (f"pass an existing checkpoint file, an open_clip tag ({', '.join(tags) or 'none for this model'}) "
             "or `--pretrained none` for random weights")
-
-
-_sha256_memo: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256: each file hashed once per process
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, memoised by (path, size, modification time, inode): a benchmark or a test run
-    loads the same 26 MB checkpoint many times, and a changed file has a new key."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    key = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    if key not in _sha256_memo:
-        digest = hashlib.sha256()
-        with open(resolved, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _sha256_memo[key] = digest.hexdigest()
-    return _sha256_memo[key]
 
 
 def verify_checkpoint(path: str, model_name: str, tags: Sequence[str]) -> None:

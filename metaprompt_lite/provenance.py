@@ -66,21 +66,22 @@ def code_version() -> str:
     return f"{__version__}+{code_fingerprint()}"
 
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_sha256_memo: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256: each file hashed once per process
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (hex), memoised per (path, size, mtime) within the process."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
+    """sha256 of a file's bytes (hex), memoised by (path, size, modification time, inode): a benchmark
+    or a test run loads the same 26 MB checkpoint many times, and a changed file has a new key."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _sha256_memo:
         digest = hashlib.sha256()
-        with path.open("rb") as f:
+        with open(resolved, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
+        _sha256_memo[key] = digest.hexdigest()
+    return _sha256_memo[key]
 
 
 def weights_id(pretrained: str | None) -> str:

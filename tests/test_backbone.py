@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metaprompt_lite import provenance
 from metaprompt_lite.backbone import encode_image_layers, encode_text_layers, load_clip
 
 
@@ -161,7 +162,6 @@ def test_local_checkpoint_round_trip(tmp_path, backbone):
 def test_the_pocket_checkpoints_sha256_has_one_record_that_the_card_quotes_and_the_file_matches():
     """``pocket-clip.json`` (written by ``metaprompt-lite pretrain``) holds the sha256 that loading checks;
     the model card is generated from it and must quote the same value; the committed file must match."""
-    from metaprompt_lite.backbone import file_sha256
     from metaprompt_lite.paths import POCKET_CHECKPOINT, checkpoint_record, data_dir, recorded_sha256
 
     checkpoint = data_dir() / POCKET_CHECKPOINT
@@ -169,14 +169,14 @@ def test_the_pocket_checkpoints_sha256_has_one_record_that_the_card_quotes_and_t
     assert checkpoint_record(checkpoint).name == "pocket-clip.json" and len(recorded) == 64
     card = (checkpoint.parent / "README.md").read_text()
     assert f"| sha256 | `{recorded}` |" in card and card.count("sha256") == 1
-    assert file_sha256(checkpoint) == recorded
+    assert provenance.file_sha256(checkpoint) == recorded
 
 
 def test_a_checkpoint_is_hashed_once_per_process_until_it_changes(tmp_path, monkeypatch):
     import hashlib
     import os
 
-    from metaprompt_lite import backbone as module
+    from metaprompt_lite import provenance as module
 
     path = tmp_path / "w.bin"
     path.write_bytes(b"a" * 100)
