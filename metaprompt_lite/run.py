@@ -28,7 +28,7 @@ from metaprompt_lite.engine import (
 from metaprompt_lite.fastpath import batch_cache, frozen_features
 from metaprompt_lite.methods import AUGMENTATION, MethodConfig, get_method, preset, prompted_clip
 from metaprompt_lite.prompts import PromptedCLIP
-from metaprompt_lite.splits import base_class_shots, base_new_split, few_shot_indices
+from metaprompt_lite.splits import base_class_shots, base_new_split, few_shot_indices, smallest_pool
 from metaprompt_lite.steps import compute_logits, start_training
 from metaprompt_lite.zeroshot import base_new
 
@@ -97,11 +97,10 @@ def training_set(config: RunConfig, dataset) -> tuple[torch.Tensor, torch.Tensor
 
 
 def drawn_shots(config: RunConfig, dataset) -> int:
-    """The shots a run actually trains on: the fewest images drawn for one class (per source domain
-    in DG). Below ``config.shots`` when the train pool is smaller (the offline suite: 6 to 8)."""
-    index, labels, domains = training_set(config, dataset)
-    keys = labels if domains is None else labels * (int(domains.max()) + 1) + domains
-    return int(torch.bincount(keys)[keys.unique()].min())
+    """The shots a run actually trains on: ``config.shots`` capped at the fewest images one class has
+    to draw from (:func:`~metaprompt_lite.splits.smallest_pool`; per source domain in DG). Below
+    ``config.shots`` when the train pool is smaller (the offline suite: 4 to 8)."""
+    return min(config.shots, smallest_pool(dataset, config.target))
 
 
 def row_settings(config: RunConfig, dataset, weights: str, code: str) -> dict[str, Any]:
