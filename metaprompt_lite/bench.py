@@ -104,7 +104,7 @@ class Group:
     methods: tuple[str, ...]
 
 
-def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done,
+def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done: dict[tuple[str, ...], dict],
          settings_of=None, path: Path | None = None) -> list[Group]:
     """The missing rows, grouped by (dataset, target, seed) and within that by batch size (the
     methods that draw the same batches share them), in the benchmark's fixed order.
@@ -122,7 +122,7 @@ def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done,
                     key = run_key(m, name, target, seed)
                     if key not in done:
                         methods.append(m)
-                    elif settings_of is not None and isinstance(done, dict):
+                    elif settings_of is not None:
                         differences = results_table.setting_differences(settings_of(m, name, target, seed), done[key])
                         if differences:
                             conflicts.append((key, differences))
@@ -154,10 +154,8 @@ STEP_SECONDS = {"coop": 0.071, "cocoop": 0.038, "ivlp": 0.052, "maple": 0.053, "
 def group_seconds(config: BenchConfig, group: Group, dataset) -> float:
     """A rough estimate of one group's seconds on one thread: steps × :data:`STEP_SECONDS` × classes / 25."""
     total = 0.0
-    for method in group.methods:
+    for method in (m for m in group.methods if METHODS[m].trainable):
         run = run_config(config, method, group.dataset, group.target, group.seed)
-        if not METHODS[method].trainable:
-            continue
         index, _, _ = training_set(run, dataset)
         steps, _ = steps_for(len(index), run.optim)
         classes = len(dataset.classnames) / (2 if group.target is None else 1)
@@ -171,8 +169,6 @@ def largest_first(config: BenchConfig, groups: list[Group], datasets: dict) -> t
     depend on the order: each is a pure function of its run."""
     cost = {group: group_seconds(config, group, datasets[group.dataset]) for group in groups}
     return sorted(groups, key=lambda g: -cost[g]), sum(cost.values())
-
-
 
 
 def run_config(config: BenchConfig, method: str, dataset: str, target: str | None, seed: int) -> RunConfig:
@@ -354,7 +350,7 @@ def bench(config: BenchConfig, on_row=None) -> Path:
 
     groups = plan(config, targets_of, done, settings_of, path)
     if config.shard is not None:  # split the whole grid (not what is done): a resumed shard is the same shard
-        groups = shard.select(config, _methods(config), targets_of, datasets, plan(config, targets_of, set()),
+        groups = shard.select(config, _methods(config), targets_of, datasets, plan(config, targets_of, {}),
                               groups, path)
     workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
     workers = max(1, min(workers, len(groups)))

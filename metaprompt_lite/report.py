@@ -390,14 +390,10 @@ def budget_rows(n_images: int, suite: str = "b2n") -> list[dict]:
     return rows
 
 
-def _average_cells(results_dir: Path, datasets: set[str]) -> dict[str, str]:
-    """method -> 'base / new / HM' of a protocol's b2n.csv (seed means over the seeds that cover
-    every dataset of ``datasets``), or 'partial: k of n rows' for a method without such a seed: an
-    average over fewer datasets would not compare with the other protocol's."""
-    path = results_dir / "b2n.csv"
-    if not path.is_file():
-        return {}
-    frame = read_results(path)
+def _average_cells(frame: pd.DataFrame, datasets: set[str]) -> dict[str, str]:
+    """method -> 'base / new / HM' of a protocol's base-to-new rows (seed means over the seeds that
+    cover every dataset of ``datasets``), or 'partial: k of n rows' for a method without such a seed:
+    an average over fewer datasets would not compare with the other protocol's."""
     grid = len(datasets) * frame["seed"].nunique()
     cells = {}
     for method, rows in frame.groupby("method"):
@@ -414,11 +410,10 @@ def overview(results_dir: str | Path = "results") -> str:
     """``results/README.md``: both protocols side by side with the papers' numbers, and the budget
     table (each protocol's own tables are in its folder's README)."""
     results_dir = Path(results_dir)
-    datasets = set()
-    for p in PROTOCOL_DIRS:
-        if (results_dir / p / "b2n.csv").is_file():
-            datasets |= set(read_results(results_dir / p / "b2n.csv")["dataset"])
-    cells = {p: _average_cells(results_dir / p, datasets) for p in PROTOCOL_DIRS}
+    frames = {p: read_results(results_dir / p / "b2n.csv") for p in PROTOCOL_DIRS
+              if (results_dir / p / "b2n.csv").is_file()}
+    datasets = set().union(*(set(frame["dataset"]) for frame in frames.values()))
+    cells = {p: _average_cells(frames[p], datasets) if p in frames else {} for p in PROTOCOL_DIRS}
     lines = ["# Results", "",
              "The embedded tier (pocket CLIP, offline suite) under two training protocols: **official**, each "
              "method on its paper's training budget (the headline), and **tuned**, every budget chosen on "
