@@ -22,9 +22,8 @@ from matplotlib.patches import Rectangle
 
 from metaprompt_lite.backbone import encode_image_layers, load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.methods import get_method
+from metaprompt_lite.methods import get_method, prompted_clip
 from metaprompt_lite.paths import default_model
-from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.steps import compute_logits
 
 torch.manual_seed(0)
@@ -38,7 +37,7 @@ print(f"ViT: {backbone.vision_layers} layers, {grid}x{grid} patch tokens + CLS; 
 # %%
 for name in ("coop", "ivlp", "maple", "metaprompt"):
     method = get_method(name)
-    model = PromptedCLIP(backbone, method.prompt, classes, dataset.templates[:1])
+    model = prompted_clip(backbone, method, classes, dataset.templates, dataset.name)
     shapes = {n: tuple(p.shape) for n, p in model.prompts.named_parameters()}
     n = sum(p.numel() for p in model.prompts.parameters())
     print(f"{name:10s} {n:7d} params  {shapes}")
@@ -51,7 +50,7 @@ for name in ("coop", "ivlp", "maple", "metaprompt"):
 # %%
 def draw(ax, method_name):
     method = get_method(method_name)
-    learner = PromptedCLIP(backbone, method.prompt, classes, dataset.templates[:1]).prompts
+    learner = prompted_clip(backbone, method, classes, dataset.templates, dataset.name).prompts
     n_ctx, n_vis = method.prompt.n_ctx, method.prompt.n_vision
     for layer in range(backbone.vision_layers):
         y = -layer
@@ -94,7 +93,7 @@ print("max |layer-wise − encode_image| =", f"{(plain - reference).abs().max().
 assert torch.allclose(plain, reference, atol=1e-5)
 
 metaprompt = get_method("metaprompt")
-model = PromptedCLIP(backbone, metaprompt.prompt, classes, dataset.templates[:1])
+model = prompted_clip(backbone, metaprompt, classes, dataset.templates, dataset.name)
 with torch.no_grad():
     out = compute_logits(model, metaprompt, images)
     prompted = model.image_features(images, model.learner())
@@ -103,7 +102,7 @@ print("cos(prompted f̃_I, frozen f_I) per image:", [round(v, 3) for v in (promp
 assert torch.allclose(frozen, torch.nn.functional.normalize(reference, dim=-1), atol=1e-5)
 assert out.logits_i.shape == out.logits_t.shape == (len(images), len(classes))
 
-maple = PromptedCLIP(backbone, get_method("maple").prompt, classes, dataset.templates[:1])
+maple = prompted_clip(backbone, get_method("maple"), classes, dataset.templates, dataset.name)
 before = maple.learner().vision[0].detach().clone()
 with torch.no_grad():
     maple.prompts.ctx.add_(0.1)

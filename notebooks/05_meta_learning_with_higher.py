@@ -13,6 +13,13 @@
 # (ProMetaR's and GRAM's too): `higher`'s monkeypatch runs the prompt learner on an explicit list of
 # parameters (`meta.functional_learner`), and the inner step $\theta' = \theta - \alpha g$ is written
 # out (`meta.inner_step`), so ProMetaR and GRAM can put their modulated or regulated gradient for $g$.
+#
+# | equation | where |
+# |---|---|
+# | the learner run on an explicit parameter list θ | `meta.functional_learner` (`higher.patch.monkeypatch`) |
+# | θ' = θ − α ∇L_s(θ), kept differentiable for second order | `meta.inner_step`, inside `meta.meta_gradients` |
+# | g = ∇L_q(θ') (first order) or ∇_θ L_q(θ'(θ)) (second order) | `meta.meta_gradients` (`first_order=`) |
+# | θ ← θ − β Σ_i g_i over episodes | `meta.apply_update`, called by `meta.episodic_meta_update` |
 
 # %%
 import time
@@ -24,16 +31,15 @@ from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
 from metaprompt_lite.losses import clip_logits
 from metaprompt_lite.meta import double_backward_attention, meta_gradients
-from metaprompt_lite.methods import get_method
+from metaprompt_lite.methods import get_method, prompted_clip
 from metaprompt_lite.paths import default_model
-from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.splits import relabel
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
 dataset = load_dataset("emoji-novel-places")
 method = get_method("ivlp")  # deep text + vision prompts: the meta-gradient goes through both encoders
-model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:8], dataset.templates[:1])
+model = prompted_clip(backbone, method, dataset.classnames[:8], dataset.templates, dataset.name)
 pool = (dataset.split == 0) & (dataset.labels < 8)
 images, labels = dataset.images[pool], dataset.labels[pool]
 support_classes, query_classes = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])
