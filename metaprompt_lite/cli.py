@@ -36,7 +36,7 @@ from metaprompt_lite.provenance import code_version
 from metaprompt_lite.report import comparison_text, report, report_all, summary_text
 from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
 from metaprompt_lite.results_table import ACCURACY_COLUMNS, count_rows
-from metaprompt_lite.run import drawn_shots, load_backbone, preset_run, run_base_to_new, run_domain_generalization
+from metaprompt_lite.run import load_backbone, preset_run, run_base_to_new, run_domain_generalization
 from metaprompt_lite.shard import merge, shard_files, shard_name
 from metaprompt_lite.splits import smallest_pool
 from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
@@ -210,13 +210,10 @@ def _check_target(args, dataset) -> None:
                          f"--target {args.target}, or use a DG benchmark ({', '.join(DG_BENCHMARKS)})")
 
 
-def _check_shots(args, dataset) -> None:
-    """A typed ``--shots`` above the images a class has would be capped without a word (the preset's
-    16 is, by design): refuse it, so the run is the one asked for."""
-    if args.shots is None:
-        return
-    pool = smallest_pool(dataset, args.target)
-    if args.shots > pool:
+def _check_shots(args, dataset, pool: int) -> None:
+    """A typed ``--shots`` above the images a class has (``pool``: :func:`~metaprompt_lite.splits.smallest_pool`)
+    would be capped without a word (the preset's 16 is, by design): refuse it, so the run is the one asked for."""
+    if args.shots is not None and args.shots > pool:
         where = "per class and source domain" if dataset.suite == "dg" else "per base class in its train pool"
         raise ValueError(f"--shots {args.shots} is more than {args.dataset} has: {pool} images {where} — use "
                          f"--shots {pool} or fewer")
@@ -225,7 +222,8 @@ def _check_shots(args, dataset) -> None:
 def _run_train(args) -> int:
     dataset = load_dataset(args.dataset)
     _check_target(args, dataset)  # before any output: the error is the only line
-    _check_shots(args, dataset)
+    pool = smallest_pool(dataset, args.target)  # the fewest images a class has to draw its shots from
+    _check_shots(args, dataset, pool)
     config = preset_run(args.method, args.tier, dataset.suite, args.protocol, dataset=args.dataset, target=args.target,
                         model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
                         device=args.device, out_dir=args.out_dir or None)
@@ -248,7 +246,7 @@ def _run_train(args) -> int:
           + (f", overridden: {', '.join(changed)}" if changed else ""), file=sys.stderr)
     print("RunConfig\n" + config_table(config), file=sys.stderr)
     if config.recipe.trainable:
-        drawn = drawn_shots(config, dataset)
+        drawn = min(config.shots, pool)  # as run.drawn_shots, which the results rows record
         if drawn < config.shots:  # the offline suite's pools are smaller than the papers' 16 shots
             print(f"shots: {drawn} per class drawn ({config.shots} asked; the train pool has no more)", file=sys.stderr)
     threads = torch.get_num_threads()
