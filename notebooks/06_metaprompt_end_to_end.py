@@ -3,16 +3,21 @@
 #
 # MetaPrompt ("Learning Domain Invariant Prompt for Vision-Language Models", IEEE TIP 2024) trains
 # the dual-modality prompts of notebook 03 with the asymmetric loss of notebook 04, and after every
-# ordinary step adds a **domain-split meta-update** (notebook 05):
+# ordinary step adds a **domain-split meta-update** (notebook 05). Each step of the paper's algorithm
+# is one function of the package:
 #
-# 1. in-domain step: SGD on the asymmetric loss of the batch;
-# 2. split the batch into episodes — **cross-class** for base-to-new (classes cut into groups; query =
-#    one group, support = the rest) or **cross-domain** for DG (query = one source domain);
-# 3. for each episode i: one inner step on the support, gradient g_i of the query loss at the adapted
-#    prompts (text prompts adapt for cross-class, vision prompts for cross-domain);
-# 4. θ ← θ − lr · meta_step · Σ_i g_i.
+# | step | what it does | where |
+# |---|---|---|
+# | 1 | in-domain update: one SGD step on the asymmetric loss of the batch | `steps.supervised_step` with `losses.asymmetric_contrastive_loss`, the first update `steps.metaprompt_step` makes |
+# | 2 | split the batch into episodes: **cross-class** for base-to-new (classes cut into `n_groups` groups; query = one group, support = the rest) or **cross-domain** for DG (query = one source domain) | `meta.cross_class_episodes`, `meta.cross_domain_episodes` |
+# | 3 | per episode i: an inner step on the support loss, then g_i = the gradient of the query loss at the adapted prompts (text prompts adapt for cross-class, vision prompts for cross-domain) | `meta.official_quirks_meta_update` (the benchmark's `metaprompt`) or `meta.episodic_meta_update` → `meta.meta_gradients` (`metaprompt-clean`) |
+# | 4 | θ ← θ − lr · meta_step · Σ_i g_i | `meta.apply_update`, the last line of both |
 #
-# Updates that help unseen classes (or domains) are rewarded; updates that only memorise are not.
+# `steps.metaprompt_step` runs the four in order, once per batch. Step 3 exists in two versions.
+# The benchmark's `metaprompt` runs it as the official code does: the inner step is a step of the
+# *training optimizer*, so the support gradient also enters the momentum buffer and keeps moving the
+# prompts, and only the first episode's inner step is undone. `metaprompt-clean` runs it as the paper
+# writes it: the inner step on a `higher` copy, the prompts restored exactly (docs/methods.md).
 
 # %%
 from dataclasses import replace
@@ -27,9 +32,8 @@ from metaprompt_lite.data import load_dataset
 from metaprompt_lite.engine import make_generator
 from metaprompt_lite.losses import asymmetric_contrastive_loss, clip_logits
 from metaprompt_lite.meta import cross_class_episodes, cross_domain_episodes, meta_gradients
-from metaprompt_lite.methods import get_method
+from metaprompt_lite.methods import prompted_clip
 from metaprompt_lite.paths import default_model, results_dir
-from metaprompt_lite.prompts import PromptedCLIP
 from metaprompt_lite.report import b2n_average
 from metaprompt_lite.run import preset_run, run_base_to_new
 from metaprompt_lite.splits import base_new_split, relabel
@@ -37,12 +41,16 @@ from metaprompt_lite.steps import TEXT_PARAMS, compute_logits
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
-method = get_method("metaprompt")
+dataset = load_dataset("emoji-novel-mixed")
+config = preset_run("metaprompt", dataset=dataset.name, model=backbone.name, pretrained=backbone.pretrained,
+                    seed=1, progress=False)  # the official protocol: Meta_B2N's 8 epochs at batch 16, lr 0.0015
+method = config.recipe
 print(method)
+print(config.optim)
 
 # %% [markdown]
 # ## The two splits, visualised
-# A batch of 16 images from 50 base classes, cut into `n_groups` class groups; and a DG batch from
+# A batch of 16 images from 50 classes, cut into `n_groups` class groups; and a DG batch from
 # three source domains.
 
 # %%
@@ -75,24 +83,26 @@ plt.show()
 
 # %% [markdown]
 # ## Training MetaPrompt on emoji-novel-mixed: the official loop, the clean update, and second order
-# Live, one seed, the benchmark's pocket preset. `metaprompt` runs the official code's loop: each
-# episode's inner step is a step of the training optimizer, so the support gradient stays in its
-# momentum and keeps moving the prompts, and only the first episode is restored (docs/methods.md).
-# `metaprompt-clean` takes the inner step on a `higher` copy and restores exactly; with
-# `meta_order=2` it differentiates through that step.
+# Live, one seed, at MetaPrompt's official budget (the benchmark's `official` protocol). The three
+# runs differ only in step 3: the official loop; the clean update (first order, as the official
+# code's meta-gradient); the clean update with `meta_order=2`, which differentiates through the inner
+# step.
 
 # %%
-dataset = load_dataset("emoji-novel-mixed")
 runs = {}
 for label, name, overrides in (("metaprompt (official)", "metaprompt", {}),
                                ("metaprompt-clean (1st)", "metaprompt-clean", {}),
                                ("metaprompt-clean (2nd)", "metaprompt-clean", {"meta_order": 2})):
-    config = preset_run(name, "pocket", "b2n", "tuned", dataset=dataset.name, model=backbone.name,
-                        pretrained=backbone.pretrained, seed=1, progress=False)
-    config = replace(config, recipe=replace(config.recipe, **overrides))
-    runs[label] = run_base_to_new(config, dataset, backbone)
+    run = preset_run(name, dataset=dataset.name, model=backbone.name, pretrained=backbone.pretrained, seed=1,
+                     progress=False)
+    run = replace(run, recipe=replace(run.recipe, **overrides))
+    runs[label] = run_base_to_new(run, dataset, backbone)
     r = runs[label]
     print(f"{label:24s} base {r['base']:5.1f}  new {r['new']:5.1f}  HM {r['hm']:5.1f}  ({r['train_s']:.0f} s)")
+live = pd.DataFrame(runs).T[["base", "new", "hm"]].astype(float)
+official_minus_clean = live.loc["metaprompt (official)", "hm"] - live.loc["metaprompt-clean (1st)", "hm"]
+second_minus_first = live.loc["metaprompt-clean (2nd)", "hm"] - live.loc["metaprompt-clean (1st)", "hm"]
+print(f"HM, official loop − clean update: {official_minus_clean:+.1f};  second − first order: {second_minus_first:+.1f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -105,30 +115,36 @@ ax.set_ylabel("loss")
 ax.set_title("MetaPrompt on emoji-novel-mixed (base classes)")
 ax.legend(fontsize=7)
 plt.show()
-first = pd.DataFrame(runs["metaprompt (official)"]["history"])
-assert first["loss"].iloc[-5:].mean() < first["loss"].iloc[:5].mean()
+for label, r in runs.items():  # every variant fits its training shots
+    h = pd.DataFrame(r["history"])
+    assert h["loss"].iloc[-5:].mean() < h["loss"].iloc[:5].mean(), label
 
 # %% [markdown]
-# ## Why first and second order train alike here: the size of the second-order term
-# The two `metaprompt-clean` runs above print the same accuracies and draw the same curves. The
-# reason is in the meta-gradient (notebook 05). With one inner step θ' = θ − α∇L_s(θ),
+# This is one seed on one dataset: a difference of a point or two between the rows is within what
+# another seed moves (the benchmark below averages 3 seeds over 10 datasets). The two printed
+# differences are read below, after looking at what each variant adds to a step.
 #
-# second order: g₂ = (I − α∇²L_s(θ)) ∇L_q(θ'),   first order: g₁ = ∇L_q(θ'),   so g₂ − g₁ = −α ∇²L_s(θ) ∇L_q(θ').
-#
-# The difference is the Hessian term, and it is proportional to the inner learning rate α. MetaPrompt
-# takes its inner step at the training lr (the pocket preset's 0.002, falling along the cosine). Below,
-# one real cross-class episode of emoji-novel-mixed (text prompts adapt, as in training): the
-# relative size ‖g₂ − g₁‖ / ‖g₁‖ and the cosine between g₁ and g₂, for α from the preset's lr up.
+# ## What the official loop adds: the support steps
+# In the official loop every episode's inner step is `optimizer.step()` on the support loss, at the
+# training lr, exactly as the in-domain step is on the asymmetric loss. So each batch also trains the
+# prompts on the episodes' support cross-entropies (text prompts, on class subsets), and the momentum
+# buffer keeps that push going over the next steps; the first episode's restore puts the prompts back
+# but not the buffer. How heavy is that extra term against the main loss? A batch of the run's
+# training images (un-augmented), the text prompts (those the cross-class episodes adapt), at the
+# untrained prompts:
 
 # %%
 base_classes, _ = base_new_split(len(dataset.classnames))
-model = PromptedCLIP(backbone, method.prompt, [dataset.classnames[i] for i in base_classes], dataset.templates[:1])
+model = prompted_clip(backbone, method, [dataset.classnames[i] for i in base_classes], dataset.templates,
+                      dataset.name, seed=1)
 pool = ((dataset.split == 0) & torch.isin(dataset.labels, base_classes)).nonzero().flatten()
-batch = pool[torch.randperm(len(pool), generator=make_generator(0))[:16]]
+batch = pool[torch.randperm(len(pool), generator=make_generator(0))[: config.optim.batch_size]]
 images, labels = dataset.images[batch], relabel(dataset.labels[batch], base_classes)
 frozen_image = model.frozen_image_features(images)
-episode = cross_class_episodes(labels, model.n_classes, make_generator(0), method.n_groups)[0]
+episodes = cross_class_episodes(labels, model.n_classes, make_generator(0), method.n_groups)
+episodes = [e for e in episodes if len(e.query_classes) >= 2]  # as steps.metaprompt_step does for the official loop
 adapt = [n for n, _ in model.prompts.named_parameters() if n in TEXT_PARAMS]
+params = dict(model.prompts.named_parameters())
 
 
 def episode_loss(module, index, classes):
@@ -141,8 +157,40 @@ def flat(grads):
     return torch.cat([grads[n].flatten() for n in adapt])
 
 
+out = compute_logits(model, method, images, frozen_image=frozen_image)
+loss = asymmetric_contrastive_loss(out.logits_i, out.logits_t, labels, method.loss_terms)
+in_domain = torch.cat([g.flatten() for g in torch.autograd.grad(loss, [params[n] for n in adapt])])
+support = [torch.cat([g.flatten() for g in torch.autograd.grad(
+    episode_loss(model.prompts, e.support, e.support_classes), [params[n] for n in adapt])]) for e in episodes]
+support_sum = torch.stack(support).sum(0)
+extra_weight = (support_sum.norm() / in_domain.norm()).item()
+print(f"{len(episodes)} episodes;  ‖∇L_asym‖ = {in_domain.norm():.3f};  "
+      f"‖Σ_i ∇L_support,i‖ = {support_sum.norm():.3f}  (ratio {extra_weight:.2f})")
+print(f"cosine(Σ_i ∇L_support,i, ∇L_asym) = {torch.nn.functional.cosine_similarity(support_sum, in_domain, dim=0):.2f}")
+assert 1 <= len(episodes) <= method.n_groups
+
+# %% [markdown]
+# The ratio printed above is the weight of the official loop's extra term against the main loss, on
+# this batch: both gradients enter the same optimizer at the same lr. If it is near 1 or above, the
+# support steps are not a small side effect but a second training loss, a cross-entropy of the text
+# prompts on class subsets; the cosine says how far it pulls in the main loss's direction. That is
+# what the difference `metaprompt` − `metaprompt-clean` measures (the meta-update is common to both).
+#
+# ## First and second order: the size of the second-order term
+# With one inner step θ' = θ − α∇L_s(θ) (notebook 05),
+#
+# second order: g₂ = (I − α∇²L_s(θ)) ∇L_q(θ'),   first order: g₁ = ∇L_q(θ'),   so g₂ − g₁ = −α ∇²L_s(θ) ∇L_q(θ').
+#
+# The difference is the Hessian term, and it is proportional to the inner learning rate α. MetaPrompt
+# takes its inner step at the training lr (the official 0.0015, falling along the cosine). Below, one
+# cross-class episode of the batch above: the relative size ‖g₂ − g₁‖ / ‖g₁‖ and the cosine between
+# g₁ and g₂, for α from the preset's lr up.
+
+# %%
+episode = episodes[0]
+lr = config.optim.lr
 rows = []
-for alpha in (0.002, 0.02, 0.2, 2.0, 20.0):
+for alpha in (lr, 10 * lr, 100 * lr, 1000 * lr, 10000 * lr):
     g = {order: flat(meta_gradients(model.prompts, lambda m: episode_loss(m, episode.support, episode.support_classes),
                                     lambda m: episode_loss(m, episode.query, episode.query_classes),
                                     inner_lr=alpha, first_order=order == 1, adapt=adapt)[0])
@@ -155,30 +203,23 @@ print(second_order.to_string(float_format=lambda v: f"{v:.2e}"))
 # %%
 fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.loglog(second_order.index, second_order["‖g₂ − g₁‖ / ‖g₁‖"], "o-")
-ax.axvline(0.002, ls=":", color="grey")
-ax.annotate("pocket preset's lr", (0.002, second_order.iloc[0, 0]), xytext=(5, 10), textcoords="offset points")
+ax.axvline(lr, ls=":", color="grey")
+ax.annotate("official lr", (lr, second_order.iloc[0, 0]), xytext=(5, 10), textcoords="offset points")
 ax.set_xlabel("inner learning rate α")
 ax.set_ylabel("‖g₂ − g₁‖ / ‖g₁‖")
 ax.set_title("The second-order term grows with α")
 plt.show()
 # while α is small the difference is the Hessian term, in proportion to α
 ratio = second_order["‖g₂ − g₁‖ / ‖g₁‖"]
-assert 5 < ratio.loc[0.02] / ratio.loc[0.002] < 20
+assert 5 < ratio.iloc[1] / ratio.iloc[0] < 20
+cosine = second_order["cos(g₁, g₂)"]
+assert cosine.iloc[0] > 0.9 and cosine.iloc[-1] < 0.9  # close at the official lr, apart far above it
 
 # %% [markdown]
-# So the second-order term is *not* negligible against the meta-gradient itself: at the preset's α
-# it is already a sizeable part of it, and from ten times that α on it turns the meta-gradient away from
-# first order's (the cosine column). Why then do the two runs train alike? Because of how much
-# of a training step the meta-update is. Each step first takes the in-domain step on the asymmetric
-# loss, lr · ∇L, and then the meta-update, lr · meta_step · Σᵢ gᵢ with meta_step = 0.2. On the same
-# batch, for the text prompts (those the cross-class episode adapts):
+# How much of a training step is that? Each step first takes the in-domain step, lr · ∇L, then the
+# meta-update, lr · meta_step · Σᵢ gᵢ with meta_step = 0.2. On the same batch and episode:
 
 # %%
-lr = 0.002
-out = compute_logits(model, method, images, frozen_image=frozen_image)
-loss = asymmetric_contrastive_loss(out.logits_i, out.logits_t, labels, method.loss_terms)
-params = dict(model.prompts.named_parameters())
-in_domain = torch.cat([g.flatten() for g in torch.autograd.grad(loss, [params[n] for n in adapt])])
 g = {order: flat(meta_gradients(model.prompts, lambda m: episode_loss(m, episode.support, episode.support_classes),
                                 lambda m: episode_loss(m, episode.query, episode.query_classes),
                                 inner_lr=lr, first_order=order == 1, adapt=adapt)[0])
@@ -189,73 +230,76 @@ sizes = {"in-domain step  lr·‖∇L‖": lr * in_domain.norm().item(),
 for name, size in sizes.items():
     print(f"{name:42s} {size:.2e}")
 share = sizes["its second-order part  lr·0.2·‖g₂ − g₁‖"] / sizes["in-domain step  lr·‖∇L‖"]
-print(f"second-order part / in-domain step: {share:.1%} per episode")
+print(f"second-order part / in-domain step: {share:.1%} per episode; "
+      f"the live runs took {len(runs['metaprompt-clean (1st)']['history'])} steps")
 
 # %% [markdown]
-# Per episode, the second-order part moves the prompts by a few percent of what the in-domain step
-# moves them, mostly along first order's direction. Over a run of a few dozen steps the prompts of
-# the two orders therefore stay close, and the two `metaprompt-clean` rows above end close together
-# (the benchmark runs first order, as the official code does). The table says where that would stop:
-# at an inner learning rate ten or more times the preset's, g₂ and g₁ part ways.
+# Read the printed share: if it is a few percent, the second-order term moves the prompts by a few
+# percent of what the in-domain step does each step, and over the live runs' steps (printed) the two orders
+# should stay close, as should their rows in the live run above (whose printed HM difference says
+# whether they did on this seed). The α table says where that would stop: read its cosine column
+# for the inner learning rate at which g₂ turns away from g₁. The benchmark runs first order, as the
+# official code does.
 
 # %% [markdown]
-# ## Against the baselines: the committed benchmark (3 seeds)
+# ## Against the baselines: the committed benchmark (3 seeds, both protocols)
+# The headline is the `official` protocol, each method at its official budget; the `tuned` protocol
+# trains every method on a budget chosen on base-class validation (results/README.md).
 
 # %%
-results = results_dir("tuned")
-b2n = pd.read_csv(results / "b2n.csv")
-avg = b2n_average(b2n)  # per seed: mean over datasets, HM of the means; then mean over seeds
-methods = ["zsclip", "coop", "cocoop", "ivlp", "maple", "metaprompt"]
-print(avg.loc[methods + ["metaprompt-clean"]].round(2))
-
-dg = pd.read_csv(results / "dg.csv")
-dg_mean = dg.groupby(["benchmark", "method"])["acc"].mean().unstack("benchmark")
-print(dg_mean.round(2))
+avg = {protocol: b2n_average(pd.read_csv(results_dir(protocol) / "b2n.csv")) for protocol in ("official", "tuned")}
+methods = ["zsclip", "coop", "cocoop", "ivlp", "maple", "metaprompt", "metaprompt-clean"]
+table = pd.concat({p: a.loc[methods, ["base", "new", "hm"]] for p, a in avg.items()}, axis=1)
+print(table.round(2))
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
-avg.loc[methods, ["base", "new", "hm"]].plot.bar(ax=axes[0], rot=0)
-axes[0].set_ylabel("accuracy (%)")
-axes[0].set_title(f"Base-to-new, average over {b2n.dataset.nunique()} datasets")
-axes[0].set_ylim(0, 100)
-dg_mean.loc[[m for m in methods if m in dg_mean.index]].plot.bar(ax=axes[1], rot=0)
-axes[1].set_ylabel("mean target accuracy (%)")
-axes[1].set_title("Domain generalisation, leave-one-domain-out")
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.5), sharey=True)
+for ax, (protocol, a) in zip(axes, avg.items()):
+    a.loc[methods, ["base", "new", "hm"]].plot.bar(ax=ax, rot=20)
+    ax.set_title(f"base-to-new, {protocol} protocol")
+    ax.set_ylabel("accuracy (%)")
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The papers' claims, checked on the committed run (`results/FINDINGS.md` says why each holds or not).
-# `metaprompt-clean` is the ablation: the same method with the exact inner step and restore instead
-# of the official loop. The official loop's inner steps go through the training optimizer, so each
-# support gradient also stays in the momentum buffer and keeps moving the prompts: in effect an extra
-# cross-entropy on class subsets, of about the main loss's weight. The gap between the two rows is
-# what that extra term does here.
+# The papers' claims for MetaPrompt, checked on both protocols (`results/FINDINGS.md` says why each
+# holds or not). The last line is the ablation: the official loop against the clean update, whose
+# gap is what the support steps above do over a whole benchmark.
 
 # %%
-best_baseline = avg.loc[["coop", "cocoop", "ivlp", "maple"], "hm"].max()
-gain = avg.loc["metaprompt", "hm"] - best_baseline
-claims = {
-    "MetaPrompt HM >= best prompt baseline + 1.0": (gain, 1.0),
-    "MetaPrompt HM > zero-shot HM": (avg.loc["metaprompt", "hm"] - avg.loc["zsclip", "hm"], 0.0),
-    "MetaPrompt new > best deep-prompt baseline's new": (
-        avg.loc["metaprompt", "new"] - avg.loc[["ivlp", "maple"], "new"].max(), 0.0),
-    "official loop HM - clean update HM": (avg.loc["metaprompt", "hm"] - avg.loc["metaprompt-clean", "hm"], None),
-}
-for claim, (margin, bar) in claims.items():
-    verdict = "" if bar is None else ("holds" if margin > bar or (bar and margin >= bar) else "does not hold")
-    print(f"{claim:50s} {margin:+6.2f}  {verdict}")
+claims = {}
+for protocol, a in avg.items():
+    best_baseline = a.loc[["coop", "cocoop", "ivlp", "maple"], "hm"].max()
+    claims[protocol] = {
+        "MetaPrompt HM − best prompt baseline HM (paper: ≥ +1)": a.loc["metaprompt", "hm"] - best_baseline,
+        "MetaPrompt HM − zero-shot HM (paper: > 0)": a.loc["metaprompt", "hm"] - a.loc["zsclip", "hm"],
+        "MetaPrompt new − best deep-prompt new (paper: > 0)":
+            a.loc["metaprompt", "new"] - a.loc[["ivlp", "maple"], "new"].max(),
+        "official loop HM − clean update HM": a.loc["metaprompt", "hm"] - a.loc["metaprompt-clean", "hm"],
+    }
+claims = pd.DataFrame(claims)
+print(claims.round(2).to_string())
+spread = pd.Series({p: a.loc[["metaprompt", "metaprompt-clean"], "hm_std"].max() for p, a in avg.items()})
+print("seed spread (std of HM over seeds, the larger of the two rows):", spread.round(2).to_dict())
 
 # %% [markdown]
+# Read each line against its bar: the paper's claim holds on a protocol when the number clears the
+# bar in brackets (+1 for the first line, 0 for the next two); results/FINDINGS.md explains the misses,
+# protocol by protocol. The last line compares the benchmark's two MetaPrompt rows, beside their
+# seed spread (printed below): a gap within it says the official loop's extra support steps neither
+# helped nor hurt measurably there; the live run above is one seed of the same comparison.
+#
 # ## Summary
-# - MetaPrompt = dual-modality prompts + asymmetric loss + an episodic meta-update per batch.
+# - MetaPrompt = dual-modality prompts + asymmetric loss + an episodic meta-update per batch; each
+#   step of its algorithm is one function (the table at the top).
 # - Cross-class episodes never leak query classes into the support; cross-domain episodes never
-#   leak the query domain.
-# - On the offline suite the table and the claims above, printed from `results/`, say where it stands
-#   against the baselines; `results/FINDINGS.md` gives the reasons where a paper's claim does not hold.
+#   leak the query domain (asserted above).
+# - The official loop adds a second training term (the support steps through the optimizer), whose
+#   weight against the main loss is printed above; the clean update does not.
 #
 # ## Exercises
-# 1. Set `n_groups` to 2 and 8 (`recipe=replace(config.recipe, n_groups=...)`): how do base and new move?
-# 2. Compare `metaprompt` and `metaprompt-clean` on another dataset: how much of the official loop's
-#    effect is the extra support step kept in the optimizer's momentum?
+# 1. Set `n_groups` to 2 and 8 (`replace(config, recipe=replace(config.recipe, n_groups=...))`): how do
+#    base and new move?
+# 2. Compare `metaprompt` and `metaprompt-clean` on another dataset and seed: does the sign of the
+#    live difference above hold?
 # 3. Turn the meta-update off (`episodic=False`): how much of MetaPrompt's gain is the loss alone?
