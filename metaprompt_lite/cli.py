@@ -15,8 +15,9 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from metaprompt_lite import cli_data
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
 from metaprompt_lite.data.corpus import corpus_manifest_path, load_corpus, write_corpus_manifest
 from metaprompt_lite.data.store import StoreError
-from metaprompt_lite.engine import TrainingInterrupted, config_table
+from metaprompt_lite.engine import TrainingInterrupted
 from metaprompt_lite.gram import GramConfig
 from metaprompt_lite.gram_build import build_artifact
 from metaprompt_lite.methods import METHODS, PROTOCOLS
@@ -51,6 +52,13 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         hint = "" if " — " in message else f" — see `{self.prog} --help`"
         self.exit(2, f"error: {message}{hint}\n")
+
+
+def config_table(config: Any) -> str:
+    """A dataclass as aligned ``key: value`` lines, as each command prints its config when it starts."""
+    flat = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    width = max(len(k) for k in flat) if flat else 0
+    return "\n".join(f"  {k:<{width}} : {v}" for k, v in flat.items())
 
 
 def _seed(text: str) -> int:
@@ -237,8 +245,9 @@ def _run_train(args) -> int:
         overrides["meta_order"] = args.meta_order
     if args.meta_update is not None:
         overrides["meta_update"] = args.meta_update
-    # a bad override fails here, in MethodConfig's checks
-    config = replace(config, optim=optim, shots=args.shots or config.shots, recipe=replace(config.recipe, **overrides))
+    # a bad override fails here, in MethodConfig's checks; without one the preset's recipe stays as it is
+    recipe = replace(config.recipe, **overrides) if overrides else config.recipe
+    config = replace(config, optim=optim, shots=args.shots or config.shots, recipe=recipe)
     changed = [name for name in ("shots", "epochs", "lr", "batch_size", "max_steps", "meta_order", "meta_update")
                if getattr(args, name) is not None]
     print(f"preset: {args.method} on the {args.tier} tier, {dataset.suite} suite, {args.protocol} protocol "

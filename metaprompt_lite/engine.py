@@ -22,7 +22,7 @@ import pickle
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -472,13 +472,6 @@ def _train_step(state: TrainState, step_fn: StepFn, images: torch.Tensor, labels
                           "step_s": time.perf_counter() - t0, **losses})
     bar.update(1)
     bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-
-
-def config_table(config: Any) -> str:
-    """A dataclass as aligned ``key: value`` lines, for printing at the start of a run."""
-    flat = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
-    width = max(len(k) for k in flat) if flat else 0
-    return "\n".join(f"  {k:<{width}} : {v}" for k, v in flat.items())
 
 
 def steps_for(n_examples: int, optim: OptimConfig) -> tuple[int, int]:

@@ -61,8 +61,8 @@ def trace(argv: list[str], depth: int = 3) -> list[tuple[str, str, str]]:
             return
         n = level(frame)
         if n is not None and n <= depth:
-            caller = frame.f_back
-            while caller is not None and _name(caller) is None:
+            caller = frame.f_back  # the nearest package function that is not generated code (a dataclass's __init__)
+            while caller is not None and (_name(caller) is None or "<" in _name(caller)[1]):
                 caller = caller.f_back
             seen.add(name)
             stops.append((*name, _name(caller)[0] if caller is not None else ""))
