@@ -17,8 +17,8 @@ import tempfile
 import time
 from dataclasses import asdict, replace
 from functools import partial
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 
