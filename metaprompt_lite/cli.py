@@ -267,9 +267,7 @@ def _run_train(args) -> int:
             result = run_base_to_new(config, dataset)
     finally:  # called in-process (tests, notebooks), the command leaves torch's thread count as it was
         torch.set_num_threads(threads)
-    history = result.pop("history", None)
-    if history:  # the whole run's training time, also when it resumed from a checkpoint
-        result["train_s"] = history[-1].get("train_s", result["train_s"])
+    result.pop("history", None)  # train_s is already the whole run's, also when it resumed from a checkpoint
     print(json.dumps(result) if args.json else format_result(result))
     return 0
 
