@@ -203,3 +203,27 @@ def test_the_overview_puts_both_protocols_side_by_side_and_says_what_is_partial(
     assert "| coop | partial: 1 of 4 rows | 50.00 / 40.00 / 44.44 | 82.69 / 63.22 / 71.66 |" in text
     assert "| zsclip | 50.00 / 40.00 / 44.44 | 50.00 / 40.00 / 44.44 |" in text
     assert "| coop | official | 200 | 32 | 0.002 | 800 | 25600 |" in text  # 150 images, 4 steps an epoch
+
+
+def test_the_overview_puts_both_protocols_dg_side_by_side(tmp_path):
+    """results/README.md's DG table: per method and benchmark, each protocol's mean over targets
+    (seeds that cover every target of the benchmark, in either protocol), 'partial' where no seed does."""
+    from metaprompt_lite.report import report_all
+
+    def dg_row(method, target, seed, acc, protocol):
+        return {"method": method, "benchmark": "pacs", "target": target, "seed": seed, "acc": acc,
+                "train_s": 1.0, **SETTINGS, "protocol": protocol}
+
+    official = [dg_row("metaprompt", t, s, acc, "official") for s in (1, 2) for t, acc in (("x", 60.0 + s), ("y", 80.0))]
+    official += [dg_row("cocoop", "x", 1, 50.0, "official")]  # y not run: no complete seed
+    tuned = [dg_row(m, t, 1, 40.0, "tuned") for m in ("metaprompt", "cocoop") for t in "xy"]
+    for protocol, rows in (("official", official), ("tuned", tuned)):
+        for row in rows:
+            rt.append_row(tmp_path / protocol / "dg.csv", row, DG_COLUMNS)
+        rt.append_row(tmp_path / protocol / "b2n.csv", _row("zsclip", "a", 1, protocol=protocol), B2N_COLUMNS)
+    report_all(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| method | pacs (official / tuned) | paper (ViT-B/16) |" in text
+    assert "| metaprompt | 70.75 / 40.00 | 97.0 / 82.6 / 85.2 / 61.8 |" in text  # seeds (61+80)/2 and (62+80)/2
+    assert "| cocoop | partial: 1 of 4 rows / 40.00 | 96.7 / 78.3 / 84.1 / 61.1 |" in text
+    assert "| metaprompt | official | 6 | 32 | 0.0015 | 90 | 2880 |" in text  # MetaPrompt's Meta_DG budget, 480 images
