@@ -18,13 +18,19 @@ from metaprompt_lite.paths import default_model, results_dir
 from metaprompt_lite.report import PAPER_B2N, PAPER_DG, b2n_average, budget_rows, dg_table
 from metaprompt_lite.run import preset_run, run_base_to_new
 
-b2n = {p: pd.read_csv(results_dir(p) / "b2n.csv") for p in ("official", "tuned")}
-for protocol, frame in b2n.items():
-    meta = json.loads((results_dir(protocol) / "bench_meta.json").read_text())
-    print(f"{protocol:8s}: {len(frame)} base-to-new rows, seeds {sorted(frame.seed.unique().tolist())}, "
-          f"code {frame.code.iloc[0]}; wall time {meta['wall_minutes_by_suite']['b2n']:.0f} min")
-    assert set(frame.seed) == {1, 2, 3} and frame.groupby("method").size().nunique() == 1  # complete
-    assert frame.protocol.eq(protocol).all() and frame.code.nunique() == 1  # one protocol, one code version
+def committed(suite: str) -> dict[str, pd.DataFrame]:
+    """Each protocol's committed rows of one suite ("b2n" or "dg"), checked complete."""
+    frames = {p: pd.read_csv(results_dir(p) / f"{suite}.csv") for p in ("official", "tuned")}
+    for protocol, frame in frames.items():
+        meta = json.loads((results_dir(protocol) / "bench_meta.json").read_text())
+        print(f"{protocol:8s}: {len(frame)} {suite} rows, seeds {sorted(frame.seed.unique().tolist())}, "
+              f"code {frame.code.iloc[0]}; wall time {meta['wall_minutes_by_suite'][suite]:.0f} min")
+        assert set(frame.seed) == {1, 2, 3} and frame.groupby("method").size().nunique() == 1  # complete
+        assert frame.protocol.eq(protocol).all() and frame.code.nunique() == 1  # one protocol, one code version
+    return frames
+
+
+b2n = committed("b2n")
 
 # %% [markdown]
 # ## Base-to-new: ours (pocket CLIP, offline suite) beside the papers (ViT-B/16, 11 datasets)
@@ -80,13 +86,7 @@ checks
 # grid (6 methods × 8 targets of 2 benchmarks × 3 seeds); the official one is the headline.
 
 # %%
-dg = {p: pd.read_csv(results_dir(p) / "dg.csv") for p in ("official", "tuned")}
-for protocol, frame in dg.items():
-    meta = json.loads((results_dir(protocol) / "bench_meta.json").read_text())
-    print(f"{protocol:8s}: {len(frame)} DG rows, code {frame.code.iloc[0]}; "
-          f"wall time {meta['wall_minutes_by_suite']['dg']:.0f} min")
-    assert set(frame.seed) == {1, 2, 3} and frame.groupby("method").size().nunique() == 1  # complete
-    assert frame.protocol.eq(protocol).all() and frame.code.nunique() == 1
+dg = committed("dg")
 assert len(dg["official"]) == len(dg["tuned"])  # the same grid
 dg_table(dg["official"]).round(2)
 
