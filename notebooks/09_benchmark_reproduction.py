@@ -138,7 +138,7 @@ print("steps of one run, CoCoOp / MetaPrompt:", {p: f"{steps.loc['cocoop', p]} /
 # check MetaPrompt > CoCoOp: where the official column has a ✗ and the tuned one a ✓, compare the
 # two methods' steps printed above.
 # Neither paper gives CoCoOp a DG recipe, so the official protocol trains it on its base-to-new one,
-# batch 1 for 10 epochs. `results/FINDINGS.md` reads this miss with one more run: MetaPrompt at ten
+# batch 1 for 10 epochs. `results/FINDINGS.md` reads the official check with one more run: MetaPrompt at ten
 # times its official DG steps, on one seed (`experiments/dg-budget/`).
 
 # %% [markdown]
@@ -180,4 +180,4 @@ subprocess.run(["metaprompt-lite", "bench", "--tier", "paper", "--model", "ViT-B
 # ## Exercises
 # 1. Add a method variant (e.g. `metaprompt-clean` with `meta_order=2`) to the benchmark and compare.
 # 2. Which dataset has the largest seed-to-seed standard deviation, and why?
-# 3. Run the DG benchmark with 1 shot per class and domain: does MetaPrompt's advantage grow?
+# 3. Run the DG benchmark with 1 shot per class and domain: does MetaPrompt's gap to CoCoOp change?

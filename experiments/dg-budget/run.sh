@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MetaPrompt on the official DG protocol at its official 6 epochs and at 60 (10x the steps), seed 1,
 # every target of both DG benchmarks; two runs at a time, one thread each. Writes results.jsonl
-# (one JSON line per run). About 20 min on 2 cores.
+# (one JSON line per run). About 30 min on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")"
 out=results.jsonl
