@@ -474,17 +474,19 @@ def overview(results_dir: str | Path = "results") -> str:
         lines.append(f"| {m} | {cells['official'].get(m, 'not run')} | {cells['tuned'].get(m, 'not run')} | {paper} |")
     lines += ["", "## Training budgets", "",
               "One run on a 25-base-class emoji dataset (150 training images, 6 per class): optimizer steps and "
-              "image views (steps × batch). The papers' runs see 16 images per class.", "",
-              "| method | protocol | epochs | batch | lr | steps | image views |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['protocol']} | {r['epochs']} | {r['batch']} | {r['lr']:g} | {r['steps']} | "
-              f"{r['views']} |" for r in budget_rows(150)]
+              "image views (steps × batch). The papers' runs see 16 images per class.", "", *_budget_table(150, "b2n")]
     dg = _dg_overview(results_dir)
     if dg:
         lines += ["", *dg, "One DG run on a 40-class benchmark, 3 source domains × 4 shots (480 training images):", "",
-                  "| method | protocol | epochs | batch | lr | steps | image views |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['protocol']} | {r['epochs']} | {r['batch']} | {r['lr']:g} | {r['steps']} | "
-                  f"{r['views']} |" for r in budget_rows(480, "dg")]
+                  *_budget_table(480, "dg")]
     return "\n".join(lines) + "\n"
+
+
+def _budget_table(n_images: int, suite: str) -> list[str]:
+    """:func:`budget_rows` as a markdown table."""
+    return ["| method | protocol | epochs | batch | lr | steps | image views |", "|---|---|---|---|---|---|---|",
+            *(f"| {r['method']} | {r['protocol']} | {r['epochs']} | {r['batch']} | {r['lr']:g} | {r['steps']} | "
+              f"{r['views']} |" for r in budget_rows(n_images, suite))]
 
 
 def report_all(results_dir: str | Path = "results") -> list[Path]:
