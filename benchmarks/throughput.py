@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/throughput.py [--old 826c10d] [--new 61a208f] [--json benchmarks/throughput.json]
 
-The slice: 3 base-to-new datasets (emoji-novel-places, flags-pixel, cards) x {coop, cocoop, maple, metaprompt,
+The slice: 3 base-to-new datasets (emoji-novel-objects, cards, fashion) x {coop, cocoop, maple, metaprompt,
 prometar} x seed 1, plus one DG benchmark (emoji-pacs, all 4 targets) x {coop, cocoop, maple,
 metaprompt} x seed 1, each with its pocket preset. Each side runs ``bench`` on the slice in a fresh
 process: the old side from a ``git archive`` of ``--old`` (the engine before the throughput work: one
@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# suite v3; the committed JSON was measured on the previous suite's emoji-food, flags and cards
-B2N = ("emoji-novel-places", "flags-pixel", "cards")
+# datasets both engines know (the old one predates suite v3's emoji-novel-places and flags-pixel); the
+# committed JSON was measured on the previous suite's emoji-food, flags and cards
+B2N = ("emoji-novel-objects", "cards", "fashion")
 B2N_METHODS = ("coop", "cocoop", "maple", "metaprompt", "prometar")
 DG = ("emoji-pacs",)
 DG_METHODS = ("coop", "cocoop", "maple", "metaprompt")
@@ -62,13 +63,16 @@ def run_side(out_dir: Path, workers: int | None) -> dict:
     return result
 
 
-def _side(name: str, pythonpath: Path, workers: int | None) -> dict:
+def _side(name: str, pythonpath: Path, *args, script: str = "throughput") -> dict:
+    """``benchmarks/<script>.py``'s ``run_side(out_dir, *args)`` in a fresh process that imports the
+    package under ``pythonpath`` (and only that one: checked)."""
     with tempfile.TemporaryDirectory() as out:
         # run from the output folder, not the clone: `python -c` puts the working directory first on
         # sys.path, and the clone's own metaprompt_lite/ would shadow the side's
-        code = (f"import json, sys; sys.path.insert(1, {str(ROOT / 'benchmarks')!r}); import throughput; "
+        arguments = "".join(f", {a!r}" for a in args)
+        code = (f"import json, sys; sys.path.insert(1, {str(ROOT / 'benchmarks')!r}); import {script}; "
                 "import metaprompt_lite; print('package:', metaprompt_lite.__file__, file=sys.stderr); "
-                f"print(json.dumps(throughput.run_side(__import__('pathlib').Path({out!r}), {workers!r})))")
+                f"print(json.dumps({script}.run_side(__import__('pathlib').Path({out!r}){arguments})))")
         env = {**os.environ, "PYTHONPATH": str(pythonpath), "METAPROMPT_LITE_DATA": str(ROOT / "data")}
         print(f"{name}: running the slice ...", file=sys.stderr, flush=True)
         done = subprocess.run([sys.executable, "-c", code], env=env, cwd=out, capture_output=True, text=True)

@@ -19,13 +19,14 @@ the project's own small models registered from ``metaprompt_lite/model_configs``
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import open_clip
 import torch
@@ -328,16 +329,74 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+# Running a last block only at the pooled positions (the EOT state of each prompt, the CLS state of each
+# image) gives the same bits as running it everywhere: a row of a matrix product does not depend on the
+# other rows, and the gradients of the rows left out are exact zeros. Except below 4 rows: there the
+# CPU's BLAS (MKL) takes its matrix-vector path, whose sums round differently, so passes over fewer
+# rows (CoCoOp's one image, a meta-learning episode's few classes) keep the full block and stay bit
+# for bit what they were. Tested on both sides of the bound.
+# Second derivatives are another matter: through a pooled block they round differently in the last
+# bits (the left-out rows' zero gradients still enter second-order sums of other shapes), so a
+# second-order region (``metaprompt_lite.meta.double_backward_attention``) runs every block in full.
+MIN_POOLED_ROWS = 4
+_FULL_LAST_BLOCK = contextvars.ContextVar("full_last_block", default=False)
+
+
+@contextlib.contextmanager
+def full_last_block() -> Iterator[None]:
+    """Inside: every encoder pass runs its last block in full (no ``pool_last``), for passes that will
+    be differentiated twice."""
+    token = _FULL_LAST_BLOCK.set(True)
+    try:
+        yield
+    finally:
+        _FULL_LAST_BLOCK.reset(token)
+
+
+def pool_last_block(requested: bool, rows: int) -> bool:
+    """Whether a pass over ``rows`` pooled rows may run its last block at those rows only: asked
+    for, at least :data:`MIN_POOLED_ROWS` rows, and outside :func:`full_last_block`."""
+    return requested and rows >= MIN_POOLED_ROWS and not _FULL_LAST_BLOCK.get()
+
+
+def plain_attention(block: nn.Module) -> bool:
+    """Whether ``block`` is open_clip's residual block around a plain fused-projection multi-head
+    attention (what :func:`cls_block` and ``fastpath``'s prefix attention re-assemble)."""
+    attn = getattr(block, "attn", None)
+    return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.batch_first
+            and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
+            and not hasattr(block, "ln_1_kv")
+            and all(hasattr(block, name) for name in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")))
+
+
+def cls_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)[:, 0]`` ([B, D]) with the output projection and the MLP run on position 0 only
+    (the attention itself runs for every position, as in the block):
+
+        a = W_o softmax(q kᵀ / √d_h) v |₀ + b_o;   h = x₀ + a;   out = h + MLP(LN₂(h))
+    """
+    attn, (batch, tokens, width) = block.attn, x.shape
+    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+
+    def split_heads(t: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, H, T, D/H]
+        return t.view(batch, tokens, attn.num_heads, -1).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v))
+    h = x[:, 0] + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(batch, tokens, width)[:, 0]))
+    return h + block.ls_2(block.mlp(block.ln_2(h)))
+
+
 def _run_blocks(
     transformer: nn.Module,
     x: torch.Tensor,
     attn_mask: torch.Tensor | None,
     replace: Callable[[int, torch.Tensor], torch.Tensor],
+    stop: int | None = None,
 ) -> torch.Tensor:
-    """Run ``transformer.resblocks`` on ``x`` ([batch, tokens, width]), calling
+    """Run ``transformer.resblocks[:stop]`` on ``x`` ([batch, tokens, width]), calling
     ``replace(i, x)`` before block ``i >= 1``. Handles open_clip's ``batch_first`` switch."""
     batch_first = getattr(transformer, "batch_first", True)
-    for i, block in enumerate(transformer.resblocks):
+    for i, block in enumerate(transformer.resblocks[:stop]):
         if i >= 1:
             x = replace(i, x)
         if batch_first:
@@ -412,6 +471,7 @@ def encode_image_layers(
     images: torch.Tensor | None,
     prompts: Sequence[torch.Tensor] = (),
     stem: torch.Tensor | None = None,
+    pool_last: bool = False,
 ) -> torch.Tensor:
     """Image features with ``n_pro`` prompt tokens appended to the patch sequence (VPT-deep).
 
@@ -421,7 +481,8 @@ def encode_image_layers(
     ``prompts[0]`` [n_pro, D] or [B, n_pro, D] is appended after the positional embedding (so
     prompts carry no position, as in VPT/MaPLe) and before ``ln_pre``; ``prompts[i]`` replaces the
     last ``n_pro`` tokens entering layer i. The prompt tokens are dropped before pooling, so with
-    ``prompts=()`` this equals ``model.encode_image``.
+    ``prompts=()`` this equals ``model.encode_image``. ``pool_last``: the last block at the CLS
+    position only (:func:`cls_block`; the same bits for at least :data:`MIN_POOLED_ROWS` images).
 
         x_0 = LN_pre([cls; conv1(img) patches] + P ; p_0);   x_{i+1} = block_i(x_i[prompt ← p_i])
         f_I = LN_post(x_L[cls]) · W_proj
@@ -444,6 +505,13 @@ def encode_image_layers(
     def replace(i: int, h: torch.Tensor) -> torch.Tensor:
         return _put(h, prompts[i], h.shape[1] - n_pro) if i < len(prompts) else h
 
+    blocks = visual.transformer.resblocks
+    if (pool_last_block(pool_last, x.shape[0]) and getattr(visual, "pool_type", "tok") == "tok"
+            and getattr(visual.transformer, "batch_first", True) and plain_attention(blocks[-1])):
+        last = len(blocks) - 1
+        x = _run_blocks(visual.transformer, x, None, replace, stop=last)
+        pooled = visual.ln_post(cls_block(blocks[-1], replace(last, x) if last >= 1 else x))
+        return pooled @ visual.proj if visual.proj is not None else pooled
     x = _run_blocks(visual.transformer, x, None, replace)
     x = x[:, :n_tokens]  # drop prompt tokens: pooling sees what the unprompted model sees
     if getattr(visual, "final_ln_after_pool", False):

@@ -3,7 +3,9 @@ code computes (exactly, or to float rounding where said), only once or in fewer 
 
 - :func:`prompted_text_features`: the prompted text pass with the positions every class shares
   ([SOS] + context) run once per prompt set instead of once per class (the same features up to
-  float rounding). ``PromptedCLIP.text_features`` calls it, and falls back to the plain pass.
+  float rounding), and its last block at the EOT positions only (the same bits). ``PromptedCLIP.
+  text_features`` calls it, and falls back to the plain pass. (The image side of the last-block
+  shortcut is ``pool_last`` of :func:`metaprompt_lite.backbone.encode_image_layers`.)
 - :func:`memo`: get-or-compute in a dict that a run or a benchmark passes down.
 - :func:`batch_cache`, :func:`frozen_features`: what the runs of one training set share: the
   augmented batches and their frozen stems and features (the engine's training loop reads them
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone, _put, image_features
+from metaprompt_lite.backbone import Backbone, _put, image_features, plain_attention, pool_last_block
 
 
 def memo(cache: dict | None, key: Any, make: Callable[[], Any]) -> Any:
@@ -65,10 +67,10 @@ def frozen_features(backbone: Backbone, dataset, index: torch.Tensor, cache: dic
 
 
 def prompted_text_features(model: open_clip.CLIP, tokens: torch.Tensor, embeddings: torch.Tensor,
-                           prompts: Sequence[torch.Tensor]) -> torch.Tensor | None:
+                           prompts: Sequence[torch.Tensor], pool_last: bool = True) -> torch.Tensor | None:
     """Prompted text features by :func:`encode_text_shared_prefix`, or None where it does not apply
     (the caller then runs :func:`metaprompt_lite.backbone.encode_text_layers`)."""
-    return encode_text_shared_prefix(model, tokens, embeddings, prompts)
+    return encode_text_shared_prefix(model, tokens, embeddings, prompts, pool_last=pool_last)
 
 
 def common_prefix_length(tokens: torch.Tensor) -> int:
@@ -80,17 +82,8 @@ def common_prefix_length(tokens: torch.Tensor) -> int:
     return min(length, int(tokens.argmax(dim=-1).min()))
 
 
-def _plain_attention(block: nn.Module) -> bool:
-    """Whether ``block.attn`` is a plain fused-projection multi-head attention (what
-    :func:`_prefix_attention` re-assembles)."""
-    attn = getattr(block, "attn", None)
-    return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.batch_first
-            and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
-            and not hasattr(block, "ln_1_kv"))
-
-
 def _prefix_attention(attn: nn.MultiheadAttention, prefix: torch.Tensor, suffix: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
+                      mask: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-head attention of the suffix rows over [their group's prefix ; themselves].
 
     ``prefix`` [G, P, D] (normalised), ``suffix`` [G·C, S, D] (normalised, group-major); ``mask``
@@ -98,6 +91,9 @@ def _prefix_attention(attn: nn.MultiheadAttention, prefix: torch.Tensor, suffix:
 
         q = W_q s + b_q;  k = [W_k p + b_k ; W_k s + b_k];  v likewise;
         out = W_o softmax(q kᵀ / √d_h + mask) v + b_o        (per head, as nn.MultiheadAttention)
+
+    ``pooled`` [G·C]: return only each row's output at that suffix position ([G·C, D]), with W_o
+    applied to those rows alone (the attention itself still runs for every position).
     """
     groups, rows, heads = prefix.shape[0], suffix.shape[0], attn.num_heads
     w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
@@ -114,6 +110,8 @@ def _prefix_attention(attn: nn.MultiheadAttention, prefix: torch.Tensor, suffix:
     q = split_heads(F.linear(suffix, w_q, b_q))
     out = F.scaled_dot_product_attention(q, keys_of(w_k, b_k), keys_of(w_v, b_v), attn_mask=mask.to(q.dtype))
     out = out.transpose(1, 2).reshape(rows, suffix.shape[1], -1)
+    if pooled is not None:
+        out = out[torch.arange(rows, device=out.device), pooled]
     return attn.out_proj(out)
 
 
@@ -123,6 +121,7 @@ def encode_text_shared_prefix(
     embeddings: torch.Tensor,
     prompts: Sequence[torch.Tensor],
     prompt_start: int = 1,
+    pool_last: bool = True,
 ) -> torch.Tensor | None:
     """:func:`encode_text_layers` for class prompts that share their first positions, computed once.
 
@@ -137,11 +136,14 @@ def encode_text_shared_prefix(
         suffix:  h^S_{i+1} = h^S_i + Attn(LN(h^S_i), LN([h^P_i ; h^S_i])) ;  h += MLP(LN(h))
 
     which is the same block with the prefix rows' keys and values shared (the text tower's cost
-    falls by about P / L). ``prompts[i]`` is [n_ctx, D] (one group) or [G, n_ctx, D] (CoCoOp: one
-    group per image); ``tokens`` [C, L] and ``embeddings`` [C, L, D] are the C classes, once. Returns
-    [C, E] for one group, [G, C, E] for G groups; ``None`` when the shortcut does not apply (no
-    causal mask, or the context does not lie inside the shared prefix): call
-    :func:`encode_text_layers` then. Equal to it up to float rounding (tested).
+    falls by about P / L). Only each row's EOT state leaves the last block, so there (``pool_last``,
+    for at least :data:`MIN_POOLED_ROWS` rows) the output projection and the MLP run on the EOT
+    positions alone, and the prefix's own last block, which nothing reads, is skipped.
+    ``prompts[i]`` is [n_ctx, D] (one group) or [G, n_ctx, D] (CoCoOp: one group per image);
+    ``tokens`` [C, L] and ``embeddings`` [C, L, D] are the C classes, once. Returns [C, E] for one
+    group, [G, C, E] for G groups; ``None`` when the shortcut does not apply (no causal mask, or the
+    context does not lie inside the shared prefix): call :func:`encode_text_layers` then. Equal to
+    it up to float rounding (tested).
     """
     if model.attn_mask is None or len(prompts) == 0 or getattr(model, "text_pool_type", "argmax") != "argmax":
         return None
@@ -163,17 +165,29 @@ def encode_text_shared_prefix(
     prefix_mask = model.attn_mask[:shared, :shared]
     transformer = model.transformer
     if not getattr(transformer, "batch_first", True) or not all(
-            _plain_attention(block) for block in transformer.resblocks):
+            plain_attention(block) for block in transformer.resblocks):
         return None
-    for i, block in enumerate(transformer.resblocks):
+    rows = torch.arange(suffix.shape[0], device=suffix.device)
+    pooled = eot.repeat(groups) - shared  # each row's EOT position within the suffix
+    blocks = list(transformer.resblocks)
+    # the last block only at the pooled positions (see :data:`MIN_POOLED_ROWS`)
+    pool_last = pool_last_block(pool_last, len(rows))
+    for i, block in enumerate(blocks):
+        last = i == len(blocks) - 1
         if 0 < i < len(prompts):
             prefix = _put(prefix, prompts[i], prompt_start)
+        if last and pool_last:
+            h = suffix[rows, pooled] + block.ls_1(
+                _prefix_attention(block.attn, block.ln_1(prefix), block.ln_1(suffix), mask, pooled))
+            x = h + block.ls_2(block.mlp(block.ln_2(h)))  # [G·C, D]
+            break
         h = suffix + block.ls_1(_prefix_attention(block.attn, block.ln_1(prefix), block.ln_1(suffix), mask))
         suffix = h + block.ls_2(block.mlp(block.ln_2(h)))
-        prefix = block(prefix, attn_mask=prefix_mask)
-    x = model.ln_final(suffix)
-    rows = torch.arange(x.shape[0], device=x.device)
-    x = x[rows, eot.repeat(groups) - shared]
+        if not last:  # after the last block nothing reads the prefix
+            prefix = block(prefix, attn_mask=prefix_mask)
+    else:
+        x = suffix[rows, pooled]
+    x = model.ln_final(x)
     projection = model.text_projection
     features = projection(x) if isinstance(projection, nn.Linear) else x @ projection
     return features if prompts[0].dim() == 2 else features.view(groups, classes, -1)

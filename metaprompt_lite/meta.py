@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from metaprompt_lite.backbone import full_last_block
+
 META_STEP = 0.2  # MetaPrompt: scale of the summed query gradients in the domain-split update
 N_GROUPS = 2  # MetaPrompt B2N: classes of a batch split into N = 2 groups
 
@@ -90,8 +92,13 @@ LossFn = Callable[[nn.Module], torch.Tensor]
 @contextlib.contextmanager
 def double_backward_attention(enabled: bool = True) -> Iterator[None]:
     """Route attention through the math SDPA kernel: the fused CPU kernels have no double backward,
-    which second-order meta-gradients need."""
-    with sdpa_kernel(SDPBackend.MATH) if enabled else contextlib.nullcontext():
+    which second-order meta-gradients need. And run the encoders' last blocks in full
+    (:func:`~metaprompt_lite.backbone.full_last_block`): second derivatives through a pooled last
+    block round differently."""
+    if not enabled:
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH), full_last_block():
         yield
 
 

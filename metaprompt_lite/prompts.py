@@ -211,6 +211,9 @@ class PromptedCLIP(nn.Module):
         # run the positions every class shares ([SOS] + context) once per prompt set: the same
         # features up to float rounding, at a fraction of the cost (False: the plain per-class pass)
         self.share_prefix = True
+        # run both encoders' last block only where pooling reads it (EOT, CLS): the same bits, less
+        # arithmetic (False: the full last block)
+        self.pool_last = True
         self.set_classes(classnames, templates)
 
     def train(self, mode: bool = True) -> "PromptedCLIP":
@@ -292,7 +295,7 @@ class PromptedCLIP(nn.Module):
         placeholder = prefix.new_zeros(prefix.shape[0], self.config.n_ctx, prefix.shape[-1])
         embeddings = torch.cat([prefix, placeholder, suffix], dim=1)  # [C, L, D]
         if self.share_prefix:  # the class-independent first positions once, not once per class
-            features = prompted_text_features(self.clip, tokens, embeddings, prompts.text)
+            features = prompted_text_features(self.clip, tokens, embeddings, prompts.text, self.pool_last)
             if features is not None:
                 return F.normalize(features, dim=-1)
         if not prompts.conditional:
@@ -313,7 +316,7 @@ class PromptedCLIP(nn.Module):
         layer_prompts = prompts.vision if prompts is not None else []
         if stem is None:
             stem = self.image_stem(images)
-        features = encode_image_layers(self.clip, None, layer_prompts, stem=stem)
+        features = encode_image_layers(self.clip, None, layer_prompts, stem=stem, pool_last=self.pool_last)
         return F.normalize(features, dim=-1) if normalize else features
 
     @torch.no_grad()
@@ -328,7 +331,7 @@ class PromptedCLIP(nn.Module):
         """Frozen f_I, normalised [B, E] (no prompts, no gradient); from ``stem`` when given."""
         if stem is None:
             return F.normalize(self.clip.encode_image(self.backbone.preprocess(images)), dim=-1)
-        return F.normalize(encode_image_layers(self.clip, None, (), stem=stem), dim=-1)
+        return F.normalize(encode_image_layers(self.clip, None, (), stem=stem, pool_last=self.pool_last), dim=-1)
 
     def frozen_text_features(self, class_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.frozen_text if class_ids is None else self.frozen_text[class_ids]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import state_hash, synthetic_dataset
+from conftest import import_script, state_hash, synthetic_dataset
 from metaprompt_lite.backbone import encode_image_layers, encode_text_layers
 from metaprompt_lite.engine import Batch, OptimConfig, keyed_generator, train, training_batch
 from metaprompt_lite.fastpath import common_prefix_length, encode_text_shared_prefix
@@ -250,3 +250,111 @@ def test_train_runs_the_bench_preset_and_gives_the_bench_row(tmp_path, capsys, p
                              max_steps=2))
     row = next(csv.DictReader(path.open()))
     assert [f"{trained[k]:.4f}" for k in ("base", "new", "hm")] == [row["base"], row["new"], row["hm"]]
+
+
+def test_the_official_side_by_side_gives_both_engines_the_official_budgets():
+    """benchmarks/throughput_official.py hands the old engine each row's official budget, in fields the
+    old OptimConfig has (it lacks only ``schedule``), and covers the slice the figure is quoted for."""
+    from dataclasses import fields
+
+    script = import_script("benchmarks/throughput_official.py")
+    assert {"coop", "cocoop", "metaprompt", "prometar"} <= set(script.METHODS) and len(script.DATASETS) >= 2
+    assert {f.name for f in fields(OptimConfig)} - set(script.OLD_OPTIM_FIELDS) == {"schedule"}
+    plan = script.budgets()
+    assert set(plan) == {f"{m}/{d}" for m in script.METHODS for d in script.DATASETS}
+    # the papers' budgets (docs/methods.md, "Presets"): epochs and batch size of each official config
+    official = {"coop": (200, 32), "cocoop": (10, 1), "metaprompt": (8, 16), "prometar": (10, 4)}
+    for key, spec in plan.items():
+        method = key.split("/")[0]
+        assert (spec["optim"]["epochs"], spec["optim"]["batch_size"]) == official[method], key
+        assert spec["optim"]["max_steps"] is None and spec["shots"] == 16
+    assert {spec["optim"]["max_steps"] for spec in script.budgets(max_steps=3).values()} == {3}
+
+
+
+def _encoder_outputs(model: PromptedCLIP, images: torch.Tensor, pool_last: bool, second_order: bool = False):
+    """Frozen and prompted image features, text features and the prompts' gradients (first order, or
+    second order inside ``double_backward_attention``), with the last blocks pooled or full."""
+    from metaprompt_lite.meta import double_backward_attention
+
+    model.pool_last = pool_last
+    params = list(model.prompts.parameters())
+    with double_backward_attention(second_order):
+        stem = model.image_stem(images)
+        frozen = model.frozen_image_features(images, stem=stem)
+        prompts = model.learner(frozen if model.config.conditional else None)
+        image, text = model.image_features(images, prompts, stem=stem), model.text_features(prompts)
+        loss = (image * torch.linspace(-1, 1, image.numel()).view_as(image)).sum() + \
+            (text * torch.linspace(1, -1, text.numel()).view_as(text)).sum()
+        grads = [g for g in torch.autograd.grad(loss, params, allow_unused=True, create_graph=second_order)
+                 if g is not None]
+        if second_order:
+            grads = [g for g in torch.autograd.grad(sum((g * g).sum() for g in grads), params, allow_unused=True)
+                     if g is not None]
+    return [frozen, image.detach(), text.detach(), *grads]
+
+
+def _count_pooled_blocks(monkeypatch) -> dict:
+    """Count the last blocks run at pooled positions only (image: ``cls_block``; text: a prefix
+    attention asked for pooled rows)."""
+    import metaprompt_lite.backbone as backbone_module
+    import metaprompt_lite.fastpath as fastpath_module
+
+    calls = {"image": 0, "text": 0}
+    cls_block, prefix_attention = backbone_module.cls_block, fastpath_module._prefix_attention
+
+    def counted_cls_block(*args, **kwargs):
+        calls["image"] += 1
+        return cls_block(*args, **kwargs)
+
+    def counted_prefix_attention(*args, **kwargs):
+        calls["text"] += (len(args) > 4 and args[4] is not None) or kwargs.get("pooled") is not None
+        return prefix_attention(*args, **kwargs)
+
+    monkeypatch.setattr(backbone_module, "cls_block", counted_cls_block)
+    monkeypatch.setattr(fastpath_module, "_prefix_attention", counted_prefix_attention)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop", "ivlp", "maple", "metaprompt"])
+@pytest.mark.parametrize("classes,batch", [(5, 4), (6, 16), (3, 1)], ids=["5-classes-4-images", "6-16", "3-1"])
+def test_the_pooled_last_block_gives_the_same_bits(backbone, monkeypatch, method, classes, batch):
+    """The last block run at the pooled positions only (EOT, CLS) gives the features and gradients of
+    the full block bit for bit, on one thread as the benchmark's workers run; passes over fewer than
+    MIN_POOLED_ROWS rows run the full block."""
+    from metaprompt_lite.backbone import MIN_POOLED_ROWS
+
+    torch.set_num_threads(1)  # the benchmark's arithmetic (the autouse fixture restores the count)
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, get_method(method).prompt, (NAMES + ["owl"])[:classes])
+    with torch.no_grad():
+        for p in model.prompts.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    images = synthetic_dataset().images[:batch]
+    full = _encoder_outputs(model, images, pool_last=False)
+    calls = _count_pooled_blocks(monkeypatch)
+    pooled = _encoder_outputs(model, images, pool_last=True)
+    assert len(pooled) == len(full) > 3
+    for a, b in zip(pooled, full, strict=True):
+        assert torch.equal(a, b)
+    text_rows = classes * (batch if method == "cocoop" else 1)
+    assert calls["text"] == (text_rows >= MIN_POOLED_ROWS)
+    image_passes = 2  # the frozen pass, and the prompted one (the frozen encoder again without vision prompts)
+    assert calls["image"] == (image_passes if batch >= MIN_POOLED_ROWS else 0)
+
+
+def test_a_second_order_region_runs_the_full_last_block(backbone, monkeypatch):
+    """Second derivatives through a pooled block round differently, so inside
+    ``double_backward_attention`` no block is pooled, and second-order gradients keep their bits."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, get_method("ivlp").prompt, NAMES)
+    images = synthetic_dataset().images[:8]
+    full = _encoder_outputs(model, images, pool_last=False, second_order=True)
+    calls = _count_pooled_blocks(monkeypatch)
+    pooled = _encoder_outputs(model, images, pool_last=True, second_order=True)
+    assert calls == {"image": 0, "text": 0}
+    for a, b in zip(pooled, full, strict=True):
+        assert torch.equal(a, b)
+    _encoder_outputs(model, images, pool_last=True)  # outside the region the pooled blocks run again
+    assert calls == {"image": 2, "text": 1}
