@@ -510,9 +510,9 @@ def encode_image_layers(
             and getattr(visual.transformer, "batch_first", True) and plain_attention(blocks[-1])):
         last = len(blocks) - 1
         x = _run_blocks(visual.transformer, x, None, replace, stop=last)
-        pooled = visual.ln_post(cls_block(blocks[-1], replace(last, x) if last >= 1 else x))
-        return pooled @ visual.proj if visual.proj is not None else pooled
-    x = _run_blocks(visual.transformer, x, None, replace)
+        x = cls_block(blocks[-1], replace(last, x) if last >= 1 else x)[:, None]  # the CLS token alone
+    else:
+        x = _run_blocks(visual.transformer, x, None, replace)
     x = x[:, :n_tokens]  # drop prompt tokens: pooling sees what the unprompted model sees
     if getattr(visual, "final_ln_after_pool", False):
         pooled = visual.ln_post(_global_pool(visual, x))

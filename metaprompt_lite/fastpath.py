@@ -169,25 +169,19 @@ def encode_text_shared_prefix(
         return None
     rows = torch.arange(suffix.shape[0], device=suffix.device)
     pooled = eot.repeat(groups) - shared  # each row's EOT position within the suffix
-    blocks = list(transformer.resblocks)
-    # the last block only at the pooled positions (see :data:`MIN_POOLED_ROWS`)
+    last = len(transformer.resblocks) - 1
+    # the last block only at the pooled positions (see :data:`MIN_POOLED_ROWS`): [G·C, D] after it
     pool_last = pool_last_block(pool_last, len(rows))
-    for i, block in enumerate(blocks):
-        last = i == len(blocks) - 1
+    for i, block in enumerate(transformer.resblocks):
+        pool = pool_last and i == last
         if 0 < i < len(prompts):
             prefix = _put(prefix, prompts[i], prompt_start)
-        if last and pool_last:
-            h = suffix[rows, pooled] + block.ls_1(
-                _prefix_attention(block.attn, block.ln_1(prefix), block.ln_1(suffix), mask, pooled))
-            x = h + block.ls_2(block.mlp(block.ln_2(h)))  # [G·C, D]
-            break
-        h = suffix + block.ls_1(_prefix_attention(block.attn, block.ln_1(prefix), block.ln_1(suffix), mask))
+        attended = _prefix_attention(block.attn, block.ln_1(prefix), block.ln_1(suffix), mask, pooled if pool else None)
+        h = (suffix[rows, pooled] if pool else suffix) + block.ls_1(attended)
         suffix = h + block.ls_2(block.mlp(block.ln_2(h)))
-        if not last:  # after the last block nothing reads the prefix
+        if i < last:  # after the last block nothing reads the prefix
             prefix = block(prefix, attn_mask=prefix_mask)
-    else:
-        x = suffix[rows, pooled]
-    x = model.ln_final(x)
+    x = model.ln_final(suffix if pool_last else suffix[rows, pooled])
     projection = model.text_projection
     features = projection(x) if isinstance(projection, nn.Linear) else x @ projection
     return features if prompts[0].dim() == 2 else features.view(groups, classes, -1)
