@@ -17,6 +17,7 @@ generator keyed by (seed, step) instead of the run's shared generator.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 # datasets both engines know (the old one predates suite v3's emoji-novel-places and flags-pixel); the
@@ -50,17 +52,26 @@ def run_side(out_dir: Path, workers: int | None) -> dict:
         path = bench(BenchConfig(suite=suite, methods=methods, datasets=datasets, seeds=(1,), model=model,
                                  pretrained=pretrained, out_dir=str(out_dir), progress=False, **extra))
         result["wall_s"][suite] = time.perf_counter() - t0
-        lines = path.read_text().splitlines()
-        header = lines[0].split(",")
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(",")))
-            key = "/".join(row[c] for c in header[: 3 if suite == "b2n" else 4])
+        for key, row in bench_rows(path):
             result["rows"][key] = float(row["hm" if suite == "b2n" else "acc"])
-            by_method = result["train_s_by_method"]
-            by_method[f"{suite}/{row['method']}"] = by_method.get(f"{suite}/{row['method']}", 0.0) + float(row["train_s"])
-    for curve in (out_dir / "curves").glob("*.json"):
-        result["steps"] += len(json.loads(curve.read_text()))
+            by_method, name = result["train_s_by_method"], f"{suite}/{row['method']}"
+            by_method[name] = by_method.get(name, 0.0) + float(row["train_s"])
+    result["steps"] = curve_steps(out_dir)
     return result
+
+
+def bench_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """(key, row) for each row of a ``bench`` CSV; the key joins the row's identifying columns with
+    "/" (method/dataset/seed, or method/benchmark/target/seed for DG)."""
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            columns = ("method", "dataset", "seed") if "dataset" in row else ("method", "benchmark", "target", "seed")
+            yield "/".join(row[c] for c in columns), row
+
+
+def curve_steps(out_dir: Path) -> int:
+    """The training steps of every row ``bench`` wrote to ``out_dir``: the lengths of its curves."""
+    return sum(len(json.loads(curve.read_text())) for curve in (out_dir / "curves").glob("*.json"))
 
 
 def _side(name: str, pythonpath: Path, *args, script: str = "throughput") -> dict:

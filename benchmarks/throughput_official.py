@@ -28,7 +28,6 @@ and set-up included; the ratio new / old is the figure.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import OLD_ENGINE, ROOT, _extract, _side  # noqa: E402  (the sibling script's helpers)
+from throughput import OLD_ENGINE, ROOT, _extract, _side, bench_rows, curve_steps  # noqa: E402  (the sibling's helpers)
 
 DATASETS = ("cards", "emoji-novel-objects")
 METHODS = ("coop", "cocoop", "metaprompt", "prometar")
@@ -99,15 +98,12 @@ def _bench_rows(out_dir: Path, methods: list[str], workers: int, max_steps: int 
                              model=model, pretrained=pretrained, out_dir=str(out_dir), progress=False,
                              workers=workers, max_steps=max_steps))
     result = {"wall_s": time.perf_counter() - t0, "rows": {}, "columns": {}, "steps": 0, "train_s_by_method": {}}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            key = f"{row['method']}/{row['dataset']}/{row['seed']}"
-            result["rows"][key] = float(row["hm"])
-            result["columns"][key] = row
-            by_method = result["train_s_by_method"]
-            by_method[row["method"]] = by_method.get(row["method"], 0.0) + float(row["train_s"])
-    for curve in (out_dir / "curves").glob("*.json"):
-        result["steps"] += len(json.loads(curve.read_text()))
+    for key, row in bench_rows(path):
+        result["rows"][key] = float(row["hm"])
+        result["columns"][key] = row
+        by_method = result["train_s_by_method"]
+        by_method[row["method"]] = by_method.get(row["method"], 0.0) + float(row["train_s"])
+    result["steps"] = curve_steps(out_dir)
     return result
 
 

@@ -358,3 +358,16 @@ def test_a_second_order_region_runs_the_full_last_block(backbone, monkeypatch):
         assert torch.equal(a, b)
     _encoder_outputs(model, images, pool_last=True)  # outside the region the pooled blocks run again
     assert calls == {"image": 2, "text": 1}
+
+
+def test_the_throughput_scripts_key_bench_rows_by_their_identifying_columns(tmp_path):
+    script = import_script("benchmarks/throughput.py")
+    b2n, dg = tmp_path / "b2n.csv", tmp_path / "dg.csv"
+    b2n.write_text("method,dataset,seed,base,new,hm,train_s\ncoop,cards,1,50,40,44.4,3.5\n")
+    dg.write_text("method,benchmark,target,seed,acc,train_s\nmaple,emoji-pacs,art,2,41.2,7.0\n")
+    assert [(k, r["hm"]) for k, r in script.bench_rows(b2n)] == [("coop/cards/1", "44.4")]
+    assert [(k, r["acc"]) for k, r in script.bench_rows(dg)] == [("maple/emoji-pacs/art/2", "41.2")]
+    (tmp_path / "curves").mkdir()
+    (tmp_path / "curves" / "a.json").write_text('[{"step": 1}, {"step": 2}]')
+    (tmp_path / "curves" / "b.json").write_text('[{"step": 1}]')
+    assert script.curve_steps(tmp_path) == 3
