@@ -20,7 +20,7 @@ from metaprompt_lite.meta import META_STEP, N_GROUPS
 from metaprompt_lite.prometar import ProMetaRConfig
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
 
-TEMPLATE_CHOICES = ("single", "ensemble", "metaprompt", "imagenet60")
+TEMPLATE_CHOICES = ("bare", "single", "ensemble", "metaprompt", "imagenet60")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class MethodConfig:
     meta_step: float = META_STEP
     n_groups: int = N_GROUPS
     trainable: bool = True  # False: zero-shot CLIP
-    # frozen text f_T: "single" (the dataset's hand template) | "ensemble" (all its templates) |
+    # frozen text f_T: "bare" (the class name alone) | "single" (the dataset's hand template) |
+    # "ensemble" (all its templates) |
     # "metaprompt" (the hand template without its final period; ImageNet: its 8 templates) |
     # "imagenet60" (CLIP's 60 ImageNet templates ProMetaR uses for every dataset); see prompt_templates
     templates: str = "single"
@@ -74,6 +75,8 @@ def prompt_templates(method: MethodConfig, templates, dataset: str = "") -> list
     """The templates of a method's frozen text f_T, from the dataset's ``templates`` (first = its hand
     template) and its name:
 
+    ``bare``        the class name alone: MetaPrompt's zero-shot CLIP (``trainers/zsclip.py``, line 49:
+                    the prompts are the class names, underscores replaced), its DG table's "CLIP" row
     ``single``      the hand template
     ``ensemble``    all of the dataset's templates
     ``metaprompt``  MetaPrompt's official f_T (``trainers/meta.py``, ``CustomCLIP``): the hand template
@@ -83,6 +86,8 @@ def prompt_templates(method: MethodConfig, templates, dataset: str = "") -> list
     """
     if method.templates == "imagenet60":
         return list(IMAGENET60_TEMPLATES)
+    if method.templates == "bare":
+        return ["{}"]
     if method.templates == "metaprompt":
         chosen = templates if dataset == "ImageNet" else templates[:1]
         return [t[:-1] if t.endswith(".") else t for t in chosen]
@@ -117,6 +122,9 @@ _PROMETAR = MethodConfig("prometar", _PROMETAR_BASE, prometar=ProMetaRConfig(), 
                          frozen_mean="raw")
 
 METHODS: dict[str, MethodConfig] = {
+    # zero-shot CLIP, three prompts: the bare class name (MetaPrompt's "CLIP" row), the hand template
+    # ("CLIP (template)"), and this project's ensemble of the dataset's templates (no paper's row)
+    "zsclip-bare": MethodConfig("zsclip-bare", trainable=False, templates="bare"),
     "zsclip": MethodConfig("zsclip", trainable=False),
     "zsclip-ens": MethodConfig("zsclip-ens", trainable=False, templates="ensemble"),
     "coop": MethodConfig("coop", _COOP),
@@ -136,9 +144,9 @@ METHODS: dict[str, MethodConfig] = {
 
 
 # the benchmark's methods per suite, in the order tables list them
-B2N_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "ivlp", "maple", "metaprompt", "prometar",
+B2N_METHODS = ("zsclip-bare", "zsclip", "zsclip-ens", "coop", "cocoop", "ivlp", "maple", "metaprompt", "prometar",
                "gram-coop", "gram-ivlp", "metaprompt-clean", "prometar-base")
-DG_METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "maple", "metaprompt")
+DG_METHODS = ("zsclip-bare", "zsclip", "zsclip-ens", "coop", "cocoop", "maple", "metaprompt")
 
 
 def get_method(name: str, **overrides) -> MethodConfig:

@@ -396,3 +396,29 @@ def test_image_features_on_tiny_clip_match_encode_image(backbone, dataset):
     with torch.no_grad():
         ref = F.normalize(backbone.model.encode_image(backbone.preprocess(images)), dim=-1)
     torch.testing.assert_close(image_features(backbone, images, batch_size=4), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_zsclip_bare_prompts_are_the_class_names_alone(backbone, dataset):
+    """``zsclip-bare`` (MetaPrompt's zero-shot CLIP: the prompt is the class name, underscores
+    replaced) scores base and new classes as a classifier of the bare names' text features built
+    straight from open_clip, and differs from the hand template's ``zsclip``."""
+    from metaprompt_lite.run import RunConfig, run_base_to_new
+
+    model, n = backbone.model, len(dataset.classnames)
+    test = (dataset.split == 1).nonzero().flatten()
+    with torch.no_grad():
+        img = F.normalize(model.encode_image(backbone.preprocess(dataset.images[test])), dim=-1)
+        txt = F.normalize(model.encode_text(backbone.tokenizer([c.replace("_", " ") for c in dataset.classnames])),
+                          dim=-1)
+    labels, sims = dataset.labels[test], img @ txt.t()
+
+    def acc(classes: list[int]) -> float:
+        keep = torch.isin(labels, torch.tensor(classes))
+        predicted = torch.tensor(classes)[sims[keep][:, classes].argmax(1)]
+        return 100.0 * float((predicted == labels[keep]).float().mean())
+
+    m = math.ceil(n / 2)
+    bare = run_base_to_new(RunConfig(method="zsclip-bare", progress=False), dataset, backbone)
+    assert (bare["base"], bare["new"]) == pytest.approx((acc(list(range(m))), acc(list(range(m, n)))), abs=1e-4)
+    hand = run_base_to_new(RunConfig(method="zsclip", progress=False), dataset, backbone)
+    assert (bare["base"], bare["new"]) != (hand["base"], hand["new"])
