@@ -8,6 +8,8 @@ No model
 - ``provenance``     what made a result: code version, weights' sha256
 - ``faults``         fault points for the kill-and-resume tests
 - ``results_table``  the benchmark's CSVs: append, validate, repair
+- ``intervals``      a margin's paired bootstrap interval over seeds and datasets; the verdict rule
+- ``claims``         the papers' claims that compare methods, read with their intervals
 - ``splits``         base/new class split, few-shot draws, relabelling
 - ``losses``         CE on CLIP logits, MetaPrompt's asymmetric contrastive loss, L1 consistency
 - ``teacher``        the text teacher of the pocket CLIP's pretraining

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "metaprompt_lite"
 # lowest first; a module may import from its own layer and the layers above it in this list.
 # "x.*" is every module of the subpackage x (and x itself).
 LAYERS = [
-    ("__init__", "paths", "provenance", "faults", "results_table", "splits", "losses", "teacher", "data.*", "research.*"),  # no model, no training
+    ("__init__", "paths", "provenance", "faults", "results_table", "intervals", "claims", "splits", "losses", "teacher",
+     "data.*", "research.*"),  # no model, no training
     ("backbone", "fastpath", "engine"),  # any open_clip CLIP; its exact shortcuts and caches; the training loop
     ("zeroshot", "headroom"),  # zero-shot CLIP: templates, ensembles, base/new scores; linear-probe headroom
     ("prompts",),  # prompt learners on a frozen CLIP
