@@ -245,21 +245,35 @@ def setting_differences(expected: dict, row: dict[str, str]) -> list[str]:
             if c in expected and row.get(c, "") != cell(expected[c])]
 
 
-# settings that every row of one results file shares: a table compares methods on one backbone,
-# one protocol and one code version; the budget columns differ between methods by design
-FILE_SETTINGS = ("protocol", "model", "weights", "max_steps", "code")
+# settings that every row of one results file shares: a table compares methods on one backbone and
+# one protocol; the budget columns differ between methods by design. The code version is one per
+# method: a method added later (e.g. a zero-shot prompt, which trains nothing) can join a finished
+# file without re-running the others, and every average still comes from one version's rows.
+FILE_SETTINGS = ("protocol", "model", "weights", "max_steps")
+METHOD_SETTINGS = ("code",)
 RUN_SETTINGS = ("epochs", "batch_size", "lr", "shots")
 
 
 def check_settings(path: str | os.PathLike, rows: Sequence[dict], key_columns: Sequence[str]) -> None:
     """Refuse rows that must not be averaged together: two values of a :data:`FILE_SETTINGS` column in
-    one file, or two budgets (:data:`RUN_SETTINGS`) for one method and dataset (DG: target) across seeds."""
+    one file, of a :data:`METHOD_SETTINGS` column in one method's rows, or two budgets
+    (:data:`RUN_SETTINGS`) for one method and dataset (DG: target) across seeds."""
     for column in FILE_SETTINGS:
         values = sorted({str(r[column]) for r in rows})
         if len(values) > 1:
             raise ResultsError(f"{path} mixes rows of {column} {' and '.join(repr(v) for v in values[:3])}, which "
                                "cannot be averaged together — keep one setting per results file (re-run the "
                                "others into another --out-dir)")
+    for column in METHOD_SETTINGS:
+        by_method: dict[str, set[str]] = {}
+        for r in rows:
+            by_method.setdefault(str(r["method"]), set()).add(str(r[column]))
+        for method, values in by_method.items():
+            if len(values) > 1:
+                shown = " and ".join(repr(v) for v in sorted(values)[:3])
+                raise ResultsError(f"{path} mixes {method} rows of {column} {shown}, which cannot be averaged "
+                                   f"together — re-run every {method} row with one {column} (or into another "
+                                   "--out-dir)")
     budgets: dict[tuple, tuple] = {}
     for r in rows:
         cell_key = tuple(str(r[c]) for c in key_columns[:-1])

@@ -263,6 +263,27 @@ def test_report_refuses_rows_made_with_different_settings(tmp_path):
         read_results(tmp_path / "b2n.csv")
 
 
+def test_a_results_file_holds_one_code_version_per_method(tmp_path):
+    """A method added later may carry another code version than the file's other methods (its rows
+    join a finished file); one method's rows from two code versions are refused."""
+    from metaprompt_lite.report import read_results
+    from metaprompt_lite.results_table import ResultsError
+
+    rows = [("coop", "a", 1, 50.0, 40.0), ("coop", "a", 2, 52.0, 41.0), ("zsclip-bare", "a", 1, 30.0, 30.0),
+            ("zsclip-bare", "a", 2, 30.0, 30.0)]
+    frame = pd.DataFrame(rows, columns=["method", "dataset", "seed", "base", "new"])
+    frame["hm"], frame["train_s"] = 44.0, 1.0
+    for column, value in SETTINGS.items():
+        frame[column] = value
+    frame.loc[frame["method"] == "zsclip-bare", "code"] = "0.2.0+later"
+    frame[list(B2N_COLUMNS)].to_csv(tmp_path / "b2n.csv", index=False)
+    assert set(read_results(tmp_path / "b2n.csv")["code"]) == {"0.2.0+abc", "0.2.0+later"}
+    frame.loc[1, "code"] = "0.2.0+later"
+    frame[list(B2N_COLUMNS)].to_csv(tmp_path / "b2n.csv", index=False)
+    with pytest.raises(ResultsError, match="mixes coop rows of code '0.2.0\\+abc' and '0.2.0\\+later'"):
+        read_results(tmp_path / "b2n.csv")
+
+
 def test_a_bench_prints_its_rows_beside_the_committed_ones(tmp_path, monkeypatch, dataset):
     """The comparison a finished bench prints: identical rows counted, differing rows named."""
     from metaprompt_lite.report import comparison_text
