@@ -21,6 +21,7 @@ from metaprompt_lite.engine import harmonic_mean, steps_for
 from metaprompt_lite.results_table import (
     B2N_COLUMNS, DG_COLUMNS, INT_COLUMNS, OPTIONAL_INT_COLUMNS, TEXT_COLUMNS, ResultsError, check_settings,
     describe_missing, missing_runs, read_table)
+from metaprompt_lite.data.plan import TEMPLATES
 from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, METHODS, budget
 
 # docs/methods.md: 11-dataset averages, ViT-B/16, 16 shots, 3 seeds
@@ -28,13 +29,33 @@ PAPER_B2N = {
     "zsclip": (69.34, 74.22, 71.70), "coop": (82.69, 63.22, 71.66), "cocoop": (80.47, 71.69, 75.83),
     "maple": (82.28, 75.14, 78.55), "metaprompt": (83.38, 76.09, 79.57), "prometar": (84.39, 76.93, 80.49),
 }
-# MetaPrompt README: DG mean over targets
+# MetaPrompt README: DG mean over targets, each row beside the method that prompts as it did. Its
+# "CLIP" row is its own zero-shot CLIP, which prompts with the bare class names (trainers/zsclip.py,
+# line 49): zsclip-bare. Its "CLIP (template)" row links to the CoOp paper (hand templates): zsclip.
+# zsclip-ens, this project's ensemble of each dataset's templates, is in no paper.
 PAPER_DG = {
-    "zsclip": {"PACS": 95.7, "VLCS": 75.9, "OfficeHome": 79.4, "DomainNet": 56.8},
-    "zsclip-ens": {"PACS": 96.1, "VLCS": 82.3, "OfficeHome": 82.1, "DomainNet": 56.9},
+    "zsclip-bare": {"PACS": 95.7, "VLCS": 75.9, "OfficeHome": 79.4, "DomainNet": 56.8},
+    "zsclip": {"PACS": 96.1, "VLCS": 82.3, "OfficeHome": 82.1, "DomainNet": 56.9},
     "cocoop": {"PACS": 96.7, "VLCS": 78.3, "OfficeHome": 84.1, "DomainNet": 61.1},
     "metaprompt": {"PACS": 97.0, "VLCS": 82.6, "OfficeHome": 85.2, "DomainNet": 61.8},
 }
+PAPER_DG_ROWS = {"zsclip-bare": "CLIP", "zsclip": "CLIP (template)", "cocoop": "CoCoOp (5-shot)",
+                 "metaprompt": "MetaPrompt (5-shot)"}  # the rows' names in MetaPrompt's README
+
+
+def paper_dg_note() -> str:
+    """One paragraph: which row of MetaPrompt's DG table each method is set against, and why."""
+    return ("Paper rows (MetaPrompt's README, mean over targets): each zero-shot row is set against the row that "
+            "prompted as it does. `zsclip-bare` prompts with the bare class name, as MetaPrompt's own zero-shot "
+            "CLIP does: its \"CLIP\" row. `zsclip` prompts with the dataset's hand template: the \"CLIP (template)\" "
+            "row, the CoOp paper's numbers as MetaPrompt's README links them. `zsclip-ens` is this project's own "
+            "row, the normalised mean over each dataset's templates; no paper reports it.")
+
+
+def ensemble_templates(benchmarks) -> list[str]:
+    """Markdown lines naming the templates ``zsclip-ens`` averages on each benchmark of the offline
+    suite (a benchmark it does not know, e.g. on the research tier, is left out)."""
+    return [f"- {b}: " + ", ".join(f"\"{t}\"" for t in TEMPLATES[b]) for b in benchmarks if b in TEMPLATES]
 
 
 def _pm(mean: float, std: float) -> str:
@@ -181,8 +202,14 @@ def markdown(results_dir: Path) -> str:
                              + f" | {mean} |")
             lines.append("")
         lines += ["Paper (mean over targets, ViT-B/16): " + "; ".join(
-            f"{m}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for m, d in PAPER_DG.items()), "",
-            "![DG per target](dg_targets.png)", ""]
+            f"{m} (\"{PAPER_DG_ROWS[m]}\"): " + ", ".join(f"{k} {v}" for k, v in d.items())
+            for m, d in PAPER_DG.items()),
+            "", paper_dg_note(), ""]
+        templates = ensemble_templates(table.index.get_level_values(0).unique())
+        if templates:
+            lines += ["The templates `zsclip-ens` averages (the first is `zsclip`'s hand template):", "",
+                      *templates, ""]
+        lines += ["![DG per target](dg_targets.png)", ""]
     for findings in (results_dir / "FINDINGS.md", results_dir.parent / "FINDINGS.md"):
         if findings.is_file():  # hand-written analysis of the committed runs: linked, not pasted
             link = "FINDINGS.md" if findings.parent == results_dir else "../FINDINGS.md"
@@ -447,9 +474,13 @@ def _dg_overview(results_dir: Path) -> list[str]:
     methods = _method_order({m for c in cells.values() for m, _ in c})
     for m in methods:
         row = [" / ".join(cells[p].get((m, b), "not run") for p in PROTOCOL_DIRS) for b in benchmarks]
-        paper = " / ".join(f"{PAPER_DG[m][name]:.1f}" for name in paper_names) if m in PAPER_DG else "—"
+        paper = (f"{PAPER_DG_ROWS[m]}: " + " / ".join(f"{PAPER_DG[m][name]:.1f}" for name in paper_names)
+                 if m in PAPER_DG else "—")
         lines.append(f"| {m} | " + " | ".join(row) + f" | {paper} |")
-    return lines + [""]
+    templates = ensemble_templates(benchmarks)
+    return lines + ["", paper_dg_note()] + (
+        ["", "The templates `zsclip-ens` averages (the first is `zsclip`'s hand template):", "", *templates]
+        if templates else []) + [""]
 
 
 def overview(results_dir: str | Path = "results") -> str:

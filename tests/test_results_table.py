@@ -224,6 +224,30 @@ def test_the_overview_puts_both_protocols_dg_side_by_side(tmp_path):
     report_all(tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert "| method | pacs (official / tuned) | paper (ViT-B/16) |" in text
-    assert "| metaprompt | 70.75 / 40.00 | 97.0 / 82.6 / 85.2 / 61.8 |" in text  # seeds (61+80)/2 and (62+80)/2
-    assert "| cocoop | partial: 1 of 4 rows / 40.00 | 96.7 / 78.3 / 84.1 / 61.1 |" in text
+    # seeds (61+80)/2 and (62+80)/2
+    assert "| metaprompt | 70.75 / 40.00 | MetaPrompt (5-shot): 97.0 / 82.6 / 85.2 / 61.8 |" in text
+    assert "| cocoop | partial: 1 of 4 rows / 40.00 | CoCoOp (5-shot): 96.7 / 78.3 / 84.1 / 61.1 |" in text
     assert "| metaprompt | official | 6 | 32 | 0.0015 | 90 | 2880 |" in text  # MetaPrompt's Meta_DG budget, 480 images
+
+
+def test_each_zero_shot_dg_row_is_set_against_the_paper_row_that_prompted_as_it_does(tmp_path):
+    """MetaPrompt's "CLIP" row is its own zero-shot CLIP, prompted with bare class names: zsclip-bare.
+    "CLIP (template)" (the CoOp paper's numbers): zsclip, the hand template. The ensemble is this
+    project's own row, with its templates printed."""
+    from metaprompt_lite.data.plan import TEMPLATES
+    from metaprompt_lite.report import report_all
+
+    for protocol in ("official", "tuned"):
+        for method in ("zsclip-bare", "zsclip", "zsclip-ens"):
+            for target in ("photo", "art"):
+                rt.append_row(tmp_path / protocol / "dg.csv",
+                              {"method": method, "benchmark": "emoji-pacs", "target": target, "seed": 1, "acc": 40.0,
+                               "train_s": 0.0, **SETTINGS, "protocol": protocol}, DG_COLUMNS)
+    report_all(tmp_path)
+    overview, official = (tmp_path / "README.md").read_text(), (tmp_path / "official" / "README.md").read_text()
+    assert "| zsclip-bare | 40.00 / 40.00 | CLIP: 95.7 / 75.9 / 79.4 / 56.8 |" in overview
+    assert "| zsclip | 40.00 / 40.00 | CLIP (template): 96.1 / 82.3 / 82.1 / 56.9 |" in overview
+    assert "| zsclip-ens | 40.00 / 40.00 | — |" in overview
+    listed = "- emoji-pacs: " + ", ".join(f'"{t}"' for t in TEMPLATES["emoji-pacs"])
+    assert listed in overview and listed in official
+    assert 'zsclip-bare ("CLIP"): PACS 95.7' in official and 'zsclip ("CLIP (template)"): PACS 96.1' in official
