@@ -71,6 +71,7 @@ class Checked:
     verdict: str
     seeds: int
     datasets: int
+    seeds_alone: Interval | None = None  # the interval when only seeds are redrawn (what more seeds would narrow)
 
     @property
     def name(self) -> str:
@@ -121,9 +122,12 @@ def check(claim: Claim, frame: pd.DataFrame, scope: str = "", resample=("seeds",
     cube = grid_cube(frame, methods, unit, values)
     if cube is None:
         return None
-    interval = paired_bootstrap(cube, _score(claim.metric), _compare(claim), draws=DRAWS, seed=SEED,
-                                resample=tuple(resample))
-    return Checked(claim, scope, interval, verdict(interval, claim.bar, claim.below), cube.shape[1], cube.shape[2])
+    score, compare = _score(claim.metric), _compare(claim)
+    interval = paired_bootstrap(cube, score, compare, draws=DRAWS, seed=SEED, resample=tuple(resample))
+    seeds_alone = (paired_bootstrap(cube, score, compare, draws=DRAWS, seed=SEED, resample=("seeds",))
+                   if set(resample) == {"seeds", "datasets"} else None)
+    return Checked(claim, scope, interval, verdict(interval, claim.bar, claim.below), cube.shape[1], cube.shape[2],
+                   seeds_alone)
 
 
 def check_all(b2n: pd.DataFrame | None, dg: pd.DataFrame | None, resample=("seeds", "datasets")) -> list[Checked]:
@@ -146,13 +150,19 @@ def cell(c: Checked) -> str:
     return f"{_signed(c.interval.margin)} [{_signed(c.interval.low)}, {_signed(c.interval.high)}] {c.verdict}"
 
 
+def _span(interval: Interval) -> str:
+    return f"[{_signed(interval.low)}, {_signed(interval.high)}]"
+
+
 def markdown_table(checked: list[Checked]) -> list[str]:
-    """One protocol's claims: margin, interval, per-seed margins and verdict."""
-    lines = ["| claim | margin | 95 % interval | per seed | verdict |", "|---|---|---|---|---|"]
+    """One protocol's claims: margin, interval, per-seed margins and verdict, and the interval and
+    verdict over seeds alone (the datasets fixed: what more seeds could change)."""
+    lines = ["| claim | margin | 95 % interval | per seed | verdict | seeds alone |", "|---|---|---|---|---|---|"]
     for c in checked:
-        i = c.interval
-        lines.append(f"| {c.name} | {_signed(i.margin)} | [{_signed(i.low)}, {_signed(i.high)}] | "
-                     + ", ".join(_signed(m) for m in i.per_seed) + f" | {c.verdict} |")
+        i, alone = c.interval, c.seeds_alone
+        seeds = f"{_span(alone)} {verdict(alone, c.claim.bar, c.claim.below)}" if alone else "—"
+        lines.append(f"| {c.name} | {_signed(i.margin)} | {_span(i)} | " + ", ".join(_signed(m) for m in i.per_seed)
+                     + f" | {c.verdict} | {seeds} |")
     return lines
 
 
@@ -163,9 +173,8 @@ def resolution(c: Checked, frame: pd.DataFrame) -> str:
     claim = c.claim
     parts = []
     for axis in ("seeds", "datasets"):
-        alone = check(claim, frame, c.scope, resample=(axis,))
-        near = alone.interval.margin - alone.interval.low if not claim.below else alone.interval.high - alone.interval.margin
-        parts.append(f"{axis} alone {near:.2f}")
+        alone = check(claim, frame, c.scope, resample=(axis,)).interval
+        parts.append(f"{axis} alone {abs(smallest_holding_margin(alone, claim.bar, claim.below) - claim.bar):.2f}")
     smallest = smallest_holding_margin(c.interval, claim.bar, claim.below)
     return (f"{c.name}: margin {_signed(c.interval.margin)}, {c.verdict}; the grid ({c.seeds} seeds × {c.datasets}) "
             f"calls 'holds' a margin of {_signed(smallest)} or {'less' if claim.below else 'more'} (half-width on "

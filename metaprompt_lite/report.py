@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from metaprompt_lite.claims import cell, check_all, markdown_table, resolution_lines
 from metaprompt_lite.engine import harmonic_mean, steps_for
 from metaprompt_lite.results_table import (
     B2N_COLUMNS, DG_COLUMNS, INT_COLUMNS, OPTIONAL_INT_COLUMNS, TEXT_COLUMNS, ResultsError, check_settings,
@@ -140,6 +141,30 @@ def _method_order(methods) -> list[str]:
     return known + sorted(set(methods) - set(known))
 
 
+def _frames(results_dir: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(b2n rows, dg rows) of a results folder, None for a file it lacks."""
+    return tuple(read_results(results_dir / f"{suite}.csv") if (results_dir / f"{suite}.csv").is_file() else None
+                 for suite in ("b2n", "dg"))
+
+
+def _claims_lines(results_dir: Path) -> list[str]:
+    """The claims section of a protocol's README: each comparison's margin, 95 % interval (paired
+    bootstrap over seeds and datasets), per-seed margins and verdict, and what the grid can resolve."""
+    b2n, dg = _frames(results_dir)
+    checked = check_all(b2n, dg)
+    if not checked:
+        return []
+    resolved = resolution_lines(checked, b2n, dg)
+    return ["## Claims, with 95 % intervals", "",
+            "Margin on the mean; interval from a paired bootstrap that redraws seeds and datasets (DG: targets) "
+            "together; verdict: **holds** when the whole interval clears the claim's bar, **within noise** when it "
+            "straddles it, **fails** when it is on the wrong side (the method: `docs/intervals.md`). Seeds alone: "
+            "the same with the datasets fixed, the part more seeds could narrow.", "",
+            *markdown_table(checked), "",
+            *(["What the grid can resolve (headline claims):", "", *(f"- {line}" for line in resolved), ""]
+              if resolved else [])]
+
+
 def markdown(results_dir: Path) -> str:
     lines = ["# Results: the embedded tier", ""]
     meta_path = results_dir / "bench_meta.json"
@@ -210,6 +235,7 @@ def markdown(results_dir: Path) -> str:
             lines += ["The templates `zsclip-ens` averages (the first is `zsclip`'s hand template):", "",
                       *templates, ""]
         lines += ["![DG per target](dg_targets.png)", ""]
+    lines += _claims_lines(results_dir)
     for findings in (results_dir / "FINDINGS.md", results_dir.parent / "FINDINGS.md"):
         if findings.is_file():  # hand-written analysis of the committed runs: linked, not pasted
             link = "FINDINGS.md" if findings.parent == results_dir else "../FINDINGS.md"
@@ -364,6 +390,13 @@ def summary_text(results_dir: str | Path = "results") -> str:
             benchmarks.append(f"{benchmark}\n" + _plain_table(sub.loc[_method_order(sub.index)]))
         parts.append("Domain generalisation (accuracy in % on the held-out target, mean over seeds; mean over "
                      "targets and its std over seeds)\n" + "\n\n".join(benchmarks))
+    b2n, dg = _frames(results_dir)
+    checked = check_all(b2n, dg)
+    if checked:
+        resolved = resolution_lines(checked, b2n, dg)
+        parts.append("Claims (margin, 95 % interval over seeds and datasets, per seed, verdict)\n"
+                     + "\n".join(markdown_table(checked))
+                     + ("\n\nWhat the grid can resolve:\n" + "\n".join(resolved) if resolved else ""))
     return "\n\n".join(parts) or f"no results in {results_dir}"
 
 
@@ -503,7 +536,8 @@ def overview(results_dir: str | Path = "results") -> str:
     for m in methods:
         paper = " / ".join(f"{v:.2f}" for v in PAPER_B2N[m]) if m in PAPER_B2N else "—"
         lines.append(f"| {m} | {cells['official'].get(m, 'not run')} | {cells['tuned'].get(m, 'not run')} | {paper} |")
-    lines += ["", "## Training budgets", "",
+    lines += ["", *_claims_overview(results_dir)]
+    lines += ["## Training budgets", "",
               "One run on a 25-base-class emoji dataset (150 training images, 6 per class): optimizer steps and "
               "image views (steps × batch). The papers' runs see 16 images per class.", "", *_budget_table(150, "b2n")]
     dg = _dg_overview(results_dir)
@@ -511,6 +545,22 @@ def overview(results_dir: str | Path = "results") -> str:
         lines += ["", *dg, "One DG run on a 40-class benchmark, 3 source domains × 4 shots (480 training images):", "",
                   *_budget_table(480, "dg")]
     return "\n".join(lines) + "\n"
+
+
+def _claims_overview(results_dir: Path) -> list[str]:
+    """Each claim under both protocols: margin [95 % interval] verdict (each protocol's README adds the
+    per-seed margins and what its grid can resolve)."""
+    cells = {p: {c.name: cell(c) for c in check_all(*_frames(results_dir / p))} for p in PROTOCOL_DIRS}
+    names = list(dict.fromkeys(name for p in PROTOCOL_DIRS for name in cells[p]))
+    if not names:
+        return []
+    return ["## Claims, with 95 % intervals", "",
+            "Margin on the mean [95 % interval from a paired bootstrap over seeds and datasets] and the verdict: "
+            "**holds** when the whole interval clears the claim's bar, **within noise** when it straddles it, "
+            "**fails** when it is on the wrong side ([docs/intervals.md](../docs/intervals.md)).", "",
+            "| claim | official | tuned |", "|---|---|---|",
+            *(f"| {name} | " + " | ".join(cells[p].get(name, "not run") for p in PROTOCOL_DIRS) + " |"
+              for name in names), ""]
 
 
 def _budget_table(n_images: int, suite: str) -> list[str]:

@@ -119,3 +119,43 @@ def test_dg_claims_are_read_per_benchmark():
     mp = checked["pacs: MetaPrompt − CoCoOp > 0"]
     assert mp.interval.margin == pytest.approx(5.0) and mp.verdict == "holds"  # constant margin, above 0
     assert "flags: MetaPrompt − zero-shot ensemble > 0" in checked
+
+
+# what made a row, the same for every row of a hand-written results file (as in test_bench)
+SETTINGS = {"train_s": 1.0, "protocol": "official", "model": "tiny-clip", "weights": "random", "epochs": 2,
+            "batch_size": 16, "lr": "0.002", "shots": 6, "max_steps": "", "code": "0.2.0+abc"}
+
+
+def _write_b2n(folder, coop_gain: float):
+    """CoOp ``coop_gain`` above zero-shot on base on every dataset and seed (new: 5 below, plus noise)."""
+    from metaprompt_lite.results_table import B2N_COLUMNS
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for d in range(4):
+        for s in (1, 2, 3):
+            zs_base, zs_new = 40 + 5 * d, 45 - 3 * d
+            rows += [("zsclip", f"d{d}", s, zs_base, zs_new),
+                     ("coop", f"d{d}", s, zs_base + coop_gain, zs_new - 5 + rng.uniform(-1, 1))]
+    frame = pd.DataFrame(rows, columns=["method", "dataset", "seed", "base", "new"])
+    frame["hm"] = 2 * frame.base * frame.new / (frame.base + frame.new)
+    for column, value in SETTINGS.items():
+        frame[column] = value
+    folder.mkdir(parents=True)
+    frame[list(B2N_COLUMNS)].to_csv(folder / "b2n.csv", index=False)
+
+
+def test_the_report_writes_each_claim_with_its_interval_and_verdict(tmp_path):
+    from metaprompt_lite.report import markdown, overview, summary_text
+
+    _write_b2n(tmp_path / "official", coop_gain=12.0)
+    _write_b2n(tmp_path / "tuned", coop_gain=1.0)
+    text = markdown(tmp_path / "official")
+    assert "## Claims, with 95 % intervals" in text
+    # a constant gain: a zero-width interval on every seed, clear of the +8 bar
+    assert ("| CoOp base − zero-shot base ≥ +8 | +12.00 | [+12.00, +12.00] | +12.00, +12.00, +12.00 | holds | "
+            "[+12.00, +12.00] holds |") in text
+    assert "| CoOp new − zero-shot new < 0 | −" in text and "MetaPrompt" not in text  # no claim without its methods
+    table = overview(tmp_path)
+    assert "| CoOp base − zero-shot base ≥ +8 | +12.00 [+12.00, +12.00] holds | +1.00 [+1.00, +1.00] fails |" in table
+    assert "| CoOp base − zero-shot base ≥ +8 | +12.00 |" in summary_text(tmp_path / "official")  # printed too
