@@ -4,7 +4,8 @@
 # `metaprompt-lite bench` runs every method × dataset (or DG target) × seed on the shared engine and
 # appends one CSV row per run (resumable); `metaprompt-lite report` turns each protocol's CSVs into
 # `results/<protocol>/README.md` and figures. The committed results of each protocol come from one
-# complete 3-seed run, every row recording the settings and code version that made it.
+# complete 3-seed run (the bare-name zero-shot rows, which train nothing, were added later), every
+# row recording the settings and code version that made it.
 
 # %%
 import json
@@ -23,10 +24,12 @@ def committed(suite: str) -> dict[str, pd.DataFrame]:
     frames = {p: pd.read_csv(results_dir(p) / f"{suite}.csv") for p in ("official", "tuned")}
     for protocol, frame in frames.items():
         meta = json.loads((results_dir(protocol) / "bench_meta.json").read_text())
+        codes = ", ".join(f"{code} ({len(rows)} rows)" for code, rows in frame.groupby("code"))
         print(f"{protocol:8s}: {len(frame)} {suite} rows, seeds {sorted(frame.seed.unique().tolist())}, "
-              f"code {frame.code.iloc[0]}; wall time {meta['wall_minutes_by_suite'][suite]:.0f} min")
+              f"code {codes}; wall time {meta['wall_minutes_by_suite'][suite]:.0f} min")
         assert set(frame.seed) == {1, 2, 3} and frame.groupby("method").size().nunique() == 1  # complete
-        assert frame.protocol.eq(protocol).all() and frame.code.nunique() == 1  # one protocol, one code version
+        assert frame.protocol.eq(protocol).all()  # one protocol
+        assert frame.groupby("method").code.nunique().eq(1).all()  # one code version per method
     return frames
 
 
