@@ -28,7 +28,7 @@ from metaprompt_lite.engine import (
 from metaprompt_lite.fastpath import batch_cache, frozen_features
 from metaprompt_lite.methods import AUGMENTATION, MethodConfig, get_method, preset, prompted_clip
 from metaprompt_lite.prompts import PromptedCLIP
-from metaprompt_lite.splits import base_class_shots, base_new_split, few_shot_indices, smallest_pool
+from metaprompt_lite.splits import base_class_shots, base_new_split, dg_pools, few_shot_indices, smallest_pool
 from metaprompt_lite.steps import compute_logits, start_training
 from metaprompt_lite.zeroshot import base_new
 
@@ -89,7 +89,8 @@ def training_set(config: RunConfig, dataset) -> tuple[torch.Tensor, torch.Tensor
     if config.target not in dataset.domains:
         raise ValueError(f"unknown target domain {config.target!r}; {dataset.name} has {list(dataset.domains)}")
     target = dataset.domains.index(config.target)
-    source = (dataset.domain != target).nonzero().flatten()
+    drawable, _ = dg_pools(dataset.split, dataset.domain, target)
+    source = drawable.nonzero().flatten()
     shots = few_shot_indices(dataset.labels[source], config.shots, config.seed, groups=dataset.domain[source])
     index = source[shots]
     _, domains = dataset.domain[index].unique(return_inverse=True)
@@ -218,7 +219,8 @@ def base_new_gain(config: RunConfig, dataset, backbone: Backbone | None = None,
 
 def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | None = None,
                               cache: dict | None = None) -> dict[str, Any]:
-    """Train on ``shots`` per class per source domain, test on every image of ``config.target``."""
+    """Train on ``shots`` per class per source domain (their train pools), test on ``config.target``'s
+    test pool (:func:`~metaprompt_lite.splits.dg_pools`: every image of it on the offline suite)."""
     train_index, train_labels, domains = training_set(config, dataset)
     backbone = backbone or load_backbone(config.model, config.pretrained, config.device)
     seed_everything(config.seed)
@@ -233,7 +235,7 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
                      batch_cache=batch_cache(cache, backbone, dataset, config.target, config.seed, train_index))
     # a resumed run's checkpoint carries the seconds of its earlier part: the row counts the whole run
     train_s = state.train_s if state is not None else time.perf_counter() - t0
-    test = (dataset.domain == target).nonzero().flatten()
+    test = dg_pools(dataset.split, dataset.domain, target)[1].nonzero().flatten()
     acc = evaluate(model, method, dataset.images[test], dataset.labels[test], list(dataset.classnames),
                    frozen_features(backbone, dataset, test, cache))
     return {"acc": acc, "train_s": train_s, "history": state.history if state is not None else []}

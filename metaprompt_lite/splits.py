@@ -14,6 +14,11 @@ import math
 
 import torch
 
+# A dataset's ``split`` per image: the train pool (few-shot draws), the test pool, or both. Both is a
+# DG domain's image that may be drawn as a source shot and is also scored as a target: MetaPrompt
+# scores PACS and OfficeHome targets on all their images, their train split among them.
+TRAIN, TEST, BOTH = 0, 1, 2
+
 
 def relabel(labels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Map global class ids to their position in ``classes`` (so CE sees 0..len(classes)-1)."""
@@ -69,15 +74,30 @@ def base_class_shots(dataset, shots: int, seed: int) -> tuple[torch.Tensor, torc
     return pool[pool_index[drawn]], pool_labels[drawn]
 
 
+def dg_pools(split: torch.Tensor, domain: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(drawable, scored) boolean masks of a DG run holding out domain ``target``: the source images a
+    few-shot draw may take (train pool) and the target images it is scored on (test pool), as
+    MetaPrompt's DG readers split them (shots from the sources' train split; VLCS and DomainNet scored
+    on the target's test split). A dataset whose images are all one split carries no split: every
+    image is in both (the offline suite's DG benchmarks, a DomainBed tree without split folders)."""
+    if len(split.unique()) <= 1:
+        drawable = scored = torch.ones_like(split, dtype=torch.bool)
+    else:
+        drawable, scored = split != TEST, split != TRAIN
+    return drawable & (domain != target), scored & (domain == target)
+
+
 def smallest_pool(dataset, target: str | None = None) -> int:
     """The fewest images a run can draw for one class: base-to-new, a base class's train-pool images;
-    DG (``target`` held out), a class's images in one source domain. ``shots`` above it are capped
-    (:func:`few_shot_indices` gives all there is), so a requested number above it is not honoured."""
+    DG (``target`` held out), a class's drawable images in one source domain (:func:`dg_pools`).
+    ``shots`` above it are capped (:func:`few_shot_indices` gives all there is), so a requested number
+    above it is not honoured."""
     if target is None:
         base, _ = base_new_split(len(dataset.classnames))
         pool = dataset.labels[dataset.split == 0]
         return min(int((pool == c).sum()) for c in base.tolist())
     held_out = list(dataset.domains).index(target)
+    drawable, _ = dg_pools(dataset.split, dataset.domain, held_out)
     sources = [d for d in range(len(dataset.domains)) if d != held_out]
-    return min(int(((dataset.labels == c) & (dataset.domain == d)).sum())
+    return min(int((drawable & (dataset.labels == c) & (dataset.domain == d)).sum())
                for c in range(len(dataset.classnames)) for d in sources)

@@ -371,8 +371,8 @@ def test_base_to_new_trains_on_base_pool_shots_and_tests_on_the_test_split(backb
 
 
 def test_domain_generalization_never_trains_on_the_target_domain(backbone, dg_dataset, monkeypatch):
-    """DG: `shots` per class from each source domain (domain ids renumbered 0..n-1), none from the
-    target; the test is every image of the target domain."""
+    """DG: `shots` per class from each source domain's train pool (domain ids renumbered 0..n-1), none
+    from the target; the test is the target domain's test pool (the synthetic set has both pools)."""
     seen = _spy(monkeypatch)
     run_domain_generalization(_quick("coop", dataset="syn", target="domain1"), dg_dataset, backbone)  # 2 shots
     (images, labels, domains, _), = seen["fit"]
@@ -382,5 +382,7 @@ def test_domain_generalization_never_trains_on_the_target_domain(backbone, dg_da
     assert domains.tolist() == [{0: 0, 2: 1}[d] for d in source_domains]
     assert labels.tolist() == [int(dg_dataset.labels[r]) for r in rows]
     assert len(rows) == 2 * len(dg_dataset.classnames) * 2  # 2 shots x classes x 2 sources
+    assert all(int(dg_dataset.split[r]) == 0 for r in rows)
     (images, labels, classnames), = seen["evaluate"]
-    assert sorted(_row_of(dg_dataset, images)) == (dg_dataset.domain == 1).nonzero().flatten().tolist()
+    target_test = ((dg_dataset.domain == 1) & (dg_dataset.split == 1)).nonzero().flatten().tolist()
+    assert sorted(_row_of(dg_dataset, images)) == target_test

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from metaprompt_lite.research import (
 )
 from metaprompt_lite.research.fetch import SOURCES, link_into_layout
 from metaprompt_lite.research.miniature import SPLIT_SIZES, make_miniature
-from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
+from metaprompt_lite.research.miniature import _write_image
+from metaprompt_lite.splits import BOTH, TEST, TRAIN, base_new_split, dg_pools, few_shot_indices, select_classes
 
 N_CLASSES = 5
 
@@ -68,7 +70,8 @@ def test_domain_generalization_loader(tmp_path, name):
     data = load_research_dataset(name, tmp_path)
     assert data.suite == "dg" and data.domains == expected["domains"]
     assert data.classnames == expected["classnames"]
-    assert len(data.labels) == expected["counts"]["all"] and (data.split == 0).all()
+    # a DomainBed tree has no splits: every image may be drawn as a source shot and is scored as a target
+    assert len(data.labels) == expected["counts"]["all"] and (data.split == BOTH).all()
     assert torch.equal(torch.bincount(data.domain), torch.full((3,), 3 * 2))
     # DG few-shot: shots per class per source domain, as run_domain_generalization draws them
     source = (data.domain != 0).nonzero().flatten()
@@ -217,3 +220,85 @@ def test_research_dataset_runs_through_the_engine(tmp_path, backbone):
 
 def test_split_sizes_constant_is_the_coop_format():
     assert set(SPLIT_SIZES) == {"train", "val", "test"}
+
+
+# --------------------------------------------------------------------------- DG splits (MetaPrompt's readers)
+
+
+def _tree(root, files: dict[str, int]) -> None:
+    """Fabricated JPEGs at ``root / relpath`` (the value seeds the colour)."""
+    for relpath, seed in files.items():
+        _write_image(root / relpath, seed, (20, 16))
+
+
+def _pools(data, target: str) -> tuple[set[str], set[str]]:
+    """(drawable, scored) image paths of a DG run holding out ``target``, relative to the dataset root."""
+    drawable, scored = dg_pools(data.split, data.domain, data.domains.index(target))
+    paths = data.images.paths
+    return ({str(Path(paths[i]).relative_to(data.root)) for i in drawable.nonzero().flatten().tolist()},
+            {str(Path(paths[i]).relative_to(data.root)) for i in scored.nonzero().flatten().tolist()})
+
+
+def test_vlcs_in_dassls_folders_draws_from_train_and_scores_the_target_test_split(tmp_path):
+    """MetaPrompt's VLCS (datasets/vlcs.py): shots from the sources' train folders, the target scored
+    on its test folder; crossval and full are neither."""
+    files = {f"vlcs/{d}/{split}/{c}/{k}.jpg": i for i, (d, split, c, k) in enumerate(
+        (d, split, c, k) for d in ("CALTECH", "SUN") for split in ("train", "crossval", "test", "full")
+        for c in ("bird", "car") for k in range(2))}
+    _tree(tmp_path, files)
+    data = load_research_dataset("VLCS", tmp_path)
+    assert data.domains == ["CALTECH", "SUN"] and data.classnames == ["bird", "car"]
+    assert sorted(set(data.split.tolist())) == [TRAIN, TEST] and len(data.labels) == 2 * 2 * 2 * 2
+    drawable, scored = _pools(data, "SUN")
+    assert drawable == {f"CALTECH/train/{c}/{k}.jpg" for c in ("bird", "car") for k in range(2)}
+    assert scored == {f"SUN/test/{c}/{k}.jpg" for c in ("bird", "car") for k in range(2)}
+
+
+def test_office_home_is_drawn_from_train_and_scored_on_all_its_images(tmp_path):
+    """MetaPrompt's OfficeHome (datasets/office_home.py): train split for shots, the target's train and
+    val images together for scoring."""
+    _tree(tmp_path, {f"office_home_dg/{d}/{split}/Bike/{k}.jpg": i for i, (d, split, k) in enumerate(
+        (d, split, k) for d in ("art", "clipart") for split in ("train", "val") for k in range(2))})
+    data = load_research_dataset("OfficeHome", tmp_path)
+    assert sorted(set(data.split.tolist())) == [TEST, BOTH]
+    drawable, scored = _pools(data, "clipart")
+    assert drawable == {"art/train/Bike/0.jpg", "art/train/Bike/1.jpg"}
+    assert scored == {f"clipart/{split}/Bike/{k}.jpg" for split in ("train", "val") for k in range(2)}
+
+
+def test_domainnet_follows_its_split_lists_and_leaves_unlisted_images_out(tmp_path):
+    """MetaPrompt's DomainNet (datasets/domainnet.py): splits/<domain>_{train,test}.txt."""
+    root = tmp_path / "domain_net"
+    _tree(root, {f"{d}/apple/{k}.jpg": i for i, (d, k) in enumerate((d, k) for d in ("real", "sketch")
+                                                                   for k in range(3))})
+    (root / "splits").mkdir()
+    for d in ("real", "sketch"):
+        (root / "splits" / f"{d}_train.txt").write_text(f"{d}/apple/0.jpg 0\n")
+        (root / "splits" / f"{d}_test.txt").write_text(f"{d}/apple/1.jpg 0\n")  # 2.jpg: in no list
+    data = load_research_dataset("DomainNet", tmp_path)
+    assert data.domains == ["real", "sketch"] and len(data.labels) == 4
+    assert _pools(data, "sketch") == ({"real/apple/0.jpg"}, {"sketch/apple/1.jpg"})
+
+
+def test_pacs_kfold_lists_beside_images_draw_from_train_and_score_all(tmp_path):
+    """MetaPrompt's PACS (datasets/pacs.py): shots from <domain>_train_kfold.txt, the target scored on
+    its train and crossval lists together."""
+    images = tmp_path / "pacs" / "images"
+    _tree(images, {f"{d}/dog/{k}.jpg": i for i, (d, k) in enumerate((d, k) for d in ("photo", "sketch")
+                                                                   for k in range(2))})
+    (tmp_path / "pacs" / "splits").mkdir()
+    for d in ("photo", "sketch"):
+        (tmp_path / "pacs" / "splits" / f"{d}_train_kfold.txt").write_text(f"{d}/dog/0.jpg 1\n")
+        (tmp_path / "pacs" / "splits" / f"{d}_crossval_kfold.txt").write_text(f"{d}/dog/1.jpg 1\n")
+    data = load_research_dataset("PACS", tmp_path)
+    assert data.domains == ["photo", "sketch"] and data.classnames == ["dog"]
+    assert _pools(data, "sketch") == ({"photo/dog/0.jpg"}, {"sketch/dog/0.jpg", "sketch/dog/1.jpg"})
+
+
+def test_a_dataset_of_one_split_is_drawn_and_scored_whole():
+    """The offline suite's DG benchmarks hold every image in the test pool: a DG run draws from every
+    source image and scores every target image, as before the research tier had splits."""
+    split, domain = torch.full((6,), TEST), torch.tensor([0, 0, 1, 1, 2, 2])
+    drawable, scored = dg_pools(split, domain, 1)
+    assert drawable.tolist() == [True, True, False, False, True, True]
+    assert scored.tolist() == [False, False, True, True, False, False]

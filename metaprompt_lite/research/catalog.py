@@ -63,6 +63,9 @@ class DatasetSpec:
     renames: dict[str, str] = field(default_factory=dict)
     layout: str = ""  # the expected tree, shown in the missing-data error
     source: str = ""  # where to get the data
+    # DG: a target is scored on its "test" split (MetaPrompt's VLCS and DomainNet readers) or on "all"
+    # its images (PACS, OfficeHome), where the tree has splits (research.readers.read_domainbed)
+    dg_test: str = "test"
 
     @property
     def templates(self) -> list[str]:
@@ -129,19 +132,21 @@ B2N_SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
 )}
 
 
-def _dg(name: str, dirs: tuple[str, ...], domains: str, source: str) -> DatasetSpec:
+def _dg(name: str, dirs: tuple[str, ...], domains: str, source: str, dg_test: str = "test") -> DatasetSpec:
     layout = f"{dirs[0]}/\n  <domain>/<class>/*.jpg      domains: {domains}"
-    return DatasetSpec(name, "dg", dirs, "domainbed", "a photo of a {}.", layout=layout, source=source)
+    return DatasetSpec(name, "dg", dirs, "domainbed", "a photo of a {}.", layout=layout, source=source,
+                       dg_test=dg_test)
 
 
 DG_SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
     _dg("PACS", ("PACS", "pacs/images", "pacs"), "art_painting, cartoon, photo, sketch",
-        "DomainBed's download script (python -m domainbed.scripts.download) or Dassl's pacs.zip (pacs/images/...)"),
+        "DomainBed's download script (python -m domainbed.scripts.download) or Dassl's pacs.zip (pacs/images/...)",
+        dg_test="all"),
     _dg("VLCS", ("VLCS", "vlcs"), "Caltech101, LabelMe, SUN09, VOC2007",
         "DomainBed's download script or Dassl's VLCS.zip"),
     _dg("OfficeHome", ("office_home", "office_home_dg", "OfficeHome", "OfficeHomeDataset_10072016"),
         "Art, Clipart, Product, Real World", "https://www.hemanthdv.org/officeHomeDataset.html "
-        "or DomainBed's download script"),
+        "or DomainBed's download script", dg_test="all"),
     _dg("DomainNet", ("domain_net", "domainnet", "DomainNet"),
         "clipart, infograph, painting, quickdraw, real, sketch",
         "http://ai.bu.edu/M3SDA/ (cleaned version) or DomainBed's download script"),

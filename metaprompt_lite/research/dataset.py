@@ -24,6 +24,7 @@ import torch
 from metaprompt_lite.research.catalog import RESEARCH_B2N, RESEARCH_DG, get_spec
 from metaprompt_lite.research.images import DEFAULT_SIZE, LazyImages, exists_all
 from metaprompt_lite.research.readers import READERS, Records, dataset_folder
+from metaprompt_lite.splits import TEST, TRAIN
 
 PATH_CHECK_SAMPLE = 32  # files checked at load time (all would mean 1.3M stat calls on ImageNet)
 
@@ -40,14 +41,14 @@ class ResearchDataset:
     images: LazyImages
     labels: torch.Tensor  # [N] long
     domain: torch.Tensor  # [N] long, index into ``domains``
-    split: torch.Tensor  # [N] long, 0 = few-shot train pool, 1 = test pool
+    split: torch.Tensor  # [N] long, 0 = few-shot train pool, 1 = test pool, 2 = both (DG: splits.dg_pools)
     root: Path = field(default=Path("."))
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def summary(self) -> str:
-        pool, test = int((self.split == 0).sum()), int((self.split == 1).sum())
+        pool, test = int((self.split != TEST).sum()), int((self.split != TRAIN).sum())
         return (f"{self.name} ({self.suite}): {len(self.classnames)} classes, {len(self.domains)} domain(s), "
                 f"{pool} train-pool / {test} test images at {self.images.size}px, from {self.root}")
 

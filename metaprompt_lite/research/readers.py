@@ -10,7 +10,12 @@ domain-generalisation layout (DomainBed's):
 - ImageNet: one folder per WordNet id under ``images/train`` and ``images/val``, labels = sorted
   folder order (as CoOp's reader), names from ``classnames.txt``; ``val`` is the test pool.
 - FGVCAircraft: ``variants.txt`` (label = line number) and ``images_variant_{train,test}.txt``.
-- DomainBed: ``<root>/<domain>/<class>/<image>``; domains and classes in sorted folder order.
+- DomainBed: ``<root>/<domain>/<class>/<image>``; domains and classes in sorted folder order. Each
+  image's split follows MetaPrompt's DG readers (``datasets/vlcs.py``, ``domainnet.py``, ``pacs.py``,
+  ``office_home.py``): shots from a source domain's ``train`` split; a target scored on its ``test``
+  split (VLCS, DomainNet) or on all its images (PACS, OfficeHome), where the tree has splits: Dassl's
+  split folders (``<domain>/{train,crossval,test}/<class>``) or split lists (DomainNet's
+  ``splits/<domain>_{train,test}.txt``, PACS's ``splits/<domain>_{train,crossval}_kfold.txt``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metaprompt_lite.research.catalog import SPLIT_FOLDER_NAMES, DatasetSpec, clean_classname
-
-TRAIN, TEST = 0, 1  # the values of ``dataset.split``: few-shot train pool, test pool
+from metaprompt_lite.splits import BOTH, TEST, TRAIN  # the values of ``dataset.split``
 SPLITS = {"train": TRAIN, "test": TEST}  # split-file keys that are read ("val" is not)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -151,38 +155,81 @@ def read_aircraft(spec: DatasetSpec, folder: Path) -> Records:
     return Records(paths, labels, splits, [0] * len(paths), classnames, [spec.name])
 
 
-def _class_dirs(domain_dir: Path) -> list[Path]:
-    """Class folders of one domain; descends into split folders (Dassl's ``<domain>/train/<class>``),
-    preferring a complete ``full``/``all`` folder over the union of partial ones."""
+DG_SPLITS = ("train", "crossval", "val", "test")  # the split names of Dassl's DG folders and lists
+
+
+def dg_split(name: str, test_all: bool) -> int | None:
+    """The ``split`` of a DG image in on-disk split ``name``: ``train`` is drawn from (and scored too
+    where a target is scored whole, ``test_all``), ``test`` is scored, ``crossval``/``val`` are scored
+    only where the target is scored whole and are left out otherwise (None); ``full``/``all`` is both."""
+    name = name.lower()
+    if name == "train":
+        return BOTH if test_all else TRAIN
+    if name == "test":
+        return TEST
+    if name in ("full", "all"):
+        return BOTH
+    return TEST if test_all else None
+
+
+def _split_lists(folder: Path, domain: str) -> dict[str, str]:
+    """{image path: split name} from a DG tree's split lists for one domain, {} where it has none:
+    ``splits/<domain>_<split>.txt`` in the dataset folder (DomainNet; paths relative to it) or
+    ``splits/<domain>_<split>_kfold.txt`` beside it (PACS's ``images/``; paths relative to it)."""
+    listed = {}
+    for splits_dir in (folder / "splits", folder.parent / "splits"):
+        for split in DG_SPLITS:
+            for file in (splits_dir / f"{domain}_{split}.txt", splits_dir / f"{domain}_{split}_kfold.txt"):
+                if file.is_file():
+                    for line in file.read_text().splitlines():
+                        if line.strip():
+                            listed[str(folder / line.split()[0])] = split
+    return listed
+
+
+def _domain_images(domain_dir: Path, folder: Path, test_all: bool) -> list[tuple[Path, str, int]]:
+    """(image, class folder name, split) of one DG domain: from its split lists, else from its split
+    folders (train/test preferred over a complete ``full``/``all`` one), else every image is both."""
+    listed = _split_lists(folder, domain_dir.name)
     children = _visible_dirs(domain_dir)
     if children and all(c.name.lower() in SPLIT_FOLDER_NAMES for c in children):
-        complete = [c for c in children if c.name.lower() in ("full", "all")]
-        return [d for split_dir in (complete[:1] or children) for d in _visible_dirs(split_dir)]
-    return children
+        split_dirs = [c for c in children if c.name.lower() in DG_SPLITS] or children
+        pairs = [(class_dir, dg_split(split_dir.name, test_all)) for split_dir in split_dirs
+                 for class_dir in _visible_dirs(split_dir)]
+    else:
+        pairs = [(class_dir, BOTH) for class_dir in children]
+    images = []
+    for class_dir, split in pairs:
+        for file in _image_files(class_dir):
+            if listed:
+                split = dg_split(listed[str(file)], test_all) if str(file) in listed else None
+            if split is not None:
+                images.append((file, class_dir.name, split))
+    return images
 
 
 def read_domainbed(spec: DatasetSpec, folder: Path) -> Records:
-    """``<domain>/<class>/<image>``; every image is a candidate for both training (as a source
-    domain) and testing (as the held-out domain), so ``split`` is 0 everywhere."""
+    """``<domain>/<class>/<image>``, each image with its DG split (:func:`_domain_images`; the spec's
+    ``dg_test`` says whether a target is scored on its test split or on all its images)."""
     domain_dirs = [d for d in _visible_dirs(folder) if d.name.lower() not in ("splits", "split_fewshot")]
     if len(domain_dirs) < 2:
         raise FileNotFoundError(f"{spec.name}: found {len(domain_dirs)} domain folders in {folder}; "
                                 f"domain generalisation needs at least 2. Expected layout under DATA:\n{spec.layout}")
-    per_domain = {d.name: _class_dirs(d) for d in domain_dirs}
-    empty = [name for name, classes in per_domain.items() if not classes]
+    per_domain = {d.name: _domain_images(d, folder, spec.dg_test == "all") for d in domain_dirs}
+    empty = [name for name, images in per_domain.items() if not images]
     if empty:
         raise FileNotFoundError(f"{spec.name}: domains {empty} have no class folders. Expected layout:\n{spec.layout}")
-    raw_classes = sorted({c.name for classes in per_domain.values() for c in classes})
+    raw_classes = sorted({c for images in per_domain.values() for _, c, _ in images})
     label_of = {c: i for i, c in enumerate(raw_classes)}
-    paths, labels, domains = [], [], []
-    for d, (domain, classes) in enumerate(per_domain.items()):
-        for class_dir in classes:
-            for file in _image_files(class_dir):
-                paths.append(str(file))
-                labels.append(label_of[class_dir.name])
-                domains.append(d)
+    paths, labels, splits, domains = [], [], [], []
+    for d, images in enumerate(per_domain.values()):
+        for file, class_name, split in images:
+            paths.append(str(file))
+            labels.append(label_of[class_name])
+            splits.append(split)
+            domains.append(d)
     classnames = [clean_classname(c, spec.renames) for c in raw_classes]
-    return Records(paths, labels, [TRAIN] * len(paths), domains, classnames, list(per_domain))
+    return Records(paths, labels, splits, domains, classnames, list(per_domain))
 
 
 READERS = {"split_json": read_split_json, "imagenet": read_imagenet, "aircraft": read_aircraft,
