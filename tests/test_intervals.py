@@ -112,8 +112,8 @@ def test_claims_skip_absent_methods_and_incomplete_seeds():
 
 def test_dg_claims_are_read_per_benchmark():
     rows = [(m, b, t, s, acc + (5 if m == "metaprompt" else 0) + s)
-            for m in ("metaprompt", "cocoop", "zsclip-ens") for b in ("pacs", "flags") for t, acc in (("x", 40), ("y", 60))
-            for s in (1, 2)]
+            for m in ("metaprompt", "cocoop", "zsclip-ens") for b in ("pacs", "flags")
+            for t, acc in (("x", 40), ("y", 60)) for s in (1, 2)]
     frame = pd.DataFrame(rows, columns=["method", "benchmark", "target", "seed", "acc"])
     checked = {c.name: c for c in check_all(None, frame)}
     mp = checked["pacs: MetaPrompt − CoCoOp > 0"]
@@ -157,5 +157,6 @@ def test_the_report_writes_each_claim_with_its_interval_and_verdict(tmp_path):
             "[+12.00, +12.00] holds |") in text
     assert "| CoOp new − zero-shot new < 0 | −" in text and "MetaPrompt" not in text  # no claim without its methods
     table = overview(tmp_path)
-    assert "| CoOp base − zero-shot base ≥ +8 | +12.00 [+12.00, +12.00] holds | +1.00 [+1.00, +1.00] fails |" in table
+    assert ("| CoOp base − zero-shot base ≥ +8 | +12.00 [+12.00, +12.00] holds | +1.00 [+1.00, +1.00] fails |"
+            in table)
     assert "| CoOp base − zero-shot base ≥ +8 | +12.00 |" in summary_text(tmp_path / "official")  # printed too
