@@ -116,16 +116,21 @@ def grid_cube(frame: pd.DataFrame, methods: tuple[str, ...], unit: str, values: 
 
 def check(claim: Claim, frame: pd.DataFrame, scope: str = "", resample=("seeds", "datasets")) -> Checked | None:
     """``claim`` on ``frame`` (one suite's rows; a DG frame already cut to one benchmark), or None when
-    the grid lacks its methods."""
+    the grid lacks its methods or every axis it would redraw holds one item (one seed, one dataset):
+    such an "interval" is the margin itself, zero-width by construction, and no evidence for a verdict.
+    The seeds-alone interval is None on one seed, for the same reason."""
     unit, values = ("dataset", ["base", "new"]) if claim.suite == "b2n" else ("target", ["acc"])
     methods = claim.left + claim.right
     cube = grid_cube(frame, methods, unit, values)
     if cube is None:
         return None
+    sizes = {"seeds": cube.shape[1], "datasets": cube.shape[2]}
+    if all(sizes[axis] < 2 for axis in resample):
+        return None
     score, compare = _score(claim.metric), _compare(claim)
     interval = paired_bootstrap(cube, score, compare, draws=DRAWS, seed=SEED, resample=tuple(resample))
     seeds_alone = (paired_bootstrap(cube, score, compare, draws=DRAWS, seed=SEED, resample=("seeds",))
-                   if set(resample) == {"seeds", "datasets"} else None)
+                   if set(resample) == {"seeds", "datasets"} and sizes["seeds"] > 1 else None)
     return Checked(claim, scope, interval, verdict(interval, claim.bar, claim.below), cube.shape[1], cube.shape[2],
                    seeds_alone)
 
@@ -173,8 +178,12 @@ def resolution(c: Checked, frame: pd.DataFrame) -> str:
     claim = c.claim
     parts = []
     for axis in ("seeds", "datasets"):
-        alone = check(claim, frame, c.scope, resample=(axis,)).interval
-        parts.append(f"{axis} alone {abs(smallest_holding_margin(alone, claim.bar, claim.below) - claim.bar):.2f}")
+        alone = check(claim, frame, c.scope, resample=(axis,))
+        if alone is None:  # one item on that axis: nothing to redraw
+            parts.append(f"{axis} alone —")
+            continue
+        near = abs(smallest_holding_margin(alone.interval, claim.bar, claim.below) - claim.bar)
+        parts.append(f"{axis} alone {near:.2f}")
     smallest = smallest_holding_margin(c.interval, claim.bar, claim.below)
     return (f"{c.name}: margin {_signed(c.interval.margin)}, {c.verdict}; the grid ({c.seeds} seeds × {c.datasets}) "
             f"calls 'holds' a margin of {_signed(smallest)} or {'less' if claim.below else 'more'} (half-width on "

@@ -160,3 +160,22 @@ def test_the_report_writes_each_claim_with_its_interval_and_verdict(tmp_path):
     assert ("| CoOp base − zero-shot base ≥ +8 | +12.00 [+12.00, +12.00] holds | +1.00 [+1.00, +1.00] fails |"
             in table)
     assert "| CoOp base − zero-shot base ≥ +8 | +12.00 |" in summary_text(tmp_path / "official")  # printed too
+
+
+def test_a_grid_with_nothing_to_redraw_gives_no_verdict():
+    """One seed and one dataset: every bootstrap draw is the grid itself, so the 'interval' is the margin
+    and a verdict would rest on one run. No claim is read; with one seed and two datasets the claim is
+    read over datasets and the seeds-alone column and half-width say '—'."""
+    from metaprompt_lite.claims import markdown_table, resolution
+
+    one = _b2n({"coop": [(70, 30)], "zsclip": [(40, 40)]}, seeds=(1,))
+    assert check(Claim("c", "b2n", ("coop",), ("zsclip",), "base", bar=8.0), one) is None
+    assert check_all(one, None) == []
+    two = _b2n({"coop": [(70, 30), (50, 35)], "zsclip": [(40, 40), (40, 40)]}, seeds=(1,))
+    claim = Claim("c", "b2n", ("coop",), ("zsclip",), "base", bar=8.0, headline=True)
+    checked = check(claim, two)
+    assert (checked.seeds, checked.datasets, checked.seeds_alone) == (1, 2, None)
+    assert (checked.interval.low, checked.interval.high) == pytest.approx((10.0, 30.0))  # draws: both d1, both d0
+    assert markdown_table([checked])[-1].endswith(" | holds | — |")
+    assert resolution(checked, two).endswith("(half-width on the bar's side 10.00; seeds alone —, "
+                                             "datasets alone 10.00)")
