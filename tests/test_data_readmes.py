@@ -1,5 +1,6 @@
 """Every sha256 a README under data/ quotes is the sha256 of the file it names: a checkpoint rebuilt
-without its README (or the other way round) fails here instead of misleading a reader."""
+without its README (or the other way round) fails here instead of misleading a reader. The GRAM
+README's wall times are likewise the artifacts' own."""
 
 from __future__ import annotations
 
@@ -60,3 +61,16 @@ def test_every_sha256_in_a_data_readme_is_the_file_it_names(readme):
         actual = file_sha256(path)
         assert actual.startswith(digest), (f"{readme.relative_to(REPO)}:{line}: sha256 `{digest}…` is not "
                                            f"{path.relative_to(REPO)}'s ({actual[:16]}…)")
+
+
+def test_the_gram_readme_gives_each_artifact_its_recorded_build_time():
+    """data/gram/README.md's wall times are the artifacts' own ``meta["seconds"]`` (to the second): a
+    rebuild without the README, or a time typed from another run, fails here."""
+    from metaprompt_lite.engine import load_checkpoint
+
+    readme = REPO / "data" / "gram" / "README.md"
+    rows = re.findall(r"^\| `([^`]+\.pt)` \|.*\| (\d+) s \|$", readme.read_text(encoding="utf-8"), re.MULTILINE)
+    assert len(rows) == 2, f"expected the two GRAM artifacts' rows with a time, found {rows}"
+    for name, seconds in rows:
+        recorded = load_checkpoint(readme.parent / name)["meta"]["seconds"]
+        assert int(seconds) == round(recorded), f"{name}: the README says {seconds} s, its meta {recorded:.1f} s"
