@@ -92,8 +92,8 @@ def pretraining_corpus(which: str) -> tuple[dict, set[str]]:
 @pytest.fixture(autouse=True)
 def keep_torch_threads():
     """Each test starts with the session's intra-op thread count: code run in-process (a benchmark worker's
-    set-up, a script's) may set one thread, and some exact comparisons differ in their last digits on one
-    thread (test_gram_meta_step_equals_manual_create_graph fails its 1e-6 tolerance there)."""
+    set-up, a script's) may set one thread, and a test's arithmetic (which GEMM kernel, which summation
+    order) should not depend on the tests that ran before it."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

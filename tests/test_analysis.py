@@ -31,6 +31,7 @@ from metaprompt_lite.engine import OptimConfig
 from metaprompt_lite.methods import MethodConfig
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
 from metaprompt_lite.steps import Outputs
+from tolerances import assert_reorder_close, clip_terms
 
 
 # --------------------------------------------------------------------------- the linear fake
@@ -112,7 +113,8 @@ def test_prompt_gradient_is_the_analytic_ce_gradient_over_the_class_subset(linea
     labels, classes = [1, 3, 4, 4, 1, 3, 3], [1, 3, 4]
     model = _FakeModel(_Theta(theta))
     got = prompt_gradient(model, None, a, torch.tensor(labels), torch.tensor(classes))
-    torch.testing.assert_close(got, _analytic_gradient(a, theta, labels, classes), atol=1e-5, rtol=1e-5)
+    # 3-term logits, a softmax over 3 classes, a mean over 7 rows, forward and back: 2·(3 + 3 + 7) additions
+    assert_reorder_close(got, _analytic_gradient(a, theta, labels, classes), 26)
     # the values of the full-column (wrong) gradient really differ: the subset matters
     assert not torch.allclose(got, _analytic_gradient(a, theta, labels, list(range(6))), atol=1e-2)
 
@@ -144,7 +146,7 @@ def test_prompt_gradient_concatenates_trainable_parameters_in_order_and_zero_fil
     theta = torch.cat([model.prompts.first.detach(), model.prompts.second.detach()])
     both = _analytic_gradient(a, theta, labels, classes)
     assert got.shape == (2 + 3 + 4,)
-    torch.testing.assert_close(got[:5], both, atol=1e-5, rtol=1e-5)
+    assert_reorder_close(got[:5], both, 26)
     assert torch.equal(got[5:], torch.zeros(4))
 
 
@@ -218,7 +220,7 @@ def test_prompt_gradient_matches_autograd_on_tiny_clip(backbone, five_class_batc
     n_trainable = sum(p.numel() for p in model.prompts.parameters() if p.requires_grad)
     assert got.shape == (n_trainable,)
     assert ref.abs().max() > 0
-    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    assert_reorder_close(got, ref, clip_terms(backbone, 2))  # both towers, forward and backward
 
 
 def test_prompt_gradient_skips_frozen_prompt_parameters(backbone, five_class_batch):
@@ -236,7 +238,7 @@ def test_prompt_gradient_skips_frozen_prompt_parameters(backbone, five_class_bat
     full = _reference_gradient(backbone, config, "ce", model.prompts.state_dict(), names,
                                images[keep], labels[keep].tolist(), classes)
     assert got.shape == (full.numel() - model.prompts.ctx.numel(),)
-    torch.testing.assert_close(got, full[model.prompts.ctx.numel():], atol=1e-5, rtol=1e-4)
+    assert_reorder_close(got, full[model.prompts.ctx.numel():], clip_terms(backbone, 2))
 
 
 # --------------------------------------------------------------------------- gradient_alignment (linear fake)
@@ -413,7 +415,7 @@ def test_alignment_curve_measures_at_step_zero_every_chunk_and_the_end_like_a_pl
     trained = load_checkpoint(checkpoint)["prompts"]
     assert set(trained) == set(seen[-1])
     for key, value in trained.items():
-        torch.testing.assert_close(seen[-1][key], value, atol=1e-6, rtol=1e-6)
+        assert torch.equal(seen[-1][key], value), key  # the same tensors, saved and read back
     assert not torch.allclose(seen[0]["ctx"], trained["ctx"])  # training did move the prompts
     assert (points[0].base, points[0].new) == pytest.approx((start["base"], start["new"]), abs=1e-6)
     assert (points[-1].base, points[-1].new) == pytest.approx((end["base"], end["new"]), abs=1e-6)

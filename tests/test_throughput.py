@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import import_script, state_hash, synthetic_dataset
+from tolerances import assert_reorder_close, clip_terms
 from metaprompt_lite.backbone import encode_image_layers, encode_text_layers
 from metaprompt_lite.engine import Batch, OptimConfig, keyed_generator, train, training_batch
 from metaprompt_lite.fastpath import common_prefix_length, encode_text_shared_prefix
@@ -60,9 +61,11 @@ def test_shared_prefix_text_pass_equals_the_per_class_pass(backbone, config, mon
     full, full_grads = _text_and_grads(model, share=False)
     shared, shared_grads = _text_and_grads(model, share=True, monkeypatch=monkeypatch)
     assert full.shape == shared.shape == (len(NAMES), backbone.embed_dim)
-    torch.testing.assert_close(shared, full, rtol=0, atol=2e-6)
+    # the same sums over the shared positions, taken as one row instead of one per class: equal up to
+    # the order of the text tower's additions (tests/tolerances.py), forward and backward
+    assert_reorder_close(shared, full, clip_terms(backbone, 1, ("text",)))
     for a, b in zip(shared_grads, full_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        assert_reorder_close(a, b, clip_terms(backbone, 2, ("text",)))
 
 
 def test_shared_prefix_runs_one_prefix_per_image_for_cocoop(backbone, monkeypatch):
@@ -71,9 +74,9 @@ def test_shared_prefix_runs_one_prefix_per_image_for_cocoop(backbone, monkeypatc
     full, full_grads = _text_and_grads(model, False, image_features)
     shared, shared_grads = _text_and_grads(model, True, image_features, monkeypatch)
     assert shared.shape == (3, len(NAMES), backbone.embed_dim)
-    torch.testing.assert_close(shared, full, rtol=0, atol=2e-6)
+    assert_reorder_close(shared, full, clip_terms(backbone, 1, ("text",)))
     for a, b in zip(shared_grads, full_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        assert_reorder_close(a, b, clip_terms(backbone, 2, ("text",)))
 
 
 def test_shared_prefix_covers_fixed_words_after_the_context(backbone):
@@ -87,7 +90,7 @@ def test_shared_prefix_covers_fixed_words_after_the_context(backbone):
     prompts = [torch.randn(2, backbone.text_width) * 0.1 for _ in range(backbone.text_layers)]
     expected = encode_text_layers(model, tokens, embeddings, prompts)
     got = encode_text_shared_prefix(model, tokens, embeddings, prompts)
-    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+    assert_reorder_close(got, expected, clip_terms(backbone, 1, ("text",)))
 
 
 def test_shared_prefix_declines_when_the_context_is_not_shared(backbone):
@@ -220,12 +223,13 @@ def test_a_precomputed_stem_gives_the_same_image_features(which, request):
     prompts = model.learner()
     pixels = backbone.preprocess(images)  # the reference: the encoder run from the pixels, its own stem inside
     reference = F.normalize(encode_image_layers(backbone.model, pixels, prompts.vision), dim=-1)
-    torch.testing.assert_close(model.image_features(images, prompts, stem=stem), reference, rtol=0, atol=2e-6)
-    torch.testing.assert_close(model.frozen_image_features(images, stem=stem), model.frozen_image_features(images),
-                               rtol=0, atol=2e-6)
+    # the same arithmetic, the stem's output kept instead of recomputed; the fast path may pool the
+    # last block, so the bound is the image tower's reordering (tests/tolerances.py)
+    terms = clip_terms(backbone, 1, ("image",))
+    assert_reorder_close(model.image_features(images, prompts, stem=stem), reference, terms)
+    assert_reorder_close(model.frozen_image_features(images, stem=stem), model.frozen_image_features(images), terms)
     subset = torch.tensor([4, 1])  # episodes index the batch's stem
-    torch.testing.assert_close(model.image_features(images[subset], prompts, stem=stem[subset]), reference[subset],
-                               rtol=0, atol=2e-6)
+    assert_reorder_close(model.image_features(images[subset], prompts, stem=stem[subset]), reference[subset], terms)
 
 
 @pytest.mark.parametrize("method", ["coop", "ivlp"])
@@ -316,11 +320,31 @@ def _count_pooled_blocks(monkeypatch) -> dict:
     return calls
 
 
+def gemm_rows_independent(width: int, rows: int, tokens: int) -> bool:
+    """Whether this machine's GEMM (the BLAS behind ``F.linear``, on one thread) gives ``rows`` rows
+    picked one per ``tokens`` the same bits alone as inside the whole ``rows × tokens`` call, at the
+    shapes of a block's output projection and MLP (D → D, D → 4D, 4D → D). That is the one condition
+    under which a last block run on the pooled rows only is bit-exact: every other op of the block is
+    row-wise. It holds for MKL on an AMD EPYC with AVX-512, and with MKL's AVX2 code there; an Intel
+    Xeon with AMX gave the pooled block other bits, which this probe is there to detect (it was not
+    run on such a machine)."""
+    generator = torch.Generator().manual_seed(0)
+    picked = torch.arange(rows) * tokens
+    for fan_in, fan_out in ((width, width), (width, 4 * width), (4 * width, width)):
+        x = torch.randn(rows * tokens, fan_in, generator=generator)
+        weight, bias = torch.randn(fan_out, fan_in, generator=generator), torch.randn(fan_out, generator=generator)
+        if not torch.equal(F.linear(x, weight, bias)[picked], F.linear(x[picked], weight, bias)):
+            return False
+    return True
+
+
 @pytest.mark.parametrize("method", ["coop", "cocoop", "ivlp", "maple", "metaprompt"])
 @pytest.mark.parametrize("classes,batch", [(5, 4), (6, 16), (3, 1)], ids=["5-classes-4-images", "6-16", "3-1"])
 def test_the_pooled_last_block_gives_the_same_bits(backbone, monkeypatch, method, classes, batch):
     """The last block run at the pooled positions only (EOT, CLS) gives the features and gradients of
-    the full block bit for bit, on one thread as the benchmark's workers run; passes over fewer than
+    the full block bit for bit, on one thread as the benchmark's workers run, wherever the GEMM's rows
+    do not depend on the other rows of the call (:func:`gemm_rows_independent`); elsewhere they agree
+    up to the order of the towers' additions (tests/tolerances.py). Passes over fewer than
     MIN_POOLED_ROWS rows run the full block."""
     from metaprompt_lite.backbone import MIN_POOLED_ROWS
 
@@ -335,9 +359,18 @@ def test_the_pooled_last_block_gives_the_same_bits(backbone, monkeypatch, method
     calls = _count_pooled_blocks(monkeypatch)
     pooled = _encoder_outputs(model, images, pool_last=True)
     assert len(pooled) == len(full) > 3
-    for a, b in zip(pooled, full, strict=True):
-        assert torch.equal(a, b)
     text_rows = classes * (batch if method == "cocoop" else 1)
+    # exact where no block is pooled (the same code runs) or where the GEMM's rows are independent
+    exact = ((text_rows < MIN_POOLED_ROWS
+              or gemm_rows_independent(backbone.text_width, text_rows, backbone.model.context_length))
+             and (batch < MIN_POOLED_ROWS
+                  or gemm_rows_independent(backbone.vision_width, batch,
+                                           backbone.model.visual.positional_embedding.shape[0])))
+    for a, b in zip(pooled, full, strict=True):
+        if exact:
+            assert torch.equal(a, b)
+        else:
+            assert_reorder_close(a, b, clip_terms(backbone, 2))
     assert calls["text"] == (text_rows >= MIN_POOLED_ROWS)
     image_passes = 2  # the frozen pass, and the prompted one (the frozen encoder again without vision prompts)
     assert calls["image"] == (image_passes if batch >= MIN_POOLED_ROWS else 0)
