@@ -330,8 +330,10 @@ def freeze(model: nn.Module) -> nn.Module:
 
 
 # Running a last block only at the pooled positions (the EOT state of each prompt, the CLS state of each
-# image) gives the same bits as running it everywhere: a row of a matrix product does not depend on the
-# other rows, and the gradients of the rows left out are exact zeros. Except below 4 rows: there the
+# image) gives the same bits as running it everywhere wherever a row of a matrix product does not depend
+# on the other rows of the call (MKL on the machines measured: an AMD EPYC with AVX-512, and its AVX2
+# code; an Intel Xeon with AMX did not, so there the two differ by float rounding: tests/test_throughput.py
+# probes it), since the gradients of the rows left out are exact zeros. Except below 4 rows: there the
 # CPU's BLAS (MKL) takes its matrix-vector path, whose sums round differently, so passes over fewer
 # rows (CoCoOp's one image, a meta-learning episode's few classes) keep the full block and stay bit
 # for bit what they were. Tested on both sides of the bound.
