@@ -5,7 +5,8 @@ The package implements; the notebooks in ``notebooks/`` explain. Its modules, lo
 
 No model
 - ``paths``          where the committed data and results live; the default checkpoint
-- ``provenance``     what made a result: code version, weights' sha256
+- ``provenance``     what made a result: code version, weights' sha256, the machine
+- ``pretrain_config`` the pocket CLIP's pretraining settings (read by the command line without torch)
 - ``faults``         fault points for the kill-and-resume tests
 - ``results_table``  the benchmark's CSVs: append, validate, repair
 - ``intervals``      a margin's paired bootstrap interval over seeds and datasets; the verdict rule
@@ -44,6 +45,7 @@ Jobs
 - ``bench``          the benchmark grid, resumable
 - ``shard``          a 1/N part of the grid, and the merge of the parts
 - ``report``         tables and figures
+- ``compare``        a benchmark's rows beside the committed ones: how much, and whether settings or machines differ
 
 The command line
 - ``cli``            ``metaprompt-lite``

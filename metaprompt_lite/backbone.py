@@ -186,6 +186,27 @@ def _another_architecture(path: str, model: nn.Module, model_name: str, tags: Se
             "the --model it was trained as")
 
 
+class ShapeMismatch(ValueError):
+    """A checkpoint tensor's shape is not the architecture's (:func:`check_shapes`)."""
+
+
+def check_shapes(state, model: nn.Module, model_name: str, path: str) -> None:
+    """Refuse a checkpoint any of whose tensors has another shape than the architecture's, before
+    open_clip sees it: open_clip resizes positional embeddings to fit (a text ``positional_embedding``
+    of 33 rows ran as 32, with other accuracies). Only a one-element tensor may differ in its number of
+    dimensions (``logit_scale`` saved as a scalar or as ``[1]``, which open_clip reshapes losslessly)."""
+    if not isinstance(state, dict):
+        return  # not a state dict: open_clip's load fails, and :func:`_another_architecture` says why
+    expected = model.state_dict()
+    for name, tensor in state.items():
+        if name in expected and torch.is_tensor(tensor) and tuple(tensor.shape) != tuple(expected[name].shape):
+            if tensor.numel() == expected[name].numel() == 1:
+                continue
+            raise ShapeMismatch(f"checkpoint {path} holds weights for another architecture than {model_name} ({name} is "
+                             f"{list(tensor.shape)} there, {list(expected[name].shape)} in {model_name}) — pass the "
+                             "--model it was trained as")
+
+
 def check_finite_weights(model: nn.Module, source: str) -> None:
     """Refuse weights with NaN or Inf (a damaged or diverged checkpoint): every output would be NaN,
     and every accuracy a meaningless constant."""
@@ -200,7 +221,10 @@ def _load_weights(model: nn.Module, model_name: str, path: str, tags: Sequence[s
     """open_clip's strict checkpoint load (safetensors, or ``torch.load`` with ``weights_only=True``),
     its failures as one-line errors naming the file and what it holds instead."""
     try:
+        check_shapes(open_clip.factory.load_state_dict(path), model, model_name, path)
         open_clip.load_checkpoint(model, path, strict=True)
+    except ShapeMismatch:
+        raise
     except pickle.UnpicklingError as error:
         code = re.search(r"GLOBAL ([\w.]+)", str(error))  # what torch's weights-only unpickler refused to run
         if code:
@@ -241,6 +265,10 @@ def load_clip(
         pretrained = str(pretrained)
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:
+            if os.path.isdir(pretrained):
+                raise IsADirectoryError(f"--pretrained {pretrained} is a folder, not a checkpoint file — name the "
+                                        "checkpoint file in it (e.g. a .safetensors file that `metaprompt-lite "
+                                        "pretrain` wrote), or pass `--pretrained none` for random weights")
             if _looks_like_path(pretrained) or not tags:
                 if not os.path.isfile(pretrained):
                     raise FileNotFoundError(

@@ -136,7 +136,39 @@ def plan(config: BenchConfig, targets_of: dict[str, list[str | None]], done: dic
         raise ValueError(f"{path or 'the results file'} already holds {len(conflicts)} of these runs made with other "
                          f"settings (e.g. {' '.join(key)}: {'; '.join(differences)}) — use another --out-dir for "
                          "these settings, or delete those rows to run them again")
+    if done and settings_of is not None:  # the file's own settings, also where no run overlaps
+        file_conflict(config, targets_of, done, settings_of, path)
     return groups
+
+
+def file_conflict(config: BenchConfig, targets_of: dict[str, list[str | None]], done: dict[tuple[str, ...], dict],
+                  settings_of, path: Path | None) -> None:
+    """Refuse, before any training, rows whose file-wide settings (:data:`~metaprompt_lite.results_table.
+    FILE_SETTINGS`, and per method :data:`~metaprompt_lite.results_table.METHOD_SETTINGS`) differ from the
+    rows already in the file: one file holds one setting, or neither the report nor a resume could read it."""
+    if not targets_of or not config.seeds:
+        return
+    name = next(iter(targets_of))
+    target, seed = targets_of[name][0], config.seeds[0]
+    for method in _methods(config):
+        expected = settings_of(method, name, target, seed)
+        for row in done.values():
+            columns = results_table.FILE_SETTINGS + (results_table.METHOD_SETTINGS if row["method"] == method else ())
+            differences = results_table.setting_differences({c: expected[c] for c in columns}, row)
+            if differences:
+                raise ValueError(f"{path or 'the results file'} holds rows made with other settings than this run's "
+                                 f"({'; '.join(differences)}, found → this run) and a results file holds one setting — "
+                                 "use another --out-dir for these settings, or the settings of the rows there")
+
+
+def check_unique(config: BenchConfig) -> None:
+    """Refuse a seed, method or dataset named twice: its rows would repeat a run key, which every reader refuses."""
+    for what, values in (("seeds", config.seeds), ("methods", config.methods), ("datasets", config.datasets)):
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise ValueError(f"--{what} names {', '.join(repeated)} more than once — give each once")
+    if not config.seeds:
+        raise ValueError("no seeds to run — give at least one, e.g. --seeds 1")
 
 
 def _methods(config: BenchConfig) -> list[str]:
@@ -267,7 +299,7 @@ def _work(group: Group) -> int:
     if group.dataset not in datasets:
         datasets[group.dataset] = _loader(config)(group.dataset)
     for item in run_group(config, group, datasets[group.dataset], _worker["backbone"], _worker["cache"]):
-        _worker["rows"].put(item)
+        _worker["rows"].put(("row", *item))
     return len(group.methods)
 
 
@@ -289,42 +321,119 @@ def _results(config: BenchConfig, groups: list[Group], workers: int, datasets: d
     except (pickle.PicklingError, AttributeError, TypeError) as error:
         raise ValueError(f"the benchmark's loader cannot be sent to worker processes ({error}) — make it a "
                          "module-level function, or run with workers=1 (--workers 1)") from None
-    context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
-    rows = context.Queue()
-    pool = context.Pool(workers, initializer=_start_worker, initargs=(config, rows, os.getpid()))
+    yield from _pool_results(config, groups, workers)
+
+
+class WorkerDied(ChildProcessError):
+    """A worker process ended without finishing its runs (killed by a signal, e.g. the out-of-memory
+    killer's SIGKILL): an error, never a wait for rows that cannot come."""
+
+
+def _signal_name(exitcode: int) -> str:
+    """``SIGKILL (signal 9)`` for a process ended by a signal (negative exit code), else ``exit code N``."""
+    if exitcode < 0:
+        try:
+            return f"{signal.Signals(-exitcode).name} (signal {-exitcode})"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _worker_main(config: BenchConfig, tasks, rows, parent: int) -> None:
+    """A worker process: set up (:func:`_start_worker`), then run the groups of ``tasks`` until its
+    ``None``. It tells the parent which group it starts, sends each row, and sends its error (if any)
+    before it ends: whatever ends a worker, the parent knows which run was cut."""
     try:
-        results = [pool.apply_async(_work, (group,)) for group in groups]
-        pool.close()
-        for _ in range(sum(len(g.methods) for g in groups)):
-            while True:
-                try:
-                    yield rows.get(timeout=1.0)
-                    break
-                except queue.Empty:
-                    for result in results:
-                        if result.ready() and not result.successful():
-                            result.get()  # re-raises the worker's exception here
-                    if all(result.ready() for result in results):
-                        try:  # a finished task's last rows may still be in its queue's feeder thread
-                            yield rows.get(timeout=30.0)
-                            break
-                        except queue.Empty:
-                            raise RuntimeError("a benchmark worker ended without sending its rows") from None
-    finally:
-        pool.terminate()  # on an error or Ctrl-C: stop the other runs at once
-        pool.join()
-        rows.close()
-        rows.join_thread()
+        _start_worker(config, rows, parent)
+        for group in iter(tasks.get, None):
+            rows.put(("start", os.getpid(), group))
+            _work(group)
+    except BaseException as error:  # noqa: BLE001 -- every error goes to the parent, which raises it
+        try:
+            pickle.dumps(error)
+        except Exception:  # noqa: BLE001 -- an error that cannot be sent is sent as its text
+            error = RuntimeError(f"{type(error).__name__}: {error}")
+        rows.put(("error", os.getpid(), error))
 
 
-def bench(config: BenchConfig, on_row=None) -> Path:
-    """Run every missing (method, dataset/target, seed) of the suite; returns the CSV path.
-    ``on_row()`` is called after each row is on disk.
+WORKER_POLL_S = 1.0  # how often the parent checks that its workers live while it waits for rows
 
-    Rows run in ``config.workers`` processes with one thread each (independent small runs use two
-    cores better than one run with two threads on tiny matrices). A row is the same, bit for bit,
-    whichever worker runs it and however many there are; the CSV is rewritten in the benchmark's
-    fixed order at the end."""
+
+def _pool_results(config: BenchConfig, groups: list[Group], workers: int) -> Iterator[tuple]:
+    """Every row of ``groups`` from ``workers`` processes (spawned, one thread each). A worker that
+    dies (its exit code is set while runs are missing) raises :class:`WorkerDied` within about a
+    second, naming the run it was in and its signal; the other workers are stopped at once, and the
+    rows already sent are kept by the caller."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
+    tasks, rows = context.Queue(), context.Queue()
+    for group in groups:
+        tasks.put(group)
+    for _ in range(workers):
+        tasks.put(None)
+    processes = [context.Process(target=_worker_main, args=(config, tasks, rows, os.getpid()), daemon=True)
+                 for _ in range(workers)]
+    for process in processes:
+        process.start()
+    running: dict[int, Group] = {}
+    remaining = sum(len(g.methods) for g in groups)
+    try:
+        while remaining:
+            try:
+                kind, *payload = rows.get(timeout=WORKER_POLL_S)
+            except queue.Empty:
+                _check_workers(processes, running)
+                continue
+            if kind == "start":
+                running[payload[0]] = payload[1]
+            elif kind == "error":
+                raise payload[1]
+            else:
+                remaining -= 1
+                yield tuple(payload)
+    finally:  # on an error or Ctrl-C: stop the other runs at once
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+        for channel in (tasks, rows):
+            channel.close()
+            channel.cancel_join_thread()  # what is left in them is never read
+
+
+def _check_workers(processes, running: dict[int, Group]) -> None:
+    """Raise :class:`WorkerDied` for a worker that ended abnormally, or when all ended with runs missing."""
+    for process in processes:
+        if process.exitcode not in (None, 0):
+            group = running.get(process.pid)
+            where = (f" while running {'/'.join(group.methods)} on {group.dataset}"
+                     f"{' ' + group.target if group.target else ''} seed {group.seed}" if group else " while starting")
+            raise WorkerDied(f"a benchmark worker (pid {process.pid}) died by {_signal_name(process.exitcode)}{where}"
+                             " (out of memory? the kernel's OOM killer sends SIGKILL); the finished rows are kept — "
+                             "run the same command to resume (with fewer --workers if memory is short)")
+    if all(process.exitcode is not None for process in processes):
+        raise WorkerDied("every benchmark worker ended with runs still missing; the finished rows are kept — run "
+                         "the same command to resume")
+
+
+@dataclass
+class Job:
+    """A benchmark ready to run (:func:`prepare`): its file, datasets, and the missing runs as groups,
+    largest first, with their estimated seconds on one thread."""
+
+    config: BenchConfig
+    path: Path
+    columns: tuple[str, ...]
+    datasets: dict
+    targets_of: dict[str, list[str | None]]
+    groups: list[Group]
+    workers: int
+    seconds: float
+
+
+def prepare(config: BenchConfig) -> Job:
+    """Check ``config`` and its results file and plan the missing runs: everything :func:`bench` does
+    before it trains, so that every refusal comes before any work (and :func:`estimate` can use it)."""
     if config.suite not in ("b2n", "dg"):
         raise ValueError(f"unknown suite {config.suite!r}: use 'b2n' or 'dg'")
     if config.loader is None:
@@ -333,12 +442,13 @@ def bench(config: BenchConfig, on_row=None) -> Path:
         all_datasets = ()
     names = list(config.datasets) or list(all_datasets)
     check_protocol(config.tier, config.protocol)
+    check_unique(config)
     for m in _methods(config):
         preset(m, config.tier, config.suite, config.protocol)  # unknown method / tier: fail before any work
     if config.shard is not None:
         shard.check_shard(config.shard)
-    out_dir = Path(config.out_dir)
-    path = out_dir / (f"{config.suite}.csv" if config.shard is None else shard.shard_name(config.suite, config.shard))
+    path = Path(config.out_dir) / (f"{config.suite}.csv" if config.shard is None
+                                   else shard.shard_name(config.suite, config.shard))
     columns = B2N_COLUMNS if config.suite == "b2n" else DG_COLUMNS
     done = _done(path, columns[:3] if config.suite == "b2n" else columns[:4])
     datasets = {name: _loader(config)(name) for name in names}
@@ -354,14 +464,34 @@ def bench(config: BenchConfig, on_row=None) -> Path:
                               groups, path)
     workers = config.workers or (1 if str(config.device).startswith("cuda") else os.cpu_count() or 1)
     workers = max(1, min(workers, len(groups)))
+    groups, seconds = largest_first(config, groups, datasets)
+    return Job(config, path, columns, datasets, targets_of, groups, workers, seconds)
+
+
+def estimate(config: BenchConfig) -> tuple[int, float, int]:
+    """The runs a benchmark would do, their rough minutes on its workers, and the workers: the start-up
+    line of a job of several suites (it checks as :func:`bench` does and trains nothing)."""
+    job = prepare(config)
+    return sum(len(g.methods) for g in job.groups), job.seconds / job.workers / 60, job.workers
+
+
+def bench(config: BenchConfig, on_row=None) -> Path:
+    """Run every missing (method, dataset/target, seed) of the suite; returns the CSV path.
+    ``on_row()`` is called after each row is on disk.
+
+    Rows run in ``config.workers`` processes with one thread each (independent small runs use two
+    cores better than one run with two threads on tiny matrices). A row is the same, bit for bit,
+    whichever worker runs it and however many there are; the CSV is rewritten in the benchmark's
+    fixed order at the end."""
+    job = prepare(config)
+    path, columns, datasets, targets_of = job.path, job.columns, job.datasets, job.targets_of
+    out_dir, groups, workers = Path(config.out_dir), job.groups, job.workers
     # loaded here in any case: a bad model, checkpoint or device fails in one line before any worker starts
     backbone = load_backbone(config.model, config.pretrained, config.device)
-    groups, seconds = largest_first(config, groups, datasets)
     total = sum(len(g.methods) for g in groups)
     if total and config.progress:
-        minutes = seconds / workers / 60
-        print(f"bench {config.suite}: {total} runs to do, roughly {minutes:.0f} min on {workers} worker(s) "
-              f"({config.protocol} protocol)", file=sys.stderr)
+        print(f"bench {config.suite}: {total} runs to do, roughly {job.seconds / workers / 60:.0f} min on {workers} "
+              f"worker(s) ({config.protocol} protocol)", file=sys.stderr)
     with tqdm(total=total, desc=f"bench {config.suite} ({workers} worker{'s' * (workers > 1)})",
               disable=not config.progress) as bar:
         for row, curve, history in _results(config, groups, workers, datasets, backbone):

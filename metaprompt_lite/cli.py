@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -20,27 +21,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from metaprompt_lite.bench import BenchConfig, bench
 from metaprompt_lite import cli_data
-from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
-from metaprompt_lite.data.corpus import corpus_manifest_path, load_corpus, write_corpus_manifest
-from metaprompt_lite.data.store import StoreError
-from metaprompt_lite.engine import TrainingInterrupted
-from metaprompt_lite.gram import GramConfig
-from metaprompt_lite.gram_build import build_artifact
-from metaprompt_lite.methods import METHODS, PROTOCOLS
 from metaprompt_lite.paths import POCKET_CHECKPOINT, POCKET_MODEL, data_dir, default_model, results_dir
-from metaprompt_lite.pretrain import PretrainConfig, pretrain
-from metaprompt_lite.provenance import code_version
-from metaprompt_lite.report import comparison_text, report, report_all, summary_text
-from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
+from metaprompt_lite.pretrain_config import PretrainConfig
+from metaprompt_lite.provenance import code_version, machine
 from metaprompt_lite.results_table import ACCURACY_COLUMNS, count_rows
-from metaprompt_lite.run import load_backbone, preset_run, run_base_to_new, run_domain_generalization
-from metaprompt_lite.shard import merge, shard_files, shard_name
-from metaprompt_lite.splits import smallest_pool
-from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
+
+# Only modules without torch are imported above: parsing the arguments, `--help` and a usage error take
+# well under a second (benchmarks/cli_startup.py); each command imports what it runs when it runs.
+PROTOCOLS = ("official", "tuned")  # methods.PROTOCOLS, without loading the methods (tests/test_cli_guards.py)
 
 DEBUG_ENV = "METAPROMPT_LITE_DEBUG"
 SEED_LIMIT = 2**32  # numpy's and the generators' seed range: 0 <= seed < 2**32
@@ -106,6 +95,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """``--threads``: at least 1 and at most this machine's cores (more only slows a run down: 999
+    threads on 2 cores ran 40 times slower)."""
+    value = positive_int(text)
+    cores = os.cpu_count() or 1
+    if value > cores:
+        raise argparse.ArgumentTypeError(f"{value} is more than this machine's {cores} cores — use 1 to {cores}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """A count where 0 means 'the default' (``bench --workers 0``: one per core)."""
     value = _number(text, int)
@@ -126,6 +125,10 @@ def positive_float(text: str) -> float:
 def device(text: str) -> str:
     """A torch device this machine has: ``cpu``, or ``cuda``/``cuda:N``/``mps`` when present. Checked
     while parsing, so a typo or a missing GPU fails in one line before a model or dataset loads."""
+    if text == "cpu":  # the default: no need to load torch to parse the arguments
+        return text
+    import torch
+
     try:
         parsed = torch.device(text)
     except (RuntimeError, ValueError):
@@ -172,13 +175,16 @@ def _pretrained(value: str | None) -> str | None:
 
 def _load_backbone(args):
     """The backbone of ``--model``/``--pretrained``/``--device`` (after :func:`_resolve_pretrained`)."""
+    from metaprompt_lite.run import load_backbone
+
     return load_backbone(args.model, _pretrained(args.pretrained), args.device)
 
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate one method on one dataset (one seed)")
     p.add_argument("--method", default="coop", metavar="METHOD",
-                   help=f"one of {', '.join(sorted(METHODS))} (default: coop)")
+                   help="coop (default), cocoop, ivlp, maple, metaprompt, prometar, gram-coop, gram-ivlp, zsclip, ... "
+                   "(an unknown name lists them all)")
     p.add_argument("--dataset", required=True, help="a dataset of `metaprompt-lite data list`")
     p.add_argument("--target", default=None, help="DG benchmarks only (required there): the held-out domain")
     p.add_argument("--seed", type=_seed, default=1, help="default: 1")
@@ -193,7 +199,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate > 0 (default: the preset's)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="default: the preset's")
     p.add_argument("--max-steps", type=positive_int, default=None, help="cap on training steps (default: none)")
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--threads", type=thread_count, default=1,
                    help="intra-op threads (default 1, as a benchmark worker: the same numbers as its row)")
     p.add_argument("--meta-order", type=int, choices=(1, 2), default=None)
     p.add_argument("--meta-update", choices=("official", "clean"), default=None,
@@ -206,6 +212,8 @@ def _train_parser(sub) -> None:
 def _check_target(args, dataset) -> None:
     """``--target``: required by a DG benchmark and one of its domains; refused on a base-to-new
     dataset (it has no domains, and silently ignoring it would report another run than asked)."""
+    from metaprompt_lite.data import DG_BENCHMARKS
+
     if dataset.suite == "dg":
         if args.target is None:
             raise ValueError(f"--target is required for the DG benchmark {args.dataset} — use one of "
@@ -228,10 +236,18 @@ def _check_shots(args, dataset, pool: int) -> None:
 
 
 def _run_train(args) -> int:
+    import torch
+
+    from metaprompt_lite.data import load_dataset
+    from metaprompt_lite.run import preset_run, run_base_to_new, run_domain_generalization
+    from metaprompt_lite.splits import smallest_pool
+
     dataset = load_dataset(args.dataset)
     _check_target(args, dataset)  # before any output: the error is the only line
     pool = smallest_pool(dataset, args.target)  # the fewest images a class has to draw its shots from
     _check_shots(args, dataset, pool)
+    if args.out_dir:  # the checkpoints go there: an unwritable folder fails now, not after the training
+        _check_writable(args.out_dir, "--out-dir")
     config = preset_run(args.method, args.tier, dataset.suite, args.protocol, dataset=args.dataset, target=args.target,
                         model=args.model, pretrained=_pretrained(args.pretrained), seed=args.seed,
                         device=args.device, out_dir=args.out_dir or None)
@@ -301,6 +317,9 @@ def _run_pretrain(args) -> int:
     fields = PretrainConfig.__dataclass_fields__
     config = PretrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     print("PretrainConfig\n" + config_table(config), file=sys.stderr)
+    from metaprompt_lite.data.corpus import corpus_manifest_path, load_corpus, write_corpus_manifest
+    from metaprompt_lite.pretrain import pretrain
+
     corpus, text = load_corpus(args.corpus)
     report = pretrain(config, corpus, text)
     # what the new checkpoint was pretrained on, committed beside it: the held-out checks run on it anywhere
@@ -318,6 +337,8 @@ def _zeroshot_parser(sub) -> None:
 
 
 def _run_zeroshot(args) -> int:
+    from metaprompt_lite.zeroshot import format_rows, zero_shot_suite
+
     backbone = _load_backbone(args)
     print(f"backbone: {args.model} ({backbone.pretrained or 'random weights'})", file=sys.stderr)
     rows = zero_shot_suite(backbone, args.suite)
@@ -329,11 +350,10 @@ def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="the main job: every method x dataset x seed (resumable CSV rows)")
     p.add_argument("--suite", choices=("b2n", "dg", "all"), default="all",
                    help="b2n (base-to-new), dg (domain generalisation) or all (default: all)")
-    p.add_argument("--methods", nargs="*", default=None, help="default: every method of the suite")
-    p.add_argument("--datasets", nargs="*", default=None,
-                   help=f"default: every dataset of the suite; b2n: {', '.join(B2N_DATASETS)}; dg: "
-                   f"{', '.join(DG_BENCHMARKS)}")
-    p.add_argument("--seeds", nargs="*", type=_seed, default=[1, 2, 3], help="one row per seed (default: 1 2 3)")
+    p.add_argument("--methods", nargs="+", default=None, help="default: every method of the suite")
+    p.add_argument("--datasets", nargs="+", default=None,
+                   help="default: every dataset of the suite (`metaprompt-lite data list` names them)")
+    p.add_argument("--seeds", nargs="+", type=_seed, default=[1, 2, 3], help="one row per seed (default: 1 2 3)")
     p.add_argument("--tier", choices=("pocket", "paper"), default="pocket",
                    help="augmentation and presets: pocket (embedded; default) or paper (ViT-B/16, GPU)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="official",
@@ -363,6 +383,9 @@ def _suite_datasets(args, suite: str) -> tuple[str, ...]:
     """The ``--datasets`` that belong to ``suite`` (all of them for one suite; with ``--suite all``,
     each suite takes its own). A dataset of the other suite asked for one suite is an error: a DG
     benchmark has no base and new classes, a base-to-new dataset no domains."""
+    from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS
+    from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG
+
     if args.data_root:
         own, other = (RESEARCH_B2N, RESEARCH_DG) if suite == "b2n" else (RESEARCH_DG, RESEARCH_B2N)
     else:
@@ -378,7 +401,18 @@ def _suite_datasets(args, suite: str) -> tuple[str, ...]:
     return names
 
 
-def _check_writable(folder: str) -> None:
+def default_bench_dir(args) -> str:
+    """``runs/bench/PROTOCOL``, the main job's folder; a run capped by ``--max-steps`` or on another model
+    gets its own (``runs/bench/official-max-steps-5``), so a quick slice never lands in the main job's files."""
+    name = args.protocol
+    if args.max_steps is not None:
+        name += f"-max-steps-{args.max_steps}"
+    if args.model != POCKET_MODEL or _pretrained(args.pretrained) is None:
+        name += f"-{args.model}" + ("-random" if _pretrained(args.pretrained) is None else "")
+    return os.path.join("runs", "bench", name)
+
+
+def _check_writable(folder: str, option: str = "--out-dir") -> None:
     """Fail before any training if ``folder`` cannot take the results: it (or the first existing
     folder above it, where it would be created) must be a folder this process can create files in.
     Probed with a temporary file, which also catches a read-only file system; nothing stays behind."""
@@ -387,38 +421,57 @@ def _check_writable(folder: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise NotADirectoryError(f"cannot write to --out-dir {folder}: {existing} is a file, not a folder — "
+        raise NotADirectoryError(f"cannot write to {option} {folder}: {existing} is a file, not a folder — "
                                  "pass a folder")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise PermissionError(f"cannot write to --out-dir {folder}: {existing} is not writable "
+        raise PermissionError(f"cannot write to {option} {folder}: {existing} is not writable "
                               f"({error.strerror}) — pass a folder you can write to") from None
 
 
 def _run_bench(args) -> int:
+    from metaprompt_lite.bench import BenchConfig, bench
+    from metaprompt_lite.compare import comparison_text
+    from metaprompt_lite.report import report, summary_text
+    from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
+    from metaprompt_lite.shard import shard_name
+
+    from metaprompt_lite.bench import check_unique, estimate
+
     suites = ("b2n", "dg") if args.suite == "all" else (args.suite,)
-    args.out_dir = args.out_dir or os.path.join("runs", "bench", args.protocol)
+    check_unique(BenchConfig(methods=args.methods or (), datasets=args.datasets or (), seeds=tuple(args.seeds)))
+    args.out_dir = args.out_dir or default_bench_dir(args)
     names = {suite: _suite_datasets(args, suite) for suite in suites}
     if args.suite == "all" and args.datasets:  # a suite none of whose datasets was named is skipped
         suites = tuple(suite for suite in suites if names[suite])
     _check_writable(args.out_dir)
+    if args.checkpoint_dir:
+        _check_writable(args.checkpoint_dir, "--checkpoint-dir")
     print(f"results go to {args.out_dir}/ (the same command again resumes)", file=sys.stderr)
     print(f"backbone: {args.model} ({_pretrained(args.pretrained) or 'random weights: --pretrained none'})",
           file=sys.stderr)
-    t0, walls = time.perf_counter(), {}
+    configs = {}
     for suite in suites:
-        t_suite = time.perf_counter()
         datasets, loader = names[suite], None
         if args.data_root:
             loader = partial(load_research_dataset, root=args.data_root)
             datasets = datasets or (RESEARCH_B2N if suite == "b2n" else RESEARCH_DG)
-        config = BenchConfig(suite=suite, methods=args.methods or (), datasets=datasets, loader=loader,
-                             seeds=tuple(args.seeds), model=args.model, pretrained=_pretrained(args.pretrained),
-                             tier=args.tier, protocol=args.protocol, out_dir=args.out_dir, device=args.device,
-                             workers=args.workers, max_steps=args.max_steps, checkpoint_dir=args.checkpoint_dir,
-                             shard=args.shard)
+        configs[suite] = BenchConfig(suite=suite, methods=args.methods or (), datasets=datasets, loader=loader,
+                                     seeds=tuple(args.seeds), model=args.model,
+                                     pretrained=_pretrained(args.pretrained), tier=args.tier, protocol=args.protocol,
+                                     out_dir=args.out_dir, device=args.device, workers=args.workers,
+                                     max_steps=args.max_steps, checkpoint_dir=args.checkpoint_dir, shard=args.shard)
+    if len(suites) > 1:  # the whole job's estimate, and every suite's checks, before the first suite trains
+        counts = {suite: estimate(configs[suite]) for suite in suites}
+        print(f"bench: {sum(c[0] for c in counts.values())} runs to do in all, roughly "
+              f"{sum(c[1] for c in counts.values()):.0f} min ("
+              + ", ".join(f"{suite} {c[0]} runs, {c[1]:.0f} min" for suite, c in counts.items())
+              + f") on {max(c[2] for c in counts.values())} worker(s)", file=sys.stderr)
+    t0, walls = time.perf_counter(), {}
+    for suite in suites:
+        t_suite, config = time.perf_counter(), configs[suite]
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
         name = f"{suite}.csv" if args.shard is None else shard_name(suite, args.shard)
         args.results_file = os.path.join(args.out_dir, name)  # named if interrupted
@@ -466,13 +519,15 @@ def _record_bench_meta(args, walls: dict[str, float]) -> None:
     """results/bench_meta.json: what ran, on what, how long. Wall times are added per suite, after
     every row, over resumed invocations (a killed invocation loses only the time since its last row). A shard
     writes its own, bench_meta.shard-K-of-N.json (shards may share a folder)."""
+    import torch
+
     shard = getattr(args, "shard", None)
     name = "bench_meta.json" if shard is None else f"bench_meta.shard-{shard[0]}-of-{shard[1]}.json"
     path = Path(args.out_dir) / name
     meta = json.loads(path.read_text()) if path.is_file() else {}
     meta.update(model=args.model, pretrained=_portable_path(_pretrained(args.pretrained)), tier=args.tier,
                 protocol=args.protocol, code=code_version(),
-                machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}")
+                machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}", **machine())
     meta["seeds"] = sorted(set(meta.get("seeds", [])) | set(args.seeds))
     by_suite = meta.setdefault("wall_minutes_by_suite", {})
     for suite, seconds in walls.items():
@@ -492,6 +547,9 @@ def _gram_parser(sub) -> None:
 
 
 def _run_gram(args) -> int:
+    from metaprompt_lite.gram import GramConfig
+    from metaprompt_lite.gram_build import build_artifact
+
     config = GramConfig(meta_steps=args.meta_steps, seed=args.seed)
     print("GramConfig\n" + config_table(config), file=sys.stderr)
     for method in args.methods:
@@ -508,6 +566,8 @@ def _merge_parser(sub) -> None:
 
 
 def _run_merge(args) -> int:
+    from metaprompt_lite.shard import merge, shard_files
+
     files = args.files or shard_files(args.out_dir, ("b2n", "dg"))
     if not files:
         raise ValueError(f"no shard files (<suite>.shard-K-of-N.csv) in {args.out_dir} — run `metaprompt-lite bench "
@@ -562,6 +622,8 @@ def _dispatch(args) -> int:
     if args.command == "merge":
         return _run_merge(args)
     if args.command == "report":
+        from metaprompt_lite.report import report_all, summary_text
+
         written = report_all(args.out_dir)
         print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
         for path in written:
@@ -575,17 +637,19 @@ def _dispatch(args) -> int:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """What a user can cause: bad names and values (ValueError, incl. damaged results files and
-    checkpoints), paths (OSError), a damaged suite store, a non-finite loss."""
-    return (ValueError, OSError, StoreError, FloatingPointError)
+    checkpoints), paths (OSError), a damaged suite store, a non-finite loss. The store's error class
+    only once its module is loaded (nothing else raises it), so an early error loads no torch."""
+    store = sys.modules.get("metaprompt_lite.data.store")
+    return (ValueError, OSError, FloatingPointError, *((store.StoreError,) if store else ()))
 
 
-def one_line(error: BaseException) -> str:
-    """``what is wrong — what to do`` on one line, from an expected error."""
+def one_line(error: BaseException, command: str = "COMMAND") -> str:
+    """``what is wrong — what to do`` on one line, from an expected error of ``command``."""
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         return f"cannot use {error.filename} ({error.strerror}) — check the path"
     message = " ".join(str(error).split()) or type(error).__name__
     if " — " not in message:
-        message += " — check the command's arguments (`metaprompt-lite COMMAND --help`); --debug shows the traceback"
+        message += f" — check the command's arguments (`metaprompt-lite {command} --help`); --debug shows the traceback"
     return message
 
 
@@ -595,7 +659,8 @@ def _interrupted(args, interrupt: KeyboardInterrupt) -> str:
     if results:
         return f"interrupted: {count_rows(results)} rows kept in {results}; run the same command to resume"
     if args.command == "train":
-        if isinstance(interrupt, TrainingInterrupted):  # in the training loop: it knows its checkpoint
+        engine = sys.modules.get("metaprompt_lite.engine")
+        if engine is not None and isinstance(interrupt, engine.TrainingInterrupted):  # in the training loop: it knows its checkpoint
             return interrupt.kept()
         if args.out_dir and any(Path(args.out_dir).glob("*.pt")):  # before or after the training loop
             return (f"interrupted: the checkpoints in {args.out_dir} are kept (a finished run's included); run the "
@@ -606,11 +671,29 @@ def _interrupted(args, interrupt: KeyboardInterrupt) -> str:
     return "interrupted: nothing was written; run the same command to start again"
 
 
+def attach_negative_values(argv: list[str]) -> list[str]:
+    """``--shard -1/2`` as ``--shard=-1/2`` (and ``--lr -1e-3`` likewise): argparse reads a value that
+    starts with ``-`` and is not a plain negative number as an option, and would say only "expected one
+    argument"; attached, the value reaches its own check and gets its own message."""
+    out: list[str] = []
+    for token in argv:
+        if (out and out[-1].startswith("--") and "=" not in out[-1] and len(token) > 1 and token[0] == "-"
+                and token[1].isdigit()):
+            out[-1] += "=" + token
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``metaprompt-lite`` entry point: run a command; an expected error or Ctrl-C becomes one
     line on stderr and exit code 2 (the traceback with ``--debug`` or ``METAPROMPT_LITE_DEBUG=1``)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (called from a thread): leave SIGTERM as it is
+        previous = None
     try:
         return _dispatch(args)
     except KeyboardInterrupt as interrupt:
@@ -621,8 +704,20 @@ def main(argv: list[str] | None = None) -> int:
     except _expected_errors() as error:
         if debug:
             raise
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        print(f"error: {one_line(error, args.command)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's stop): ended like Ctrl-C, so that the workers are stopped,
+    the kept rows or checkpoints are named in one line, and the exit code is 2."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -12,14 +12,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from metaprompt_lite.data import list_datasets, load_dataset, summary
-from metaprompt_lite.data.build import CORPUS_VARIANTS, build
-from metaprompt_lite.data.sheets import contact_sheet
-from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
-from metaprompt_lite.data.store import B2N_KINDS
-from metaprompt_lite.headroom import headroom_rows
 from metaprompt_lite.paths import data_dir
-from metaprompt_lite.zeroshot import format_rows
+
+# data.build's CORPUS_VARIANTS, here so that parsing loads no torch (the data package does; a test checks them equal)
+CORPUS_VARIANTS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser, model_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -39,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser, model_arguments: Callable[[ar
                    help="also build the pretraining corpus here (default when given: data/corpus)")
     p.add_argument("--datasets", nargs="*", default=None)
     p.add_argument("--no-install", action="store_true", help="never run npm; fail with the install line")
+    p.add_argument("--allow-fewer", action="store_true",
+                   help="write the store's MANIFEST.json even if it then lists fewer datasets than before (the "
+                   "others become unreadable); refused without it")
     p.add_argument("--no-b2n-concept-images", action="store_true",
                    help="experiment: no image of the object-category emoji B2N concepts in the corpus (their "
                    "captions stay, as text only); see data/pocket-clip/README.md")
@@ -63,6 +62,9 @@ def run(args, load_backbone: Callable[[argparse.Namespace], object]) -> int:
     if args.data_command == "headroom":
         return _headroom(load_backbone(args))
     if args.data_command == "sheet":
+        from metaprompt_lite.data import list_datasets, load_dataset
+        from metaprompt_lite.data.sheets import contact_sheet
+
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for name in list_datasets():
@@ -73,11 +75,19 @@ def run(args, load_backbone: Callable[[argparse.Namespace], object]) -> int:
 
 
 def _list(suite: str | None) -> int:
+    from metaprompt_lite.data import list_datasets, load_dataset, summary
+    from metaprompt_lite.zeroshot import format_rows
+
     print(format_rows([summary(load_dataset(name)) for name in list_datasets(suite)]))
     return 0
 
 
 def _headroom(backbone) -> int:
+    from metaprompt_lite.data import list_datasets, load_dataset
+    from metaprompt_lite.data.store import B2N_KINDS
+    from metaprompt_lite.headroom import headroom_rows
+    from metaprompt_lite.zeroshot import format_rows
+
     datasets = [load_dataset(name) for name in list_datasets("b2n")]
     rows = headroom_rows(backbone, datasets)
     print(format_rows([{"kind": B2N_KINDS.get(row["dataset"], ""), **row} for row in rows]))
@@ -85,21 +95,24 @@ def _headroom(backbone) -> int:
 
 
 def _build(args) -> int:
+    from metaprompt_lite.data.build import build
+    from metaprompt_lite.data.sources import SourceMissing, Sources, default_sources_dir, ensure_npm_sources
+
     prefix = Path(args.sources) if args.sources else default_sources_dir()
     if not args.no_install:
         try:
             ensure_npm_sources(prefix)
         except SourceMissing as error:
             print(f"warning: {error}", file=sys.stderr)
-    store = Path(args.store) if args.store else data_dir() / "suite"
+    store = Path(args.store) if args.store else data_dir(must_exist=False) / "suite"
     corpus = Path(args.corpus) if args.corpus else None
     if args.clipart and corpus is None:
-        print("error: --clipart changes the pretraining corpus only; add --corpus [DIR]", file=sys.stderr)
+        print("error: --clipart changes the pretraining corpus only — add --corpus [DIR]", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     report = build(store, corpus, Sources(npm=prefix), args.datasets,
                    b2n_concept_images=not args.no_b2n_concept_images, corpus_variants=args.corpus_variants,
-                   clipart=args.clipart)
+                   clipart=args.clipart, allow_fewer=args.allow_fewer)
     print(f"built {len(report['datasets'])} datasets into {store} in {time.perf_counter() - t0:.0f} s")
     if "corpus" in report:
         empty = report["corpus"].pop("empty_drawings")
@@ -109,4 +122,8 @@ def _build(args) -> int:
                   f"only, kept so the corpus stays the committed checkpoint's): {', '.join(empty)}", file=sys.stderr)
     for name, reason in report["missing"].items():
         print(f"INCOMPLETE {name}: {reason}", file=sys.stderr)
-    return 1 if report["missing"] else 0
+    if report["missing"]:  # a failed build is a user-level error like any other: exit code 2
+        print(f"error: {len(report['missing'])} datasets could not be built ({', '.join(sorted(report['missing'])[:4])}) "
+              "— install their sources as the INCOMPLETE lines above say, then run the same command", file=sys.stderr)
+        return 2
+    return 0

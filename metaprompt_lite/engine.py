@@ -378,8 +378,8 @@ def check_finite(losses: dict[str, float], step: int) -> None:
     bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
     if bad:
         raise FloatingPointError(
-            f"non-finite loss at step {step}: {bad}. Lower the learning rate, check the inputs for "
-            "NaN, or resume from the last checkpoint."
+            f"non-finite loss at step {step}: {bad} — lower the learning rate (--lr), check the inputs for "
+            "NaN, or resume from the last checkpoint"
         )
 
 

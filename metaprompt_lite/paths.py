@@ -15,11 +15,28 @@ POCKET_MODEL = "pocket-clip"
 POCKET_CHECKPOINT = "pocket-clip/pocket-clip.safetensors"
 
 
-def data_dir() -> Path:
+DATA_ENV = "METAPROMPT_LITE_DATA"
+
+
+class DataDirError(NotADirectoryError):
+    """``$METAPROMPT_LITE_DATA`` names no data directory: the message names the variable (a missing
+    file under it would otherwise read as a damaged clone, with a `git checkout` hint that cannot help)."""
+
+
+def data_dir(must_exist: bool = True) -> Path:
     """``$METAPROMPT_LITE_DATA``, else ``data/`` beside the package (a clone or editable install),
-    else ``./data``."""
-    if os.environ.get("METAPROMPT_LITE_DATA"):
-        return Path(os.environ["METAPROMPT_LITE_DATA"])
+    else ``./data``. A variable naming no folder, a file, or a folder with neither ``suite/`` nor
+    ``pocket-clip/`` is a :class:`DataDirError` (unless ``must_exist`` is false: a build writes there)."""
+    value = os.environ.get(DATA_ENV)
+    if value:
+        path = Path(value)
+        problem = ("does not exist" if not path.exists() else "is a file, not a folder" if not path.is_dir()
+                   else "holds neither suite/ nor pocket-clip/"
+                   if not ((path / "suite").is_dir() or (path / "pocket-clip").is_dir()) else None)
+        if problem and must_exist:
+            raise DataDirError(f"{DATA_ENV}={value} {problem} — point {DATA_ENV} at a data folder like the "
+                               "repository's data/ (with suite/ and pocket-clip/), or unset it")
+        return path
     beside = Path(__file__).resolve().parents[1] / "data"
     return beside if beside.is_dir() else Path.cwd() / "data"
 
@@ -27,7 +44,7 @@ def data_dir() -> Path:
 def results_dir(protocol: str | None = None) -> Path:
     """The committed benchmark's ``results/`` (beside the data directory in a clone, else
     ``./results``), or with ``protocol`` its folder of that protocol's rows, ``results/<protocol>/``."""
-    beside = data_dir().parent / "results"
+    beside = data_dir(must_exist=False).parent / "results"
     root = beside if beside.is_dir() else Path.cwd() / "results"
     return root / protocol if protocol else root
 

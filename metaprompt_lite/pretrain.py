@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -45,44 +45,11 @@ from metaprompt_lite.backbone import Backbone, load_clip
 from metaprompt_lite.data.corpus import ImageTextCorpus
 from metaprompt_lite.engine import augment, cosine_decay, epoch_order, load_checkpoint, make_generator, save_checkpoint
 from metaprompt_lite.model_card import write_model_card
+from metaprompt_lite.pretrain_config import PretrainConfig  # defined apart: the command line reads it without torch
 from metaprompt_lite.teacher import MiniLMTeacher
 
 CONCEPT_TEMPLATES = ("a photo of a {}.", "an emoji of {}.", "a drawing of a {}.", "{}")
 MAX_LOGIT_SCALE = math.log(100.0)
-
-
-@dataclass
-class PretrainConfig:
-    model: str = "pocket-clip"
-    out: str = "data/pocket-clip/pocket-clip.safetensors"
-    work_dir: str = ".cache/pretrain"
-    seed: int = 0
-    text_steps: int = 1800  # the committed checkpoint's value
-    text_batch: int = 256
-    text_lr: float = 2e-3
-    image_steps: int = 5000
-    image_batch: int = 128
-    image_lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 300
-    concept_weight: float = 1.0
-    # experiments on the image phase's targets (0 = off, the committed checkpoint's recipe):
-    # semantic soft labels for the concept CE, q = softmax(t_y · t_kᵀ / tau); `--soft-label-tau`
-    soft_label_tau: float = 0.0
-    # weight of a regression term 1 − cos(f_I(x), f_T(caption)); `--regress-weight`
-    regress_weight: float = 0.0
-    grey_prob: float = 0.2
-    min_scale: float = 0.35
-    flip: bool = True
-    holdout_fraction: float = 0.02
-    checkpoint_every: int = 250
-    # bf16 autocast for the image tower: ~25 % faster on a CPU with native bf16, ~14x slower on an
-    # AVX2-only CPU (0.65 s/step in float32 there). The committed checkpoint: float32. `--image-bf16`
-    image_bf16: bool = False
-    # experiments that change only the image phase: take this checkpoint's text tower instead of
-    # distilling one (:func:`text_state_from_checkpoint`); `--text-from`
-    text_from: str | None = None
-    progress: bool = True
 
 
 # --------------------------------------------------------------------------- helpers
@@ -299,7 +266,7 @@ def train_image_tower(backbone: Backbone, corpus: ImageTextCorpus, config: Pretr
         loss = image_phase_loss(features, scale, caption_features[choice], concepts, concept_features,
                                 config, concept_targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"image phase: loss is {loss.item()} at step {step}. Lower --image-lr (or "
+            raise FloatingPointError(f"image phase: loss is {loss.item()} at step {step} — lower --image-lr (or "
                                      "--regress-weight / raise --soft-label-tau) and start the image phase afresh: "
                                      "resuming unchanged replays the same seeded batches")
         optimizer.zero_grad(set_to_none=True)

@@ -17,6 +17,8 @@ import ast
 import hashlib
 import io
 import os
+import platform
+import re
 import tokenize
 from functools import lru_cache
 from pathlib import Path
@@ -92,3 +94,32 @@ def weights_id(pretrained: str | None) -> str:
     if Path(pretrained).is_file():
         return "sha256:" + file_sha256(pretrained)[:16]
     return str(pretrained)
+
+
+# the machine facts that can change a result's last bits: which kernels torch picks (its CPU capability,
+# e.g. AVX2 or AVX512), and the versions of the libraries behind them (MKL for matrix products, oneDNN
+# for convolutions); the CPU model says where to look when two machines disagree
+MACHINE_KEYS = ("cpu", "cpu_capability", "mkl", "onednn")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`), or ``unknown``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip() or "unknown"
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, str]:
+    """:data:`MACHINE_KEYS` of this machine: CPU model, torch's CPU capability, MKL and oneDNN versions
+    (``none`` when torch was built without one), as ``bench_meta.json`` records them."""
+    import torch  # here, not at the top: the command line reads code_version without loading torch
+
+    config = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version (\d[\w.]*)", config)
+    onednn = re.search(r"MKL-DNN v(\d[\w.]*)", config)
+    return {"cpu": cpu_model(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "mkl": mkl.group(1) if mkl else "none", "onednn": onednn.group(1) if onednn else "none"}

@@ -83,6 +83,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raise ResultsError(f"{path} holds the header but no rows — run `metaprompt-lite bench` to fill it, or "
                            "delete it")
     check_settings(path, table.rows, key)
+    unknown = next((i for i, row in enumerate(table.rows) if row["method"] not in METHODS), None)
+    if unknown is not None:  # a table would show a row no method made (a typo, or a file of other code)
+        raise ResultsError(f"{path} line {unknown + 2}: unknown method {table.rows[unknown]['method']!r} — fix or "
+                           f"delete that line (the methods: {', '.join(sorted(METHODS))})")
     frame = pd.DataFrame(table.rows, columns=list(columns))
     for column in columns:
         if column in INT_COLUMNS:
@@ -398,40 +402,6 @@ def summary_text(results_dir: str | Path = "results") -> str:
                      + "\n".join(markdown_table(checked))
                      + ("\n\nWhat the grid can resolve:\n" + "\n".join(resolved) if resolved else ""))
     return "\n\n".join(parts) or f"no results in {results_dir}"
-
-
-def comparison_text(run_dir: str | Path, reference_dir: str | Path) -> str:
-    """A benchmark's rows beside a reference run's (the committed ``results/<protocol>/``), row for row:
-    how many of the rows both hold are identical in every accuracy column, the rows that differ
-    (first ten), and the per-method averages of each side with their difference."""
-    run_dir, reference_dir = Path(run_dir), Path(reference_dir)
-    parts = []
-    for suite, accuracies in (("b2n", ["base", "new", "hm"]), ("dg", ["acc"])):
-        mine_path, theirs_path = run_dir / f"{suite}.csv", reference_dir / f"{suite}.csv"
-        if not mine_path.is_file() or not theirs_path.is_file():
-            continue
-        mine, theirs = read_results(mine_path), read_results(theirs_path)
-        key = ["method", "dataset", "seed"] if suite == "b2n" else ["method", "benchmark", "target", "seed"]
-        both = mine.merge(theirs, on=key, suffixes=("", "_ref"))
-        if both.empty:
-            parts.append(f"{suite}: none of this run's rows is in {theirs_path} yet")
-            continue
-        differ = both[(both[accuracies].values != both[[f"{c}_ref" for c in accuracies]].values).any(axis=1)]
-        lines = [f"{suite}: {len(both) - len(differ)} of the {len(both)} rows in both files are identical to "
-                 f"{theirs_path} (every accuracy column)"]
-        for _, r in differ.head(10).iterrows():
-            lines.append("  differs: " + " ".join(str(r[k]) for k in key) + "  "
-                         + "  ".join(f"{c} {r[c]:.2f} vs {r[f'{c}_ref']:.2f}" for c in accuracies))
-        if suite == "b2n":
-            ours = b2n_average(mine)[["base", "new", "hm"]]
-            ref = b2n_average(theirs[theirs.set_index(key).index.isin(mine.set_index(key).index)])[["base", "new", "hm"]]
-            table = ours.merge(ref, left_index=True, right_index=True, suffixes=("", "_ref"))
-            for c in ("base", "new", "hm"):
-                table[f"Δ{c}"] = table[c] - table[f"{c}_ref"]
-            lines.append("averages over the same rows (this run, the reference, Δ; accuracies in %):")
-            lines.append(table.loc[_method_order(table.index)].round(2).to_string())
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)
 
 
 PROTOCOL_DIRS = ("official", "tuned")

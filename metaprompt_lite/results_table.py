@@ -105,6 +105,11 @@ def read_table(path: str | os.PathLike, columns: Sequence[str], key_columns: Seq
     if not complete:
         what = "is empty" if partial is None else f"holds no complete line, only {partial[:60]!r}"
         raise ResultsError(f"{path} {what} — delete it and run `metaprompt-lite bench` again to write it afresh")
+    stray = complete.find("\r\r\n")  # e.g. a \r\n file saved again by an editor that adds \r: not blank lines
+    if stray >= 0:
+        raise ResultsError(f"{path} line {complete.count(chr(10), 0, stray) + 1} ends in \\r\\r\\n (a carriage return too "
+                           f"many, as some editors and copies add) — make every line end in \\r\\n, e.g. `sed -i "
+                           f"'s/\\r\\r$/\\r/' {path}`")
     reader = csv.reader(io.StringIO(complete, newline=""))
     header = next(reader)
     if tuple(header) != columns:

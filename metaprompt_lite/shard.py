@@ -154,6 +154,10 @@ def merge(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> lis
 
     by_suite: dict[str, list[tuple[Path, dict]]] = {}
     for file in map(Path, files):
+        if not file.is_file():  # before its name: a typo in a path is a missing file, not a misnamed one
+            raise FileNotFoundError(f"{file} does not exist{' (it is a folder)' if file.is_dir() else ''} — name the "
+                                    "<suite>.shard-K-of-N.csv files that `metaprompt-lite bench --shard K/N` wrote, "
+                                    "or give none to merge every shard file in --out-dir")
         match = SHARD_FILE.match(file.name)
         if match is None:
             raise ValueError(f"{file} is not a shard file — name the <suite>.shard-K-of-N.csv files that "

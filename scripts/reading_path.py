@@ -45,6 +45,8 @@ def trace(argv: list[str], depth: int = 3) -> list[tuple[str, str, str]]:
         """Package frames between ``frame`` and cli._run_train (0 for _run_train), None outside it."""
         n = 0
         while frame is not None:
+            if frame.f_code.co_name == "<module>":  # a module being imported (the command line imports late)
+                return None
             name = _name(frame)
             if name == ("cli", "_run_train"):
                 return n

@@ -286,7 +286,7 @@ def test_a_results_file_holds_one_code_version_per_method(tmp_path):
 
 def test_a_bench_prints_its_rows_beside_the_committed_ones(tmp_path, monkeypatch, dataset):
     """The comparison a finished bench prints: identical rows counted, differing rows named."""
-    from metaprompt_lite.report import comparison_text
+    from metaprompt_lite.compare import comparison_text
 
     _use_fast_presets(monkeypatch)
     mine = bench(_config(tmp_path / "mine", lambda name: dataset))

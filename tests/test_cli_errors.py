@@ -97,16 +97,24 @@ def test_missing_default_checkpoint_is_an_error_not_random_weights(clone, capsys
                     + POCKET_FIX)
 
 
-def test_missing_data_directory(clone, capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["missing", "file", "empty"])
+def test_a_bad_data_variable_is_named_with_its_fix(clone, capsys, tmp_path, monkeypatch, kind):
+    """METAPROMPT_LITE_DATA naming no folder, a file, or an empty folder: before, each command said a
+    committed file was missing and to `git checkout` it, never naming the variable."""
     work, _ = clone
-    nowhere = tmp_path / "nowhere"
-    monkeypatch.setenv("METAPROMPT_LITE_DATA", str(nowhere))
-    assert run_cli(["zeroshot"], capsys, work) == (
-        f"error: the pocket CLIP checkpoint {nowhere}/pocket-clip/pocket-clip.safetensors is missing — " + POCKET_FIX)
-    assert run_cli(["data", "list"], capsys, work) == (
-        f"error: no suite store at {nowhere}/suite (MANIFEST.json missing) — restore it with `git checkout data/suite` "
-        "or rebuild it with `metaprompt-lite data build` (see data/README.md)")
-    assert not nowhere.exists()
+    bad = tmp_path / "nowhere"
+    if kind == "file":
+        bad.write_text("not a folder")
+    elif kind == "empty":
+        bad.mkdir()
+    problem = {"missing": "does not exist", "file": "is a file, not a folder",
+               "empty": "holds neither suite/ nor pocket-clip/"}[kind]
+    monkeypatch.setenv("METAPROMPT_LITE_DATA", str(bad))
+    line = (f"error: METAPROMPT_LITE_DATA={bad} {problem} — point METAPROMPT_LITE_DATA at a data folder like the "
+            "repository's data/ (with suite/ and pocket-clip/), or unset it")
+    for command in (["zeroshot"], ["data", "list"], ["train", "--dataset", "cards", *TINY]):
+        assert run_cli(command, capsys, work, tmp_path) == line
+    assert kind != "missing" or not bad.exists()
 
 
 def _checksum_line(path: Path, content: bytes) -> str:

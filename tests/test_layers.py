@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "metaprompt_lite"
 # lowest first; a module may import from its own layer and the layers above it in this list.
 # "x.*" is every module of the subpackage x (and x itself).
 LAYERS = [
-    ("__init__", "paths", "provenance", "faults", "results_table", "intervals", "claims", "splits", "losses", "teacher",
-     "data.*", "research.*"),  # no model, no training
+    ("__init__", "paths", "provenance", "pretrain_config", "faults", "results_table", "intervals", "claims", "splits",
+     "losses", "teacher", "data.*", "research.*"),  # no model, no training
     ("backbone", "fastpath", "engine"),  # any open_clip CLIP; its exact shortcuts and caches; the training loop
     ("zeroshot", "headroom"),  # zero-shot CLIP: templates, ensembles, base/new scores; linear-probe headroom
     ("prompts",),  # prompt learners on a frozen CLIP
@@ -23,7 +23,7 @@ LAYERS = [
     ("methods",),  # every method as a recipe, and the presets
     ("steps",),  # every method's training step
     ("run", "analysis", "pretrain", "model_card", "gram_build"),  # one run; pocket-CLIP and GRAM jobs
-    ("bench", "shard", "report"),  # the benchmark, its shards and its tables
+    ("bench", "shard", "report", "compare"),  # the benchmark, its shards and its tables
     ("cli", "cli_data", "__main__"),  # the command line
 ]
 # the data subpackage, in the same way (lowest first): every module of it, by exact name ("data" is its

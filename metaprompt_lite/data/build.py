@@ -156,21 +156,45 @@ def write_corpus(out: Path, plan: Plan, suite_drawings: set[str], extra_text: li
     return {"images": len(images), "concepts": len(concepts), "sentences": len(sentences), "empty_drawings": empty}
 
 
+def listed_datasets(store: Path) -> list[str]:
+    """The datasets the store's ``MANIFEST.json`` lists (none when it has no readable manifest)."""
+    try:
+        listed = json.loads((store / "MANIFEST.json").read_text()).get("datasets", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(name) for name in listed] if isinstance(listed, list) else []
+
+
+def check_no_fewer(store: Path, wanted: list[str], missing: dict) -> None:
+    """Refuse a build of ``wanted`` that would drop datasets the store's manifest lists."""
+    dropped = [name for name in listed_datasets(store) if name not in wanted]
+    if dropped:
+        why = f" (sources missing: {', '.join(sorted(missing)[:3])})" if missing else ""
+        raise ValueError(f"this build would write {len(wanted)} datasets into {store} and drop {len(dropped)} that its "
+                         f"MANIFEST.json lists ({', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''}){why}, "
+                         "leaving them unreadable — provide their sources (without --no-install, or --sources DIR), "
+                         "build into another --store, or pass --allow-fewer to replace the manifest anyway")
+
+
 def build(store: Path, corpus_dir: Path | None, sources: Sources, datasets: list[str] | None = None,
           progress: bool = True, b2n_concept_images: bool = True, corpus_variants: int = CORPUS_VARIANTS,
-          clipart: bool = False) -> dict:
+          clipart: bool = False, allow_fewer: bool = False) -> dict:
     """Plan, render and write the suite (and the corpus if ``corpus_dir``). Returns a report;
     ``report["missing"]`` lists datasets that could not be built and why (with install lines).
     ``b2n_concept_images=False`` keeps every image of the object-category emoji B2N concepts out of the corpus
     (their captions stay, as text only); ``corpus_variants`` renderings per corpus drawing
     (:func:`expand_variants`); ``clipart=True`` adds the Tux Paint / Openclipart images
     (:func:`~metaprompt_lite.data.plan.plan_clipart`, an experiment: ``experiments/clipart/``). The suite is
-    the same either way."""
+    the same either way. A build that would write fewer datasets than the store's ``MANIFEST.json`` lists
+    (sources missing, or ``datasets`` a subset) is refused before anything is written, unless
+    ``allow_fewer``: the new manifest would make the others unreadable, and offline they cannot be rebuilt."""
     t0 = time.perf_counter()
     plan, glosses = make_plan(sources, b2n_concept_images, clipart=clipart and corpus_dir is not None)
+    wanted = [n for n in SUITES if n in plan.datasets and (datasets is None or n in datasets)]
+    if not allow_fewer:
+        check_no_fewer(store, wanted, plan.missing)
     store.mkdir(parents=True, exist_ok=True)
     checksums, rows = {}, []
-    wanted = [n for n in SUITES if n in plan.datasets and (datasets is None or n in datasets)]
     for name in wanted:
         sums, dataset_rows = write_dataset(store, name, plan, sources, progress)
         checksums.update(sums)
