@@ -432,13 +432,11 @@ def _check_writable(folder: str, option: str = "--out-dir") -> None:
 
 
 def _run_bench(args) -> int:
-    from metaprompt_lite.bench import BenchConfig, bench
+    from metaprompt_lite.bench import BenchConfig, bench, check_unique, estimate
     from metaprompt_lite.compare import comparison_text
     from metaprompt_lite.report import report, summary_text
     from metaprompt_lite.research import RESEARCH_B2N, RESEARCH_DG, load_research_dataset
     from metaprompt_lite.shard import shard_name
-
-    from metaprompt_lite.bench import check_unique, estimate
 
     suites = ("b2n", "dg") if args.suite == "all" else (args.suite,)
     check_unique(BenchConfig(methods=args.methods or (), datasets=args.datasets or (), seeds=tuple(args.seeds)))
@@ -449,9 +447,6 @@ def _run_bench(args) -> int:
     _check_writable(args.out_dir)
     if args.checkpoint_dir:
         _check_writable(args.checkpoint_dir, "--checkpoint-dir")
-    print(f"results go to {args.out_dir}/ (the same command again resumes)", file=sys.stderr)
-    print(f"backbone: {args.model} ({_pretrained(args.pretrained) or 'random weights: --pretrained none'})",
-          file=sys.stderr)
     configs = {}
     for suite in suites:
         datasets, loader = names[suite], None
@@ -463,8 +458,12 @@ def _run_bench(args) -> int:
                                      pretrained=_pretrained(args.pretrained), tier=args.tier, protocol=args.protocol,
                                      out_dir=args.out_dir, device=args.device, workers=args.workers,
                                      max_steps=args.max_steps, checkpoint_dir=args.checkpoint_dir, shard=args.shard)
-    if len(suites) > 1:  # the whole job's estimate, and every suite's checks, before the first suite trains
-        counts = {suite: estimate(configs[suite]) for suite in suites}
+    # every suite's checks (its results file and settings included) before any output: a refusal is one line
+    counts = {suite: estimate(configs[suite]) for suite in suites}
+    print(f"results go to {args.out_dir}/ (the same command again resumes)", file=sys.stderr)
+    print(f"backbone: {args.model} ({_pretrained(args.pretrained) or 'random weights: --pretrained none'})",
+          file=sys.stderr)
+    if len(suites) > 1:  # the whole job's estimate
         print(f"bench: {sum(c[0] for c in counts.values())} runs to do in all, roughly "
               f"{sum(c[1] for c in counts.values()):.0f} min ("
               + ", ".join(f"{suite} {c[0]} runs, {c[1]:.0f} min" for suite, c in counts.items())

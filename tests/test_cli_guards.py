@@ -59,7 +59,7 @@ def test_rows_of_other_settings_are_refused_for_the_whole_file(clone, capsys):
     capsys.readouterr()
     argv = [*SLICE, "--out-dir", "out", "--max-steps", "5"]
     argv[argv.index("zsclip")] = "zsclip-ens"
-    line = run_cli(argv, capsys, work, data, only_line=False)
+    line = run_cli(argv, capsys, work, data)  # the only line: refused before anything is printed
     assert line == ("error: out/b2n.csv holds rows made with other settings than this run's (max_steps '' → '5', "
                     "found → this run) and a results file holds one setting — use another --out-dir for these "
                     "settings, or the settings of the rows there")
