@@ -158,7 +158,7 @@ def test_unknown_dataset_and_method(clone, capsys):
         "emoji-pacs, flags-dg, emoji-unseen")
     assert run_cli(["train", "--dataset", "flags-pixel", "--method", "nope", *TINY], capsys, work, data) == (
         "error: unknown method 'nope' — use one of cocoop, coop, gram-coop, gram-ivlp, ivlp, maple, metaprompt, "
-        "metaprompt-clean, prometar, prometar-base, prometar-netlr, zsclip, zsclip-ens")
+        "metaprompt-clean, prometar, prometar-base, prometar-netlr, zsclip, zsclip-bare, zsclip-ens")
     assert run_cli(["bench", "--suite", "b2n", "--methods", "nope", *TINY], capsys, work, data,
                    only_line=False).startswith("error: unknown method 'nope' — use one of cocoop")
     assert run_cli(["bench", "--suite", "b2n", "--methods", "zsclip", "--datasets", "nope", *TINY], capsys, work,
