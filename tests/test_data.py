@@ -417,13 +417,14 @@ def test_data_build_cli_passes_the_corpus_experiments_choices(tmp_path, monkeypa
 
     seen = []
 
-    def fake_build(store, corpus, sources, datasets, b2n_concept_images=True, corpus_variants=None, clipart=None):
+    def fake_build(store, corpus, sources, datasets, b2n_concept_images=True, corpus_variants=None, clipart=None,
+                   allow_fewer=False):
         seen.append((Path(store), corpus, b2n_concept_images, corpus_variants, clipart))
         return {"datasets": [], "missing": {}}
 
-    from metaprompt_lite import cli_data as data_cli
+    from metaprompt_lite.data import build as build_module
 
-    monkeypatch.setattr(data_cli, "build", fake_build)  # patched where the CLI looks it up
+    monkeypatch.setattr(build_module, "build", fake_build)  # the CLI imports it when it builds
     for flags, expected in (([], (True, 3, False)), (["--no-b2n-concept-images"], (False, 3, False)),
                             (["--corpus-variants", "1"], (True, 1, False)), (["--clipart"], (True, 3, True))):
         assert main(["data", "build", "--no-install", "--sources", str(tmp_path), "--store", str(tmp_path / "s"),

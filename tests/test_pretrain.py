@@ -167,14 +167,16 @@ def test_pretrain_cli_builds_its_config_from_the_flags(tmp_path, monkeypatch):
     """The image phase runs in float32 unless `--image-bf16` (autocast is faster only on CPUs with native
     bf16); `--no-image-bf16` still means float32; the numeric flags reach PretrainConfig; the rest keeps
     the dataclass defaults."""
-    from metaprompt_lite import cli
+    from metaprompt_lite import pretrain as pretrain_module
     from metaprompt_lite.cli import main
+    from metaprompt_lite.data import corpus as corpus_module
 
-    seen = []
-    monkeypatch.setattr(cli, "load_corpus", lambda folder: (_corpus(), SENTENCES))  # where the CLI looks them up
-    monkeypatch.setattr(cli, "pretrain", lambda config, corpus, text: seen.append(config) or {})
+    seen = []  # patched in their modules: the command imports them when it runs
+    monkeypatch.setattr(corpus_module, "load_corpus", lambda folder: (_corpus(), SENTENCES))
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda config, corpus, text: seen.append(config) or {})
     manifests = []
-    monkeypatch.setattr(cli, "write_corpus_manifest", lambda folder, out: manifests.append((folder, out)) or out)
+    monkeypatch.setattr(corpus_module, "write_corpus_manifest",
+                        lambda folder, out: manifests.append((folder, out)) or out)
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-steps", "7"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--image-bf16", "--concept-weight", "0"]) == 0
     assert main(["pretrain", "--corpus", str(tmp_path), "--no-image-bf16"]) == 0
