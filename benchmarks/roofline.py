@@ -3,7 +3,7 @@ method at its official budget, the step's measured speed as a share of the peak,
 the whole committed official grid beside its recorded wall time.
 
 Run:  python benchmarks/roofline.py [--dataset emoji-novel-places] [--dg-target emoji-pacs/photo]
-      [--steps 5] [--warmup 2]            (about 10 minutes on one thread; writes benchmarks/roofline.json)
+      [--steps 5] [--warmup 2]            (about 6 minutes on one thread; writes benchmarks/roofline.json)
 
 What it measures, and how:
 
@@ -22,10 +22,10 @@ What it measures, and how:
   one base-to-new dataset (``--dataset``) and one DG target (``--dg-target``); achieved GFLOP/s =
   cold FLOPs / seconds.
 * **The grid's floor.** Each committed row of ``results/official/b2n.csv`` and ``dg.csv`` with its
-  steps read from its curve (``results/official/curves/``; checked against the engine's ``steps_for``),
-  times the warm FLOPs of its method on its dataset (or target), plus the shared frozen stem and
-  features once per step of each benchmark group (dataset or target, seed, batch size: the methods that
-  share batches), plus the evaluation passes (each row's forward pass over its test images, counted
+  steps read from its curve (``results/official/curves/``; the seed-1 rows' checked against the steps
+  the engine plans, ``steps_for``), times the warm FLOPs of its method on its dataset (or target), plus
+  the shared frozen stem and features once per step of each benchmark group (dataset or target, seed,
+  batch size: the methods that share batches), plus the evaluation passes (each row's forward pass over its test images, counted
   once per method and dataset, and each dataset's frozen test features once). Divided by 2 × the fp32
   peak: the minutes two cores need at best. The zsclip-bare rows are left out, as the recorded wall
   time leaves them out (``results/official/bench_meta.json``); the recorded wall time is then given
@@ -35,6 +35,7 @@ What it measures, and how:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -231,8 +232,6 @@ def test_features_flops(dataset, backbone, cache: dict, target: str | None) -> i
 def grid_rows(suite: str, official: Path = OFFICIAL) -> list[dict]:
     """The committed rows of a suite (zsclip-bare left out), each with ``place`` (dataset, or
     benchmark/target) and ``steps`` (the last step of its curve; 0 for zero-shot rows)."""
-    import csv
-
     rows = []
     with open(official / f"{suite}.csv", newline="") as f:
         for row in csv.DictReader(f):
