@@ -93,8 +93,13 @@ def machine_line(run_dir: Path, reference_dir: Path) -> str:
         return "machines differ: " + "; ".join(differ)
     if unknown:
         which = "this run" if any(k not in mine for k in unknown) else "the reference"
-        return f"machines: unknown whether they differ ({which} records no {', '.join(unknown)})"
-    return "machines: the same (" + ", ".join(f"{k} {mine[k]}" for k in MACHINE_KEYS) + ")"
+        here = f"; this run's: {_described(mine)}" if mine else ""
+        return f"machines: unknown whether they differ ({which} records no {', '.join(unknown)}{here})"
+    return f"machines: the same ({_described(mine)})"
+
+
+def _described(machine: dict[str, str]) -> str:
+    return ", ".join(f"{k} {machine[k]}" for k in MACHINE_KEYS if k in machine)
 
 
 def _row_delta(row: pd.Series, accuracies: tuple[str, ...], counts: dict[str, int]) -> tuple[float, int | None]:

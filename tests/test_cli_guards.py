@@ -257,6 +257,10 @@ def test_the_comparison_says_how_much_and_whether_settings_and_machines_differ(t
     text = comparison_text(tmp_path / "same", tmp_path / "ref")
     assert "1 of the 1 rows in both files are identical" in text and "settings: the same in every row" in text
     assert "machines: the same (cpu A, cpu_capability AVX2, mkl 2024.2, onednn 3.12.0)" in text
+    (tmp_path / "ref" / "bench_meta.json").write_text("{}")  # committed before the machine was recorded
+    assert ("machines: unknown whether they differ (the reference records no cpu, cpu_capability, mkl, onednn; "
+            "this run's: cpu A, cpu_capability AVX2, mkl 2024.2, onednn 3.12.0)") in comparison_text(
+                tmp_path / "same", tmp_path / "ref")
 
 
 def test_bench_meta_names_the_machine(clone, capsys):
