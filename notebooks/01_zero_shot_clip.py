@@ -103,7 +103,7 @@ from metaprompt_lite.report import b2n_average, read_results
 
 for protocol in ("official", "tuned"):
     averages = b2n_average(read_results(results_dir(protocol) / "b2n.csv"))
-    learned = averages.drop(index=["zsclip", "zsclip-ens"])
+    learned = averages.drop(index=[m for m in averages.index if m.startswith("zsclip")])  # the zero-shot rows
     below = learned[learned["new"] < averages.loc["zsclip", "new"]]
     print(f"{protocol:8s}: zero-shot new (benchmark, single template) {averages.loc['zsclip', 'new']:.2f}; "
           f"{len(below)} of {len(learned)} learned methods end below it: {', '.join(below.index)}")
