@@ -11,7 +11,7 @@ rounding to err the same way; treating the roundings as independent random varia
 the error is within about λ·√n·u·Σ|terms| except with probability at most n·2·exp(−λ²/2) (Higham and
 Mary, "A new approach to probabilistic rounding error analysis", SIAM J. Sci. Comput. 41(5), 2019).
 Two orders of the same sum are then within λ·√n·eps·Σ|terms| of each other. λ = 6 makes that
-probability 2e-8 per term, and the measured differences sit well inside (tests/test_kernel_paths.py
+probability 3e-8 per term, and the measured differences sit well inside (tests/test_kernel_paths.py
 runs the comparisons under every kernel path this project meets).
 
     atol = LAMBDA · √terms · EPS32 · scale,   rtol = 0

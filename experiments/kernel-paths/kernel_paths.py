@@ -27,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ("fashion", "emoji-novel-food", "cards")  # the three cheapest at the official budgets
+# the base-to-new grid as the slice ran it (before the bare-name zero-shot row joined it)
+METHODS = ("zsclip", "zsclip-ens", "coop", "cocoop", "ivlp", "maple", "metaprompt", "metaprompt-clean", "prometar",
+           "prometar-base", "gram-coop", "gram-ivlp")
 PATHS = {  # name: the environment that selects it (on top of the machine's own)
     "native": {},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
@@ -39,7 +42,7 @@ COLUMNS = ("base", "new", "hm")
 def run_path(name: str, src: Path, out: Path, datasets, workers: int) -> Path:
     env = {**os.environ, **PATHS[name], "PYTHONPATH": str(src)}
     command = [sys.executable, "-m", "metaprompt_lite", "bench", "--suite", "b2n", "--seeds", "1",
-               "--datasets", *datasets, "--out-dir", str(out / name), "--no-report", "--workers", str(workers)]
+               "--methods", *METHODS, "--datasets", *datasets, "--out-dir", str(out / name), "--no-report", "--workers", str(workers)]
     subprocess.run(command, cwd=src, env=env, check=True)
     return out / name / "b2n.csv"
 
