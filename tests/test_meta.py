@@ -21,12 +21,12 @@ from metaprompt_lite.meta import (
 )
 from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
 from metaprompt_lite.splits import relabel
-from tolerances import assert_reorder_close, assert_step_close, reorder_atol, scale_of, tower_terms
+from tolerances import assert_reorder_close, assert_step_close, config_terms, reorder_atol, scale_of
 
 # The references below take the same gradients through other autograd graphs: equal up to the
 # reordering of the tiny CLIP text tower's additions (the image features are frozen inputs here;
 # tests/tolerances.py), over a second-order pass (3 passes) and at most two inner steps (×2).
-META_TERMS = 2 * 3 * tower_terms(layers=3, width=40, tokens=24)  # tiny-clip.json's text tower
+META_TERMS = 2 * config_terms("tiny-clip", passes=3, towers=("text",))
 # The toy: 2-term logits, CE over 3 classes averaged over ≤ 6 rows, forward and backward, 3 steps a
 # batch (in-domain, two episodes), 3 batches carried by momentum.
 TOY_TERMS = 3 * 3 * 2 * (2 + 3 + 6)

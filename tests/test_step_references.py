@@ -30,7 +30,7 @@ from metaprompt_lite.engine import Batch, OptimConfig
 from metaprompt_lite.methods import get_method
 from metaprompt_lite.prompts import PromptedCLIP, Prompts
 from metaprompt_lite.steps import start_training
-from tolerances import EPS32, assert_reorder_close, assert_step_close, config_terms, reorder_atol, scale_of
+from tolerances import EPS32, assert_reorder_close, assert_step_close, config_terms, reorder_atol, scale_of, step_atol
 
 # The references and the steps compute the same quantities with other op orders (autograd graphs of
 # another shape, SDPA's math kernel, sums over episodes): equal up to the reordering of the additions
@@ -92,7 +92,7 @@ def _tolerance(expected: dict[str, torch.Tensor], start: dict[str, torch.Tensor]
     the comparison can see must be larger than this."""
     if start is None:
         return max(reorder_atol(STEP_TERMS, scale_of(e)) for e in expected.values())
-    return max(reorder_atol(STEP_TERMS, scale_of(e - start[n])) + EPS32 * scale_of(e) for n, e in expected.items())
+    return max(step_atol(e.detach(), start[n], STEP_TERMS) for n, e in expected.items())
 
 
 def _assert_grads_relative(actual, expected, what: str) -> None:

@@ -44,26 +44,28 @@ def tower_terms(layers: int, width: int, tokens: int) -> int:
     return layers * (6 * width + tokens)
 
 
-def clip_terms(backbone, passes: int = 1, towers: tuple[str, ...] = ("text", "image")) -> int:
-    """Additions chained through ``towers`` of ``backbone`` (a :class:`metaprompt_lite.backbone.Backbone`),
+def config_terms(model: str = "tiny-clip", passes: int = 1, towers: tuple[str, ...] = ("text", "image")) -> int:
+    """Additions chained through ``towers`` of the package's model config ``model`` (no model built),
     ``passes`` times (1: forward; 2: with the backward; 3: with a second-order backward)."""
-    model = backbone.model
-    counts = {"text": tower_terms(backbone.text_layers, backbone.text_width, model.context_length),
-              "image": tower_terms(backbone.vision_layers, backbone.vision_width,
-                                   model.visual.positional_embedding.shape[0])}
-    return passes * sum(counts[t] for t in towers)
-
-
-def config_terms(model: str = "tiny-clip", passes: int = 1) -> int:
-    """:func:`clip_terms` read from the package's model config (no model built): for module-level
-    helpers that compare results of the tests' tiny CLIP."""
     config = json.loads((Path(__file__).resolve().parents[1] / "metaprompt_lite" / "model_configs"
                          / f"{model}.json").read_text())
     text, vision = config["text_cfg"], config["vision_cfg"]
-    patch = vision.get("patch_size") or 1
-    tokens = (vision["image_size"] // patch) ** 2 + 1
-    return passes * (tower_terms(text["layers"], text["width"], text["context_length"])
-                     + tower_terms(vision["layers"], vision["width"], tokens))
+    tokens = (vision["image_size"] // (vision.get("patch_size") or 1)) ** 2 + 1
+    counts = {"text": tower_terms(text["layers"], text["width"], text["context_length"]),
+              "image": tower_terms(vision["layers"], vision["width"], tokens)}
+    return passes * sum(counts[t] for t in towers)
+
+
+def clip_terms(backbone, passes: int = 1, towers: tuple[str, ...] = ("text", "image")) -> int:
+    """:func:`config_terms` of a loaded :class:`metaprompt_lite.backbone.Backbone` (its model's config)."""
+    return config_terms(backbone.name, passes, towers)
+
+
+def step_atol(expected: torch.Tensor, start: torch.Tensor, terms: int) -> float:
+    """The tolerance of parameters after a step from ``start``: both sides subtract an update computed in
+    another order, so the reordering bound at the update's size, plus one rounding of θ − update (two
+    adjacent floats at |θ|)."""
+    return reorder_atol(terms, scale_of(expected - start)) + EPS32 * scale_of(expected)
 
 
 def reorder_atol(terms: int, scale: float) -> float:
@@ -90,11 +92,9 @@ def assert_reorder_close(actual: torch.Tensor, expected: torch.Tensor, terms: in
 
 def assert_step_close(actual: torch.Tensor, expected: torch.Tensor, start: torch.Tensor, terms: int,
                       msg: str = "") -> None:
-    """Parameters after a step from ``start``: both sides subtract an update computed in another
-    order, so the bound is the reordering of the update's size, plus one rounding of θ − update (two
-    adjacent floats at |θ|)."""
+    """Parameters after a step from ``start``, within :func:`step_atol`."""
     expected = expected.detach()
-    atol = reorder_atol(terms, scale_of(expected - start)) + EPS32 * scale_of(expected)
+    atol = step_atol(expected, start, terms)
     torch.testing.assert_close(actual.detach(), expected, rtol=0, atol=atol,
                                msg=lambda m: f"{msg}{': ' if msg else ''}{m} (bound: an update of {terms} "
                                              f"additions in another order, {atol:.3g})")

@@ -61,19 +61,13 @@ def rows(path: Path) -> dict[tuple[str, str, str], dict]:
 
 
 def test_images(datasets) -> dict[str, dict[str, int]]:
-    """Test images of each half (base, new) of each dataset: one image is 100/n points of that half."""
+    """Test images of each half (base, new) of each dataset, as the bench's comparison counts them
+    (``compare.images_per_column``): one image is 100/n points of that half."""
     sys.path.insert(0, str(ROOT))
+    from metaprompt_lite.compare import images_per_column
     from metaprompt_lite.data.store import load_dataset
-    from metaprompt_lite.splits import base_new_split
 
-    sizes = {}
-    for name in datasets:
-        data = load_dataset(name)
-        base, _ = base_new_split(len(data.classnames))
-        test = data.labels[data.split == 1]
-        in_base = sum(int((test == c).sum()) for c in base.tolist())
-        sizes[name] = {"base": in_base, "new": len(test) - in_base}
-    return sizes
+    return {name: images_per_column(load_dataset(name), None) for name in datasets}
 
 
 def compare(ours: dict, reference: dict, sizes: dict) -> dict:
