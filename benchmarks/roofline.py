@@ -47,13 +47,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
-from metaprompt_lite.engine import seed_everything, steps_for, training_batch
+from metaprompt_lite.optim import steps_for
+from metaprompt_lite.engine import seed_everything, training_batch
 from metaprompt_lite.fastpath import frozen_features
 from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, METHODS, prompted_clip
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.run import evaluate, evaluate_base_new, load_backbone, preset_run, training_set
 from metaprompt_lite.splits import base_new_split, dg_pools
-from metaprompt_lite.steps import start_training
+from metaprompt_lite.methods import start_training
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = ROOT / "results" / "official"
@@ -186,7 +187,7 @@ def step_flops(p: Probe, steps: int = 3) -> dict:
     (warm + the shared parts it uses), as the first method of a benchmark group takes it."""
     batch = next_batch(p)
     take_step(p, batch)
-    uses_stem, uses_frozen = batch.stem is not None, batch.frozen is not None
+    uses_stem, uses_frozen = "stem" in batch.store, "frozen" in batch.store
     warm, stem, frozen = [], 0, 0
     for k in range(steps):
         batch = next_batch(p)

@@ -29,12 +29,14 @@ import torch
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.engine import Batch, OptimConfig, augment, make_generator
+from metaprompt_lite.core.loop import Batch, make_generator
+from metaprompt_lite.optim import OptimConfig
+from metaprompt_lite.engine import augment
 from metaprompt_lite.methods import get_method
 from metaprompt_lite.paths import default_model
-from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.core.prompts import PromptedCLIP
 from metaprompt_lite.splits import base_new_split, select_classes
-from metaprompt_lite.steps import start_training
+from metaprompt_lite.methods import start_training
 
 VARIANTS = (("coop", "coop", {}), ("ivlp", "ivlp", {}), ("metaprompt-1st", "metaprompt", {}),
             ("metaprompt-2nd", "metaprompt-clean", {"meta_order": 2}), ("prometar", "prometar", {}))

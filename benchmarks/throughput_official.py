@@ -65,7 +65,7 @@ def _old_rows(out_dir: Path, plan: dict) -> dict:
     """The old side: every row of ``plan`` through the old engine's ``run_base_to_new``."""
     from metaprompt_lite.backbone import load_clip
     from metaprompt_lite.data import load_dataset
-    from metaprompt_lite.engine import OptimConfig
+    from metaprompt_lite.optim import OptimConfig
     from metaprompt_lite.paths import default_model
     from metaprompt_lite.run import RunConfig, run_base_to_new
 

@@ -3,6 +3,11 @@
 The package implements; the notebooks in ``notebooks/`` explain. Its modules, lowest layer first
 (imports point down only; ``tests/test_layers.py`` checks it, and that every module is listed here):
 
+The maths (read this first)
+- ``core``           every method's maths, imports nothing else of the package: a frozen CLIP run layer by
+                     layer, the losses, the prompt learners, the training loop, meta-gradients and
+                     MetaPrompt's update, ProMetaR, GRAM, each method's step (its own docstring: the order)
+
 No model
 - ``paths``          where the committed data and results live; the default checkpoint
 - ``provenance``     what made a result: code version, weights' sha256, the machine
@@ -11,30 +16,26 @@ No model
 - ``results_table``  the benchmark's CSVs: append, validate, repair
 - ``intervals``      a margin's paired bootstrap interval over seeds and datasets; the verdict rule
 - ``claims``         the papers' claims that compare methods, read with their intervals
-- ``splits``         base/new class split, few-shot draws, relabelling
-- ``losses``         CE on CLIP logits, MetaPrompt's asymmetric contrastive loss, L1 consistency
+- ``splits``         base/new class split, few-shot draws
+- ``optim``          SGD, warm-up and Dassl's cosine schedule; a budget's step count
 - ``teacher``        the text teacher of the pocket CLIP's pretraining
 - ``data``           the offline benchmark suite and the pretraining corpus
 - ``research``       the papers' datasets (research tier)
 
-A frozen CLIP and the training loop
-- ``backbone``       load any open_clip ``CLIP``, freeze it, encode text/images layer by layer
-- ``fastpath``       exact shortcuts and caches (shared-prefix text pass, batch and feature caches)
-- ``engine``         config, seeding, metrics, the training loop, checkpoints
+Around the core: loading, speed, runs
+- ``backbone``       load any open_clip ``CLIP`` (configs, conv stem, verified checkpoints), freeze it
+- ``fastpath``       the fast encoder the recipes hand the model (shared-prefix text pass, pooled last
+                     blocks), and the batch and feature caches
+- ``checkpoints``    checkpoint files, written atomically, read back safely; a run's state in and out
+- ``engine``         seeding, metrics, a run's batches, checkpoints and Ctrl-C around the core's loop
 
 Zero-shot
 - ``zeroshot``       templates, ensembles, the base/new evaluation
 - ``headroom``       a dataset's linear-probe headroom over zero-shot
 
-Prompts and meta-learning
-- ``prompts``        prompt learners (text context, conditional context, deep vision prompts, coupling)
-- ``meta``           episodic splits and the ``higher``-based meta-gradient step
-- ``prometar``       ProMetaR's gradient modulation and meta-regularised step
-- ``gram``           GRAM's meta-learned init and gradient regulator
-
 Methods
-- ``methods``        each method's recipe, and the presets (official and tuned budgets)
-- ``steps``          each method's training step
+- ``gram_artifacts`` GRAM's meta-learned init and regulator on disk
+- ``methods``        each method's recipe, the presets (official and tuned budgets), a recipe's step
 
 Jobs
 - ``run``            one run: a method on a dataset (or DG target) and seed

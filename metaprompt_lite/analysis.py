@@ -20,13 +20,16 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone
-from metaprompt_lite.engine import make_generator, seed_everything, steps_for, train
+from metaprompt_lite.core.clip import Backbone
+from metaprompt_lite.core.loop import make_generator
+from metaprompt_lite.optim import steps_for
+from metaprompt_lite.engine import seed_everything, train
 from metaprompt_lite.methods import MethodConfig, prompted_clip
-from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.core.prompts import PromptedCLIP
 from metaprompt_lite.run import evaluate_base_new
 from metaprompt_lite.splits import base_class_shots, base_new_split, relabel
-from metaprompt_lite.steps import compute_logits, start_training
+from metaprompt_lite.core.steps import compute_logits
+from metaprompt_lite.methods import start_training
 
 
 def prompt_gradient(model: PromptedCLIP, method: MethodConfig, images: torch.Tensor, labels: torch.Tensor,

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from metaprompt_lite import results_table, shard
 from metaprompt_lite.data import B2N_DATASETS, DG_BENCHMARKS, load_dataset
-from metaprompt_lite.engine import steps_for
+from metaprompt_lite.optim import steps_for
 from metaprompt_lite.faults import fault_point
 from metaprompt_lite.methods import B2N_METHODS, DG_METHODS, METHODS, budget, check_protocol, preset
 from metaprompt_lite.provenance import code_version, weights_id

@@ -546,7 +546,7 @@ def _gram_parser(sub) -> None:
 
 
 def _run_gram(args) -> int:
-    from metaprompt_lite.gram import GramConfig
+    from metaprompt_lite.core.gram import GramConfig
     from metaprompt_lite.gram_build import build_artifact
 
     config = GramConfig(meta_steps=args.meta_steps, seed=args.seed)

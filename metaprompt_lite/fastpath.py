@@ -1,40 +1,88 @@
-"""The speed machinery, kept apart from the maths: every shortcut here computes what the plain
-code computes (exactly, or to float rounding where said), only once or in fewer operations.
+"""The speed machinery, kept out of the core's maths: one encoder object that computes what the
+plain :class:`~metaprompt_lite.core.clip.Encoder` computes, in fewer operations, and the caches a
+benchmark shares between runs.
 
-- :func:`prompted_text_features`: the prompted text pass with the positions every class shares
-  ([SOS] + context) run once per prompt set instead of once per class (the same features up to
-  float rounding), and its last block at the EOT positions only (the same bits). ``PromptedCLIP.
-  text_features`` calls it, and falls back to the plain pass. (The image side of the last-block
-  shortcut is ``pool_last`` of :func:`metaprompt_lite.backbone.encode_image_layers`.)
-- :func:`memo`: get-or-compute in a dict that a run or a benchmark passes down.
+- :class:`FastEncoder`: the prompted text pass with the positions every class shares ([SOS] +
+  context) run once per prompt set instead of once per class (:func:`encode_text_shared_prefix`, the
+  same features up to float rounding), and both towers' last block run only where pooling reads it
+  (EOT, CLS; :func:`cls_block`, the same bits where the CPU's GEMM rows are independent). Its
+  :meth:`~FastEncoder.second_order` twin keeps the full last blocks for passes differentiated twice.
+  It keeps the frozen text features of each class list in its ``store``.
 - :func:`batch_cache`, :func:`frozen_features`: what the runs of one training set share: the
-  augmented batches and their frozen stems and features (the engine's training loop reads them
-  through :func:`memo`), and the frozen features of the evaluation images. Exact: the backbone is
-  frozen and a batch is a pure function of (data, seed, step).
+  augmented batches and their frozen stems and features, and the frozen features of the evaluation
+  images. Exact: the backbone is frozen and a batch is a pure function of (data, seed, step).
 
-Explained in ``benchmarks/profile_run.py`` (where a run's time goes) and ``benchmarks/throughput.py``.
+Every cache is a dict read through :func:`metaprompt_lite.core.clip.memo`. The benchmark's recipe
+(:func:`metaprompt_lite.methods.prompted_clip`) hands a :class:`FastEncoder` to the model; nothing
+process-wide switches it. Explained in ``benchmarks/profile_run.py`` and ``benchmarks/throughput.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import open_clip
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone, _put, image_features, plain_attention, pool_last_block
+from metaprompt_lite.backbone import image_features
+from metaprompt_lite.core.clip import (
+    Backbone,
+    Encoder,
+    deep_prompts,
+    image_tokens,
+    memo,
+    pool_image,
+    project_text,
+    put,
+    run_blocks,
+)
+
+# Running a last block only at the pooled positions gives the same bits as running it everywhere
+# wherever a row of a matrix product does not depend on the other rows of the call (MKL on an AMD EPYC
+# with AVX-512 and on its AVX2 code; an Intel Xeon with AMX did not, so there the two differ by float
+# rounding: tests/test_throughput.py probes it), since the left-out rows' gradients are exact zeros.
+# Below 4 rows MKL takes its matrix-vector path, whose sums round differently, so passes over fewer rows
+# (CoCoOp's one image, a meta-learning episode's few classes) keep the full block and their bits.
+# Second derivatives through a pooled block round differently too, so :meth:`FastEncoder.second_order`
+# runs every block in full. Tested on both sides of each bound.
+MIN_POOLED_ROWS = 4
 
 
-def memo(cache: dict | None, key: Any, make: Callable[[], Any]) -> Any:
-    """``cache[key]``, computed by ``make()`` on the first call (no cache: computed every time)."""
-    if cache is None:
-        return make()
-    if key not in cache:
-        cache[key] = make()
-    return cache[key]
+@dataclass
+class FastEncoder(Encoder):
+    """The plain encoders' results in fewer operations. ``share_prefix``: the class-independent text
+    positions once per prompt set; ``pool_last``: last blocks at the pooled positions only (for at least
+    :data:`MIN_POOLED_ROWS` rows); ``store``: the dict :func:`memo` keeps frozen features in (a run's
+    cache, shared by every model built on it)."""
+
+    share_prefix: bool = True
+    pool_last: bool = True
+    store: dict = field(default_factory=dict)
+
+    def text(self, model: open_clip.CLIP, tokens: torch.Tensor, embeddings: torch.Tensor,
+             prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.share_prefix:
+            features = encode_text_shared_prefix(model, tokens, embeddings, prompts, pool_last=self.pool_last)
+            if features is not None:
+                return features
+        return super().text(model, tokens, embeddings, prompts)
+
+    def image(self, model: open_clip.CLIP, stem: torch.Tensor, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        visual = model.visual
+        if (self.pool_last and stem.shape[0] >= MIN_POOLED_ROWS and getattr(visual, "pool_type", "tok") == "tok"
+                and getattr(visual.transformer, "batch_first", True)
+                and plain_attention(visual.transformer.resblocks[-1])):
+            return encode_image_pooled(model, stem, prompts)
+        return super().image(model, stem, prompts)
+
+    def second_order(self) -> "FastEncoder":
+        """This encoder with full last blocks (the same store): second derivatives through a pooled
+        block round differently."""
+        return replace(self, pool_last=False)
 
 
 def _index_digest(index: torch.Tensor) -> str:
@@ -56,7 +104,7 @@ def batch_cache(cache: dict | None, backbone: Backbone, dataset, target: str | N
         return None
     key = ("batches", id(backbone), backbone.name, backbone.pretrained, dataset.name, id(dataset.images), target,
            seed, _index_digest(train_index))
-    return cache.setdefault(key, {})
+    return memo(cache, key, dict)
 
 
 def frozen_features(backbone: Backbone, dataset, index: torch.Tensor, cache: dict | None) -> torch.Tensor:
@@ -66,11 +114,45 @@ def frozen_features(backbone: Backbone, dataset, index: torch.Tensor, cache: dic
     return memo(cache, key, lambda: image_features(backbone, dataset.images[index]))
 
 
-def prompted_text_features(model: open_clip.CLIP, tokens: torch.Tensor, embeddings: torch.Tensor,
-                           prompts: Sequence[torch.Tensor], pool_last: bool = True) -> torch.Tensor | None:
-    """Prompted text features by :func:`encode_text_shared_prefix`, or None where it does not apply
-    (the caller then runs :func:`metaprompt_lite.backbone.encode_text_layers`)."""
-    return encode_text_shared_prefix(model, tokens, embeddings, prompts, pool_last=pool_last)
+def plain_attention(block: nn.Module) -> bool:
+    """Whether ``block`` is open_clip's residual block around a plain fused-projection multi-head
+    attention (what :func:`cls_block` and :func:`_prefix_attention` re-assemble)."""
+    attn = getattr(block, "attn", None)
+    return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.batch_first
+            and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn
+            and not hasattr(block, "ln_1_kv")
+            and all(hasattr(block, name) for name in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2")))
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[N, T, D] -> [N, H, T, D/H], as ``nn.MultiheadAttention`` splits its projections."""
+    return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def cls_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)[:, 0]`` ([B, D]) with the output projection and the MLP run on position 0 only
+    (the attention itself runs for every position, as in the block):
+
+        a = W_o softmax(q kᵀ / √d_h) v |₀ + b_o;   h = x₀ + a;   out = h + MLP(LN₂(h))
+    """
+    attn, (batch, tokens, width) = block.attn, x.shape
+    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    heads = attn.num_heads
+    out = F.scaled_dot_product_attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads))
+    h = x[:, 0] + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(batch, tokens, width)[:, 0]))
+    return h + block.ls_2(block.mlp(block.ln_2(h)))
+
+
+def encode_image_pooled(model: open_clip.CLIP, stem: torch.Tensor, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """:func:`~metaprompt_lite.core.clip.encode_image_layers` with its last block at the CLS position
+    only (:func:`cls_block`)."""
+    visual = model.visual
+    x, n_tokens = image_tokens(model, None, prompts, stem)
+    replace_at = deep_prompts(prompts)
+    last = len(visual.transformer.resblocks) - 1
+    x = run_blocks(visual.transformer, x, None, replace_at, stop=last)
+    x = cls_block(visual.transformer.resblocks[-1], replace_at(last, x) if last >= 1 else x)[:, None]
+    return pool_image(visual, x, n_tokens)
 
 
 def common_prefix_length(tokens: torch.Tensor) -> int:
@@ -99,15 +181,12 @@ def _prefix_attention(attn: nn.MultiheadAttention, prefix: torch.Tensor, suffix:
     w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
     b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
 
-    def split_heads(x: torch.Tensor) -> torch.Tensor:  # [N, T, D] -> [N, H, T, D/H]
-        return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
-
     def keys_of(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        shared = split_heads(F.linear(prefix, weight, bias))  # [G, H, P, d_h]
+        shared = split_heads(F.linear(prefix, weight, bias), heads)  # [G, H, P, d_h]
         shared = shared.repeat_interleave(rows // groups, dim=0) if groups > 1 else shared.expand(rows, -1, -1, -1)
-        return torch.cat([shared, split_heads(F.linear(suffix, weight, bias))], dim=2)
+        return torch.cat([shared, split_heads(F.linear(suffix, weight, bias), heads)], dim=2)
 
-    q = split_heads(F.linear(suffix, w_q, b_q))
+    q = split_heads(F.linear(suffix, w_q, b_q), heads)
     out = F.scaled_dot_product_attention(q, keys_of(w_k, b_k), keys_of(w_v, b_v), attn_mask=mask.to(q.dtype))
     out = out.transpose(1, 2).reshape(rows, suffix.shape[1], -1)
     if pooled is not None:
@@ -123,7 +202,7 @@ def encode_text_shared_prefix(
     prompt_start: int = 1,
     pool_last: bool = True,
 ) -> torch.Tensor | None:
-    """:func:`encode_text_layers` for class prompts that share their first positions, computed once.
+    """:func:`~metaprompt_lite.core.clip.encode_text_layers` for class prompts that share their first positions, computed once.
 
     Prompted class sequences are ``[SOS] ctx_1..ctx_n name . [EOT]``: every class has the same first
     ``P = 1 + n_ctx`` positions (or more, when fixed words follow the context). Under causal
@@ -142,7 +221,7 @@ def encode_text_shared_prefix(
     ``prompts[i]`` is [n_ctx, D] (one group) or [G, n_ctx, D] (CoCoOp: one group per image);
     ``tokens`` [C, L] and ``embeddings`` [C, L, D] are the C classes, once. Returns [C, E] for one
     group, [G, C, E] for G groups; ``None`` when the shortcut does not apply (no causal mask, or the
-    context does not lie inside the shared prefix): call :func:`encode_text_layers` then. Equal to
+    context does not lie inside the shared prefix): the plain pass runs then. Equal to
     it up to float rounding (tested).
     """
     if model.attn_mask is None or len(prompts) == 0 or getattr(model, "text_pool_type", "argmax") != "argmax":
@@ -158,7 +237,7 @@ def encode_text_shared_prefix(
     groups = prompts[0].shape[0] if prompts[0].dim() == 3 else 1
     # the shared positions, once per group: [G, P, D]; their embeddings are row 0's
     prefix = embeddings[:1, :shared].to(cast_dtype).expand(groups, -1, -1)
-    prefix = _put(prefix, prompts[0], prompt_start) + model.positional_embedding[:shared].to(cast_dtype)
+    prefix = put(prefix, prompts[0], prompt_start) + model.positional_embedding[:shared].to(cast_dtype)
     classes = tokens.shape[0]
     suffix = x[:, shared:].repeat(groups, 1, 1)  # [G·C, S, D], group-major
     mask = model.attn_mask[shared:length, :length]
@@ -171,17 +250,15 @@ def encode_text_shared_prefix(
     pooled = eot.repeat(groups) - shared  # each row's EOT position within the suffix
     last = len(transformer.resblocks) - 1
     # the last block only at the pooled positions (see :data:`MIN_POOLED_ROWS`): [G·C, D] after it
-    pool_last = pool_last_block(pool_last, len(rows))
+    pool_last = pool_last and len(rows) >= MIN_POOLED_ROWS
     for i, block in enumerate(transformer.resblocks):
         pool = pool_last and i == last
         if 0 < i < len(prompts):
-            prefix = _put(prefix, prompts[i], prompt_start)
+            prefix = put(prefix, prompts[i], prompt_start)
         attended = _prefix_attention(block.attn, block.ln_1(prefix), block.ln_1(suffix), mask, pooled if pool else None)
         h = (suffix[rows, pooled] if pool else suffix) + block.ls_1(attended)
         suffix = h + block.ls_2(block.mlp(block.ln_2(h)))
         if i < last:  # after the last block nothing reads the prefix
             prefix = block(prefix, attn_mask=prefix_mask)
-    x = model.ln_final(suffix if pool_last else suffix[rows, pooled])
-    projection = model.text_projection
-    features = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+    features = project_text(model, model.ln_final(suffix if pool_last else suffix[rows, pooled]))
     return features if prompts[0].dim() == 2 else features.view(groups, classes, -1)

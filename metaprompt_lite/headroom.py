@@ -19,10 +19,11 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone
+from metaprompt_lite.core.clip import Backbone
 from metaprompt_lite.engine import accuracy
 from metaprompt_lite.splits import base_new_split, select_classes
-from metaprompt_lite.zeroshot import base_new_scores, image_features, text_classifier
+from metaprompt_lite.core.clip import text_classifier
+from metaprompt_lite.zeroshot import base_new_scores, image_features
 
 
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, n_classes: int,

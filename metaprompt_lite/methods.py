@@ -15,54 +15,19 @@ from dataclasses import dataclass, field, replace
 
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from metaprompt_lite.engine import OptimConfig
-from metaprompt_lite.meta import META_STEP, N_GROUPS
-from metaprompt_lite.prometar import ProMetaRConfig
-from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
-
-TEMPLATE_CHOICES = ("bare", "single", "ensemble", "metaprompt", "imagenet60")
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Everything that distinguishes one prompt-learning method from another."""
-
-    name: str
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    loss: str = "ce"  # "ce": CE on prompted logits | "asymmetric": MetaPrompt's loss
-    loss_terms: tuple[str, ...] = ("fused", "image", "text")  # asymmetric loss terms (ablations)
-    episodic: bool = False  # MetaPrompt's alternate episodic (domain-split) update every batch
-    meta_order: int = 1  # 1: first order (official) | 2: second order through the inner step
-    # "official": the inner step is the training optimizer's, with the official restore
-    # (meta.official_quirks_meta_update) | "clean": plain SGD on a higher copy, exact restore
-    meta_update: str = "clean"
-    meta_step: float = META_STEP
-    n_groups: int = N_GROUPS
-    trainable: bool = True  # False: zero-shot CLIP
-    # frozen text f_T: "bare" (the class name alone) | "single" (the dataset's hand template) |
-    # "ensemble" (all its templates) |
-    # "metaprompt" (the hand template without its final period; ImageNet: its 8 templates) |
-    # "imagenet60" (CLIP's 60 ImageNet templates ProMetaR uses for every dataset); see prompt_templates
-    templates: str = "single"
-    frozen_mean: str = "normalized"  # f_T averages "normalized" features (CLIP) or "raw" ones (ProMetaR)
-    prometar: ProMetaRConfig | None = None  # ProMetaR meta-regularisation (on its IVLP learner)
-    gram: bool = False  # GRAM: meta-learned init + gradient regulator (from data/gram/)
-
-    def __post_init__(self) -> None:
-        if self.loss not in ("ce", "asymmetric"):
-            raise ValueError(f"unknown loss {self.loss!r}: use 'ce' or 'asymmetric'")
-        if self.meta_order not in (1, 2):
-            raise ValueError(f"meta_order must be 1 or 2, got {self.meta_order}")
-        if self.meta_update not in ("official", "clean"):
-            raise ValueError(f"meta_update must be 'official' or 'clean', got {self.meta_update!r}")
-        if self.templates not in TEMPLATE_CHOICES:
-            raise ValueError(f"templates must be one of {TEMPLATE_CHOICES}, got {self.templates!r}")
-        if self.frozen_mean not in ("normalized", "raw"):
-            raise ValueError(f"frozen_mean must be 'normalized' or 'raw', got {self.frozen_mean!r}")
-        if self.meta_update == "official" and self.meta_order != 1:
-            raise ValueError("the official update is first order: use meta_order=1, or metaprompt-clean "
-                             "(meta_update='clean') for the second-order variant")
-
+from metaprompt_lite.core.loop import Batch, StepFn, TrainState, make_generator
+from metaprompt_lite.core.prometar import GradientModulator, ProMetaRConfig, prometar_step
+from metaprompt_lite.core.prompts import PromptConfig, PromptedCLIP
+from metaprompt_lite.core.steps import (
+    TEMPLATE_CHOICES,
+    MethodConfig,
+    metaprompt_step,
+    regulated_step,
+    supervised_step,
+)
+from metaprompt_lite.fastpath import FastEncoder
+from metaprompt_lite.gram_artifacts import artifact_path, load_gram
+from metaprompt_lite.optim import OptimConfig, build_optimizer, build_scheduler
 
 # CLIP's ImageNet prompt templates (Radford et al. 2021, openai/CLIP notebooks/
 # Prompt_Engineering_for_ImageNet.ipynb), as open_clip ships them: ProMetaR's frozen text target
@@ -95,12 +60,69 @@ def prompt_templates(method: MethodConfig, templates, dataset: str = "") -> list
 
 
 def prompted_clip(backbone, method: MethodConfig, classnames, templates, dataset: str = "",
-                  seed: int | None = None) -> PromptedCLIP:
+                  seed: int | None = None, cache: dict | None = None) -> PromptedCLIP:
     """The method's :class:`PromptedCLIP` on ``classnames``, its frozen text built from the dataset's
     ``templates`` as the method's official code builds it (:func:`prompt_templates`, ``frozen_mean``),
-    its random initial prompts drawn from ``seed`` (see :class:`PromptedCLIP`)."""
+    its random initial prompts drawn from ``seed`` (see :class:`PromptedCLIP`), its towers run by the
+    :class:`~metaprompt_lite.fastpath.FastEncoder` (keeping frozen features in ``cache``, a run cache
+    shared between models, or its own)."""
     return PromptedCLIP(backbone, method.prompt, list(classnames), prompt_templates(method, templates, dataset),
-                        frozen_mean=method.frozen_mean, seed=seed)
+                        frozen_mean=method.frozen_mean, seed=seed,
+                        encoder=FastEncoder(store={} if cache is None else cache))
+
+
+def make_step(method: MethodConfig, state: TrainState, cross_domain: bool, total_steps: int,
+              optim: OptimConfig | None = None, warmup_steps: int = 0) -> StepFn:
+    """The loop's step for this method. Method-specific state (ProMetaR's modulation net, GRAM's
+    regulator) lives in ``state.extras`` so checkpoints carry it. ``optim``/``warmup_steps``: the
+    prompts' optimisation, whose schedule ProMetaR's modulation net follows when its config asks. A
+    GRAM method needs its meta-learned regulator in ``state.extras["regulator"]``."""
+    if method.prometar is not None:
+        return _prometar(method.prometar, state, total_steps, optim, warmup_steps)
+    if method.gram:
+        if "regulator" not in state.extras:
+            raise ValueError(f"{method.name} needs its meta-learned regulator: start it with start_training, which "
+                             "reads the committed one, or extras={'regulator': load_gram(model, path)}")
+        return lambda state, batch: regulated_step(state, batch, method)
+    if method.episodic:
+        return lambda state, batch: metaprompt_step(state, batch, method, cross_domain)
+    return lambda state, batch: supervised_step(state, batch, method)
+
+
+def _prometar(net: ProMetaRConfig, state: TrainState, total_steps: int, optim: OptimConfig | None,
+              warmup_steps: int) -> StepFn:
+    """ProMetaR's step, with its modulation net and the net's optimiser and schedule in ``state.extras``."""
+    modulator = GradientModulator(state.model.prompts).to(state.model.backbone.device)
+    if net.modulator_schedule == "constant":  # official: the scheduler is never stepped
+        net_optim = OptimConfig(lr=net.modulator_lr, schedule="constant")
+    else:  # the yaml's OPTIM_VNET: the prompts' schedule, with the net's own lr and warm-up lr
+        net_optim = replace(optim or OptimConfig(), lr=net.modulator_lr, warmup_lr=net.modulator_warmup_lr)
+    optimizer = build_optimizer(modulator.parameters(), net_optim)
+    scheduler = build_scheduler(optimizer, total_steps, warmup_steps, net_optim)
+    state.extras.update(modulator=modulator, modulator_optimizer=optimizer, modulator_scheduler=scheduler)
+
+    def step(state: TrainState, batch: Batch) -> dict[str, float]:
+        out = prometar_step(state, batch, modulator, optimizer, net)
+        scheduler.step()
+        return out
+    return step
+
+
+def start_training(model: PromptedCLIP, method: MethodConfig, optim: OptimConfig, total_steps: int,
+                   warmup_steps: int = 0, seed: int = 0, cross_domain: bool = False, extras: dict | None = None,
+                   gram_artifact=None) -> tuple[TrainState, StepFn]:
+    """What every training loop starts from: the optimiser over the prompts, its schedule over
+    ``total_steps``, the run's seeded generator, and the method's step function (which may add its
+    own state to ``state.extras``). A GRAM method's prompts start from its meta-learned θ₀ and its
+    regulator r is read from ``gram_artifact`` (default: :func:`~metaprompt_lite.gram_artifacts.artifact_path`
+    of the backbone and the method)."""
+    extras = dict(extras or {})
+    if method.gram and "regulator" not in extras:
+        extras["regulator"] = load_gram(model, gram_artifact or artifact_path(model.backbone.name, method.name))
+    optimizer = build_optimizer(model.prompts.parameters(), optim)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, total_steps, warmup_steps, optim),
+                       make_generator(seed), seed=seed, extras=extras)
+    return state, make_step(method, state, cross_domain, total_steps, optim, warmup_steps)
 
 
 # --------------------------------------------------------------------------- methods

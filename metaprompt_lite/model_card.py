@@ -10,7 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from metaprompt_lite.backbone import Backbone, load_clip
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.core.clip import Backbone
 from metaprompt_lite.zeroshot import zero_shot_suite
 
 

@@ -41,9 +41,13 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from metaprompt_lite.backbone import Backbone, load_clip
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.core.clip import Backbone
 from metaprompt_lite.data.corpus import ImageTextCorpus
-from metaprompt_lite.engine import augment, cosine_decay, epoch_order, load_checkpoint, make_generator, save_checkpoint
+from metaprompt_lite.checkpoints import load_checkpoint, save_checkpoint
+from metaprompt_lite.core.loop import make_generator
+from metaprompt_lite.optim import cosine_decay
+from metaprompt_lite.engine import augment, epoch_order
 from metaprompt_lite.model_card import write_model_card
 from metaprompt_lite.pretrain_config import PretrainConfig  # defined apart: the command line reads it without torch
 from metaprompt_lite.teacher import MiniLMTeacher

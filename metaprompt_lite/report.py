@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from metaprompt_lite.claims import cell, check_all, markdown_table, resolution_lines
-from metaprompt_lite.engine import harmonic_mean, steps_for
+from metaprompt_lite.optim import steps_for
+from metaprompt_lite.engine import harmonic_mean
 from metaprompt_lite.results_table import (
     B2N_COLUMNS, DG_COLUMNS, INT_COLUMNS, OPTIONAL_INT_COLUMNS, TEXT_COLUMNS, ResultsError, check_settings,
     describe_missing, missing_runs, read_table)

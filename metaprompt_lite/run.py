@@ -15,21 +15,17 @@ from typing import Any
 
 import torch
 
-from metaprompt_lite.backbone import Backbone, load_clip
-from metaprompt_lite.engine import (
-    OptimConfig,
-    TrainState,
-    accuracy,
-    load_checkpoint,
-    seed_everything,
-    steps_for,
-    train,
-)
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.core.clip import Backbone
+from metaprompt_lite.checkpoints import load_checkpoint, resume
+from metaprompt_lite.core.loop import TrainState
+from metaprompt_lite.optim import OptimConfig, steps_for
+from metaprompt_lite.engine import accuracy, seed_everything, train
 from metaprompt_lite.fastpath import batch_cache, frozen_features
-from metaprompt_lite.methods import AUGMENTATION, MethodConfig, get_method, preset, prompted_clip
-from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.methods import AUGMENTATION, MethodConfig, get_method, preset, prompted_clip, start_training
+from metaprompt_lite.core.prompts import PromptedCLIP
 from metaprompt_lite.splits import base_class_shots, base_new_split, dg_pools, few_shot_indices, smallest_pool
-from metaprompt_lite.steps import compute_logits, start_training
+from metaprompt_lite.core.steps import compute_logits
 from metaprompt_lite.zeroshot import base_new
 
 
@@ -137,7 +133,7 @@ def _fit(config: RunConfig, model: PromptedCLIP, method: MethodConfig, images, l
     if config.out_dir is not None:
         path = Path(config.out_dir) / f"{config.method}-{config.dataset}-{config.target or 'b2n'}-s{config.seed}-{config.key()}.pt"
         if path.is_file():
-            state.load_state_dict(load_checkpoint(path))
+            resume(state, load_checkpoint(path))
     return train(state, step, images, labels, domains, config.optim,
                  total, checkpoint_path=path, checkpoint_every=config.checkpoint_every,
                  flip=config.flip, min_scale=config.min_scale, progress=config.progress, batch_cache=batch_cache,
@@ -189,7 +185,7 @@ def run_base_to_new(config: RunConfig, dataset, backbone: Backbone | None = None
     base, _ = base_new_split(len(dataset.classnames))
     train_index, train_labels, _ = training_set(config, dataset)
     model = prompted_clip(backbone, method, [dataset.classnames[i] for i in base], dataset.templates, dataset.name,
-                          seed=config.seed)
+                          seed=config.seed, cache=cache)
     t0 = time.perf_counter()
     state = None
     if method.trainable:
@@ -226,7 +222,8 @@ def run_domain_generalization(config: RunConfig, dataset, backbone: Backbone | N
     seed_everything(config.seed)
     method = config.recipe
     target = dataset.domains.index(config.target)
-    model = prompted_clip(backbone, method, dataset.classnames, dataset.templates, dataset.name, seed=config.seed)
+    model = prompted_clip(backbone, method, dataset.classnames, dataset.templates, dataset.name, seed=config.seed,
+                          cache=cache)
     t0 = time.perf_counter()
     state = None
     if method.trainable:

@@ -14,21 +14,12 @@ import math
 
 import torch
 
+from metaprompt_lite.core.meta import relabel
+
 # A dataset's ``split`` per image: the train pool (few-shot draws), the test pool, or both. Both is a
 # DG domain's image that may be drawn as a source shot and is also scored as a target: MetaPrompt
 # scores PACS and OfficeHome targets on all their images, their train split among them.
 TRAIN, TEST, BOTH = 0, 1, 2
-
-
-def relabel(labels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Map global class ids to their position in ``classes`` (so CE sees 0..len(classes)-1)."""
-    lookup = torch.full((int(max(int(labels.max()), int(classes.max())) + 1),), -1, dtype=torch.long)
-    lookup[classes.cpu()] = torch.arange(len(classes))
-    new = lookup[labels.cpu()]
-    if (new < 0).any():
-        missing = sorted(set(labels[new.to(labels.device) < 0].tolist()))
-        raise ValueError(f"labels {missing} are not among the episode's classes {classes.tolist()}")
-    return new.to(labels.device)
 
 
 def base_new_split(n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

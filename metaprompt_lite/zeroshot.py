@@ -12,37 +12,11 @@ from typing import Callable, Sequence
 import torch
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone, image_features  # image_features: zero-shot CLIP's f_I
+from metaprompt_lite.backbone import image_features  # zero-shot CLIP's f_I
+from metaprompt_lite.core.clip import Backbone, text_classifier
 from metaprompt_lite.data import list_datasets, load_dataset
 from metaprompt_lite.engine import accuracy, harmonic_mean
 from metaprompt_lite.splits import base_new_split, select_classes
-
-
-@torch.no_grad()
-def template_ensemble(encode: Callable[[list[str]], torch.Tensor], classnames: Sequence[str],
-                      templates: Sequence[str], mean: str = "normalized") -> torch.Tensor:
-    """[C, E] template ensemble of the ``encode`` features of the filled-in class names, for any
-    sentence encoder:
-
-        mean="normalized":  normalize(Σ_t normalize(f(t, c)))   (CLIP's ensemble)
-        mean="raw":         normalize(Σ_t f(t, c))               (ProMetaR's frozen text target)
-    """
-    if mean not in ("normalized", "raw"):
-        raise ValueError(f"mean must be 'normalized' or 'raw', got {mean!r}")
-    total = 0
-    for template in templates:
-        features = encode([template.format(c.replace("_", " ")) for c in classnames])
-        total = total + (features if mean == "raw" else F.normalize(features, dim=-1))
-    return F.normalize(total, dim=-1).cpu()
-
-
-def text_classifier(backbone: Backbone, classnames: Sequence[str], templates: Sequence[str],
-                    mean: str = "normalized") -> torch.Tensor:
-    """[C, E] normalised template-ensemble text features of the backbone's text tower."""
-    def encode(sentences: list[str]) -> torch.Tensor:
-        return backbone.model.encode_text(backbone.tokenizer(sentences).to(backbone.device))
-
-    return template_ensemble(encode, classnames, templates, mean)
 
 
 @torch.no_grad()

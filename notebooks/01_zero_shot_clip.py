@@ -17,7 +17,8 @@ import torch
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import list_datasets, load_dataset
 from metaprompt_lite.paths import default_model
-from metaprompt_lite.zeroshot import chance, image_features, text_classifier, zero_shot_suite
+from metaprompt_lite.core.clip import text_classifier
+from metaprompt_lite.zeroshot import chance, image_features, zero_shot_suite
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())

@@ -20,11 +20,12 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import Rectangle
 
-from metaprompt_lite.backbone import encode_image_layers, load_clip
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.core.clip import encode_image_layers
 from metaprompt_lite.data import load_dataset
 from metaprompt_lite.methods import get_method, prompted_clip
 from metaprompt_lite.paths import default_model
-from metaprompt_lite.steps import compute_logits
+from metaprompt_lite.core.steps import compute_logits
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())

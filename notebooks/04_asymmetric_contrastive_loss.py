@@ -19,11 +19,11 @@ from dataclasses import replace
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.losses import asymmetric_contrastive_loss
+from metaprompt_lite.core.losses import asymmetric_contrastive_loss
 from metaprompt_lite.methods import get_method, preset, prompted_clip
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.run import RunConfig, run_base_to_new
-from metaprompt_lite.steps import compute_logits
+from metaprompt_lite.core.steps import compute_logits
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())

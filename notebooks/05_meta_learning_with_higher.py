@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.losses import clip_logits
-from metaprompt_lite.meta import double_backward_attention, meta_gradients
+from metaprompt_lite.core.losses import clip_logits
+from metaprompt_lite.core.meta import double_backward_attention, meta_gradients
 from metaprompt_lite.methods import get_method, prompted_clip
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.splits import relabel

@@ -29,15 +29,15 @@ import torch
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.engine import make_generator
-from metaprompt_lite.losses import asymmetric_contrastive_loss, clip_logits
-from metaprompt_lite.meta import cross_class_episodes, cross_domain_episodes, meta_gradients
+from metaprompt_lite.core.loop import make_generator
+from metaprompt_lite.core.losses import asymmetric_contrastive_loss, clip_logits
+from metaprompt_lite.core.meta import cross_class_episodes, cross_domain_episodes, meta_gradients
 from metaprompt_lite.methods import prompted_clip
 from metaprompt_lite.paths import default_model, results_dir
 from metaprompt_lite.report import b2n_average
 from metaprompt_lite.run import preset_run, run_base_to_new
 from metaprompt_lite.splits import base_new_split, relabel
-from metaprompt_lite.steps import TEXT_PARAMS, compute_logits
+from metaprompt_lite.core.steps import TEXT_PARAMS, compute_logits
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())

@@ -35,13 +35,14 @@ import torch
 
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.engine import Batch, OptimConfig, make_generator
-from metaprompt_lite.gram import artifact_path, load_gram
+from metaprompt_lite.core.loop import Batch, make_generator
+from metaprompt_lite.optim import OptimConfig
+from metaprompt_lite.gram_artifacts import artifact_path, load_gram
 from metaprompt_lite.methods import get_method, prompted_clip
 from metaprompt_lite.paths import default_model, results_dir
-from metaprompt_lite.prometar import GradientModulator, prompt_layers
+from metaprompt_lite.core.prometar import GradientModulator, prompt_layers
 from metaprompt_lite.report import b2n_average
-from metaprompt_lite.steps import start_training
+from metaprompt_lite.methods import start_training
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())

@@ -26,11 +26,11 @@ from torch.nn import functional as F
 from metaprompt_lite.analysis import alignment_curve, gradient_alignment, prompt_gradient
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.engine import steps_for
+from metaprompt_lite.optim import steps_for
 from metaprompt_lite.methods import get_method, preset, prompted_clip
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.splits import base_new_split, relabel
-from metaprompt_lite.steps import compute_logits
+from metaprompt_lite.core.steps import compute_logits
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())

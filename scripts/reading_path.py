@@ -1,13 +1,16 @@
 """The path a reader follows through one ``train`` call: the package functions it enters, in order.
 
+    python scripts/reading_path.py --method metaprompt     # one MetaPrompt step, to the loss
     python scripts/reading_path.py [--depth 2] [train arguments ...]
 
-Runs ``metaprompt-lite train --method coop --dataset cards --max-steps 1`` (or the given arguments;
-checkpoints go to a fresh temporary folder, so nothing resumes) in this process under ``sys.setprofile`` and lists every function of ``metaprompt_lite``
-entered at most ``--depth`` package calls below ``cli._run_train``, at its first call (a reader
-reads a function once). From that list it counts the stops and, per module, the visits: the number
-of separate stretches of the list spent in that module (returning to a module already left is a new
-visit). The README's reading order follows this list.
+Runs ``metaprompt-lite train --method METHOD --dataset cards --max-steps 1`` (or the given arguments;
+checkpoints go to a fresh temporary folder, so nothing resumes) in this process under
+``sys.setprofile`` and lists every function of ``metaprompt_lite`` entered below ``cli._run_train``
+(to ``--depth`` package calls; with ``--method``, at full depth), at its first call (a reader reads a
+function once). From that list it counts, per module, the visits: the separate stretches of the list
+spent in it. With ``--method`` it then splits the path into the maths (``metaprompt_lite.core``,
+the training loop apart), the speed object the recipe hands the model (``fastpath``) and the
+benchmark around them. The README's reading order follows this list.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRAIN = ["train", "--method", "coop", "--dataset", "cards", "--max-steps", "1"]
 PACKAGE = "metaprompt_lite"
+# functions that only run the callable their caller hands them: the call is the caller's
+PASS_THROUGH = {("core.clip", "memo")}
 
 
 def _name(frame) -> tuple[str, str] | None:
@@ -64,7 +69,8 @@ def trace(argv: list[str], depth: int = 3) -> list[tuple[str, str, str]]:
         n = level(frame)
         if n is not None and n <= depth:
             caller = frame.f_back  # the nearest package function that is not generated code (a dataclass's __init__)
-            while caller is not None and (_name(caller) is None or "<" in _name(caller)[1]):
+            while caller is not None and (_name(caller) is None or "<" in _name(caller)[1]
+                                          or _name(caller) in PASS_THROUGH):
                 caller = caller.f_back
             seen.add(name)
             stops.append((*name, _name(caller)[0] if caller is not None else ""))
@@ -98,15 +104,46 @@ def entries(stops: list[tuple[str, str, str]]) -> Counter:
     return Counter(module for module, _, caller in stops if caller != module)
 
 
+FULL_DEPTH = 10_000
+LOOP = "core.loop"  # the training loop: in the core, but not the maths
+
+
+def method_train(method: str) -> list[str]:
+    """The ``train`` arguments of one step of ``method`` on the cards dataset."""
+    return ["train", "--method", method, "--dataset", "cards", "--max-steps", "1"]
+
+
+def layers(stops: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """The stops split into the maths (core modules but the loop), the loop, the speed object
+    (``fastpath``) and the benchmark around them (every other module), in order of first visit."""
+    out: dict[str, list[str]] = {"maths": [], "loop": [], "speed": [], "benchmark": []}
+    for module, _, _ in stops:
+        part = ("loop" if module == LOOP else "maths" if module.startswith("core.") else
+                "speed" if module == "fastpath" else "benchmark")
+        if module not in out[part]:
+            out[part].append(module)
+    return out
+
+
+def maths_callers_outside(stops: list[tuple[str, str, str]]) -> list[str]:
+    """Functions outside the core entered from the maths (core modules but the loop): only the speed
+    object's methods may be, as the model's encoder."""
+    return [f"{m}.{f}" for m, f, caller in stops
+            if not m.startswith("core.") and caller.startswith("core.") and caller != LOOP]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=2,
                         help="package calls below cli._run_train to follow (default: %(default)s: the functions "
                         "it calls and theirs)")
+    parser.add_argument("--method", help="trace one training step of this method at full depth, to the loss "
+                        "(e.g. metaprompt)")
     parser.add_argument("train", nargs="*", help="the command's arguments (default: %(default)s)",
                         default=DEFAULT_TRAIN)
     args = parser.parse_args(argv)
-    stops = trace(args.train, args.depth)
+    train = method_train(args.method) if args.method else args.train
+    stops = trace(train, FULL_DEPTH if args.method else args.depth)
     for i, (module, function, caller) in enumerate(stops, 1):
         print(f"{i:3d}  {module}.{function}" + (f"   (from {caller})" if caller and caller != module else ""))
     count = visits(stops)
@@ -114,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     print("stretches per module:", ", ".join(f"{m} {n}" for m, n in count.most_common()))
     print("entries per module (calls from another module):",
           ", ".join(f"{m} {n}" for m, n in entries(stops).most_common()))
+    if args.method:
+        parts = layers(stops)
+        print(f"\nthe maths: {len(parts['maths'])} core modules ({', '.join(parts['maths'])}), "
+              f"beside the loop ({LOOP})")
+        print(f"the speed object: {', '.join(parts['speed']) or 'none'}; entered from the maths: "
+              f"{', '.join(maths_callers_outside(stops)) or 'nothing'}")
+        print(f"the benchmark around them: {', '.join(parts['benchmark'])}")
     return 0
 
 

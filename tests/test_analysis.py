@@ -27,10 +27,10 @@ from torch.nn import functional as F
 
 from metaprompt_lite import analysis
 from metaprompt_lite.analysis import alignment_curve, gradient_alignment, prompt_gradient
-from metaprompt_lite.engine import OptimConfig
+from metaprompt_lite.optim import OptimConfig
 from metaprompt_lite.methods import MethodConfig
-from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
-from metaprompt_lite.steps import Outputs
+from metaprompt_lite.core.prompts import PromptConfig, PromptedCLIP
+from metaprompt_lite.core.steps import Outputs
 from tolerances import assert_reorder_close, clip_terms
 
 
@@ -385,7 +385,7 @@ def test_alignment_curve_measures_at_step_zero_every_chunk_and_the_end_like_a_pl
     Alignments are finite cosines."""
     from conftest import synthetic_dataset
     from dataclasses import replace
-    from metaprompt_lite.engine import load_checkpoint
+    from metaprompt_lite.checkpoints import load_checkpoint
     from metaprompt_lite.methods import get_method
     from metaprompt_lite.run import RunConfig, run_base_to_new
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from metaprompt_lite import provenance
-from metaprompt_lite.backbone import encode_image_layers, encode_text_layers, load_clip
+from metaprompt_lite.backbone import load_clip
+from metaprompt_lite.core.clip import encode_image_layers, encode_text_layers
 from tolerances import assert_reorder_close, clip_terms
 
 

@@ -49,7 +49,7 @@ def test_bench_resumes_without_recomputing(tmp_path, monkeypatch, dataset):
 
 
 def _fast_preset(name, tier="pocket", suite="b2n", protocol="official", dataset=""):
-    from metaprompt_lite.engine import OptimConfig
+    from metaprompt_lite.optim import OptimConfig
     from metaprompt_lite.methods import get_method
 
     return get_method(name), OptimConfig(lr=0.01, batch_size=4, max_steps=2, warmup_epochs=0), 2

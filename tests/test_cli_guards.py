@@ -188,7 +188,7 @@ def test_merge_of_a_missing_file_says_it_is_missing(clone, capsys):
 
 def test_a_non_finite_loss_names_the_command_and_the_fix(clone, capsys, monkeypatch):
     """The line ended in a literal `metaprompt-lite COMMAND --help`."""
-    from metaprompt_lite.engine import check_finite
+    from metaprompt_lite.core.loop import check_finite
 
     work, data = clone
     monkeypatch.setattr(run_module, "run_base_to_new", lambda *a, **k: check_finite({"loss": float("nan")}, 3))

@@ -66,7 +66,7 @@ def test_every_sha256_in_a_data_readme_is_the_file_it_names(readme):
 def test_the_gram_readme_gives_each_artifact_its_recorded_build_time():
     """data/gram/README.md's wall times are the artifacts' own ``meta["seconds"]`` (to the second): a
     rebuild without the README, or a time typed from another run, fails here."""
-    from metaprompt_lite.engine import load_checkpoint
+    from metaprompt_lite.checkpoints import load_checkpoint
 
     readme = REPO / "data" / "gram" / "README.md"
     rows = re.findall(r"^\| `([^`]+\.pt)` \|.*\| (\d+) s \|$", readme.read_text(encoding="utf-8"), re.MULTILINE)

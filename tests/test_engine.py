@@ -10,27 +10,15 @@ import pytest
 import torch
 
 from conftest import is_share_of
-from metaprompt_lite.engine import (
-    RUN_CHECKPOINT_KEYS,
-    CheckpointError,
-    OptimConfig,
-    TrainingInterrupted,
-    TrainState,
-    accuracy,
-    augment,
-    build_optimizer,
-    build_scheduler,
-    harmonic_mean,
-    load_checkpoint,
-    make_generator,
-    save_checkpoint,
-    train,
-)
+from metaprompt_lite.checkpoints import RUN_CHECKPOINT_KEYS, CheckpointError, load_checkpoint, resume, run_state, save_checkpoint
+from metaprompt_lite.core.loop import TrainState, make_generator
+from metaprompt_lite.optim import OptimConfig, build_optimizer, build_scheduler
+from metaprompt_lite.engine import TrainingInterrupted, accuracy, augment, harmonic_mean, train
 from metaprompt_lite.methods import get_method
-from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.core.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, base_new_gain, run_base_to_new, run_domain_generalization
 from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
-from metaprompt_lite.steps import make_step
+from metaprompt_lite.methods import make_step
 
 
 @pytest.mark.parametrize("n,base", [(2, 1), (5, 3), (10, 5), (11, 6), (101, 51)])
@@ -172,7 +160,7 @@ def test_resume_is_bit_for_bit(backbone, dataset, tmp_path, method_name):
     resumed, _, _ = _state(backbone, dataset, method_name, seed=123)  # different init: the checkpoint must win
     step = make_step(method, resumed, False, 4)
     torch.manual_seed(999)  # and a different global RNG state
-    resumed.load_state_dict(load_checkpoint(path))
+    resume(resumed, load_checkpoint(path))
     train(resumed, step, images, labels, None, optim, 4, progress=False)
     assert resumed.step == 4
     for (n, p), (_, q) in zip(straight.model.prompts.named_parameters(), resumed.model.prompts.named_parameters()):
@@ -202,7 +190,7 @@ def test_train_seconds_cover_the_whole_run_across_a_resume(backbone, dataset, tm
           progress=False, stop_after=2)
     assert first.train_s >= 0.1 and first.history[-1]["train_s"] == first.train_s
     resumed, _, _ = _state(backbone, dataset, "coop")
-    resumed.load_state_dict(load_checkpoint(path))
+    resume(resumed, load_checkpoint(path))
     assert resumed.train_s == first.train_s
     train(resumed, _slow(make_step(method, resumed, False, 4)), images, labels, None, optim, 4, progress=False)
     assert resumed.train_s >= first.train_s + 0.1 and resumed.history[-1]["train_s"] == resumed.train_s
@@ -213,13 +201,13 @@ def test_a_checkpoint_from_before_train_seconds_still_loads(backbone, dataset, t
     state, method, optim = _state(backbone, dataset, "coop")
     train(state, make_step(method, state, False, 4), dataset.images, dataset.labels % 3, None, optim, 2,
           progress=False)
-    old = state.state_dict()
+    old = run_state(state)
     del old["train_s"]
     for entry in old["history"]:
         del entry["train_s"]
     save_checkpoint(tmp_path / "old.pt", old)
     again, _, _ = _state(backbone, dataset, "coop")
-    again.load_state_dict(load_checkpoint(tmp_path / "old.pt"))
+    resume(again, load_checkpoint(tmp_path / "old.pt"))
     assert again.step == 2 and again.train_s == pytest.approx(sum(h["step_s"] for h in state.history))
 
 

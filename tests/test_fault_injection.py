@@ -20,12 +20,13 @@ import pytest
 import torch
 
 import metaprompt_lite.bench as bench_module
+import metaprompt_lite.checkpoints as checkpoints
 import metaprompt_lite.engine as engine
 import metaprompt_lite.run as run_module
 from metaprompt_lite import faults
 from metaprompt_lite.cli import main
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.engine import OptimConfig
+from metaprompt_lite.optim import OptimConfig
 from metaprompt_lite.methods import get_method
 from metaprompt_lite.results_table import read_table
 
@@ -150,7 +151,7 @@ def test_a_kill_after_a_mid_run_checkpoint_resumes_that_run_to_the_uninterrupted
     status = _bench(out, "after-checkpoint:1", log)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, log.read_text()
     (checkpoint,) = (out / "runs").glob("coop-cards-b2n-s1-*.pt")
-    assert engine.load_checkpoint(checkpoint)["step"] == 2  # a mid-run checkpoint of 6 steps
+    assert checkpoints.load_checkpoint(checkpoint)["step"] == 2  # a mid-run checkpoint of 6 steps
     assert starts.read_text().split() == ["0"]
     starts.unlink()
     assert _bench(out, None, log) == 0, log.read_text()

@@ -14,14 +14,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "metaprompt_lite"
 # lowest first; a module may import from its own layer and the layers above it in this list.
 # "x.*" is every module of the subpackage x (and x itself).
 LAYERS = [
+    ("core.*",),  # the maths the course reads: imports nothing else of the package (tests/test_core.py)
     ("__init__", "paths", "provenance", "pretrain_config", "faults", "results_table", "intervals", "claims", "splits",
-     "losses", "teacher", "data.*", "research.*"),  # no model, no training
-    ("backbone", "fastpath", "engine"),  # any open_clip CLIP; its exact shortcuts and caches; the training loop
+     "teacher", "optim", "data.*", "research.*"),  # no model; the optimiser and its schedules
+    ("backbone", "fastpath", "checkpoints", "engine"),  # loading a CLIP; the fast encoder and caches; files; a run's loop
     ("zeroshot", "headroom"),  # zero-shot CLIP: templates, ensembles, base/new scores; linear-probe headroom
-    ("prompts",),  # prompt learners on a frozen CLIP
-    ("meta", "prometar", "gram"),  # meta-gradients; ProMetaR's and GRAM's pieces
-    ("methods",),  # every method as a recipe, and the presets
-    ("steps",),  # every method's training step
+    ("gram_artifacts", "methods"),  # GRAM's artifacts on disk; every method as a recipe, and the presets
     ("run", "analysis", "pretrain", "model_card", "gram_build"),  # one run; pocket-CLIP and GRAM jobs
     ("bench", "shard", "report", "compare"),  # the benchmark, its shards and its tables
     ("cli", "cli_data", "__main__"),  # the command line
@@ -154,7 +152,7 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
     forbid in the other direction (so an empty result above is not a parser that reads nothing)."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-    assert "splits" in GRAPH["run"] and "data.render" in GRAPH["data.store"] and "gram" in GRAPH["steps"]
+    assert "splits" in GRAPH["run"] and "data.render" in GRAPH["data.store"] and "core.prometar" in GRAPH["core.steps"]
     assert layer_of("cli_data") > layer_of("methods") > layer_of("data.store")
     assert {"data.catalog", "data.clipart"} <= GRAPH["data.plan"] and "data.plan" in GRAPH["data.build"]
     assert [data_layer_of(m) for m in ("data.store", "data.catalog", "data.plan", "data.build")] == [1, 2, 3, 4]

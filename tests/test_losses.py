@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from metaprompt_lite.losses import (
+from metaprompt_lite.core.losses import (
     asymmetric_contrastive_loss,
     asymmetric_logits,
     clip_logits,

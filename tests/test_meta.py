@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from metaprompt_lite.losses import clip_logits, cross_entropy
-from metaprompt_lite.meta import (
+from metaprompt_lite.core.losses import clip_logits, cross_entropy
+from metaprompt_lite.core.meta import (
     META_STEP,
     Episode,
     cross_class_episodes,
@@ -19,7 +19,7 @@ from metaprompt_lite.meta import (
     meta_gradients,
     official_quirks_meta_update,
 )
-from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
+from metaprompt_lite.core.prompts import PromptConfig, PromptedCLIP
 from metaprompt_lite.splits import relabel
 from tolerances import assert_reorder_close, assert_step_close, config_terms, reorder_atol, scale_of
 

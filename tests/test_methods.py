@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from conftest import is_share_of, state_hash
-from metaprompt_lite.engine import OptimConfig
-from metaprompt_lite.gram import GradientRegulator, GramConfig, load_gram, meta_train, save_artifact
+from metaprompt_lite.optim import OptimConfig
+from metaprompt_lite.core.gram import GradientRegulator, GramConfig, meta_train
+from metaprompt_lite.gram_artifacts import load_gram, save_artifact
 from metaprompt_lite.methods import METHODS, get_method, preset
-from metaprompt_lite.prometar import GradientModulator
-from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.core.prometar import GradientModulator
+from metaprompt_lite.core.prompts import PromptedCLIP
 from metaprompt_lite.run import RunConfig, run_base_to_new
-from metaprompt_lite.steps import start_training
+from metaprompt_lite.methods import start_training
 from tolerances import EPS32, clip_terms, reorder_atol, scale_of
 
 
@@ -128,8 +129,8 @@ def test_gram_meta_training_reads_only_the_pretraining_corpus(tmp_path, monkeypa
     import numpy as np
 
     import metaprompt_lite.data.store as store
-    from metaprompt_lite import gram
-    from metaprompt_lite.gram import GramConfig
+    from metaprompt_lite.core import gram
+    from metaprompt_lite.core.gram import GramConfig
     from metaprompt_lite.gram_build import build_artifact
 
     def forbidden(*args, **kwargs):
@@ -172,9 +173,9 @@ def test_prometar_meta_update_scales_with_lr_ratio(backbone, dataset):
     ``lr_ratio = 0`` must double when ``lr_ratio`` doubles."""
     from dataclasses import replace
 
-    from metaprompt_lite.engine import Batch
-    from metaprompt_lite.steps import start_training
-    from metaprompt_lite.prometar import ProMetaRConfig
+    from metaprompt_lite.core.loop import Batch
+    from metaprompt_lite.methods import start_training
+    from metaprompt_lite.core.prometar import ProMetaRConfig
 
     assert ProMetaRConfig().lr_ratio == 5e-4
     images, labels = dataset.images[:6], torch.tensor([0, 0, 1, 1, 2, 2])
@@ -207,7 +208,7 @@ def test_metaprompt_asymmetric_logits_pair_each_prompted_encoder_with_the_other_
     text) and logits_t = s · f_I(x) · f̃_T(c)ᵀ (frozen image, prompted text); prediction ½(sum).
     Each computed by hand from the model's four encoders; the vision prompts then get gradient only
     through logits_i, the text prompts only through logits_t."""
-    from metaprompt_lite.steps import compute_logits
+    from metaprompt_lite.core.steps import compute_logits
 
     torch.manual_seed(0)
     method = get_method("metaprompt")

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from conftest import state_hash
 from metaprompt_lite.methods import METHODS
-from metaprompt_lite.prompts import PromptConfig, PromptedCLIP
+from metaprompt_lite.core.prompts import PromptConfig, PromptedCLIP
 from tolerances import assert_reorder_close, clip_terms
 
 NAMES = ["cat", "dog", "red apple", "queen of hearts"]
@@ -107,7 +107,7 @@ def test_maple_deep_coupling_layers_start_as_copies_of_one_layer(backbone):
     separate parameters); layer 0's projection is its own."""
     from types import SimpleNamespace
 
-    from metaprompt_lite.prompts import PromptLearner
+    from metaprompt_lite.core.prompts import PromptLearner
 
     torch.manual_seed(0)
     widths = SimpleNamespace(text_width=8, vision_width=12, embed_dim=8, text_layers=12, vision_layers=12)
@@ -222,7 +222,7 @@ def test_prompted_pocket_clip_in_train_mode_leaves_its_batchnorm_alone(pocket):
 def test_cocoop_text_features_are_those_of_each_image_own_context(backbone):
     """CoCoOp batches B·C prompts image-major; row b must be the features of the classes under image
     b's context ctx + π(x_b), computed here one image at a time as a non-conditional prompt."""
-    from metaprompt_lite.prompts import Prompts
+    from metaprompt_lite.core.prompts import Prompts
 
     torch.manual_seed(0)
     model = PromptedCLIP(backbone, CONFIGS["cocoop"], NAMES)

@@ -198,7 +198,7 @@ def test_torchvision_fetch_links_into_coop_layout(tmp_path):
 
 def test_research_dataset_runs_through_the_engine(tmp_path, backbone):
     """The whole research-tier data path on the tiny CLIP: run_base_to_new and DG with a research dataset."""
-    from metaprompt_lite.engine import OptimConfig
+    from metaprompt_lite.optim import OptimConfig
     from metaprompt_lite.run import RunConfig, run_base_to_new, run_domain_generalization
 
     make_miniature("EuroSAT", tmp_path, n_classes=4)

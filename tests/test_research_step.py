@@ -13,13 +13,16 @@ import pytest
 import torch
 
 from metaprompt_lite.backbone import load_clip
-from metaprompt_lite.engine import Batch, OptimConfig, augment, make_generator
+from metaprompt_lite.core.loop import Batch, make_generator
+from metaprompt_lite.optim import OptimConfig
+from metaprompt_lite.engine import augment
 from metaprompt_lite.methods import get_method, preset, prompt_templates
-from metaprompt_lite.prompts import PromptedCLIP
+from metaprompt_lite.core.prompts import PromptedCLIP
 from metaprompt_lite.research import load_research_dataset
 from metaprompt_lite.research.miniature import make_miniature
 from metaprompt_lite.splits import base_new_split, few_shot_indices, select_classes
-from metaprompt_lite.steps import compute_logits, start_training
+from metaprompt_lite.core.steps import compute_logits
+from metaprompt_lite.methods import start_training
 
 MODEL = "ViT-B-16"
 BATCH = 2
@@ -125,7 +128,8 @@ def test_prometar_step(vit_b16, research_b2n):
 def test_gram_coop_step(vit_b16, research_b2n, tmp_path):
     """GRAM needs its meta-learned (θ₀, r): meta-train one first-order step on two image–caption
     pairs per style, save the artifact, load it and take one regulated downstream step."""
-    from metaprompt_lite.gram import GramConfig, load_gram, meta_train, save_artifact
+    from metaprompt_lite.core.gram import GramConfig, meta_train
+    from metaprompt_lite.gram_artifacts import load_gram, save_artifact
 
     method = get_method("gram-coop")
     images = augment(research_b2n.images[torch.arange(4)], make_generator(0))

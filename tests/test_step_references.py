@@ -26,10 +26,11 @@ import torch
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from metaprompt_lite.engine import Batch, OptimConfig
+from metaprompt_lite.core.loop import Batch
+from metaprompt_lite.optim import OptimConfig
 from metaprompt_lite.methods import get_method
-from metaprompt_lite.prompts import PromptedCLIP, Prompts
-from metaprompt_lite.steps import start_training
+from metaprompt_lite.core.prompts import PromptedCLIP, Prompts
+from metaprompt_lite.methods import start_training
 from tolerances import EPS32, assert_reorder_close, assert_step_close, config_terms, reorder_atol, scale_of, step_atol
 
 # The references and the steps compute the same quantities with other op orders (autograd graphs of
@@ -456,7 +457,7 @@ def test_prometar_modulator_equation_on_every_prompt_layer(backbone):
     """ProMetaR, "Meta-regularization": ``GradientModulator`` computes g_l = g_ce,l + γ_l ⊙ g_reg,l
     with γ_l = σ(W₂ W₁ [g_ce,l ; g_reg,l]) repeated ×8, with layer l's own net, for *every* prompt
     tensor: ctx, each deep_ctx[i] and each vision_ctx[i] (values, not shapes)."""
-    from metaprompt_lite.prometar import GradientModulator
+    from metaprompt_lite.core.prometar import GradientModulator
 
     torch.manual_seed(0)
     model = PromptedCLIP(backbone, get_method("prometar").prompt, ["a", "b"])
@@ -488,7 +489,7 @@ def test_prometar_split_grads_routes_the_regularisers_by_modality():
     every prompt (zeros where CE does not reach) and ∇R with R = R_image for the vision prompts and
     R = R_text for the text prompts (ctx, deep_ctx). The synthetic losses depend on *every*
     parameter, so a swapped, summed or missing routing shows; create_graph keeps the graph."""
-    from metaprompt_lite.prometar import _split_grads
+    from metaprompt_lite.core.prometar import _split_grads
 
     g = torch.Generator().manual_seed(0)
     params = {n: torch.randn(shape, generator=g).requires_grad_()
@@ -532,7 +533,7 @@ def _gram_ivlp_shapes(backbone) -> dict[str, torch.Size]:
 def _gram_ivlp_downstream(backbone, dataset, regulator_values, weight_decay):
     """One ``regulated_step`` (via ``make_step`` of gram-ivlp) from a deep copy; returns
     (model before, batch, prompts before, prompts after)."""
-    from metaprompt_lite.gram import GradientRegulator
+    from metaprompt_lite.core.gram import GradientRegulator
 
     method = get_method("gram-ivlp")
     torch.manual_seed(0)
@@ -606,7 +607,7 @@ def test_gram_meta_step_equals_manual_create_graph(backbone, dataset, monkeypatc
     with ∇_{θ, a, b} L(θ'; query) computed by create_graph through the inner step (first_order:
     g detached), then one Adam step (lr = outer_lr) on θ, a, b. Checked: the gradients of θ and of
     (a, b), the returned θ₀ and regulator, the query loss."""
-    from metaprompt_lite import gram
+    from metaprompt_lite.core import gram
 
     method = get_method("gram-ivlp")
     index = torch.cat([(dataset.labels == c).nonzero().flatten()[:2] for c in range(3)])
@@ -702,7 +703,7 @@ def test_gram_sample_task_draws_two_styles_with_distinct_concepts():
     ``sample_task``'s docstring promises: two index sets of ``pairs`` images each (fewer for a short style), the support from
     one style and the query from another, each with distinct concepts; the styles drawn vary with
     the generator."""
-    from metaprompt_lite.gram import sample_task
+    from metaprompt_lite.core.gram import sample_task
 
     g = torch.Generator().manual_seed(0)
     styles = torch.arange(3).repeat_interleave(10)  # 3 styles × 10 images

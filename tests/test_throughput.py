@@ -13,12 +13,14 @@ from torch.nn import functional as F
 
 from conftest import import_script, state_hash, synthetic_dataset
 from tolerances import assert_reorder_close, clip_terms
-from metaprompt_lite.backbone import encode_image_layers, encode_text_layers
-from metaprompt_lite.engine import Batch, OptimConfig, keyed_generator, train, training_batch
-from metaprompt_lite.fastpath import common_prefix_length, encode_text_shared_prefix
+from metaprompt_lite.core.clip import Encoder, encode_image_layers, encode_text_layers
+from metaprompt_lite.core.loop import Batch
+from metaprompt_lite.optim import OptimConfig
+from metaprompt_lite.engine import keyed_generator, train, training_batch
+from metaprompt_lite.fastpath import FastEncoder, common_prefix_length, encode_text_shared_prefix
 from metaprompt_lite.methods import get_method
-from metaprompt_lite.prompts import PLACEHOLDER, PromptConfig, PromptedCLIP
-from metaprompt_lite.steps import start_training
+from metaprompt_lite.core.prompts import PLACEHOLDER, PromptConfig, PromptedCLIP
+from metaprompt_lite.methods import start_training
 
 NAMES = ["cat", "dog", "red apple", "queen of hearts", "hot dog"]
 
@@ -33,16 +35,15 @@ def _perturbed(backbone, config: PromptConfig, names=NAMES) -> PromptedCLIP:
 
 
 def _text_and_grads(model: PromptedCLIP, share: bool, image_features=None, monkeypatch=None):
-    model.share_prefix = share
     prompts = model.learner(image_features)
     if share:  # the shortcut must be taken, not fall back to the per-class pass
-        import metaprompt_lite.prompts as prompts_module
+        import metaprompt_lite.core.clip as clip_module
 
         def refuse(*args, **kwargs):
             raise AssertionError("the per-class text pass ran although the prefix is shared")
 
-        monkeypatch.setattr(prompts_module, "encode_text_layers", refuse)
-    features = model.text_features(prompts)
+        monkeypatch.setattr(clip_module, "encode_text_layers", refuse)
+    features = model.text_features(prompts, encoder=FastEncoder() if share else Encoder())
     if share:
         monkeypatch.undo()
     weights = torch.linspace(-1, 1, features.numel()).view_as(features)
@@ -125,7 +126,7 @@ def _run(backbone, dataset, name: str, cache: dict | None, seed: int = 2):
     index = (dataset.labels < 3).nonzero().flatten()
     method = get_method(name)
     torch.manual_seed(0)  # the same initial prompts in every run
-    model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:3])
+    model = PromptedCLIP(backbone, method.prompt, dataset.classnames[:3], encoder=FastEncoder())
     optim = OptimConfig(lr=0.01, batch_size=4, warmup_epochs=0)
     state, step = start_training(model, method, optim, 5, 0, seed)
     seen = []
@@ -153,7 +154,7 @@ def test_a_shared_batch_cache_changes_nothing(backbone, dataset, name):
     alone, _ = _run(backbone, dataset, name, None)
     cache: dict = {}
     _run(backbone, dataset, "coop", cache)  # fills the cache (with frozen features)
-    assert cache and all(batch.frozen is not None and batch.stem is not None for batch in cache.values())
+    assert cache and all({"frozen", "stem"} <= set(batch.store) for batch in cache.values())
     shared, _ = _run(backbone, dataset, name, cache)
     assert state_hash(shared.model.prompts) == state_hash(alone.model.prompts)
     assert [h["loss"] for h in shared.history] == [h["loss"] for h in alone.history]
@@ -176,11 +177,16 @@ def test_a_batch_cache_keeps_batch_sizes_apart(backbone, dataset):
 
 
 def test_frozen_text_features_are_computed_once_per_class_list(backbone):
-    model = PromptedCLIP(backbone, PromptConfig(), NAMES, ["a photo of a {}.", "art of the {}."])
+    """The fast encoder's store keeps a class list's frozen text features for every model built on it;
+    the plain encoder keeps nothing and computes the same bits again."""
+    store: dict = {}
+    templates = ["a photo of a {}.", "art of the {}."]
+    model = PromptedCLIP(backbone, PromptConfig(), NAMES, templates, encoder=FastEncoder(store=store))
     first = model.frozen_text
-    again = PromptedCLIP(backbone, PromptConfig(), NAMES, ["a photo of a {}.", "art of the {}."])
-    assert again.frozen_text is first  # served from the backbone's memo
-    torch.testing.assert_close(model._encode_templates([n for n in NAMES]), first, rtol=0, atol=0)
+    again = PromptedCLIP(backbone, PromptConfig(), NAMES, templates, encoder=FastEncoder(store=store))
+    assert again.frozen_text is first and len(store) == 1  # served from the store
+    plain = PromptedCLIP(backbone, PromptConfig(), NAMES, templates)
+    assert plain.frozen_text is not first and torch.equal(plain.frozen_text, first)
 
 
 def _loader(name):
@@ -278,16 +284,19 @@ def test_the_official_side_by_side_gives_both_engines_the_official_budgets():
 
 def _encoder_outputs(model: PromptedCLIP, images: torch.Tensor, pool_last: bool, second_order: bool = False):
     """Frozen and prompted image features, text features and the prompts' gradients (first order, or
-    second order inside ``double_backward_attention``), with the last blocks pooled or full."""
-    from metaprompt_lite.meta import double_backward_attention
+    second order by the encoder's second-order twin, inside ``double_backward_attention``), by a
+    :class:`FastEncoder` with the last blocks pooled or full."""
+    from metaprompt_lite.core.meta import double_backward_attention
 
-    model.pool_last = pool_last
+    encoder = FastEncoder(pool_last=pool_last)
+    encoder = encoder.second_order() if second_order else encoder
     params = list(model.prompts.parameters())
     with double_backward_attention(second_order):
         stem = model.image_stem(images)
-        frozen = model.frozen_image_features(images, stem=stem)
+        frozen = model.frozen_image_features(images, stem=stem, encoder=encoder)
         prompts = model.learner(frozen if model.config.conditional else None)
-        image, text = model.image_features(images, prompts, stem=stem), model.text_features(prompts)
+        image = model.image_features(images, prompts, stem=stem, encoder=encoder)
+        text = model.text_features(prompts, encoder=encoder)
         loss = (image * torch.linspace(-1, 1, image.numel()).view_as(image)).sum() + \
             (text * torch.linspace(1, -1, text.numel()).view_as(text)).sum()
         grads = [g for g in torch.autograd.grad(loss, params, allow_unused=True, create_graph=second_order)
@@ -301,11 +310,10 @@ def _encoder_outputs(model: PromptedCLIP, images: torch.Tensor, pool_last: bool,
 def _count_pooled_blocks(monkeypatch) -> dict:
     """Count the last blocks run at pooled positions only (image: ``cls_block``; text: a prefix
     attention asked for pooled rows)."""
-    import metaprompt_lite.backbone as backbone_module
     import metaprompt_lite.fastpath as fastpath_module
 
     calls = {"image": 0, "text": 0}
-    cls_block, prefix_attention = backbone_module.cls_block, fastpath_module._prefix_attention
+    cls_block, prefix_attention = fastpath_module.cls_block, fastpath_module._prefix_attention
 
     def counted_cls_block(*args, **kwargs):
         calls["image"] += 1
@@ -315,7 +323,7 @@ def _count_pooled_blocks(monkeypatch) -> dict:
         calls["text"] += (len(args) > 4 and args[4] is not None) or kwargs.get("pooled") is not None
         return prefix_attention(*args, **kwargs)
 
-    monkeypatch.setattr(backbone_module, "cls_block", counted_cls_block)
+    monkeypatch.setattr(fastpath_module, "cls_block", counted_cls_block)
     monkeypatch.setattr(fastpath_module, "_prefix_attention", counted_prefix_attention)
     return calls
 
@@ -346,7 +354,7 @@ def test_the_pooled_last_block_gives_the_same_bits(backbone, monkeypatch, method
     do not depend on the other rows of the call (:func:`gemm_rows_independent`); elsewhere they agree
     up to the order of the towers' additions (tests/tolerances.py). Passes over fewer than
     MIN_POOLED_ROWS rows run the full block."""
-    from metaprompt_lite.backbone import MIN_POOLED_ROWS
+    from metaprompt_lite.fastpath import MIN_POOLED_ROWS
 
     torch.set_num_threads(1)  # the benchmark's arithmetic (the autouse fixture restores the count)
     torch.manual_seed(0)
@@ -376,9 +384,9 @@ def test_the_pooled_last_block_gives_the_same_bits(backbone, monkeypatch, method
     assert calls["image"] == (image_passes if batch >= MIN_POOLED_ROWS else 0)
 
 
-def test_a_second_order_region_runs_the_full_last_block(backbone, monkeypatch):
-    """Second derivatives through a pooled block round differently, so inside
-    ``double_backward_attention`` no block is pooled, and second-order gradients keep their bits."""
+def test_the_second_order_twin_runs_the_full_last_block(backbone, monkeypatch):
+    """Second derivatives through a pooled block round differently, so the fast encoder's
+    ``second_order()`` twin pools no block, and second-order gradients keep their bits."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = PromptedCLIP(backbone, get_method("ivlp").prompt, NAMES)
@@ -389,7 +397,7 @@ def test_a_second_order_region_runs_the_full_last_block(backbone, monkeypatch):
     assert calls == {"image": 0, "text": 0}
     for a, b in zip(pooled, full, strict=True):
         assert torch.equal(a, b)
-    _encoder_outputs(model, images, pool_last=True)  # outside the region the pooled blocks run again
+    _encoder_outputs(model, images, pool_last=True)  # the first-order encoder pools again
     assert calls == {"image": 2, "text": 1}
 
 

@@ -26,11 +26,11 @@ import torch
 from torch.nn import functional as F
 
 from metaprompt_lite import zeroshot
+from metaprompt_lite.core.clip import text_classifier
 from metaprompt_lite.zeroshot import (
     chance,
     format_rows,
     image_features,
-    text_classifier,
     zero_shot_base_to_new,
     zero_shot_domains,
     zero_shot_suite,

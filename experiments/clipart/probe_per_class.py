@@ -6,7 +6,8 @@ overall, per source style and the classes one gets more images of right than the
 import sys, torch
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
-from metaprompt_lite.zeroshot import text_classifier, image_features
+from metaprompt_lite.core.clip import text_classifier
+from metaprompt_lite.zeroshot import image_features
 ds = load_dataset("emoji-unseen")
 res = {}
 for tag, ckpt in (("committed", "data/pocket-clip/pocket-clip.safetensors"), ("other", sys.argv[1])):

@@ -19,7 +19,8 @@ from metaprompt_lite.data.plan import TEMPLATES
 from metaprompt_lite.paths import default_model
 from metaprompt_lite.research.catalog import ENSEMBLE_TEMPLATES
 from metaprompt_lite.run import load_backbone
-from metaprompt_lite.zeroshot import domain_scores, text_classifier
+from metaprompt_lite.core.clip import text_classifier
+from metaprompt_lite.zeroshot import domain_scores
 
 OUT = Path(__file__).with_name("results.json")
 

@@ -26,10 +26,11 @@ import torch
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import drawing_source, load_dataset
 from metaprompt_lite.data.corpus import load_corpus
-from metaprompt_lite.engine import load_checkpoint
+from metaprompt_lite.checkpoints import load_checkpoint
 from metaprompt_lite.paths import data_dir
 from metaprompt_lite.pretrain import PretrainConfig, text_state_from_checkpoint, train_image_tower
-from metaprompt_lite.zeroshot import image_features, text_classifier, zero_shot_suite
+from metaprompt_lite.core.clip import text_classifier
+from metaprompt_lite.zeroshot import image_features, zero_shot_suite
 
 CHECKPOINT = data_dir() / "pocket-clip" / "pocket-clip.safetensors"
 

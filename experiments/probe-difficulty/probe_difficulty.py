@@ -72,7 +72,8 @@ from metaprompt_lite.data.corpus import ImageTextCorpus, load_corpus
 from metaprompt_lite.engine import accuracy
 from metaprompt_lite.paths import data_dir
 from metaprompt_lite.pretrain import CONCEPT_TEMPLATES, train_image_tower
-from metaprompt_lite.zeroshot import image_features, text_classifier
+from metaprompt_lite.core.clip import text_classifier
+from metaprompt_lite.zeroshot import image_features
 
 PROBE_STYLES = ("twemoji", "noto", "openmoji", "fluent", "fluent-3d")
 PROTOTYPE_STYLES = ("twemoji", "openmoji")

@@ -13,7 +13,7 @@ import sys
 
 from safetensors.torch import load_file
 
-from metaprompt_lite.engine import load_checkpoint
+from metaprompt_lite.checkpoints import load_checkpoint
 from metaprompt_lite.paths import data_dir
 
 committed = load_file(str(data_dir() / "pocket-clip" / "pocket-clip.safetensors"))

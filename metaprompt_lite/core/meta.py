@@ -1,26 +1,19 @@
-"""Episodic splits and meta-gradient steps (first and second order) built on ``higher``.
+"""Episodes and meta-gradients (first and second order) built on ``higher``, and MetaPrompt's update.
 
 Explained in ``notebooks/05_meta_learning_with_higher`` and ``notebooks/06_metaprompt_end_to_end``.
 
-A meta-learning episode inside one batch: adapt the prompts on a *support* set with one (or a
-few) inner gradient steps, then measure the loss on a *query* set the support did not contain
-(other classes for base-to-new, another domain for domain generalisation). The gradient of that
-query loss with respect to the prompts *before* adaptation is the meta-gradient:
+An episode inside one batch: adapt the prompts on a *support* set, then measure the loss on a
+*query* set the support did not contain (other classes for base-to-new, another domain for DG):
 
-    θ'  = θ − α ∇_θ L_s(θ)                        (inner step, ``inner_steps`` times)
-    g   = ∇_θ L_q(θ')                             second order (MAML): differentiates through θ'
-    g₁  = ∇_θ' L_q(θ')                            first order (FOMAML, MetaPrompt's official code)
+    θ'  = θ − α ∇_θ L_s(θ)              (inner step, ``inner_steps`` times)
+    g   = ∇_θ L_q(θ')                   second order (MAML): differentiates through θ'
+    g₁  = ∇_θ' L_q(θ')                  first order (FOMAML, MetaPrompt's official code)
 
-:func:`meta_gradients` computes either on the small prompt module only (the frozen CLIP is a
-closure of the loss functions), in the style that ProMetaR and GRAM share: :func:`functional_learner`
-(``higher``'s monkeypatch) runs the module with an explicit parameter list and :func:`inner_step`
-writes the inner step θ − α g by hand (ProMetaR's and GRAM's inner steps take a modulated or
-regulated gradient, which no plain optimiser expresses). :func:`episodic_meta_update` applies
-MetaPrompt's rule ``θ ← θ − lr · META_STEP · Σ_i g_i`` over the episodes of a batch, and
-:func:`official_quirks_meta_update` runs it as the official code does (the benchmark's ``metaprompt``:
-the training optimizer's step as the inner step, its momentum kept, the official restore; see there)
-and :func:`episodic_meta_update` is the clean update (plain SGD on a ``higher`` copy, exact restore:
-``metaprompt-clean``).
+:func:`meta_gradients` computes either with :func:`functional_learner` (``higher``'s monkeypatch)
+and :func:`inner_step` (θ − α g written out, the inner step ProMetaR and GRAM share).
+:func:`episodic_meta_update` is MetaPrompt's rule θ ← θ − lr · META_STEP · Σ_i g_i as written
+(``metaprompt-clean``); :func:`official_quirks_meta_update` runs it as the official code does (the
+benchmark's ``metaprompt``).
 """
 
 from __future__ import annotations
@@ -33,8 +26,6 @@ import higher
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-
-from metaprompt_lite.backbone import full_last_block
 
 META_STEP = 0.2  # MetaPrompt: scale of the summed query gradients in the domain-split update
 N_GROUPS = 2  # MetaPrompt B2N: classes of a batch split into N = 2 groups
@@ -85,20 +76,30 @@ def cross_domain_episodes(domains: torch.Tensor, n_classes: int) -> list[Episode
     return episodes
 
 
+def relabel(labels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Map global class ids to their position in ``classes`` (so CE sees 0..len(classes)-1)."""
+    lookup = torch.full((int(max(int(labels.max()), int(classes.max())) + 1),), -1, dtype=torch.long)
+    lookup[classes.cpu()] = torch.arange(len(classes))
+    new = lookup[labels.cpu()]
+    if (new < 0).any():
+        missing = sorted(set(labels[new.to(labels.device) < 0].tolist()))
+        raise ValueError(f"labels {missing} are not among the episode's classes {classes.tolist()}")
+    return new.to(labels.device)
+
+
 # --------------------------------------------------------------------------- meta-gradients
 LossFn = Callable[[nn.Module], torch.Tensor]
 
 
 @contextlib.contextmanager
 def double_backward_attention(enabled: bool = True) -> Iterator[None]:
-    """Route attention through the math SDPA kernel: the fused CPU kernels have no double backward,
-    which second-order meta-gradients need. And run the encoders' last blocks in full
-    (:func:`~metaprompt_lite.backbone.full_last_block`): second derivatives through a pooled last
-    block round differently."""
+    """Route attention through torch's math SDPA kernel: the fused CPU kernels have no double
+    backward, which second-order meta-gradients need. (The encoders of such passes are the model
+    encoder's :meth:`~metaprompt_lite.core.clip.Encoder.second_order` twin, asked for by the step.)"""
     if not enabled:
         yield
         return
-    with sdpa_kernel(SDPBackend.MATH), full_last_block():
+    with sdpa_kernel(SDPBackend.MATH):
         yield
 
 
@@ -117,15 +118,9 @@ def inner_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | No
     return [p if g is None else p - lr * g for p, g in zip(params, grads)]
 
 
-def meta_gradients(
-    learner: nn.Module,
-    support_loss: LossFn,
-    query_loss: LossFn,
-    inner_lr: float,
-    inner_steps: int = 1,
-    first_order: bool = True,
-    adapt: Sequence[str] | None = None,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def meta_gradients(learner: nn.Module, support_loss: LossFn, query_loss: LossFn, inner_lr: float,
+                   inner_steps: int = 1, first_order: bool = True, adapt: Sequence[str] | None = None
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Meta-gradient of ``query_loss`` after ``inner_steps`` SGD steps on ``support_loss``.
 
     ``support_loss(module)`` and ``query_loss(module)`` take the (functional) prompt module and
@@ -180,17 +175,11 @@ def apply_update(learner: nn.Module, grads: dict[str, torch.Tensor], step_size: 
             parameter.sub_(step_size * grads[name])
 
 
-def episodic_meta_update(
-    learner: nn.Module,
-    episodes: Sequence[Episode],
-    support_loss: Callable[[nn.Module, Episode], torch.Tensor],
-    query_loss: Callable[[nn.Module, Episode], torch.Tensor],
-    lr: float,
-    meta_step: float = META_STEP,
-    first_order: bool = True,
-    adapt: Sequence[str] | None = None,
-    inner_steps: int = 1,
-) -> torch.Tensor:
+def episodic_meta_update(learner: nn.Module, episodes: Sequence[Episode],
+                         support_loss: Callable[[nn.Module, Episode], torch.Tensor],
+                         query_loss: Callable[[nn.Module, Episode], torch.Tensor], lr: float,
+                         meta_step: float = META_STEP, first_order: bool = True,
+                         adapt: Sequence[str] | None = None, inner_steps: int = 1) -> torch.Tensor:
     """MetaPrompt's domain-split update, without the official code's side effects (``metaprompt-clean``).
 
     For each episode i (from the same starting θ):  g_i = meta-gradient (one inner SGD step at the
@@ -199,15 +188,9 @@ def episodic_meta_update(
     total: dict[str, torch.Tensor] = {}
     losses = []
     for episode in episodes:
-        grads, loss = meta_gradients(
-            learner,
-            lambda m, e=episode: support_loss(m, e),
-            lambda m, e=episode: query_loss(m, e),
-            inner_lr=lr,
-            inner_steps=inner_steps,
-            first_order=first_order,
-            adapt=adapt,
-        )
+        grads, loss = meta_gradients(learner, lambda m, e=episode: support_loss(m, e),
+                                     lambda m, e=episode: query_loss(m, e), inner_lr=lr, inner_steps=inner_steps,
+                                     first_order=first_order, adapt=adapt)
         for name, g in grads.items():
             total[name] = total[name] + g if name in total else g
         losses.append(loss)
@@ -215,16 +198,11 @@ def episodic_meta_update(
     return torch.stack(losses).mean() if losses else torch.zeros(())
 
 
-def official_quirks_meta_update(
-    learner: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    episodes: Sequence[Episode],
-    support_loss: Callable[[nn.Module, Episode], torch.Tensor],
-    query_loss: Callable[[nn.Module, Episode], torch.Tensor],
-    lr: float,
-    meta_step: float = META_STEP,
-    adapt: Sequence[str] | None = None,
-) -> torch.Tensor:
+def official_quirks_meta_update(learner: nn.Module, optimizer: torch.optim.Optimizer,
+                                episodes: Sequence[Episode],
+                                support_loss: Callable[[nn.Module, Episode], torch.Tensor],
+                                query_loss: Callable[[nn.Module, Episode], torch.Tensor], lr: float,
+                                meta_step: float = META_STEP, adapt: Sequence[str] | None = None) -> torch.Tensor:
     """MetaPrompt's domain-split update exactly as its official code runs it (the benchmark's
     ``metaprompt``; Vill-Lab/2024-TIP-MetaPrompt, ``trainers/meta.py``, ``Meta_B2N.forward_backward``
     and ``Meta_DG.forward_backward``, on torch 1.10 and Dassl).

@@ -45,10 +45,8 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 ASYMMETRIC_TERMS = ("fused", "image", "text")
 
 
-def asymmetric_contrastive_loss(
-    logits_i: torch.Tensor, logits_t: torch.Tensor, labels: torch.Tensor,
-    terms: tuple[str, ...] = ASYMMETRIC_TERMS,
-) -> torch.Tensor:
+def asymmetric_contrastive_loss(logits_i: torch.Tensor, logits_t: torch.Tensor, labels: torch.Tensor,
+                                terms: tuple[str, ...] = ASYMMETRIC_TERMS) -> torch.Tensor:
     """MetaPrompt's asymmetric contrastive loss.
 
     With s = exp(logit_scale), prompted encoders f̃ and frozen encoders f:

@@ -2,32 +2,18 @@
 
 Explained in ``notebooks/02_text_prompts`` and ``notebooks/03_vision_and_dual_prompts``.
 
-Two modules with one job each:
+- :class:`PromptLearner` holds *only* the learnable tensors and turns them into per-layer prompts
+  (``higher`` patches exactly this module in the meta-learning inner loop).
+- :class:`PromptedCLIP` holds the frozen CLIP, the class names' tokens and frozen text features,
+  and encodes text and images with a given set of prompts.
 
-- :class:`PromptLearner` holds *only* the learnable tensors and turns them into per-layer prompts.
-  It is small on purpose: ``higher`` patches exactly this module in the meta-learning inner loop.
-- :class:`PromptedCLIP` holds the frozen CLIP, the class names' token sequences and the frozen
-  ("hand-template") text features, and encodes text and images with a given set of prompts.
-
-Token sequences follow CoOp: ``[SOS] ctx_1 .. ctx_n  classname . [EOS]``. The class names are
-tokenised once behind the context words (``ctx_init``, or ``n_ctx`` placeholder words); their
-embeddings are frozen buffers (``token_prefix`` = SOS, ``token_suffix`` = everything after the n_ctx
-context positions: class name, period, EOS and padding), and the ``ctx`` positions are replaced by
-the learnable vectors (layer 0), then again before every deeper layer for deep prompts
-(:func:`metaprompt_lite.backbone.encode_text_layers`). When ``ctx_init`` has more tokens than
-``n_ctx`` (MaPLe and IVLP: n_ctx = 2 from "a photo of a"), only its first n_ctx tokens are learned
-and the rest stay fixed words in the suffix, as in their official code:
-``[SOS] ctx_1 ctx_2 of a classname . [EOS]``.
-
-Method recipes as :class:`PromptConfig` instances live in ``metaprompt_lite.methods``:
-
-==========  ==============================================================================
-CoOp        n_ctx=4 ("a photo of a"), text_depth=1
-CoCoOp      CoOp + ``conditional``: meta-net π(f_I(x)) added to every ctx vector (per image)
-IVLP        n_ctx = n_vision = 2 ("a photo" learned, "of a" fixed), every layer, independent prompts
-MaPLe       ``coupled``: vision prompt of layer i = Linear_i(text prompt of layer i); n_ctx = 2, depth 9
-MetaPrompt  n_ctx = n_vision = 2, depth = all layers, N(0, 0.02) init, independent prompts
-==========  ==============================================================================
+Token sequences follow CoOp: ``[SOS] ctx_1 .. ctx_n classname . [EOS]``, the ``ctx`` positions
+replaced by the learned vectors at layer 0 and, for deep prompts, before every deeper layer. When
+``ctx_init`` has more tokens than ``n_ctx`` (IVLP, MaPLe: 2 of "a photo of a"), the rest stay fixed
+words, as in their official code: ``[SOS] ctx_1 ctx_2 of a classname . [EOS]``. The recipes
+(``metaprompt_lite.methods``): CoOp n_ctx 4, shallow; CoCoOp adds a meta-net π(f_I(x)) to every ctx
+vector; IVLP and MetaPrompt independent text and vision prompts at every layer; MaPLe vision prompts
+projected from the text prompts (``coupled``).
 """
 
 from __future__ import annotations
@@ -40,10 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metaprompt_lite.backbone import Backbone, encode_image_layers, encode_text_layers
-from metaprompt_lite.fastpath import prompted_text_features
-from metaprompt_lite.losses import clip_logits
-from metaprompt_lite.zeroshot import text_classifier
+from metaprompt_lite.core.clip import Backbone, Encoder, memo, text_classifier
+from metaprompt_lite.core.losses import clip_logits
 
 PROMPT_INIT_STD = 0.02  # N(0, 0.02) init of CoOp/VPT/MaPLe/MetaPrompt prompt vectors
 META_NET_REDUCTION = 16  # CoCoOp: hidden width = d_img / 16
@@ -68,10 +52,8 @@ class PromptConfig:
 
 @dataclass
 class Prompts:
-    """Per-layer prompt tensors ready for the encoders.
-
-    ``text[i]``: [n_ctx, d_txt], or [B, n_ctx, d_txt] when conditional (one set per image);
-    ``vision[i]``: [n_vision, d_img]."""
+    """Per-layer prompts: ``text[i]`` [n_ctx, d_txt] (or [B, n_ctx, d_txt], one set per image when
+    conditional); ``vision[i]`` [n_vision, d_img]."""
 
     text: list[torch.Tensor]
     vision: list[torch.Tensor]
@@ -101,12 +83,7 @@ class PromptLearner(nn.Module):
       ``meta_net``    Linear(E, E/16) → ReLU → Linear(E/16, d_txt) (CoCoOp: ctx_m(x) = ctx_m + π(x))
     """
 
-    def __init__(
-        self,
-        config: PromptConfig,
-        backbone: Backbone,
-        ctx_init_embeddings: torch.Tensor | None = None,
-    ) -> None:
+    def __init__(self, config: PromptConfig, backbone: Backbone, ctx_init_embeddings: torch.Tensor | None = None):
         super().__init__()
         self.config = config
         d_txt, d_img, d_emb = backbone.text_width, backbone.vision_width, backbone.embed_dim
@@ -119,32 +96,23 @@ class PromptLearner(nn.Module):
         if (config.n_vision > 0) != (self.vision_depth > 0):
             raise ValueError("n_vision and vision_depth must be both zero or both positive")
         if config.coupled and (config.n_vision != config.n_ctx or self.vision_depth > self.text_depth):
-            raise ValueError(
-                "coupled (MaPLe) prompts need n_vision == n_ctx and vision_depth <= text_depth"
-            )
+            raise ValueError("coupled (MaPLe) prompts need n_vision == n_ctx and vision_depth <= text_depth")
         if ctx_init_embeddings is not None:
             ctx = ctx_init_embeddings.detach().clone().float()
         else:
             ctx = torch.randn(config.n_ctx, d_txt) * PROMPT_INIT_STD
         self.ctx = nn.Parameter(ctx)
         if self.text_depth > 1:
-            self.deep_ctx = nn.Parameter(
-                torch.randn(self.text_depth - 1, config.n_ctx, d_txt) * PROMPT_INIT_STD
-            )
+            self.deep_ctx = nn.Parameter(torch.randn(self.text_depth - 1, config.n_ctx, d_txt) * PROMPT_INIT_STD)
         if self.vision_depth > 0 and not config.coupled:
-            self.vision_ctx = nn.Parameter(
-                torch.randn(self.vision_depth, config.n_vision, d_img) * PROMPT_INIT_STD
-            )
+            self.vision_ctx = nn.Parameter(torch.randn(self.vision_depth, config.n_vision, d_img) * PROMPT_INIT_STD)
         if config.coupled and self.vision_depth > 0:
             deep = nn.Linear(d_txt, d_img)  # MaPLe's _get_clones: the deep projections start equal
-            self.coupling = nn.ModuleList(
-                [nn.Linear(d_txt, d_img)] + [copy.deepcopy(deep) for _ in range(self.vision_depth - 1)]
-            )
+            self.coupling = nn.ModuleList([nn.Linear(d_txt, d_img)]
+                                          + [copy.deepcopy(deep) for _ in range(self.vision_depth - 1)])
         if config.conditional:
             hidden = max(1, d_emb // META_NET_REDUCTION)
-            self.meta_net = nn.Sequential(
-                nn.Linear(d_emb, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_txt)
-            )
+            self.meta_net = nn.Sequential(nn.Linear(d_emb, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_txt))
 
     def forward(self, image_features: torch.Tensor | None = None) -> Prompts:
         """Assemble the per-layer prompts. ``image_features`` [B, E] feed the CoCoOp meta-net."""
@@ -177,18 +145,14 @@ class PromptedCLIP(nn.Module):
     text encoder then runs only on those, as MetaPrompt's episodes do).
     """
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        config: PromptConfig,
-        classnames: Sequence[str],
-        templates: Sequence[str] = ("a photo of a {}.",),
-        frozen_mean: str = "normalized",
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, backbone: Backbone, config: PromptConfig, classnames: Sequence[str],
+                 templates: Sequence[str] = ("a photo of a {}.",), frozen_mean: str = "normalized",
+                 seed: int | None = None, encoder: Encoder | None = None) -> None:
         """``seed``: the random initial prompts are drawn right after seeding torch's generator with
         it, so they depend on the seed alone, not on whatever drew random numbers before (loading a
-        backbone, building another model). None: drawn from the generator's current state."""
+        backbone, building another model). None: drawn from the generator's current state.
+        ``encoder``: how the towers run (:class:`~metaprompt_lite.core.clip.Encoder`, the plain one, by
+        default; the benchmark's recipe hands over ``metaprompt_lite.fastpath.FastEncoder``)."""
         super().__init__()
         if frozen_mean not in ("normalized", "raw"):
             raise ValueError(f"frozen_mean must be 'normalized' or 'raw', got {frozen_mean!r}")
@@ -200,20 +164,13 @@ class PromptedCLIP(nn.Module):
         if config.ctx_init:
             init = self._word_embeddings(config.ctx_init)
             if init.shape[0] < config.n_ctx:
-                raise ValueError(
-                    f"ctx_init {config.ctx_init!r} has {init.shape[0]} tokens but n_ctx="
-                    f"{config.n_ctx}; give at least n_ctx tokens or set ctx_init=None"
-                )
+                raise ValueError(f"ctx_init {config.ctx_init!r} has {init.shape[0]} tokens but n_ctx={config.n_ctx}; "
+                                 "give at least n_ctx tokens or set ctx_init=None")
             init = init[: config.n_ctx]
         if seed is not None:
             torch.manual_seed(seed)
         self.prompts = PromptLearner(config, backbone, ctx_init_embeddings=init)
-        # run the positions every class shares ([SOS] + context) once per prompt set: the same
-        # features up to float rounding, at a fraction of the cost (False: the plain per-class pass)
-        self.share_prefix = True
-        # run both encoders' last block only where pooling reads it (EOT, CLS): the same bits, less
-        # arithmetic (False: the full last block)
-        self.pool_last = True
+        self.encoder = encoder or Encoder()
         self.set_classes(classnames, templates)
 
     def train(self, mode: bool = True) -> "PromptedCLIP":
@@ -232,11 +189,8 @@ class PromptedCLIP(nn.Module):
 
     @torch.no_grad()
     def set_classes(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
-        """(Re)build the frozen token buffers and frozen text features for a class list.
-
-        Train on base classes, then ``set_classes(new_classnames)`` to evaluate on new ones: the
-        learnable prompts are untouched.
-        """
+        """(Re)build the frozen token buffers and frozen text features for a class list (train on
+        base classes, then ``set_classes(new_classnames)`` to evaluate on new ones)."""
         classnames = [str(c) for c in classnames]
         if len(classnames) == 0:
             raise ValueError("the class list is empty: give at least one class name")
@@ -264,15 +218,11 @@ class PromptedCLIP(nn.Module):
     def _template_features(self, names: Sequence[str]) -> torch.Tensor:
         """Frozen f_T ([C, E]): zero-shot CLIP's template ensemble of the class names,
         normalize(Σ_t normalize(f(t, c))) for ``frozen_mean="normalized"``, normalize(Σ_t f(t, c)) for
-        ``"raw"`` (the sum's direction is the mean's); computed once per class list, templates and mean
-        on a backbone (its weights are frozen)."""
-        key = ("frozen_text", tuple(names), tuple(self.templates), self.frozen_mean)
-        if key not in self.backbone.memo:
-            self.backbone.memo[key] = self._encode_templates(names)
-        return self.backbone.memo[key]
-
-    def _encode_templates(self, names: Sequence[str]) -> torch.Tensor:
-        return text_classifier(self.backbone, names, self.templates, mean=self.frozen_mean).to(self.backbone.device)
+        ``"raw"`` (the sum's direction is the mean's); kept per class list, templates and mean
+        in the encoder's store, when it keeps one (the weights are frozen)."""
+        key = ("frozen_text", id(self.clip), tuple(names), tuple(self.templates), self.frozen_mean)
+        return memo(self.encoder.store, key, lambda: text_classifier(
+            self.backbone, names, self.templates, mean=self.frozen_mean).to(self.backbone.device))
 
     @property
     def n_classes(self) -> int:
@@ -288,35 +238,26 @@ class PromptedCLIP(nn.Module):
         """Run the prompt learner."""
         return self.prompts(image_features=image_features)
 
-    def text_features(self, prompts: Prompts, class_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Prompted f̃_T, normalised: [C, E], or [B, C, E] for conditional prompts."""
+    def text_features(self, prompts: Prompts, class_ids: torch.Tensor | None = None,
+                      encoder: Encoder | None = None) -> torch.Tensor:
+        """Prompted f̃_T, normalised: [C, E], or [B, C, E] for conditional prompts. ``encoder``: this
+        pass's encoder (second-order steps ask for ``model.encoder.second_order()``)."""
         ids = slice(None) if class_ids is None else class_ids
         prefix, suffix, tokens = self.token_prefix[ids], self.token_suffix[ids], self.tokenized[ids]
         placeholder = prefix.new_zeros(prefix.shape[0], self.config.n_ctx, prefix.shape[-1])
         embeddings = torch.cat([prefix, placeholder, suffix], dim=1)  # [C, L, D]
-        if self.share_prefix:  # the class-independent first positions once, not once per class
-            features = prompted_text_features(self.clip, tokens, embeddings, prompts.text, self.pool_last)
-            if features is not None:
-                return F.normalize(features, dim=-1)
-        if not prompts.conditional:
-            features = encode_text_layers(self.clip, tokens, embeddings, prompts.text)
-            return F.normalize(features, dim=-1)
-        # CoCoOp: one text pass per image, all images in one batch of B·C prompts
-        batch, classes = prompts.text[0].shape[0], tokens.shape[0]
-        first = prompts.text[0].repeat_interleave(classes, dim=0)  # [B·C, n_ctx, D], image-major
-        features = encode_text_layers(self.clip, tokens.repeat(batch, 1), embeddings.repeat(batch, 1, 1),
-                                      [first] + prompts.text[1:])
-        return F.normalize(features.view(batch, classes, -1), dim=-1)
+        features = (encoder or self.encoder).text(self.clip, tokens, embeddings, prompts.text)
+        return F.normalize(features, dim=-1)
 
-    def image_features(self, images: torch.Tensor, prompts: Prompts | None = None,
-                       normalize: bool = True, stem: torch.Tensor | None = None) -> torch.Tensor:
+    def image_features(self, images: torch.Tensor, prompts: Prompts | None = None, normalize: bool = True,
+                       stem: torch.Tensor | None = None, encoder: Encoder | None = None) -> torch.Tensor:
         """Prompted f̃_I (frozen f_I when there are no vision prompts), [B, E]: normalised, or the
         encoder's raw output with ``normalize=False`` (ProMetaR mixes those). ``stem``: the images'
-        :meth:`image_stem`, when it was computed already."""
+        :meth:`image_stem`, when it was computed already; ``encoder`` as in :meth:`text_features`."""
         layer_prompts = prompts.vision if prompts is not None else []
         if stem is None:
             stem = self.image_stem(images)
-        features = encode_image_layers(self.clip, None, layer_prompts, stem=stem, pool_last=self.pool_last)
+        features = (encoder or self.encoder).image(self.clip, stem, layer_prompts)
         return F.normalize(features, dim=-1) if normalize else features
 
     @torch.no_grad()
@@ -327,11 +268,12 @@ class PromptedCLIP(nn.Module):
         return self.clip.visual.conv1(self.backbone.preprocess(images).to(self.clip.transformer.get_cast_dtype()))
 
     @torch.no_grad()
-    def frozen_image_features(self, images: torch.Tensor, stem: torch.Tensor | None = None) -> torch.Tensor:
+    def frozen_image_features(self, images: torch.Tensor, stem: torch.Tensor | None = None,
+                              encoder: Encoder | None = None) -> torch.Tensor:
         """Frozen f_I, normalised [B, E] (no prompts, no gradient); from ``stem`` when given."""
         if stem is None:
             return F.normalize(self.clip.encode_image(self.backbone.preprocess(images)), dim=-1)
-        return F.normalize(encode_image_layers(self.clip, None, (), stem=stem, pool_last=self.pool_last), dim=-1)
+        return F.normalize((encoder or self.encoder).image(self.clip, stem, ()), dim=-1)
 
     def frozen_text_features(self, class_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.frozen_text if class_ids is None else self.frozen_text[class_ids]
@@ -340,6 +282,4 @@ class PromptedCLIP(nn.Module):
         """Standard prompted logits s · f̃_I(x) · f̃_T(classes)ᵀ ([B, C])."""
         frozen = self.frozen_image_features(images) if self.config.conditional else None
         prompts = self.learner(frozen)
-        return clip_logits(
-            self.image_features(images, prompts), self.text_features(prompts, class_ids), self.logit_scale
-        )
+        return clip_logits(self.image_features(images, prompts), self.text_features(prompts, class_ids), self.logit_scale)

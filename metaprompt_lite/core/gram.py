@@ -1,41 +1,32 @@
 """GRAM (Li et al., ICCV 2023): gradient-regulated meta-prompt learning.
 
-Explained in ``notebooks/07_prometar_and_gram``.
+Explained in ``notebooks/07_prometar_and_gram``. Before any downstream tuning GRAM meta-learns, on
+*unlabeled image–text pairs* (here the pocket-CLIP corpus, which holds no benchmark image), an
+initialisation θ₀ of the prompts and a gradient regulator r (:class:`GradientRegulator`). A
+meta-task matches images to captions, the support from one visual style, the query from another;
+with L(θ; pairs) = CE(s · f̃_I(x) · f̃_T(captions)ᵀ, diag):
 
-GRAM wraps any prompt learner. Before any downstream tuning it meta-learns, on *unlabeled
-image–text pairs* (here: the pocket-CLIP pretraining corpus, which holds no benchmark image),
+    θ' = θ − α · r(∇_θ L(θ; support));   (θ₀, r) ← Adam step on ∇ L(θ'; query)   (second order)
 
-1. an initialisation θ₀ of the soft prompts, and
-2. a lightweight gradient-regulating function r (:class:`GradientRegulator`),
-
-so that few-shot tuning with regulated gradients generalises across domains. A meta-task is
-contrastive image–text matching: the support is a batch of pairs from one visual style, the
-query a batch from another style; with L(θ; pairs) = CE(s · f̃_I(x) · f̃_T(captions)ᵀ, diag):
-
-    θ' = θ − α · r(∇_θ L(θ; support))                 (inner step, differentiable)
-    (θ₀, r) ← Adam step on ∇ L(θ'; query)             (outer step, second order)
-
-Downstream, the learner starts from θ₀ and every optimizer step uses r(∇L) in place of ∇L.
-*Unverified against code* (none is public): the regulator's form, step sizes and task sampler;
-r(g) = g ⊙ 2σ(a ⊙ g/rms(g) + b) with a = b = 0 at the start (identity) is a per-dimension
-sigmoid gate, the choice ``docs/methods.md`` calls faithful.
+Downstream the learner starts from θ₀ and every step uses r(∇L). *Unverified against code* (none is
+public): r(g) = g ⊙ 2σ(a ⊙ g/rms(g) + b), a = b = 0 at the start, is the project's choice
+(``docs/methods.md``); so are the step sizes and the task sampler.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from metaprompt_lite.engine import load_checkpoint, make_generator, save_checkpoint
-from metaprompt_lite.losses import clip_logits
-from metaprompt_lite.meta import double_backward_attention, functional_learner, inner_step
-from metaprompt_lite.paths import data_dir
-from metaprompt_lite.prompts import PromptedCLIP, PromptLearner
+from metaprompt_lite.core.clip import Encoder
+from metaprompt_lite.core.loop import make_generator
+from metaprompt_lite.core.losses import clip_logits
+from metaprompt_lite.core.meta import double_backward_attention, functional_learner, inner_step
+from metaprompt_lite.core.prompts import PromptedCLIP, PromptLearner
 
 MAX_CAPTION_WORDS = 12  # captions become "class names" after the context: keep them short
 
@@ -97,11 +88,13 @@ def sample_task(concepts: torch.Tensor, styles: torch.Tensor, pairs: int, genera
     return sets[0], sets[1]
 
 
-def matching_loss(model: PromptedCLIP, module, images: torch.Tensor, captions: list[str], params=None) -> torch.Tensor:
+def matching_loss(model: PromptedCLIP, module, images: torch.Tensor, captions: list[str], params=None,
+                  encoder: Encoder | None = None) -> torch.Tensor:
     """Contrastive image→text matching with prompted encoders on a set of pairs."""
     model.set_classes(captions)
     prompts = module(params=params) if params is not None else module()
-    logits = clip_logits(model.image_features(images, prompts), model.text_features(prompts), model.logit_scale)
+    logits = clip_logits(model.image_features(images, prompts, encoder=encoder),
+                         model.text_features(prompts, encoder=encoder), model.logit_scale)
     return F.cross_entropy(logits, torch.arange(len(captions), device=logits.device))
 
 
@@ -114,45 +107,22 @@ def meta_train(model: PromptedCLIP, images: torch.Tensor, captions: list[str], c
     generator = make_generator(config.seed)
     names = [n for n, _ in learner.named_parameters()]
     captions = [_short(c) for c in captions]
+    encoder = model.encoder if config.first_order else model.encoder.second_order()
     losses = []
     for _ in tqdm(range(config.meta_steps), desc="GRAM meta-train", disable=not progress):
         support, query = sample_task(concepts, styles, config.pairs, generator)
         with double_backward_attention(not config.first_order):
             fmodel = functional_learner(learner)
             theta = list(learner.parameters())
-            loss_s = matching_loss(model, fmodel, images[support], [captions[i] for i in support], theta)
+            loss_s = matching_loss(model, fmodel, images[support], [captions[i] for i in support], theta, encoder)
             grads = torch.autograd.grad(loss_s, theta, create_graph=not config.first_order, allow_unused=True)
             grads = {n: g if g is not None else torch.zeros_like(p) for n, g, p in zip(names, grads, theta)}
             regulated = regulator(grads)
             fast = inner_step(theta, [regulated[n] for n in names], config.inner_lr)  # θ' = θ − α r(g)
-            loss_q = matching_loss(model, fmodel, images[query], [captions[i] for i in query], fast)
+            loss_q = matching_loss(model, fmodel, images[query], [captions[i] for i in query], fast, encoder)
             optimizer.zero_grad(set_to_none=True)
             loss_q.backward()
         optimizer.step()
         losses.append(loss_q.item())
     return ({k: v.detach().clone() for k, v in learner.state_dict().items()},
             {k: v.detach().clone() for k, v in regulator.state_dict().items()}, losses)
-
-
-def save_artifact(path: Path, init: dict, regulator: dict, meta: dict) -> None:
-    save_checkpoint(path, {"init": init, "regulator": regulator, "meta": meta})
-
-
-def artifact_path(backbone_name: str, method_name: str) -> Path:
-    """Where the meta-learned (θ₀, r) of a GRAM method for a backbone is kept."""
-    return data_dir() / "gram" / f"{backbone_name}-{method_name}.pt"
-
-
-def load_gram(model: PromptedCLIP, path: str | Path) -> GradientRegulator:
-    """Start ``model``'s prompts from the meta-learned θ₀ and return the regulator r."""
-    path = Path(path)
-    fix = ("`git checkout data/gram` restores the committed ones, `metaprompt-lite gram` meta-trains them "
-           "again (it needs the corpus: `metaprompt-lite data build --corpus`)")
-    if not path.is_file():
-        raise FileNotFoundError(f"no GRAM meta-learned prompts at {path} — {fix}")
-    artifact = load_checkpoint(path, fix=fix)
-    artifact.require(("init", "regulator"), "a GRAM artifact")
-    model.prompts.load_state_dict(artifact["init"])
-    regulator = GradientRegulator(model.prompts)
-    regulator.load_state_dict(artifact["regulator"])
-    return regulator.to(model.backbone.device)

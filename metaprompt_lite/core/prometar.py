@@ -1,27 +1,20 @@
 """ProMetaR (Park, Ko, Kim, CVPR 2024): meta-regularisation of prompt learning.
 
-Explained in ``notebooks/07_prometar_and_gram``.
+Explained in ``notebooks/07_prometar_and_gram``. The base learner is IVLP with PromptSRC's
+regulariser, an L1 pull of the prompted features towards the frozen ones:
 
-The base learner is IVLP (independent deep text + vision prompts) with PromptSRC's regulariser,
-an L1 pull of the prompted features towards the frozen ones:
-
-    R_text  = 50 · mean |f̃_T(c) − f_T(c)|        (f_T: template ensemble)
-    R_image = 20 · mean |f̃_I(x) − f_I(x)|
+    R_text = 50 · mean |f̃_T(c) − f_T(c)|,   R_image = 20 · mean |f̃_I(x) − f_I(x)|
 
 Instead of adding R to the loss, ProMetaR *modulates* its gradient, per prompt layer l:
 
     γ_l = σ(W₂ W₁ [g_ce,l ; g_reg,l])   (two bias-free linears, hidden n·d/8, γ repeated ×8)
     g_l = g_ce,l + γ_l ⊙ g_reg,l
 
-and meta-learns the modulation net (:class:`GradientModulator`) with a MAML episode per batch:
-one class of the batch is the query, the rest the support; an inner step with the modulated
-gradient (lr 5e-4) adapts the prompts on the support; the query loss, made "virtual" by manifold
-mixup of query and support image features (the encoder's raw outputs, normalised after mixing, as in
-the official code; λ ~ Beta(0.5, 0.5), mixed labels), is
-back-propagated — second order by default — into the prompts and the modulation net.
-The official code uses learn2learn; here ``higher`` gives the functional prompt module and the inner
-step is written out, θ' = θ − α g with the modulated g (:func:`~metaprompt_lite.meta.functional_learner`,
-:func:`~metaprompt_lite.meta.inner_step`: the style of every meta-step in the package).
+and meta-learns the modulation net with a MAML episode per batch: one class is the query, the rest
+the support; an inner step with the modulated gradient (lr 5e-4) adapts the prompts on the support;
+the query loss, "virtual" by manifold mixup of query and support image features (λ ~ Beta(0.5, 0.5)),
+is back-propagated (second order by default) into the prompts and the net. The official code uses
+learn2learn; here ``higher`` and :func:`~metaprompt_lite.core.meta.inner_step`.
 """
 
 from __future__ import annotations
@@ -32,10 +25,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metaprompt_lite.engine import Batch, TrainState
-from metaprompt_lite.losses import clip_logits, feature_consistency_l1
-from metaprompt_lite.meta import double_backward_attention, functional_learner, inner_step
-from metaprompt_lite.prompts import PromptedCLIP, PromptLearner
+from metaprompt_lite.core.clip import Encoder
+from metaprompt_lite.core.loop import Batch, TrainState
+from metaprompt_lite.core.losses import clip_logits, feature_consistency_l1
+from metaprompt_lite.core.meta import double_backward_attention, functional_learner, inner_step
+from metaprompt_lite.core.prompts import PromptedCLIP, PromptLearner
 
 TEXT_REG_WEIGHT = 50.0
 IMAGE_REG_WEIGHT = 20.0
@@ -107,10 +101,10 @@ class GradientModulator(nn.Module):
 
 
 def _losses(model: PromptedCLIP, prompts, images: torch.Tensor, frozen_image: torch.Tensor, config: ProMetaRConfig,
-            stem: torch.Tensor | None = None):
+            stem: torch.Tensor | None = None, encoder: Encoder | None = None):
     """Prompted image features, text features, and the two regularisers."""
-    image = model.image_features(images, prompts, stem=stem)
-    text = model.text_features(prompts)
+    image = model.image_features(images, prompts, stem=stem, encoder=encoder)
+    text = model.text_features(prompts, encoder=encoder)
     reg_text = feature_consistency_l1(text, model.frozen_text_features(), config.text_weight)
     reg_image = feature_consistency_l1(image, frozen_image, config.image_weight)
     return image, text, reg_text, reg_image
@@ -134,14 +128,12 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
     """One ProMetaR iteration: a modulated update on the batch, then a meta-update of prompts and
     modulation net on a (support, virtual query) episode."""
     model, learner = state.model, state.model.prompts
-    scale = model.logit_scale
-    frozen_image = batch.frozen_image(model)
+    frozen_image, stem = batch.frozen_image(model), batch.image_stem(model)
     params = dict(learner.named_parameters())
 
     # 1. regular update with the modulated gradient g = g_ce + γ ⊙ g_reg
-    stem = batch.image_stem(model)
     image, text, reg_text, reg_image = _losses(model, learner(), batch.images, frozen_image, config, stem)
-    loss_ce = F.cross_entropy(clip_logits(image, text, scale), batch.labels)
+    loss_ce = F.cross_entropy(clip_logits(image, text, model.logit_scale), batch.labels)
     g_ce, g_reg = _split_grads(loss_ce, reg_text, reg_image, params, create_graph=False)
     with torch.no_grad():
         grads = modulator(g_ce, g_reg)
@@ -160,30 +152,8 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
     support = (batch.labels != query_class).nonzero().flatten()
     lam = torch.distributions.Beta(config.mixup_alpha, config.mixup_beta).sample((len(query),))
     mix = support[torch.randint(len(support), (len(query),), generator=state.generator)]
-
     with double_backward_attention(not config.first_order):
-        fmodel = functional_learner(learner)
-        theta = list(learner.parameters())
-        names = [n for n, _ in learner.named_parameters()]
-        prompts = fmodel(params=theta)
-        image, text, reg_text, reg_image = _losses(model, prompts, batch.images[support], frozen_image[support], config,
-                                                   stem[support])
-        support_ce = F.cross_entropy(clip_logits(image, text, scale), batch.labels[support])
-        g_ce, g_reg = _split_grads(support_ce, reg_text, reg_image, dict(zip(names, theta)),
-                                   create_graph=not config.first_order)
-        if config.first_order:
-            g_ce = {n: g.detach() for n, g in g_ce.items()}
-            g_reg = {n: g.detach() for n, g in g_reg.items()}
-        grads = modulator(g_ce, g_reg)  # keeps the graph into the modulation net
-        fast = inner_step(theta, [grads[n] for n in names], config.adapt_lr)  # θ' = θ − α g
-        prompts = fmodel(params=fast)
-        # as the official code: mix the image encoder's raw outputs, then normalise
-        features = model.image_features(batch.images, prompts, normalize=False, stem=stem)
-        mixed = lam[:, None] * features[query] + (1 - lam[:, None]) * features[mix]
-        logits = clip_logits(F.normalize(mixed, dim=-1), model.text_features(prompts), scale)
-        query_loss = (lam * F.cross_entropy(logits, batch.labels[query], reduction="none")
-                      + (1 - lam) * F.cross_entropy(logits, batch.labels[mix], reduction="none")).mean()
-        query_loss = config.lr_ratio * query_loss
+        query_loss = _virtual_query_loss(model, batch, modulator, config, support, query, mix, lam)
         state.optimizer.zero_grad(set_to_none=True)
         modulator_optimizer.zero_grad(set_to_none=True)
         query_loss.backward()
@@ -191,3 +161,33 @@ def prometar_step(state: TrainState, batch: Batch, modulator: GradientModulator,
     modulator_optimizer.step()
     out["query_loss"] = query_loss.item()
     return out
+
+
+def _virtual_query_loss(model: PromptedCLIP, batch: Batch, modulator: GradientModulator, config: ProMetaRConfig,
+                        support: torch.Tensor, query: torch.Tensor, mix: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """The meta-objective of one episode: adapt θ on the support with the modulated gradient,
+    θ' = θ − α (g_ce + γ ⊙ g_reg), then the mixup ("virtual") query loss at θ', scaled by ``lr_ratio``.
+    Its graph reaches θ and the modulation net (second order unless ``config.first_order``)."""
+    learner, scale = model.prompts, model.logit_scale
+    encoder = model.encoder if config.first_order else model.encoder.second_order()
+    frozen_image, stem = batch.frozen_image(model), batch.image_stem(model)
+    fmodel = functional_learner(learner)
+    theta = list(learner.parameters())
+    names = [n for n, _ in learner.named_parameters()]
+    image, text, reg_text, reg_image = _losses(model, fmodel(params=theta), batch.images[support],
+                                               frozen_image[support], config, stem[support], encoder)
+    support_ce = F.cross_entropy(clip_logits(image, text, scale), batch.labels[support])
+    g_ce, g_reg = _split_grads(support_ce, reg_text, reg_image, dict(zip(names, theta)),
+                               create_graph=not config.first_order)
+    if config.first_order:
+        g_ce = {n: g.detach() for n, g in g_ce.items()}
+        g_reg = {n: g.detach() for n, g in g_reg.items()}
+    grads = modulator(g_ce, g_reg)  # keeps the graph into the modulation net
+    prompts = fmodel(params=inner_step(theta, [grads[n] for n in names], config.adapt_lr))  # θ' = θ − α g
+    # as the official code: mix the image encoder's raw outputs, then normalise
+    features = model.image_features(batch.images, prompts, normalize=False, stem=stem, encoder=encoder)
+    mixed = lam[:, None] * features[query] + (1 - lam[:, None]) * features[mix]
+    logits = clip_logits(F.normalize(mixed, dim=-1), model.text_features(prompts, encoder=encoder), scale)
+    query_loss = (lam * F.cross_entropy(logits, batch.labels[query], reduction="none")
+                  + (1 - lam) * F.cross_entropy(logits, batch.labels[mix], reduction="none")).mean()
+    return config.lr_ratio * query_loss
