@@ -36,8 +36,9 @@ from pathlib import Path
 
 import torch
 
-from metaprompt_lite import backbone as backbone_module
-from metaprompt_lite import engine, meta, prompts, run
+from metaprompt_lite import engine, fastpath, methods, run
+from metaprompt_lite.core import clip as clip_module
+from metaprompt_lite.core import steps
 from metaprompt_lite.backbone import load_clip
 from metaprompt_lite.data import load_dataset
 from metaprompt_lite.paths import default_model
@@ -83,10 +84,10 @@ class Timers:
 def _instrument(timers: Timers, backbone) -> None:
     """Install the timers (module attributes are patched where callers look them up)."""
     timers.wrap(engine, "augment", "augment")
-    for module in (backbone_module, prompts):
-        timers.wrap(module, "encode_image_layers", "prompted image")
-        timers.wrap(module, "encode_text_layers", "text encoder")
-    timers.wrap(prompts, "prompted_text_features", "text encoder")  # the shared-prefix pass (fastpath)
+    timers.wrap(clip_module, "encode_image_layers", "prompted image")  # the plain passes (core.clip.Encoder)
+    timers.wrap(clip_module, "encode_text_layers", "text encoder")
+    timers.wrap(fastpath, "encode_image_pooled", "prompted image")  # the fast encoder's passes
+    timers.wrap(fastpath, "encode_text_shared_prefix", "text encoder")
     # the frozen encoders (CLIP's own forward)
     clip = backbone.model
     original_encode_image = clip.encode_image
@@ -108,14 +109,9 @@ def _instrument(timers: Timers, backbone) -> None:
     timers.wrap(torch.Tensor, "backward", "backward")
     timers.wrap(torch.autograd, "grad", "backward")
     timers.wrap(torch.optim.SGD, "step", "optimizer")
-    for name in ("episodic_meta_update", "official_quirks_meta_update"):
-        timers.wrap(meta, name, "meta step")
-    import metaprompt_lite.methods as methods
-    import metaprompt_lite.prometar as prometar
-
-    timers.wrap(prometar, "prometar_step", "meta step")
-    for name in ("episodic_meta_update", "official_quirks_meta_update"):
-        setattr(methods, name, getattr(meta, name))
+    for name in ("episodic_meta_update", "official_quirks_meta_update"):  # where core.steps looks them up
+        timers.wrap(steps, name, "meta step")
+    timers.wrap(methods, "prometar_step", "meta step")  # where methods.make_step looks it up
     timers.wrap(run, "evaluate", "evaluation")
     timers.wrap(run, "frozen_features", "evaluation")
 

@@ -3,10 +3,11 @@ each method trains on.
 
 Explained in ``notebooks/06_metaprompt_end_to_end`` and ``notebooks/07_prometar_and_gram``.
 
-A method is a :class:`MethodConfig` (plain dataclass instance); :mod:`metaprompt_lite.steps` turns it
-into one step function on the shared engine (there is no trainer per method). :func:`preset` gives a
-method's recipe, budget and shots on a tier (pocket or paper) under a protocol (official or tuned),
-all in this one place; :func:`prompted_clip` builds the model a recipe runs.
+A method is a :class:`~metaprompt_lite.core.steps.MethodConfig` (plain dataclass instance);
+:func:`make_step` turns it into one step function of :mod:`metaprompt_lite.core.steps` (there is no
+trainer per method). :func:`preset` gives a method's recipe, budget and shots on a tier (pocket or
+paper) under a protocol (official or tuned), all in this one place; :func:`prompted_clip` builds the
+model a recipe runs, with the fast encoder; :func:`start_training` what its loop starts from.
 """
 
 from __future__ import annotations

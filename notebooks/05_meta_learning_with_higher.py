@@ -9,17 +9,17 @@
 # The **second-order** meta-gradient differentiates *through* the inner step:
 # $g = (I - \alpha \nabla^2 L_s)\,\nabla L_q(\theta')$. The **first-order** approximation drops the
 # Hessian term, $g \approx \nabla L_q(\theta')$ — what MetaPrompt's official code does.
-# `metaprompt_lite.meta.meta_gradients` builds both in the style of every meta-step in the package
+# `metaprompt_lite.core.meta.meta_gradients` builds both in the style of every meta-step in the package
 # (ProMetaR's and GRAM's too): `higher`'s monkeypatch runs the prompt learner on an explicit list of
-# parameters (`meta.functional_learner`), and the inner step $\theta' = \theta - \alpha g$ is written
-# out (`meta.inner_step`), so ProMetaR and GRAM can put their modulated or regulated gradient for $g$.
+# parameters (`core.meta.functional_learner`), and the inner step $\theta' = \theta - \alpha g$ is written
+# out (`core.meta.inner_step`), so ProMetaR and GRAM can put their modulated or regulated gradient for $g$.
 #
 # | equation | where |
 # |---|---|
-# | the learner run on an explicit parameter list θ | `meta.functional_learner` (`higher.patch.monkeypatch`) |
-# | θ' = θ − α ∇L_s(θ), kept differentiable for second order | `meta.inner_step`, inside `meta.meta_gradients` |
-# | g = ∇L_q(θ') (first order) or ∇_θ L_q(θ'(θ)) (second order) | `meta.meta_gradients` (`first_order=`) |
-# | θ ← θ − β Σ_i g_i over episodes | `meta.apply_update`, called by `meta.episodic_meta_update` |
+# | the learner run on an explicit parameter list θ | `core.meta.functional_learner` (`higher.patch.monkeypatch`) |
+# | θ' = θ − α ∇L_s(θ), kept differentiable for second order | `core.meta.inner_step`, inside `core.meta.meta_gradients` |
+# | g = ∇L_q(θ') (first order) or ∇_θ L_q(θ'(θ)) (second order) | `core.meta.meta_gradients` (`first_order=`) |
+# | θ ← θ − β Σ_i g_i over episodes | `core.meta.apply_update`, called by `core.meta.episodic_meta_update` |
 
 # %%
 import time
@@ -124,7 +124,7 @@ for first_order in (True, False):
 # - First order = the query gradient at θ'; the cosines above show how far it is from second order on this model.
 # - MetaPrompt's official code is first order, takes its inner step with the training optimizer (the
 #   support gradient stays in the momentum) and restores only the first episode: `metaprompt` runs that
-#   loop (`metaprompt_lite.meta.official_quirks_meta_update`), `metaprompt-clean` the exact update.
+#   loop (`metaprompt_lite.core.meta.official_quirks_meta_update`), `metaprompt-clean` the exact update.
 #
 # ## Exercises
 # 1. Use two inner steps (`inner_steps=2`): does the first/second-order cosine drop?

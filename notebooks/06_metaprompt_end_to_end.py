@@ -8,12 +8,12 @@
 #
 # | step | what it does | where |
 # |---|---|---|
-# | 1 | in-domain update: one SGD step on the asymmetric loss of the batch | `steps.supervised_step` with `losses.asymmetric_contrastive_loss`, the first update `steps.metaprompt_step` makes |
-# | 2 | split the batch into episodes: **cross-class** for base-to-new (classes cut into `n_groups` groups; query = one group, support = the rest) or **cross-domain** for DG (query = one source domain) | `meta.cross_class_episodes`, `meta.cross_domain_episodes` |
-# | 3 | per episode i: an inner step on the support loss, then g_i = the gradient of the query loss at the adapted prompts (text prompts adapt for cross-class, vision prompts for cross-domain) | `meta.official_quirks_meta_update` (the benchmark's `metaprompt`) or `meta.episodic_meta_update` → `meta.meta_gradients` (`metaprompt-clean`) |
-# | 4 | θ ← θ − lr · meta_step · Σ_i g_i | `meta.apply_update`, the last line of both |
+# | 1 | in-domain update: one SGD step on the asymmetric loss of the batch | `core.steps.supervised_step` with `core.losses.asymmetric_contrastive_loss`, the first update `core.steps.metaprompt_step` makes |
+# | 2 | split the batch into episodes: **cross-class** for base-to-new (classes cut into `n_groups` groups; query = one group, support = the rest) or **cross-domain** for DG (query = one source domain) | `core.meta.cross_class_episodes`, `core.meta.cross_domain_episodes` |
+# | 3 | per episode i: an inner step on the support loss, then g_i = the gradient of the query loss at the adapted prompts (text prompts adapt for cross-class, vision prompts for cross-domain) | `core.meta.official_quirks_meta_update` (the benchmark's `metaprompt`) or `core.meta.episodic_meta_update` → `core.meta.meta_gradients` (`metaprompt-clean`) |
+# | 4 | θ ← θ − lr · meta_step · Σ_i g_i | `core.meta.apply_update`, the last line of both |
 #
-# `steps.metaprompt_step` runs the four in order, once per batch. Step 3 exists in two versions.
+# `core.steps.metaprompt_step` runs the four in order, once per batch. Step 3 exists in two versions.
 # The benchmark's `metaprompt` runs it as the official code does: the inner step is a step of the
 # *training optimizer*, so the support gradient also enters the momentum buffer and keeps moving the
 # prompts, and only the first episode's inner step is undone. `metaprompt-clean` runs it as the paper

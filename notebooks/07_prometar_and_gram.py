@@ -18,13 +18,13 @@
 #
 # | equation | where |
 # |---|---|
-# | ProMetaR's regularisers R_text, R_image (L1 pull to the frozen features) | `prometar._losses` with `losses.feature_consistency_l1` |
-# | γ_l = σ(W₂W₁[g_ce,l ; g_reg,l]) | `prometar.GradientModulator.gamma` |
-# | g_l = g_ce,l + γ_l ⊙ g_reg,l | `prometar.GradientModulator.forward` |
-# | the modulated update, then the episode: θ' = θ − α g on the support, the mixup query loss at θ', its gradient into prompts and net | `prometar.prometar_step` (parts 1 and 2), `meta.inner_step` |
-# | GRAM's regulator r(g) = g ⊙ 2σ(a ⊙ ĝ + b) | `gram.GradientRegulator.regulate` |
-# | GRAM's meta-training: θ' = θ − α r(∇L_s) on image–caption pairs, ∇L_q(θ') into θ₀ and r | `gram.meta_train` with `gram.matching_loss`, `meta.inner_step` |
-# | downstream tuning along r(∇L) from θ₀ | `steps.regulated_step`, θ₀ and r loaded by `gram.load_gram` |
+# | ProMetaR's regularisers R_text, R_image (L1 pull to the frozen features) | `core.prometar._losses` with `core.losses.feature_consistency_l1` |
+# | γ_l = σ(W₂W₁[g_ce,l ; g_reg,l]) | `core.prometar.GradientModulator.gamma` |
+# | g_l = g_ce,l + γ_l ⊙ g_reg,l | `core.prometar.GradientModulator.forward` |
+# | the modulated update, then the episode: θ' = θ − α g on the support, the mixup query loss at θ', its gradient into prompts and net | `core.prometar.prometar_step` (parts 1 and 2), `core.meta.inner_step` |
+# | GRAM's regulator r(g) = g ⊙ 2σ(a ⊙ ĝ + b) | `core.gram.GradientRegulator.regulate` |
+# | GRAM's meta-training: θ' = θ − α r(∇L_s) on image–caption pairs, ∇L_q(θ') into θ₀ and r | `core.gram.meta_train` with `core.gram.matching_loss`, `core.meta.inner_step` |
+# | downstream tuning along r(∇L) from θ₀ | `core.steps.regulated_step`, θ₀ and r loaded by `gram_artifacts.load_gram` |
 
 # %%
 import json

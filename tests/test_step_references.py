@@ -520,7 +520,7 @@ def test_prometar_split_grads_routes_the_regularisers_by_modality():
 
 # =========================================================================== 3. GRAM
 def _regulate(grad, scale, shift):
-    """gram.py's regulator (docs/methods.md: a per-dimension sigmoid gate on the gradient):
+    """core/gram.py's regulator (docs/methods.md: a per-dimension sigmoid gate on the gradient):
     r(g) = g ⊙ 2σ(a ⊙ g/rms(g) + b), rms over the whole parameter tensor."""
     return grad * 2 * torch.sigmoid(scale * grad / grad.pow(2).mean().sqrt() + shift)
 
@@ -600,7 +600,7 @@ GRAM_CAPTIONS = ["a red square drawing", "a green circle drawing", "a blue trian
 @pytest.mark.parametrize("first_order", [False, True])
 def test_gram_meta_step_equals_manual_create_graph(backbone, dataset, monkeypatch, first_order):
     """GRAM meta-training (docs/methods.md: the inner loop tunes the prompt with the regulated gradient,
-    the outer loop updates the init and the regulator, second order; gram.py's equations):
+    the outer loop updates the init and the regulator, second order; core/gram.py's equations):
     one ``meta_train`` step equals, for the task it sampled,
         θ' = θ − α · r(∇_θ L(θ; support)),  r(g) = g ⊙ 2σ(a ⊙ g/rms(g) + b),  a = b = 0 at start,
         L(θ; pairs) = CE(s · f̃_I(x) · f̃_T(captions)ᵀ, diag),

@@ -70,7 +70,7 @@ class _FakeTokenizer:
 
 
 def fake_backbone(text: dict[str, list[float] | torch.Tensor]) -> SimpleNamespace:
-    """A stand-in for :class:`~metaprompt_lite.backbone.Backbone` with the attributes zeroshot uses."""
+    """A stand-in for :class:`~metaprompt_lite.core.clip.Backbone` with the attributes zeroshot uses."""
     prompts = list(text)
     table = torch.stack([torch.as_tensor(text[p], dtype=torch.float32) for p in prompts])
     return SimpleNamespace(model=_FakeCLIP(table), tokenizer=_FakeTokenizer(prompts),

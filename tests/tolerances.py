@@ -57,7 +57,7 @@ def config_terms(model: str = "tiny-clip", passes: int = 1, towers: tuple[str, .
 
 
 def clip_terms(backbone, passes: int = 1, towers: tuple[str, ...] = ("text", "image")) -> int:
-    """:func:`config_terms` of a loaded :class:`metaprompt_lite.backbone.Backbone` (its model's config)."""
+    """:func:`config_terms` of a loaded :class:`metaprompt_lite.core.clip.Backbone` (its model's config)."""
     return config_terms(backbone.name, passes, towers)
 
 

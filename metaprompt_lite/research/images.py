@@ -10,7 +10,7 @@ Explained in ``docs/research_tier.md``. The offline suite keeps every image in o
 
 Each image is preprocessed as CLIP's test transform does: resize the shorter side to ``S`` with
 bicubic interpolation, then centre-crop ``S × S`` (torchvision's ``Resize(S)`` + ``CenterCrop(S)``
-arithmetic). Normalisation stays in :meth:`metaprompt_lite.backbone.Backbone.preprocess` and
+arithmetic). Normalisation stays in :meth:`metaprompt_lite.core.clip.Backbone.preprocess` and
 training augmentation in :func:`metaprompt_lite.engine.augment`, exactly as for the offline suite.
 Decoding runs in a thread pool (Pillow releases the GIL while decoding and resizing).
 """
