@@ -49,7 +49,9 @@ Jobs
 - ``compare``        a benchmark's rows beside the committed ones: how much, and whether settings or machines differ
 
 The command line
-- ``cli``            ``metaprompt-lite``
+- ``cli``            ``metaprompt-lite``: the entry point; train, pretrain, zeroshot, gram; one-line errors
+- ``cli_args``       the command line's argument types and checks, in one place
+- ``cli_bench``      ``metaprompt-lite bench|merge|report``
 - ``cli_data``       ``metaprompt-lite data``
 """
 

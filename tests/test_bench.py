@@ -138,7 +138,7 @@ def test_bench_meta_sums_wall_time_per_suite_over_resumed_invocations(tmp_path):
     import argparse
     import json
 
-    from metaprompt_lite.cli import _record_bench_meta
+    from metaprompt_lite.cli_bench import _record_bench_meta
 
     def args(seeds):
         return argparse.Namespace(out_dir=str(tmp_path), model="tiny-clip", pretrained="none", tier="pocket", protocol="official",
@@ -157,7 +157,7 @@ def test_bench_meta_names_the_default_checkpoint_relative_to_the_clone(tmp_path)
     import argparse
     import json
 
-    from metaprompt_lite.cli import _record_bench_meta
+    from metaprompt_lite.cli_bench import _record_bench_meta
     from metaprompt_lite.paths import POCKET_CHECKPOINT, data_dir
 
     absolute = str((data_dir() / POCKET_CHECKPOINT).resolve())
@@ -172,7 +172,7 @@ def test_bench_meta_names_the_default_checkpoint_relative_to_the_clone(tmp_path)
 def test_bench_meta_names_a_moved_data_directory_by_its_variable(tmp_path, monkeypatch):
     """With METAPROMPT_LITE_DATA set, a checkpoint there is not recorded as data/... (which would name
     the clone's own, possibly different, file)."""
-    from metaprompt_lite.cli import _portable_path
+    from metaprompt_lite.cli_bench import _portable_path
 
     moved = tmp_path / "elsewhere"
     (moved / "pocket-clip").mkdir(parents=True)

@@ -22,7 +22,7 @@ LAYERS = [
     ("gram_artifacts", "methods"),  # GRAM's artifacts on disk; every method as a recipe, and the presets
     ("run", "analysis", "pretrain", "model_card", "gram_build"),  # one run; pocket-CLIP and GRAM jobs
     ("bench", "shard", "report", "compare"),  # the benchmark, its shards and its tables
-    ("cli", "cli_data", "__main__"),  # the command line
+    ("cli", "cli_args", "cli_bench", "cli_data", "__main__"),  # the command line
 ]
 # the data subpackage, in the same way (lowest first): every module of it, by exact name ("data" is its
 # __init__); its imports of other data modules point down this list, whatever LAYERS allows the package
