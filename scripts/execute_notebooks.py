@@ -3,12 +3,15 @@
     python scripts/execute_notebooks.py [notebooks/03_*.ipynb ...]      (default: every numbered notebook)
 
 Syncs each pair from its .py first (jupytext), runs every cell except those marked ``# NBVAL_SKIP``
-(research-tier cells that need a GPU and internet: they keep empty outputs), prints the run time.
-Kept outside notebooks/ so that `jupytext --sync notebooks/*.py` pairs only the notebooks.
+(research-tier cells that need a GPU and internet: they keep empty outputs), prints the run time and
+records it in ``notebooks/run_times.json`` (what ``scripts/reading_times.py`` adds to each notebook's
+reading time). Kept outside notebooks/ so that `jupytext --sync notebooks/*.py` pairs only the notebooks.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import nbformat
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+RUN_TIMES = NOTEBOOKS / "run_times.json"
 SKIP_TAG = "skip-execution"
 
 
@@ -47,7 +51,18 @@ def execute(path: Path) -> float:
     return elapsed
 
 
+def record_run_time(name: str, seconds: float, path: Path = RUN_TIMES) -> None:
+    """Set ``name``'s run time (seconds, one decimal) in the JSON file, atomically (the others kept)."""
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    times[name] = round(seconds, 1)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 if __name__ == "__main__":
     paths = [Path(p).with_suffix(".ipynb") for p in sys.argv[1:]] or sorted(p.with_suffix(".ipynb") for p in NOTEBOOKS.glob("[0-9]*.py"))
     for p in paths:
-        print(f"{p.name}: {execute(p.resolve()):.0f} s", flush=True)
+        seconds = execute(p.resolve())
+        record_run_time(p.stem, seconds)
+        print(f"{p.name}: {seconds:.0f} s", flush=True)
