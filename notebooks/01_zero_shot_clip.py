@@ -22,7 +22,6 @@ from metaprompt_lite.zeroshot import chance, image_features, zero_shot_suite
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
-assert backbone.name == "pocket-clip"
 places = load_dataset("emoji-novel-places")
 print(places)
 print("templates:", places.templates)
@@ -40,8 +39,8 @@ scale = backbone.model.logit_scale.exp().item()
 logits = scale * features @ single.t()
 acc_single = (logits.argmax(1) == labels).float().mean().item() * 100
 print(f"W: {tuple(single.shape)}, logit scale s = {scale:.1f}")
-print(f"emoji-novel-places, {len(places.classnames)}-way, single template: {acc_single:.1f}% (chance {chance(places):.1f}%)")
-assert acc_single > 5 * chance(places)
+print(f"emoji-novel-places, {len(places.classnames)}-way, single template: {acc_single:.1f}%, "
+      f"{acc_single / chance(places):.1f} times chance ({chance(places):.1f}%)")
 
 # %% [markdown]
 # ## The logit scale does not change the prediction, only the confidence
@@ -49,17 +48,20 @@ assert acc_single > 5 * chance(places)
 # calibrated for contrastive training; prompt learners keep it frozen.
 
 # %%
+measured = {}
 for s in (1.0, scale, 100.0):
     p = (s * features @ single.t()).softmax(-1)
     top1 = (p.argmax(1) == labels).float().mean().item() * 100
-    entropy = -(p * p.clamp_min(1e-12).log()).sum(1).mean().item()
+    measured[s] = entropy = -(p * p.clamp_min(1e-12).log()).sum(1).mean().item()
     print(f"s={s:6.1f}: accuracy {top1:.1f}%, mean entropy {entropy:.2f} nats")
+print(f"From s=1 to s=100 the accuracy stays put and the entropy falls from {measured[1.0]:.2f} to "
+      f"{measured[100.0]:.2f} nats (uniform over {len(places.classnames)} classes: {torch.tensor(len(places.classnames)).log():.2f}).")
 
 # %% [markdown]
 # ## Template ensembles
 # CLIP's ensemble averages the normalised embeddings of several templates per class, then
 # re-normalises. It is free (no training); whether it helps depends on the templates and the
-# classes, so the cell after the table counts the datasets where it does.
+# classes. The table is zero-shot CLIP on every base-to-new dataset, both ways.
 
 # %%
 rows = zero_shot_suite(backbone, "b2n")
@@ -67,15 +69,16 @@ frame = pd.DataFrame(rows)
 frame.pivot(index="dataset", columns="templates", values=["all", "base", "new"]).round(1)
 
 # %%
-for row in rows:
-    if row["templates"] == "single":
-        print(f"{row['dataset']:20s} all-class accuracy {row['all'] / row['chance']:4.1f}x chance")
-single_new = frame[frame.templates == "single"]["new"].mean()
-print(f"zero-shot new-class accuracy, mean over datasets (single template): {single_new:.1f}%")
+one = frame[frame.templates == "single"].set_index("dataset")
+ratio = one["all"] / one["chance"]
+print(f"single template: all-class accuracy {ratio.min():.1f} ({ratio.idxmin()}) to {ratio.max():.1f} "
+      f"({ratio.idxmax()}) times chance, median {ratio.median():.1f}")
 by_template = frame.pivot(index="dataset", columns="templates", values="all")
 gain = (by_template["ensemble"] - by_template["single"]).round(1)
 print(f"the ensemble is better on {(gain > 0).sum()}, equal on {(gain == 0).sum()} and worse on {(gain < 0).sum()} "
       f"of {len(gain)} datasets (all-class accuracy)")
+# the lesson: a frozen CLIP names the classes of every dataset above chance, most far above it
+assert (ratio > 1).all() and ratio.median() > 5, ratio.round(1).to_dict()
 
 # %%
 fig, ax = plt.subplots(figsize=(9, 3.5))
@@ -88,33 +91,29 @@ plt.show()
 
 # %% [markdown]
 # Zero-shot CLIP has no notion of "base" and "new": it treats both halves alike, so any gap between
-# them is a property of the classes, not of training. Prompt learning will change that.
-#
-# The zero-shot *new*-class accuracy printed above is the bar a prompt learner should not fall
-# under. In the papers (ViT-B/16) the meta-learners clear it and CoOp falls far below it. The next
-# cell reads the committed benchmark of both protocols (`results/official/`: each method at its
-# paper's budget, GRAM at its learner's; `results/tuned/`: budgets tuned on base-class validation) and counts the learned
-# methods that end below the bar on new classes. If most do, a few shots of 64-px drawings give a
-# prompt little that transfers to unseen classes, and new-class accuracy is where tuning a prompt
-# costs most on this tier.
+# them is a property of the classes, not of training. Prompt learning will change that: it trains on
+# the base half only, and the zero-shot *new*-class accuracy becomes the bar a prompt learner should
+# not fall under. The committed benchmark (`results/official/b2n.csv`, shown in notebook 09) holds
+# zero-shot CLIP as its `zsclip` rows; the cell reads them back.
 
 # %%
 from metaprompt_lite.paths import results_dir
 from metaprompt_lite.report import b2n_average, read_results
 
-for protocol in ("official", "tuned"):
-    averages = b2n_average(read_results(results_dir(protocol) / "b2n.csv"))
-    learned = averages.drop(index=[m for m in averages.index if m.startswith("zsclip")])  # the zero-shot rows
-    below = learned[learned["new"] < averages.loc["zsclip", "new"]]
-    print(f"{protocol:8s}: zero-shot new (benchmark, single template) {averages.loc['zsclip', 'new']:.2f}; "
-          f"{len(below)} of {len(learned)} learned methods end below it: {', '.join(below.index)}")
+new_gap = one["new"] - one["base"]
+print(f"new − base: {new_gap.min():+.1f} to {new_gap.max():+.1f} points; new above base on {(new_gap > 0).sum()} of {len(one)} datasets")
+committed = b2n_average(read_results(results_dir("official") / "b2n.csv")).loc["zsclip"]
+print(f"the bar, zero-shot new-class accuracy averaged over the datasets: {one['new'].mean():.2f}% in this run, "
+      f"{committed['new']:.2f}% in the committed benchmark's zero-shot row (base {one['base'].mean():.2f} / {committed['base']:.2f})")
+assert abs(committed["new"] - one["new"].mean()) < 0.01 and abs(committed["base"] - one["base"].mean()) < 0.01
 
 # %% [markdown]
 #
 # ## Summary
-# - Zero-shot CLIP = cosine similarity with embedded class sentences, times a temperature.
-# - Templates matter; an ensemble of templates is free, and the count above says on how many of
-#   these datasets it helps.
+# - Zero-shot CLIP = cosine similarity with embedded class sentences, times a temperature; the
+#   frozen pocket CLIP is above chance on every dataset, far above on most (asserted).
+# - Templates matter; an ensemble of templates costs no training, and whether it helps depends on
+#   the dataset.
 # - The zero-shot *new*-class accuracy is the bar a prompt learner should not fall under.
 #
 # ## Exercises
