@@ -1,6 +1,7 @@
 """Do this code's benchmark rows equal the committed ones, in every column but time and code?
 
-    python benchmarks/rows_unchanged.py [--out-dir runs/rows-unchanged] [--json benchmarks/rows_unchanged.json]
+    python benchmarks/rows_unchanged.py [--slices NAME ...] [--compare-only] [--out-dir runs/rows-unchanged]
+                                        [--json benchmarks/rows_unchanged.json]
 
 Runs ``metaprompt-lite bench`` with this checkout's code on three slices and compares each row with
 the committed row of the same (method, dataset or benchmark and target, seed) under
@@ -13,7 +14,9 @@ the committed row of the same (method, dataset or benchmark and target, seed) un
 A row is unchanged when every column but ``train_s`` and ``code`` is equal as written in the CSV
 (accuracies to 4 decimals, the unit the files keep). Each bench resumes from its CSV, so a killed
 run is continued by running the script again. Prints one line per slice and the rows that differ;
-exits 1 when any differs. The committed rows were made on the machine ``bench_meta.json`` names;
+exits 1 when any differs. ``--compare-only`` compares the slices' CSVs already in ``--out-dir``
+without running anything (a bench refuses to resume a file made by other code); ``--json`` adds the
+slices' comparisons to that file, keeping the others'. The committed rows were made on the machine ``bench_meta.json`` names;
 on another CPU's kernels they are not expected to match (``docs/intervals.md``, "Across CPUs").
 """
 
@@ -61,18 +64,24 @@ def compare(new: pd.DataFrame, committed: pd.DataFrame, keys: list[str]) -> dict
                 differences.append({**{k: row[k] for k in keys}, "column": column, "new": str(row[column]),
                                     "committed": str(row[f"{column}_committed"])})
     changed = {tuple(d[k] for k in keys) for d in differences}
-    return {"rows": len(new), "without_committed_twin": len(missing),
+    return {"rows": len(new), "code": sorted(set(new["code"])), "without_committed_twin": len(missing),
             "identical": len(new) - len(missing) - len(changed), "differences": differences}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "rows-unchanged")
-    parser.add_argument("--json", type=Path, help="also write the comparison here")
+    parser.add_argument("--json", type=Path, help="also write the comparison here (other slices kept)")
+    parser.add_argument("--slices", nargs="+", choices=[s[0] for s in SLICES], default=[s[0] for s in SLICES])
+    parser.add_argument("--compare-only", action="store_true", help="compare the CSVs in --out-dir, run nothing")
     args = parser.parse_args(argv)
-    report, failed = {}, False
+    report = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
+    failed = False
     for name, protocol, suite, datasets, seeds in SLICES:
-        path = run_slice(args.out_dir / name.replace(" ", "-"), protocol, suite, datasets, seeds)
+        if name not in args.slices:
+            continue
+        out = args.out_dir / name.replace(" ", "-")
+        path = out / f"{suite}.csv" if args.compare_only else run_slice(out, protocol, suite, datasets, seeds)
         read = lambda p: pd.read_csv(p, dtype=str, keep_default_na=False)  # noqa: E731 -- as written
         result = compare(read(path), read(ROOT / "results" / protocol / f"{suite}.csv"), KEYS[suite])
         report[name] = result
