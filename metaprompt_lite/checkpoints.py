@@ -99,8 +99,7 @@ def resume(state: TrainState, saved: dict[str, Any]) -> None:
     ``train_s`` was saved gets the sum of its steps' ``step_s`` (a little less than the wall time)."""
     if isinstance(saved, Checkpoint):
         saved.require(RUN_CHECKPOINT_KEYS, "a run checkpoint")
-    missing = [k for k in RUN_CHECKPOINT_KEYS if k not in saved]
-    if missing:
+    elif missing := [k for k in RUN_CHECKPOINT_KEYS if k not in saved]:
         raise CheckpointError(f"not a run checkpoint (it lacks {', '.join(missing)})")
     state.model.prompts.load_state_dict(saved["prompts"])
     state.optimizer.load_state_dict(saved["optimizer"])
