@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from metaprompt_lite import analysis
-from metaprompt_lite.analysis import alignment_curve, gradient_alignment, prompt_gradient
+from metaprompt_lite.analysis import alignment_curve, episode_gradient, gradient_alignment, prompt_gradient
 from metaprompt_lite.optim import OptimConfig
 from metaprompt_lite.methods import MethodConfig
 from metaprompt_lite.core.prompts import PromptConfig, PromptedCLIP
@@ -241,6 +241,53 @@ def test_prompt_gradient_skips_frozen_prompt_parameters(backbone, five_class_bat
     assert_reorder_close(got, full[model.prompts.ctx.numel():], clip_terms(backbone, 2))
 
 
+# --------------------------------------------------------------------------- episode_gradient
+
+
+def test_episode_gradient_is_coops_own_gradient(backbone, five_class_batch):
+    """CoOp's logits are the episode's (frozen image, prompted text): the two gradients agree."""
+    images, labels, names = five_class_batch
+    config, classes = LEARNERS[0][1], torch.tensor([0, 2, 4])
+    keep = torch.isin(labels, classes)
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, config, names)
+    method = MethodConfig("coop", prompt=config)
+    got = episode_gradient(model, method, images[keep], labels[keep], classes)
+    assert got.abs().max() > 0
+    assert_reorder_close(got, prompt_gradient(model, method, images[keep], labels[keep], classes),
+                         clip_terms(backbone, 2))
+
+
+def test_episode_gradient_is_the_text_side_loss_over_the_text_prompts(backbone, five_class_batch):
+    """A deep text+vision learner: the vector is ∇ of CE(s·f_I·f̃_Tᵀ) over ``ctx`` and ``deep_ctx`` only,
+    computed here by autograd on a model that knows only the group's classes; it differs from the
+    fused-logit gradient of the same prompts (so the two measures are not the same thing)."""
+    images, labels, names = five_class_batch
+    config, classes = LEARNERS[4][1], [1, 2, 4]
+    keep = torch.isin(labels, torch.tensor(classes))
+    torch.manual_seed(2)
+    model = PromptedCLIP(backbone, config, names)
+    method = MethodConfig("asymmetric", prompt=config, loss="asymmetric")
+    got = episode_gradient(model, method, images[keep], labels[keep], torch.tensor(classes))
+    sub = PromptedCLIP(backbone, config, [names[c] for c in classes])
+    sub.prompts.load_state_dict(model.prompts.state_dict())
+    logits = sub.logit_scale * sub.frozen_image_features(images[keep]) @ sub.text_features(sub.prompts()).t()
+    target = torch.tensor([classes.index(y) for y in labels[keep].tolist()])
+    params = [sub.prompts.ctx, sub.prompts.deep_ctx]
+    ref = torch.cat([g.flatten() for g in torch.autograd.grad(F.cross_entropy(logits, target), params)])
+    assert got.shape == ref.shape
+    assert_reorder_close(got, ref, clip_terms(backbone, 2))
+    fused = prompt_gradient(model, method, images[keep], labels[keep], torch.tensor(classes))[:ref.numel()]
+    assert not torch.allclose(got, fused, atol=1e-4)
+
+
+def test_episode_gradient_refuses_conditional_prompts(backbone, five_class_batch):
+    images, labels, names = five_class_batch
+    model = PromptedCLIP(backbone, LEARNERS[1][1], names)
+    with pytest.raises(ValueError, match="unconditional text prompts"):
+        episode_gradient(model, None, images, labels, torch.tensor([0, 1]))
+
+
 # --------------------------------------------------------------------------- gradient_alignment (linear fake)
 
 
@@ -389,15 +436,16 @@ def test_alignment_curve_measures_at_step_zero_every_chunk_and_the_end_like_a_pl
     from metaprompt_lite.methods import get_method
     from metaprompt_lite.run import RunConfig, run_base_to_new
 
-    seen = []  # the prompt values at each measurement (probe 0)
-    real = analysis.gradient_alignment
+    seen, grads = [], []  # the prompt values at each measurement (probe 0); every probe's group gradients
+    real = analysis.group_gradients
 
-    def spy(model, method, images, labels, groups=2, seed=0):
+    def spy(model, method, images, labels, groups=2, seed=0, gradient=prompt_gradient):
         if seed == 0:
             seen.append({k: v.detach().clone() for k, v in model.prompts.state_dict().items()})
-        return real(model, method, images, labels, groups, seed)
+        grads.append(real(model, method, images, labels, groups, seed, gradient))
+        return grads[-1]
 
-    monkeypatch.setattr(analysis, "gradient_alignment", spy)
+    monkeypatch.setattr(analysis, "group_gradients", spy)
     data = synthetic_dataset(n_classes=8, per_class=4, seed=11)
     method = get_method("coop")
     optim = OptimConfig(lr=0.05, epochs=3, warmup_epochs=0, batch_size=4, max_steps=3)
@@ -405,6 +453,10 @@ def test_alignment_curve_measures_at_step_zero_every_chunk_and_the_end_like_a_pl
     assert [p.step for p in points] == [0, 2, 3]
     assert len(seen) == 3
     assert all(-1.0 <= p.alignment <= 1.0 and math.isfinite(p.alignment) for p in points)
+    for k, point in enumerate(points):  # the means over the 2 probes, by hand from the gradients seen
+        (s0, q0), (s1, q1) = grads[2 * k], grads[2 * k + 1]
+        assert point.alignment == pytest.approx((_cos(s0, q0) + _cos(s1, q1)) / 2, abs=1e-6)
+        assert point.agreement == pytest.approx(float(s0 @ q0 + s1 @ q1) / 2, rel=1e-5)
     assert all(0.0 <= p.base <= 100.0 and 0.0 <= p.new <= 100.0 for p in points)
 
     config = RunConfig(method="coop", shots=2, seed=1, optim=optim, progress=False, out_dir=str(tmp_path))
