@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import sys
 import time
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -134,12 +136,12 @@ def _run_bench(args, config_table: Callable[[Any], str]) -> int:
         print("BenchConfig\n" + config_table(config), file=sys.stderr)
         name = f"{suite}.csv" if args.shard is None else shard_name(suite, args.shard)
         args.results_file = os.path.join(args.out_dir, name)  # named if interrupted
-        last = [t_suite]
+        last, sitting = [t_suite], start_sitting(suite)
 
-        def record_wall(suite: str = suite) -> None:
+        def record_wall(suite: str = suite, sitting: dict = sitting) -> None:
             """Add the wall time since the last record: a run killed later keeps the time of its rows."""
             now = time.perf_counter()
-            _record_bench_meta(args, {suite: now - last[0]})
+            _record_bench_meta(args, {suite: now - last[0]}, update_sitting(sitting))
             last[0] = now
 
         bench(config, on_row=record_wall)
@@ -174,10 +176,37 @@ def _portable_path(path: str | None) -> str | None:
         return path
 
 
-def _record_bench_meta(args, walls: dict[str, float]) -> None:
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its ended worker processes (a pool's workers
+    are counted when the pool closes, at the end of a suite)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+def start_sitting(suite: str) -> dict:
+    """One invocation's record of a suite: when it started, the machine's load average then (1, 5 and
+    15 min: near 0 on an otherwise idle machine), and the clocks to measure it by."""
+    return {"suite": suite, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "load_average_start": [round(x, 2) for x in os.getloadavg()], "rows": 0,
+            "_wall0": time.perf_counter(), "_cpu0": _cpu_seconds()}
+
+
+def update_sitting(sitting: dict) -> dict:
+    """The sitting after one more row: its wall and CPU minutes so far and the load average now (on an
+    idle machine about the number of workers)."""
+    sitting["rows"] += 1
+    sitting["wall_minutes"] = round((time.perf_counter() - sitting["_wall0"]) / 60, 3)
+    sitting["cpu_minutes"] = round((_cpu_seconds() - sitting["_cpu0"]) / 60, 3)
+    sitting["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return sitting
+
+
+def _record_bench_meta(args, walls: dict[str, float], sitting: dict | None = None) -> None:
     """results/bench_meta.json: what ran, on what, how long. Wall times are added per suite, after
-    every row, over resumed invocations (a killed invocation loses only the time since its last row). A shard
-    writes its own, bench_meta.shard-K-of-N.json (shards may share a folder)."""
+    every row, over resumed invocations (a killed invocation loses only the time since its last row), and
+    each invocation's ``sitting`` (start time, load average at start and end, wall and CPU minutes) is
+    kept, so that the file says whether the machine was otherwise idle. A shard writes its own,
+    bench_meta.shard-K-of-N.json (shards may share a folder)."""
     import torch
 
     shard = getattr(args, "shard", None)
@@ -192,6 +221,14 @@ def _record_bench_meta(args, walls: dict[str, float]) -> None:
     for suite, seconds in walls.items():
         by_suite[suite] = by_suite.get(suite, 0.0) + seconds / 60
     meta["wall_minutes"] = sum(by_suite.values())
+    if sitting is not None:
+        public = {k: v for k, v in sitting.items() if not k.startswith("_")}
+        sittings = meta.setdefault("sittings", [])
+        same = [i for i, s in enumerate(sittings) if (s["suite"], s["started"]) == (public["suite"], public["started"])]
+        if same:
+            sittings[same[0]] = public
+        else:
+            sittings.append(public)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(meta, indent=1))
 

@@ -152,6 +152,40 @@ def test_bench_meta_sums_wall_time_per_suite_over_resumed_invocations(tmp_path):
     assert meta["wall_minutes"] == 17.0 and meta["pretrained"] is None
 
 
+def test_bench_meta_keeps_each_sitting_with_its_load_and_clocks(tmp_path, monkeypatch):
+    """Each invocation of a suite is one sitting, updated in place after every row: rows, wall and CPU
+    minutes since it started, the load average at its start and at its last row; a resumed invocation adds
+    a second sitting rather than overwriting the first."""
+    import argparse
+    import json
+
+    from metaprompt_lite import cli_bench
+
+    clock, cpu, load = [100.0], [10.0], [(0.1, 0.2, 0.3)]
+    monkeypatch.setattr(cli_bench.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(cli_bench, "_cpu_seconds", lambda: cpu[0])
+    monkeypatch.setattr(cli_bench.os, "getloadavg", lambda: load[0])
+    args = argparse.Namespace(out_dir=str(tmp_path), model="tiny-clip", pretrained="none", tier="pocket",
+                              protocol="official", seeds=[1])
+    first = cli_bench.start_sitting("b2n")
+    load[0] = (2.0, 1.5, 1.0)
+    for _ in range(2):
+        clock[0] += 60.0
+        cpu[0] += 120.0
+        cli_bench._record_bench_meta(args, {"b2n": 60.0}, cli_bench.update_sitting(first))
+    second = cli_bench.start_sitting("b2n")
+    second["started"] = "later"  # a resumed invocation (its own start time)
+    clock[0] += 30.0
+    cli_bench._record_bench_meta(args, {"b2n": 30.0}, cli_bench.update_sitting(second))
+    meta = json.loads((tmp_path / "bench_meta.json").read_text())
+    assert meta["wall_minutes_by_suite"] == {"b2n": 2.5}
+    one, two = meta["sittings"]
+    assert (one["rows"], one["wall_minutes"], one["cpu_minutes"]) == (2, 2.0, 4.0)
+    assert one["load_average_start"] == [0.1, 0.2, 0.3] and one["load_average_end"] == [2.0, 1.5, 1.0]
+    assert (two["rows"], two["wall_minutes"], two["started"]) == (1, 0.5, "later")
+    assert not any(key.startswith("_") for key in one)
+
+
 def test_bench_meta_names_the_default_checkpoint_relative_to_the_clone(tmp_path):
     """The committed results/bench_meta.json must not carry this machine's absolute path."""
     import argparse
