@@ -175,23 +175,29 @@ def _methods(config: BenchConfig) -> list[str]:
     return list(config.methods) or list(B2N_METHODS if config.suite == "b2n" else DG_METHODS)
 
 
-# Seconds per optimizer step of each method on one CPU thread, on a 25-base-class pocket dataset
-# (benchmarks/profile_official.json, official budgets); a step's text passes grow with the classes.
-# Only for the estimate printed when a benchmark starts.
-STEP_SECONDS = {"coop": 0.071, "cocoop": 0.038, "ivlp": 0.052, "maple": 0.053, "metaprompt": 0.185,
-                "prometar": 0.30, "gram-coop": 0.071, "gram-ivlp": 0.06, "metaprompt-clean": 0.185,
-                "prometar-base": 0.06, "prometar-netlr": 0.30}
+# Seconds per optimizer step of each method on one CPU thread of an otherwise idle machine, at the
+# official budgets (benchmarks/roofline.py, its benchmarks/roofline.json "ms_per_step"): base-to-new on a
+# 25-base-class dataset (emoji-novel-places), DG on a 40-class target (emoji-pacs/photo); a step's text
+# passes grow with the classes. Only for the estimate printed when a benchmark starts, and for its order.
+STEP_SECONDS = {"coop": 0.045, "cocoop": 0.023, "ivlp": 0.031, "maple": 0.029, "metaprompt": 0.097,
+                "prometar": 0.188, "gram-coop": 0.044, "gram-ivlp": 0.029, "metaprompt-clean": 0.096,
+                "prometar-base": 0.028, "prometar-netlr": 0.188}
+DG_STEP_SECONDS = {"coop": 0.052, "cocoop": 0.029, "maple": 0.036, "metaprompt": 0.283}
+REFERENCE_CLASSES = {"b2n": 25, "dg": 40}
 
 
 def group_seconds(config: BenchConfig, group: Group, dataset) -> float:
-    """A rough estimate of one group's seconds on one thread: steps × :data:`STEP_SECONDS` × classes / 25."""
+    """A rough estimate of one group's seconds on one thread: steps × seconds per step at the reference
+    dataset (:data:`STEP_SECONDS`, :data:`DG_STEP_SECONDS`) × classes / the reference's classes."""
+    table = STEP_SECONDS if group.target is None else {**STEP_SECONDS, **DG_STEP_SECONDS}
+    reference = REFERENCE_CLASSES["b2n" if group.target is None else "dg"]
     total = 0.0
     for method in (m for m in group.methods if METHODS[m].trainable):
         run = run_config(config, method, group.dataset, group.target, group.seed)
         index, _, _ = training_set(run, dataset)
         steps, _ = steps_for(len(index), run.optim)
         classes = len(dataset.classnames) / (2 if group.target is None else 1)
-        total += steps * STEP_SECONDS.get(method, 0.3) * classes / 25
+        total += steps * table.get(method, 0.2) * classes / reference
     return total
 
 

@@ -337,3 +337,29 @@ def test_a_bench_prints_its_rows_beside_the_committed_ones(tmp_path, monkeypatch
     assert "3 of the 4 rows" in out and "differs: " + ",".join(fields[:3]).replace(",", " ") in out
     (reference / "b2n.csv").write_text("".join(lines[:1]) + lines[1].replace(",1,", ",7,", 1))  # another seed only
     assert comparison_text(tmp_path / "mine", reference) == f"b2n: none of this run's rows is in {reference / 'b2n.csv'} yet"
+
+
+def test_the_start_up_estimate_is_steps_times_the_measured_step_per_class():
+    """One group's estimate, by hand: each method's official steps × its seconds per step at the reference
+    dataset × classes / the reference's classes (25 base classes for base-to-new, 40 for a DG target,
+    with the DG table's own MetaPrompt step, whose episodes span source domains)."""
+    from metaprompt_lite.bench import (DG_STEP_SECONDS, STEP_SECONDS, BenchConfig, Group, group_seconds,
+                                       run_config)
+    from metaprompt_lite.data import load_dataset
+    from metaprompt_lite.optim import steps_for
+    from metaprompt_lite.run import training_set
+
+    for suite, name, target, per_step, reference in (("b2n", "fashion", None, STEP_SECONDS, 25),
+                                                     ("dg", "emoji-pacs", "photo", DG_STEP_SECONDS, 40)):
+        config = BenchConfig(suite=suite, protocol="official", progress=False)
+        dataset = load_dataset(name)
+        methods = ("zsclip", "coop", "metaprompt")
+        by_hand = 0.0
+        for method in methods[1:]:
+            run = run_config(config, method, name, target, 1)
+            steps, _ = steps_for(len(training_set(run, dataset)[0]), run.optim)
+            classes = len(dataset.classnames) / (2 if target is None else 1)
+            by_hand += steps * per_step[method] * classes / reference
+        got = group_seconds(config, Group(name, target, 1, methods), dataset)
+        assert got == pytest.approx(by_hand) and got > 0
+    assert DG_STEP_SECONDS["metaprompt"] != STEP_SECONDS["metaprompt"]
