@@ -9,10 +9,12 @@
 # The **second-order** meta-gradient differentiates *through* the inner step:
 # $g = (I - \alpha \nabla^2 L_s)\,\nabla L_q(\theta')$. The **first-order** approximation drops the
 # Hessian term, $g \approx \nabla L_q(\theta')$ — what MetaPrompt's official code does.
-# `metaprompt_lite.core.meta.meta_gradients` builds both in the style of every meta-step in the package
-# (ProMetaR's and GRAM's too): `higher`'s monkeypatch runs the prompt learner on an explicit list of
+# `metaprompt_lite.core.meta.meta_gradients` builds both, in the style ProMetaR's and GRAM's meta-steps
+# share (`core.prometar`, `core.gram`): `higher`'s monkeypatch runs the prompt learner on an explicit list of
 # parameters (`core.meta.functional_learner`), and the inner step $\theta' = \theta - \alpha g$ is written
 # out (`core.meta.inner_step`), so ProMetaR and GRAM can put their modulated or regulated gradient for $g$.
+# The benchmark's official `metaprompt` meta-step, `core.meta.official_quirks_meta_update` (notebook 06's
+# appendix), is the exception: it takes its inner step with the optimizer, without `higher`.
 #
 # | equation | where |
 # |---|---|
