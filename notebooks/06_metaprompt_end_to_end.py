@@ -3,7 +3,8 @@
 #
 # MetaPrompt ("Learning Domain Invariant Prompt for Vision-Language Models", IEEE TIP 2024) trains
 # the dual-modality prompts of notebook 03 with the asymmetric loss of notebook 04 and, after every
-# ordinary step, takes a **domain-split meta step** built from the episodes of notebook 05.
+# ordinary step, takes a **domain-split meta step**: episodes cut from the batch (below), each with the
+# first-order meta-gradient of notebook 05.
 # `core.steps.metaprompt_step` runs one batch:
 #
 # | step | what it does | where |
@@ -116,6 +117,7 @@ def meta_objective():
 
 
 q_before, g_sum = meta_objective()
+theta_step = {n: p.detach().clone() for n, p in prompts.named_parameters()}  # θ where the meta step takes its gᵢ
 episodic_meta_update(prompts, episodes, support_loss, query_loss, state.lr, method.meta_step, adapt=adapt)  # 3., 4.
 q_after, _ = meta_objective()
 predicted = state.lr * method.meta_step * g_sum.norm().item() ** 2
@@ -126,9 +128,14 @@ assert 0.5 < drop / predicted < 1.5, f"the meta step lowered Q by {drop:.2e}, no
 
 # %% [markdown]
 # The term first order leaves out is −lr·∇²L_support·∇L_query (notebook 05). Its size in this step, for
-# the first episode (`meta_order=2` passes the losses through the encoder's double-backward twin):
+# the first episode: the prompts are put back to the θ where the meta step above took its gᵢ (after the
+# in-domain step, before the meta step), and `meta_order=2` passes the losses through the encoder's
+# double-backward twin:
 
 # %%
+with torch.no_grad():
+    for n, p in prompts.named_parameters():
+        p.copy_(theta_step[n])
 _, _, support_2, query_2 = domain_split(state, batch, replace(method, meta_order=2), cross_domain=False)
 e = episodes[0]
 g1, g2 = (torch.cat([g.flatten() for g in meta_gradients(
