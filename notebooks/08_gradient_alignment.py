@@ -121,13 +121,13 @@ per_epoch = steps_for(len(labels), replace(optim, max_steps=None, epochs=1))[0]
 print(f"36 steps at batch {optim.batch_size} = {36 / per_epoch:.0f} epochs of the {len(labels)} training images")
 
 # %%
-run("MetaPrompt (official loop)", "metaprompt")
+run("MetaPrompt (official loop)", "metaprompt");
 
 # %%
-run("MetaPrompt, no meta step", "metaprompt", episodic=False)
+run("MetaPrompt, no meta step", "metaprompt", episodic=False);
 
 # %%
-run("MetaPrompt-clean", "metaprompt-clean")
+run("MetaPrompt-clean", "metaprompt-clean");
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
