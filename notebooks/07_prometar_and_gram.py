@@ -14,7 +14,8 @@
 # **GRAM** (ICCV 2023) meta-learns, *before* any downstream tuning and on unlabeled image–text pairs,
 # an initialisation θ₀ of the prompts and a gradient-regulating function r; downstream tuning then
 # starts from θ₀ and steps along r(∇L): `gram-coop` wraps CoOp, `gram-ivlp` ProMetaR's 4 + 4 learner
-# (`prometar-base`, below), not the course's `ivlp` recipe.
+# (`prometar-base`, ProMetaR's learner trained with CE alone; notebook 09 compares them), not the
+# course's `ivlp` recipe.
 #
 # | equation | where |
 # |---|---|
@@ -107,17 +108,17 @@ assert net_moved < 1e-4, f"modulation net moved {net_moved:.1e}"  # and the modu
 # official run's) on a loss `lr_ratio` scales down. The ablation `prometar-netlr` trains the net at the
 # lr its yaml names (2.5·10⁻⁴ on a cosine) over whole runs. `experiments/prometar-netlr/` ran both on
 # suite v3 (10 datasets × 3 seeds) at 2 epochs (its README); the line compares that with the epochs
-# `prometar`'s presets train now:
+# `prometar`'s presets train:
 
 # %%
 netlr = json.loads((results_dir().parent / "experiments" / "prometar-netlr" / "summary.json").read_text())
 NETLR_EPOCHS = 2  # experiments/prometar-netlr/README.md
-now = {p: preset("prometar", protocol=p)[1].epochs for p in ("official", "tuned")}
+presets = {p: preset("prometar", protocol=p)[1].epochs for p in ("official", "tuned")}
 print(f"prometar-netlr vs prometar at {NETLR_EPOCHS} epochs, {netlr['rows']} rows: largest difference in base, new "
       f"or HM {netlr['max_abs_difference']}: at that budget the net's lr "
       + ("changes nothing" if netlr["max_abs_difference"] == 0 else "changes the results")
-      + f"; the presets now train {now['official']} (official) and {now['tuned']} (tuned) epochs, "
-      + ("a budget the ablation did not run." if NETLR_EPOCHS not in now.values() else "one of them the ablation's."))
+      + f"; the presets train {presets['official']} (official) and {presets['tuned']} (tuned) epochs, "
+      + ("a budget the ablation did not run." if NETLR_EPOCHS not in presets.values() else "one of them the ablation's."))
 
 # %% [markdown]
 # ## GRAM's meta-learned initialisation and regulator
