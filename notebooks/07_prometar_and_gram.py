@@ -43,6 +43,7 @@ from metaprompt_lite.gram_artifacts import artifact_path, load_gram
 from metaprompt_lite.methods import get_method, preset, prompted_clip, start_training
 from metaprompt_lite.optim import OptimConfig
 from metaprompt_lite.paths import default_model, results_dir
+from metaprompt_lite.report import b2n_average
 
 torch.manual_seed(0)
 backbone = load_clip(*default_model())
@@ -160,8 +161,19 @@ print(f"gates: median {gate.median():.3f}, 5-95 % range {gate.quantile(0.05):.3f
 assert near_sgd >= 0.9, f"{near_sgd:.0%} of the gates within 5 % of 1"  # the meta-learned regulator is close to plain SGD
 
 # %% [markdown]
-# Whether each wrapper helps the learner it wraps in the committed benchmark (Δ base, new and HM,
-# both protocols) is in notebook 09, beside the claims' intervals.
+# In the committed benchmark (`report.b2n_average`: the HM of base and new averaged over datasets,
+# mean over seeds, as notebook 09's table), each wrapper's HM against the learner it wraps; notebook
+# 09 gives base and new and the intervals:
+
+# %%
+pairs = (("prometar", "prometar-base"), ("gram-coop", "coop"), ("gram-ivlp", "prometar-base"))
+for p in ("official", "tuned"):
+    table = b2n_average(pd.read_csv(results_dir(p) / "b2n.csv"))
+    gains = [table.hm[wrapped] - table.hm[learner] for wrapped, learner in pairs]
+    spreads = [table.hm_std[[wrapped, learner]].max() for wrapped, learner in pairs]
+    print(f"{p}: " + ", ".join(f"{w} {g:+.2f} HM over {l}" for (w, l), g in zip(pairs, gains))
+          + f"; {sum(g > s for g, s in zip(gains, spreads))} of {len(pairs)} wrappers end above their learner by "
+          f"more than the larger seed spread, {sum(g < -s for g, s in zip(gains, spreads))} below it.")
 
 # %% [markdown]
 # ## Summary
